@@ -1,0 +1,236 @@
+//! The command line: `kvm-hello [--mode MODE] [--guest IMAGE] [--json] [--trace] [--timeout SECONDS]`.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kit_common::Mode;
+
+/// The watchdog's default: long enough for real mode under an emulating KVM, short enough that
+/// a spinning guest gives quick feedback.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `--timeout` accepted: a day.
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// The help text.
+pub const USAGE: &str = "\
+kvm-hello: the KVM lab kit's VMM. Runs a guest in the chosen CPU mode and prints what it
+writes to port 0xE9.
+
+Usage: kvm-hello [OPTIONS]
+
+Options:
+  --mode MODE        long (default), protected, paged32 or real
+  --guest IMAGE      a flat image loaded at guest physical 0 (default: the kit's guest for MODE)
+  --json             print one JSON report on stdout instead of the guest's output
+  --trace            print every exit on stderr
+  --timeout SECONDS  stop a guest that has not halted after SECONDS (default 5; fractions allowed)
+  -h, --help         print this help
+  -V, --version      print the version
+
+Exit status: 0 ok, 1 wrong result, 2 bad usage or input, 3 KVM unavailable, 4 guest fault or
+unexpected exit, 5 timeout, 6 a lab stub is not implemented yet, 7 lab code panicked.
+";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run a guest.
+    Run(Options),
+    /// Print the help text.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// The options of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// The CPU mode.
+    pub mode: Mode,
+    /// A guest image from a file instead of the kit's own.
+    pub guest: Option<PathBuf>,
+    /// A JSON report instead of the guest's output.
+    pub json: bool,
+    /// Every exit on stderr.
+    pub trace: bool,
+    /// The watchdog's limit.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Long,
+            guest: None,
+            json: false,
+            trace: false,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A command line that cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (see kvm-hello --help)", self.0)
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, UsageError> {
+    let bad = || {
+        UsageError(format!(
+            "--timeout takes a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}, e.g. 5 or 0.5; got '{text}'"
+        ))
+    };
+    let secs: f64 = text.trim().parse().map_err(|_| bad())?;
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let mut options = Options::default();
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|arg| UsageError(format!("argument {arg:?} is not UTF-8")))?;
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let flag: &'static str = match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--mode" => "--mode",
+            "--guest" => "--guest",
+            "--json" => "--json",
+            "--trace" => "--trace",
+            "--timeout" => "--timeout",
+            _ if arg.starts_with('-') => return Err(UsageError(format!("unknown option '{arg}'"))),
+            _ => {
+                return Err(UsageError(format!(
+                    "unexpected argument '{arg}'; a guest image goes after --guest"
+                )));
+            }
+        };
+        if seen.contains(&flag) {
+            return Err(UsageError(format!("{flag} is given twice")));
+        }
+        seen.push(flag);
+        let takes_value = matches!(flag, "--mode" | "--guest" | "--timeout");
+        if !takes_value {
+            if inline.is_some() {
+                return Err(UsageError(format!("{flag} takes no value")));
+            }
+            match flag {
+                "--json" => options.json = true,
+                _ => options.trace = true,
+            }
+            continue;
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => match args.next() {
+                Some(value) => value
+                    .into_string()
+                    .map_err(|v| UsageError(format!("{flag} value {v:?} is not UTF-8")))?,
+                None => return Err(UsageError(format!("{flag} needs a value"))),
+            },
+        };
+        match flag {
+            "--mode" => {
+                options.mode = value
+                    .parse()
+                    .map_err(|err: kit_common::UnknownMode| UsageError(err.to_string()))?
+            }
+            "--guest" if value.is_empty() => {
+                return Err(UsageError("--guest needs a file name".into()));
+            }
+            "--guest" => options.guest = Some(PathBuf::from(value)),
+            _ => options.timeout = parse_timeout(&value)?,
+        }
+    }
+    Ok(Command::Run(options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn defaults_are_long_mode_and_five_seconds() {
+        assert_eq!(parse_str(&[]), Ok(Command::Run(Options::default())));
+        assert_eq!(Options::default().mode, Mode::Long);
+        assert_eq!(Options::default().timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_option_is_read_in_both_spellings() {
+        let expected = Options {
+            mode: Mode::Real,
+            guest: Some("g.bin".into()),
+            json: true,
+            trace: true,
+            timeout: Duration::from_millis(250),
+        };
+        let split = parse_str(&[
+            "--mode",
+            "real",
+            "--guest",
+            "g.bin",
+            "--json",
+            "--trace",
+            "--timeout",
+            "0.25",
+        ]);
+        let joined = parse_str(&[
+            "--mode=real",
+            "--guest=g.bin",
+            "--json",
+            "--trace",
+            "--timeout=0.25",
+        ]);
+        assert_eq!(split, Ok(Command::Run(expected.clone())));
+        assert_eq!(joined, Ok(Command::Run(expected)));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let cases: [(&[&str], &str); 9] = [
+            (&["--mode", "vm86"], "unknown mode 'vm86'"),
+            (&["--mode"], "--mode needs a value"),
+            (&["--timeout", "soon"], "got 'soon'"),
+            (&["--timeout", "0"], "above 0"),
+            (&["--timeout", "-1"], "above 0"),
+            (&["--timeout", "NaN"], "above 0"),
+            (&["--json", "--json"], "--json is given twice"),
+            (&["--frobnicate"], "unknown option '--frobnicate'"),
+            (&["guest.bin"], "goes after --guest"),
+        ];
+        for (args, needle) in cases {
+            let err = parse_str(args).expect_err(needle);
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_win() {
+        assert_eq!(parse_str(&["--mode", "real", "--help"]), Ok(Command::Help));
+        assert_eq!(parse_str(&["-V"]), Ok(Command::Version));
+    }
+}

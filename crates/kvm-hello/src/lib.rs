@@ -1,0 +1,91 @@
+//! `kvm-hello`, the KVM lab kit's VMM: the labs called in the order of kvm-hello-world's `main`.
+//!
+//! The contract (options, output, JSON report, exit statuses) is in `cli::USAGE` and the book's
+//! "kvm-hello reference" chapter; scripts and the grader rely on it.
+
+pub mod cli;
+pub mod report;
+pub mod vmm;
+mod watchdog;
+
+use std::io::Write;
+use std::path::Path;
+
+use kit_common::{MAX_IMAGE_SIZE, Mode, Status};
+
+/// The kit's own guest for a mode.
+pub fn builtin_guest(mode: Mode) -> &'static [u8] {
+    match mode {
+        Mode::Long => guests::HELLO64,
+        Mode::Protected | Mode::Paged32 => guests::HELLO32,
+        Mode::Real => guests::HELLO16,
+    }
+}
+
+/// Reads a guest image from a file and checks that it fits.
+pub fn read_guest_image(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let image =
+        std::fs::read(path).map_err(|err| format!("cannot read guest image '{shown}': {err}"))?;
+    if image.is_empty() {
+        return Err(format!("guest image '{shown}' is empty"));
+    }
+    if image.len() > MAX_IMAGE_SIZE {
+        return Err(format!(
+            "guest image '{shown}' is {} bytes; at most {MAX_IMAGE_SIZE} bytes fit below the page tables at 0x2000",
+            image.len()
+        ));
+    }
+    Ok(image)
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
+    let options = match cli::parse(args) {
+        Ok(cli::Command::Run(options)) => options,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::USAGE);
+            return Status::Ok;
+        }
+        Ok(cli::Command::Version) => {
+            println!("kvm-hello {}", env!("CARGO_PKG_VERSION"));
+            return Status::Ok;
+        }
+        Err(err) => {
+            report::print_summary_line(&err.to_string());
+            return Status::BadInput;
+        }
+    };
+    let image = match &options.guest {
+        Some(path) => match read_guest_image(path) {
+            Ok(image) => image,
+            Err(message) => {
+                if options.json {
+                    println!(
+                        "{}",
+                        report::json_of_failure(options.mode, Status::BadInput, &message)
+                    );
+                }
+                report::print_summary_line(&message);
+                return Status::BadInput;
+            }
+        },
+        None => builtin_guest(options.mode).to_vec(),
+    };
+    vmm::install_panic_hook();
+    let config = vmm::RunConfig {
+        mode: options.mode,
+        image,
+        capture_output: options.json,
+        trace: options.trace,
+        timeout: options.timeout,
+    };
+    let result = vmm::run(config);
+    if options.json {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", report::json(options.mode, &result));
+        let _ = stdout.flush();
+    }
+    report::print_summary_line(&report::summary(&result));
+    report::status(&result)
+}

@@ -1,0 +1,92 @@
+//! What a run prints: the one-line summary on stderr and the `--json` report.
+
+use kit_common::{Mode, Status};
+use serde_json::{Value, json};
+
+use crate::vmm::RunReport;
+
+/// Prints `kvm-hello: <line>` on stderr.
+pub fn print_summary_line(line: &str) {
+    eprintln!("kvm-hello: {line}");
+}
+
+/// The status a report ends with.
+pub fn status(report: &RunReport) -> Status {
+    report
+        .failure
+        .as_ref()
+        .map_or(Status::Ok, |failure| failure.status)
+}
+
+/// The one-line summary: what the guest did, or why the run failed.
+pub fn summary(report: &RunReport) -> String {
+    match &report.failure {
+        Some(failure) => failure.message.clone(),
+        None => {
+            let c = &report.counts;
+            format!(
+                "guest halted after {} exits (io {}, hlt {}); rax = {}, memory[0x400] = {}",
+                c.total(),
+                c.io(),
+                c.hlt,
+                report.rax.unwrap_or_default(),
+                report.memory_0x400.unwrap_or_default()
+            )
+        }
+    }
+}
+
+/// The name of a status in the JSON report's `error.kind`.
+pub fn kind(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::WrongResult => "wrong_result",
+        Status::BadInput => "bad_input",
+        Status::KvmUnavailable => "kvm_unavailable",
+        Status::GuestFault => "guest_fault",
+        Status::Timeout => "timeout",
+        Status::NotImplemented => "not_implemented",
+        Status::LabPanicked => "lab_panicked",
+    }
+}
+
+/// The `--json` report (the contract in the README and the book).
+pub fn json(mode: Mode, report: &RunReport) -> Value {
+    let c = &report.counts;
+    let status = status(report);
+    let mut value = json!({
+        "mode": mode.name(),
+        "output": String::from_utf8_lossy(&report.output),
+        "exits": {
+            "total": c.total(),
+            "io": c.io(),
+            "io_out": c.io_out,
+            "io_in": c.io_in,
+            "hlt": c.hlt,
+            "mmio": c.mmio,
+            "shutdown": c.shutdown,
+            "other": c.other,
+        },
+        "rax": report.rax,
+        "rip": report.rip,
+        "memory_0x400": report.memory_0x400,
+        "memory_host_base": report.memory_host_base,
+        "kvm_run": report.kvm_run.map(|run| json!({"address": run.address, "size": run.size})),
+        "ok": status == Status::Ok,
+        "status": status.code(),
+    });
+    if let Some(failure) = &report.failure {
+        value["error"] = json!({"kind": kind(status), "message": failure.message});
+    }
+    value
+}
+
+/// The JSON report of a run that could not start (bad usage or input).
+pub fn json_of_failure(mode: Mode, status: Status, message: &str) -> Value {
+    json!({
+        "mode": mode.name(),
+        "ok": false,
+        "status": status.code(),
+        "error": {"kind": kind(status), "message": message},
+    })
+}

@@ -1,0 +1,375 @@
+//! One run of the VMM: the labs called in the order of kvm-hello-world's `main`, on a vCPU
+//! thread watched by the caller's thread.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kit_common::{GUEST_MEMORY_SIZE, LabPanic, Mode, Status};
+use kvm_ioctls::VcpuExit;
+use lab1_memory::{KvmRunMapping, Lab1Error};
+use lab4_exit_loop::{ExitCounts, ExitLoopError, ResultError, UnexpectedExit};
+
+use crate::watchdog;
+
+/// How long a kicked vCPU thread gets to come back before the process ends without it (a lab
+/// loop that spins without calling KVM_RUN cannot be interrupted).
+const KICK_GRACE: Duration = Duration::from_secs(1);
+/// Present on hosts whose KVM is PVM, which runs paging only in long mode.
+const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// What one run is asked to do.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The CPU mode.
+    pub mode: Mode,
+    /// The flat guest image.
+    pub image: Vec<u8>,
+    /// Keep the guest's output for the report instead of writing it to stdout.
+    pub capture_output: bool,
+    /// Print every exit on stderr.
+    pub trace: bool,
+    /// The watchdog's limit.
+    pub timeout: Duration,
+}
+
+/// Why a run did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The exit status it ends with.
+    pub status: Status,
+    /// The one-line explanation.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(status: Status, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a run found out, as far as it got.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    /// The guest's console bytes (only when captured).
+    pub output: Vec<u8>,
+    /// Exits by reason.
+    pub counts: ExitCounts,
+    /// RAX when the guest stopped.
+    pub rax: Option<u64>,
+    /// RIP when the guest stopped.
+    pub rip: Option<u64>,
+    /// The value at 0x400, as wide as the mode's word.
+    pub memory_0x400: Option<u64>,
+    /// Host virtual address of guest physical 0.
+    pub memory_host_base: Option<u64>,
+    /// The vCPU's kvm_run mapping.
+    pub kvm_run: Option<KvmRunMapping>,
+    /// Why the run failed, if it did.
+    pub failure: Option<Failure>,
+}
+
+/// The last panic of lab code, recorded by the panic hook.
+static LAST_PANIC: Mutex<Option<LabPanic>> = Mutex::new(None);
+/// Name of the thread that runs lab code.
+const VCPU_THREAD: &str = "vcpu0";
+
+/// Replaces Rust's panic output with one line: lab panics are reported by `run`.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("a panic without a message");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let panic = LabPanic::from_message(message, location.as_deref());
+        if thread::current().name() == Some(VCPU_THREAD) {
+            *LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(panic);
+        } else {
+            eprintln!("kvm-hello: internal error: {panic}");
+        }
+    }));
+}
+
+/// Where the guest's console bytes go.
+enum Console {
+    /// Straight to stdout, line by line on a terminal, in large blocks otherwise.
+    Stdout(Box<dyn Write + Send>),
+    /// Into the report.
+    Capture(Vec<u8>),
+}
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Console::Stdout(out) => out.write(buf),
+            Console::Capture(bytes) => bytes.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Console::Stdout(out) => out.write_all(buf),
+            Console::Capture(bytes) => bytes.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Console::Stdout(out) => out.flush(),
+            Console::Capture(_) => Ok(()),
+        }
+    }
+}
+
+fn stdout_console() -> Console {
+    let stdout = io::stdout();
+    if stdout.is_terminal() {
+        Console::Stdout(Box::new(io::LineWriter::new(stdout)))
+    } else {
+        Console::Stdout(Box::new(io::BufWriter::with_capacity(64 * 1024, stdout)))
+    }
+}
+
+/// Set by the watchdog when it stopped the vCPU.
+static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+
+/// Runs the guest on a vCPU thread and waits for it at most `config.timeout` (plus a grace
+/// period to collect its state). Never returns early without a report, never hangs.
+pub fn run(config: RunConfig) -> RunReport {
+    let signal_installed = watchdog::install();
+    let timeout = config.timeout;
+    let (done_tx, done_rx) = mpsc::channel();
+    let spawned = thread::Builder::new()
+        .name(VCPU_THREAD.into())
+        .spawn(move || {
+            let mut report = RunReport::default();
+            let mut console = if config.capture_output {
+                Console::Capture(Vec::new())
+            } else {
+                stdout_console()
+            };
+            let result = session(&config, &mut console, &mut report);
+            let flushed = console.flush();
+            if let Console::Capture(bytes) = console {
+                report.output = bytes;
+            }
+            report.failure = result.err().or_else(|| {
+                flushed.err().map(|err| {
+                    Failure::new(
+                        Status::GuestFault,
+                        format!("cannot write the guest's output: {err}"),
+                    )
+                })
+            });
+            let _ = done_tx.send(());
+            report
+        });
+    let vcpu_thread = match spawned {
+        Ok(handle) => handle,
+        Err(err) => {
+            return RunReport {
+                failure: Some(Failure::new(
+                    Status::GuestFault,
+                    format!("cannot start the vCPU thread: {err}"),
+                )),
+                ..RunReport::default()
+            };
+        }
+    };
+
+    let started = Instant::now();
+    if done_rx.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout) {
+        TIMED_OUT.store(true, Ordering::SeqCst);
+        watchdog::kick(&vcpu_thread, signal_installed);
+        if done_rx.recv_timeout(KICK_GRACE) == Err(mpsc::RecvTimeoutError::Timeout) {
+            // The lab loop does not return to KVM_RUN: end the process without it.
+            let message = format!(
+                "timeout: the guest was stopped after {:.1} s, but the exit loop did not return (does run_until_halt \
+                 return the error of a failed KVM_RUN? book: Lab 4, The exit loop)",
+                started.elapsed().as_secs_f64()
+            );
+            crate::report::print_summary_line(&message);
+            std::process::exit(Status::Timeout.code());
+        }
+    }
+    match vcpu_thread.join() {
+        Ok(report) => report,
+        Err(_) => {
+            let panic = LAST_PANIC
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let panic = panic.unwrap_or_else(|| LabPanic::Other("the vCPU thread panicked".into()));
+            let status = match panic {
+                LabPanic::NotImplemented(_) => Status::NotImplemented,
+                LabPanic::Other(_) => Status::LabPanicked,
+            };
+            RunReport {
+                failure: Some(Failure::new(status, panic.to_string())),
+                ..RunReport::default()
+            }
+        }
+    }
+}
+
+/// kvm-hello-world's `main` and `run_*_mode`, one lab at a time.
+fn session(
+    config: &RunConfig,
+    console: &mut Console,
+    report: &mut RunReport,
+) -> Result<(), Failure> {
+    let vm = lab1_memory::vm_init(GUEST_MEMORY_SIZE).map_err(lab1_failure)?;
+    let mut vcpu = lab1_memory::vcpu_init(&vm).map_err(lab1_failure)?;
+    report.memory_host_base = Some(lab1_memory::guest_memory_host_address(&vm.memory));
+    report.kvm_run = Some(lab1_memory::kvm_run_mapping(&mut vcpu));
+    lab1_memory::load_image(&vm.memory, &config.image).map_err(lab1_failure)?;
+
+    let cr3 = match config.mode {
+        Mode::Long => lab2_paging::setup_long_mode_page_tables(&vm.memory),
+        Mode::Paged32 => lab2_paging::setup_paged32_page_directory(&vm.memory),
+        Mode::Real | Mode::Protected => Ok(0),
+    }
+    .map_err(|err| {
+        Failure::new(
+            Status::GuestFault,
+            format!("{err} (book: Lab 2, Page tables)"),
+        )
+    })?;
+    lab3_registers::configure_vcpu(&vcpu.fd, config.mode, cr3, GUEST_MEMORY_SIZE).map_err(|err| {
+        Failure::new(
+            Status::GuestFault,
+            format!("{err}: KVM refused the vCPU state; check CR0, CR4, EFER and the segments (book: Lab 3, Registers and CPU modes)"),
+        )
+    })?;
+
+    watchdog::arm(&mut vcpu.fd);
+    let mut trace = |exit: &VcpuExit<'_>| trace_exit(exit);
+    let mut no_trace = |_: &VcpuExit<'_>| {};
+    let tracer: &mut dyn FnMut(&VcpuExit<'_>) = if config.trace {
+        &mut trace
+    } else {
+        &mut no_trace
+    };
+    let looped = lab4_exit_loop::run_until_halt(&mut vcpu.fd, console, &mut report.counts, tracer);
+    watchdog::disarm();
+
+    let regs = vcpu.fd.get_regs().ok();
+    report.rax = regs.map(|r| r.rax);
+    report.rip = regs.map(|r| r.rip);
+    if let Err(err) = looped {
+        return Err(loop_failure(err, config, report));
+    }
+    let slot = lab4_exit_loop::read_result_slot(&vm.memory, config.mode.result_width());
+    report.memory_0x400 = slot.as_ref().ok().copied();
+    let rax = report.rax.ok_or_else(|| {
+        Failure::new(
+            Status::GuestFault,
+            "KVM_GET_REGS failed after the guest halted",
+        )
+    })?;
+    slot.and_then(|value| lab4_exit_loop::check_results(rax, value))
+        .map_err(result_failure)
+}
+
+fn trace_exit(exit: &VcpuExit<'_>) {
+    match exit {
+        VcpuExit::IoOut(port, data) => {
+            eprintln!(
+                "trace: io out, port {port:#x}, {} byte(s): {:?}",
+                data.len(),
+                String::from_utf8_lossy(data)
+            )
+        }
+        VcpuExit::Hlt => eprintln!("trace: hlt"),
+        other => eprintln!("trace: {}", UnexpectedExit::from_exit(other)),
+    }
+}
+
+const TROUBLESHOOTING: &str = "book: Troubleshooting";
+
+fn lab1_failure(err: Lab1Error) -> Failure {
+    let hint = match &err {
+        Lab1Error::OpenKvm(e) if e.errno() == libc::ENOENT => {
+            "there is no /dev/kvm: load the kvm module (modprobe kvm_intel or kvm_amd) and enable VT-x/AMD-V in the firmware"
+        }
+        Lab1Error::OpenKvm(e) if e.errno() == libc::EACCES || e.errno() == libc::EPERM => {
+            "add yourself to the kvm group (sudo usermod -aG kvm $USER) and log in again"
+        }
+        Lab1Error::OpenKvm(_) | Lab1Error::ApiVersion(_) => "/dev/kvm is not a usable KVM device",
+        Lab1Error::ImageTooLarge { .. } => return Failure::new(Status::BadInput, err.to_string()),
+        Lab1Error::WriteImage(_) => {
+            return Failure::new(
+                Status::GuestFault,
+                format!("{err} (book: Lab 1, Guest memory and the vCPU)"),
+            );
+        }
+        _ => "KVM refused to set up the VM",
+    };
+    Failure::new(
+        Status::KvmUnavailable,
+        format!("{err}: {hint} ({TROUBLESHOOTING})"),
+    )
+}
+
+fn loop_failure(err: ExitLoopError, config: &RunConfig, report: &RunReport) -> Failure {
+    let at = report
+        .rip
+        .map(|rip| format!(" at RIP {rip:#x}"))
+        .unwrap_or_default();
+    let exits = report.counts.total();
+    match err {
+        ExitLoopError::Run(e) if e.errno() == libc::EINTR && TIMED_OUT.load(Ordering::SeqCst) => {
+            Failure::new(
+                Status::Timeout,
+                format!(
+                    "timeout: the guest did not halt within {} s (stopped{at} after {exits} exits); a guest that spins or never \
+                 reaches HLT ends here ({TROUBLESHOOTING})",
+                    config.timeout.as_secs_f64()
+                ),
+            )
+        }
+        ExitLoopError::Unexpected(UnexpectedExit::Shutdown)
+            if config.mode == Mode::Paged32 && Path::new(PVM_MODULE).exists() =>
+        {
+            Failure::new(
+                Status::GuestFault,
+                format!(
+                    "triple fault (KVM_EXIT_SHUTDOWN){at}: this host's KVM is PVM (kvm_pvm), which supports paging only \
+                     in long mode, so paged32 cannot run here; it needs a VMX or SVM host ({TROUBLESHOOTING})"
+                ),
+            )
+        }
+        ExitLoopError::Unexpected(UnexpectedExit::Shutdown) => Failure::new(
+            Status::GuestFault,
+            format!(
+                "triple fault (KVM_EXIT_SHUTDOWN){at} after {exits} exits: there is no IDT, so any exception becomes a \
+                 shutdown; check CR3, the page tables, EFER and CS ({TROUBLESHOOTING})"
+            ),
+        ),
+        ExitLoopError::Unexpected(exit) => Failure::new(
+            Status::GuestFault,
+            format!("guest fault: {exit}{at} after {exits} exits ({TROUBLESHOOTING})"),
+        ),
+        ExitLoopError::Run(e) => Failure::new(
+            Status::GuestFault,
+            format!("KVM_RUN failed{at}: {e} ({TROUBLESHOOTING})"),
+        ),
+        ExitLoopError::Console(e) => Failure::new(
+            Status::GuestFault,
+            format!("cannot write the guest's output: {e}"),
+        ),
+    }
+}
+
+fn result_failure(err: ResultError) -> Failure {
+    Failure::new(
+        Status::WrongResult,
+        format!("{err} (book: Lab 4, The exit loop)"),
+    )
+}

@@ -1,0 +1,149 @@
+//! # Lab 3: registers and CPU modes
+//!
+//! kvm-hello-world's `setup_protected_mode`, `setup_paged_32bit_mode`, `setup_long_mode` and the
+//! `regs` of each `run_*_mode`: the vCPU state that puts the guest in its mode before the first
+//! instruction. You write the three functions marked `TODO(lab3)`; they take and return plain
+//! values, so no KVM is needed to check them. `configure_vcpu` (given) hands them to KVM.
+//! Book: "Lab 3: Registers and CPU modes".
+//!
+//! Check your work with `cargo grade lab3`.
+//! (`--features solution` builds the reference in `solution.rs` instead of the functions marked
+//! `#[cfg(not(feature = "solution"))]`; you never need it.)
+
+pub use kit_common::Mode;
+pub use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use kvm_ioctls::VcpuFd;
+
+/// CR0 bit 0, Protection Enable: protected mode (segments by descriptor).
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0 bit 1, Monitor Coprocessor: WAIT/FWAIT honour TS.
+pub const CR0_MP: u64 = 1 << 1;
+/// CR0 bit 2, Emulation: x87 instructions fault (left clear).
+pub const CR0_EM: u64 = 1 << 2;
+/// CR0 bit 3, Task Switched (left clear).
+pub const CR0_TS: u64 = 1 << 3;
+/// CR0 bit 4, Extension Type: a 387-class FPU (hard-wired to 1 on modern CPUs).
+pub const CR0_ET: u64 = 1 << 4;
+/// CR0 bit 5, Numeric Error: x87 errors are reported natively.
+pub const CR0_NE: u64 = 1 << 5;
+/// CR0 bit 16, Write Protect: ring 0 honours read-only pages.
+pub const CR0_WP: u64 = 1 << 16;
+/// CR0 bit 18, Alignment Mask: EFLAGS.AC may enable alignment checks.
+pub const CR0_AM: u64 = 1 << 18;
+/// CR0 bit 29, Not Write-through (left clear).
+pub const CR0_NW: u64 = 1 << 29;
+/// CR0 bit 30, Cache Disable (left clear).
+pub const CR0_CD: u64 = 1 << 30;
+/// CR0 bit 31, Paging: translate through the tables at CR3.
+pub const CR0_PG: u64 = 1 << 31;
+
+/// CR4 bit 4, Page Size Extensions: 4 MiB pages in 32-bit paging.
+pub const CR4_PSE: u64 = 1 << 4;
+/// CR4 bit 5, Physical Address Extension: 64-bit entries; required for long mode.
+pub const CR4_PAE: u64 = 1 << 5;
+
+/// EFER bit 8, Long Mode Enable.
+pub const EFER_LME: u64 = 1 << 8;
+/// EFER bit 10, Long Mode Active: set by the CPU when paging is turned on with LME; KVM takes
+/// the vCPU state as given, so the VMM sets it too.
+pub const EFER_LMA: u64 = 1 << 10;
+
+/// Descriptor type 11: code, execute/read, accessed.
+pub const SEG_TYPE_CODE: u8 = 11;
+/// Descriptor type 3: data, read/write, accessed.
+pub const SEG_TYPE_DATA: u8 = 3;
+/// The code segment's selector: GDT entry 1 (index 1, table GDT, RPL 0).
+pub const CODE_SELECTOR: u16 = 1 << 3;
+/// The data segments' selector: GDT entry 2.
+pub const DATA_SELECTOR: u16 = 2 << 3;
+/// A flat segment's limit with 4 KiB granularity: 4 GiB.
+pub const FLAT_LIMIT: u32 = 0xffff_ffff;
+
+/// RFLAGS bit 1 is reserved and always reads 1; every other flag starts clear (IF too: the
+/// guest has no IDT).
+pub const RFLAGS_RESERVED: u64 = 1 << 1;
+/// The guest's first instruction: the image is loaded at guest physical 0.
+pub const ENTRY_POINT: u64 = kit_common::GUEST_LOAD_ADDR;
+
+/// What can go wrong when the registers reach KVM.
+#[derive(Debug, thiserror::Error)]
+pub enum Lab3Error {
+    /// A register ioctl failed.
+    #[error("{ioctl} failed: {source}")]
+    Ioctl {
+        /// The ioctl's name.
+        ioctl: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Reads the vCPU's special registers, sets them for `mode` and the general registers, as
+/// kvm-hello-world's `run_*_mode` functions do (given: it only calls your functions).
+pub fn configure_vcpu(
+    vcpu: &VcpuFd,
+    mode: Mode,
+    cr3: u64,
+    mem_size: usize,
+) -> Result<(), Lab3Error> {
+    let reset = vcpu.get_sregs().map_err(|source| Lab3Error::Ioctl {
+        ioctl: "KVM_GET_SREGS",
+        source,
+    })?;
+    let sregs = special_registers(mode, reset, cr3);
+    vcpu.set_sregs(&sregs).map_err(|source| Lab3Error::Ioctl {
+        ioctl: "KVM_SET_SREGS",
+        source,
+    })?;
+    let regs = general_registers(mode, mem_size);
+    vcpu.set_regs(&regs).map_err(|source| Lab3Error::Ioctl {
+        ioctl: "KVM_SET_REGS",
+        source,
+    })
+}
+
+// TODO(lab3): a flat segment covering 4 GiB (base 0, limit `FLAT_LIMIT`, 4 KiB granularity,
+// present, DPL 0, a code/data descriptor). The code segment (`SEG_TYPE_CODE`, `CODE_SELECTOR`)
+// is 64-bit in long mode (L = 1, D = 0) and 32-bit otherwise (L = 0, D = 1); the data segment
+// is `SEG_TYPE_DATA` with `DATA_SELECTOR` and D = 1 (L = 0). Real mode does not use these.
+/// The flat code (`code == true`) or data segment of a protected, paged32 or long-mode guest.
+#[cfg(not(feature = "solution"))]
+pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
+    let _ = (mode, code);
+    todo!(
+        "lab3 flat_segment (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)"
+    )
+}
+
+// TODO(lab3): start from `sregs` (the vCPU's reset state, from KVM_GET_SREGS) and set, per mode:
+// - real: CS selector and base 0 (the reset state runs at 0xFFFF0), nothing else;
+// - protected: CR0.PE and the flat segments (CS, then DS, ES, FS, GS, SS);
+// - paged32: as protected, plus CR3, CR4 = PSE, CR0 = PE|MP|ET|NE|WP|AM|PG, EFER = 0;
+// - long: CR3, CR4 = PAE, CR0 = PE|MP|ET|NE|WP|AM|PG, EFER = LME|LMA, 64-bit CS.
+/// The special registers (control registers, EFER, segments) for `mode`.
+#[cfg(not(feature = "solution"))]
+pub fn special_registers(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
+    let _ = (mode, sregs, cr3);
+    todo!(
+        "lab3 special_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)"
+    )
+}
+
+// TODO(lab3): RIP = `ENTRY_POINT`, RFLAGS = `RFLAGS_RESERVED`, every other register 0, except
+// the stack: RSP = `mem_size` (the top of guest memory; the stack grows down) in the 32- and
+// 64-bit modes, and 0 in real mode (SP wraps to 0xFFFE on the first push: the top of the first
+// 64 KiB, all that SS = 0 reaches).
+/// The general registers for `mode` with `mem_size` bytes of guest memory.
+#[cfg(not(feature = "solution"))]
+pub fn general_registers(mode: Mode, mem_size: usize) -> kvm_regs {
+    let _ = (mode, mem_size);
+    todo!(
+        "lab3 general_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)"
+    )
+}
+
+#[cfg(feature = "solution")]
+mod solution;
+#[cfg(feature = "solution")]
+pub use solution::*;

@@ -1,0 +1,80 @@
+//! The reference solution of lab 3 (built with `--features solution`).
+
+use crate::{
+    CODE_SELECTOR, CR0_AM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE,
+    DATA_SELECTOR, EFER_LMA, EFER_LME, ENTRY_POINT, FLAT_LIMIT, Mode, RFLAGS_RESERVED,
+    SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment, kvm_sregs,
+};
+
+/// CR0 of both paged modes: protected mode with paging and the usual FPU and protection bits.
+const CR0_PAGED: u64 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
+
+// ANCHOR: flat_segment
+pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
+    let long_code = code && mode == Mode::Long;
+    kvm_segment {
+        base: 0,
+        limit: FLAT_LIMIT,
+        selector: if code { CODE_SELECTOR } else { DATA_SELECTOR },
+        type_: if code { SEG_TYPE_CODE } else { SEG_TYPE_DATA },
+        present: 1,
+        dpl: 0,
+        db: u8::from(!long_code), // 32-bit default size; must be 0 when L = 1
+        s: 1,                     // a code or data descriptor, not a system one
+        l: u8::from(long_code),   // 64-bit code
+        g: 1,                     // limit in 4 KiB units
+        ..Default::default()
+    }
+}
+// ANCHOR_END: flat_segment
+
+fn set_flat_segments(sregs: &mut kvm_sregs, mode: Mode) {
+    sregs.cs = flat_segment(mode, true);
+    let data = flat_segment(mode, false);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+}
+
+// ANCHOR: special_registers
+pub fn special_registers(mode: Mode, mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
+    match mode {
+        Mode::Real => {
+            sregs.cs.selector = 0;
+            sregs.cs.base = 0;
+        }
+        Mode::Protected => {
+            sregs.cr0 |= CR0_PE;
+            set_flat_segments(&mut sregs, mode);
+        }
+        Mode::Paged32 => {
+            set_flat_segments(&mut sregs, mode);
+            sregs.cr3 = cr3;
+            sregs.cr4 = CR4_PSE;
+            sregs.cr0 = CR0_PAGED;
+            sregs.efer = 0;
+        }
+        Mode::Long => {
+            sregs.cr3 = cr3;
+            sregs.cr4 = CR4_PAE;
+            sregs.cr0 = CR0_PAGED;
+            sregs.efer = EFER_LME | EFER_LMA;
+            set_flat_segments(&mut sregs, mode);
+        }
+    }
+    sregs
+}
+// ANCHOR_END: special_registers
+
+// ANCHOR: general_registers
+pub fn general_registers(mode: Mode, mem_size: usize) -> kvm_regs {
+    kvm_regs {
+        rip: ENTRY_POINT,
+        rflags: RFLAGS_RESERVED,
+        rsp: if mode == Mode::Real {
+            0
+        } else {
+            mem_size as u64
+        },
+        ..Default::default()
+    }
+}
+// ANCHOR_END: general_registers
