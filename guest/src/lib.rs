@@ -36,3 +36,54 @@ mod tests {
         }
     }
 }
+
+/// A guest of the test corpus (`guest/corpus/*.S`): a hostile or odd guest with its expected
+/// outcome in its header (`# mode:`, `# expect-status:`, `# expect-stdout:`, `# expect-stderr:`).
+#[derive(Debug, Clone, Copy)]
+pub struct CorpusGuest {
+    /// The file stem, e.g. `triple-fault`.
+    pub name: &'static str,
+    /// The assembly source, header included.
+    pub source: &'static str,
+    /// The flat image.
+    pub image: &'static [u8],
+}
+
+impl CorpusGuest {
+    /// The value of a `# key:` header line.
+    pub fn header(&self, key: &str) -> Option<&'static str> {
+        let prefix = format!("# {key}:");
+        self.source
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(str::trim)
+    }
+
+    /// `kvm-hello --mode` for this guest.
+    pub fn mode(&self) -> &'static str {
+        self.header("mode").unwrap_or("long")
+    }
+
+    /// The exit status kvm-hello must end with.
+    pub fn expected_status(&self) -> i32 {
+        let status = self
+            .header("expect-status")
+            .unwrap_or_else(|| panic!("{}: no '# expect-status:' line", self.name));
+        status
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: bad expect-status '{status}'", self.name))
+    }
+
+    /// The exact stdout expected (with `\n` for newlines), if the header gives one.
+    pub fn expected_stdout(&self) -> Option<String> {
+        self.header("expect-stdout")
+            .map(|text| text.replace("\\n", "\n"))
+    }
+
+    /// Text the one-line summary on stderr must contain, if the header gives one.
+    pub fn expected_stderr(&self) -> Option<&'static str> {
+        self.header("expect-stderr")
+    }
+}
+
+include!(concat!(env!("OUT_DIR"), "/corpus.rs"));

@@ -90,3 +90,55 @@ pub fn kvm_run_mapping(vcpu: &mut Vcpu) -> KvmRunMapping {
     }
 }
 // ANCHOR_END: addresses
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+    use super::*;
+    use crate::GUEST_MEMORY_SIZE;
+
+    fn require_kvm() {
+        if let Err(err) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+        {
+            panic!(
+                "this test needs read/write access to /dev/kvm ({err}); see the book's Troubleshooting chapter"
+            );
+        }
+    }
+
+    #[test]
+    fn the_vm_has_2_mib_at_guest_physical_0_and_a_mapped_kvm_run() {
+        require_kvm();
+        let vm = vm_init(GUEST_MEMORY_SIZE).unwrap();
+        let regions: Vec<_> = vm
+            .memory
+            .iter()
+            .map(|r| (r.start_addr().0, r.len()))
+            .collect();
+        assert_eq!(regions, [(0, 0x20_0000)]);
+        let base = guest_memory_host_address(&vm.memory);
+        assert_eq!(base, vm.memory.iter().next().unwrap().as_ptr() as u64);
+        let mut vcpu = vcpu_init(&vm).unwrap();
+        let run = kvm_run_mapping(&mut vcpu);
+        assert_eq!(run.size, vm.kvm.get_vcpu_mmap_size().unwrap());
+        assert!(run.address != 0 && run.address.is_multiple_of(4096));
+    }
+
+    #[test]
+    fn the_image_lands_at_0_and_oversized_ones_are_refused() {
+        let memory =
+            vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
+        load_image(&memory, &[0xf4, 0xeb, 0xfe]).unwrap();
+        let mut back = [0u8; 3];
+        memory.read_slice(&mut back, GuestAddress(0)).unwrap();
+        assert_eq!(back, [0xf4, 0xeb, 0xfe]);
+        let too_big = vec![0; MAX_IMAGE_SIZE + 1];
+        assert!(
+            matches!(load_image(&memory, &too_big), Err(Lab1Error::ImageTooLarge { len }) if len == MAX_IMAGE_SIZE + 1)
+        );
+    }
+}

@@ -78,3 +78,98 @@ pub fn general_registers(mode: Mode, mem_size: usize) -> kvm_regs {
     }
 }
 // ANCHOR_END: general_registers
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CR0_EM, CR0_TS};
+
+    #[test]
+    fn long_mode_turns_on_pae_paging_and_64_bit_code() {
+        let s = special_registers(Mode::Long, kvm_sregs::default(), 0x2000);
+        assert_eq!(s.cr0, 0x8005_0033);
+        assert_eq!(s.cr0 & (CR0_EM | CR0_TS), 0);
+        assert_eq!(
+            (s.cr3, s.cr4, s.efer),
+            (0x2000, CR4_PAE, EFER_LME | EFER_LMA)
+        );
+        assert_eq!(
+            (
+                s.cs.l,
+                s.cs.db,
+                s.cs.type_,
+                s.cs.selector,
+                s.cs.s,
+                s.cs.present
+            ),
+            (1, 0, 11, 8, 1, 1)
+        );
+        for seg in [s.ds, s.es, s.fs, s.gs, s.ss] {
+            assert_eq!(
+                (
+                    seg.type_,
+                    seg.selector,
+                    seg.l,
+                    seg.db,
+                    seg.base,
+                    seg.limit,
+                    seg.g
+                ),
+                (3, 0x10, 0, 1, 0, FLAT_LIMIT, 1)
+            );
+        }
+    }
+
+    #[test]
+    fn paged32_uses_pse_and_no_efer() {
+        let s = special_registers(
+            Mode::Paged32,
+            kvm_sregs {
+                efer: EFER_LME,
+                ..Default::default()
+            },
+            0x2000,
+        );
+        assert_eq!(
+            (s.cr0, s.cr3, s.cr4, s.efer),
+            (0x8005_0033, 0x2000, CR4_PSE, 0)
+        );
+        assert_eq!((s.cs.l, s.cs.db), (0, 1));
+    }
+
+    #[test]
+    fn protected_mode_only_adds_pe_and_flat_segments() {
+        let reset = kvm_sregs {
+            cr0: 0x6000_0010,
+            ..Default::default()
+        };
+        let s = special_registers(Mode::Protected, reset, 0x2000);
+        assert_eq!((s.cr0, s.cr3, s.cr4, s.efer), (0x6000_0011, 0, 0, 0));
+        assert_eq!((s.cs.l, s.cs.db, s.cs.type_, s.ss.type_), (0, 1, 11, 3));
+    }
+
+    #[test]
+    fn real_mode_moves_cs_to_0_and_nothing_else() {
+        let mut reset = kvm_sregs {
+            cr0: 0x6000_0010,
+            ..Default::default()
+        };
+        reset.cs.selector = 0xf000;
+        reset.cs.base = 0xffff_0000;
+        reset.cs.limit = 0xffff;
+        let s = special_registers(Mode::Real, reset, 0x2000);
+        assert_eq!(
+            (s.cs.selector, s.cs.base, s.cs.limit, s.cr0),
+            (0, 0, 0xffff, 0x6000_0010)
+        );
+    }
+
+    #[test]
+    fn general_registers_start_at_0_with_the_stack_on_top() {
+        for mode in Mode::ALL {
+            let r = general_registers(mode, 0x20_0000);
+            assert_eq!((r.rip, r.rflags, r.rax), (0, 2, 0));
+            assert_eq!(r.rsp, if mode == Mode::Real { 0 } else { 0x20_0000 });
+        }
+    }
+}

@@ -76,3 +76,75 @@ pub fn check_results(rax: u64, memory_value: u64) -> Result<(), ResultError> {
     Ok(())
 }
 // ANCHOR_END: results
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+
+    #[test]
+    fn console_bytes_are_written_whole_and_counted_once_per_exit() {
+        let (mut out, mut counts) = (Vec::new(), ExitCounts::default());
+        let flow = handle_exit(VcpuExit::IoOut(0xE9, b"Hell"), &mut out, &mut counts).unwrap();
+        assert_eq!(
+            (flow, out.as_slice(), counts.io_out),
+            (Flow::Continue, &b"Hell"[..], 1)
+        );
+        assert_eq!(
+            handle_exit(VcpuExit::Hlt, &mut out, &mut counts).unwrap(),
+            Flow::Halt
+        );
+        assert_eq!((counts.total(), counts.io(), counts.hlt), (2, 1, 1));
+    }
+
+    #[test]
+    fn other_exits_are_counted_and_refused() {
+        let (mut out, mut counts) = (Vec::new(), ExitCounts::default());
+        let mut data = [0u8; 1];
+        let cases = [
+            (
+                VcpuExit::IoOut(0x3f8, b"x"),
+                UnexpectedExit::IoOut {
+                    port: 0x3f8,
+                    len: 1,
+                },
+            ),
+            (
+                VcpuExit::IoIn(0xE9, &mut data),
+                UnexpectedExit::IoIn { port: 0xE9, len: 1 },
+            ),
+            (VcpuExit::Shutdown, UnexpectedExit::Shutdown),
+        ];
+        for (exit, expected) in cases {
+            match handle_exit(exit, &mut out, &mut counts) {
+                Err(ExitLoopError::Unexpected(found)) => assert_eq!(found, expected),
+                other => panic!("expected {expected:?}, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            (counts.io_out, counts.io_in, counts.shutdown, counts.total()),
+            (1, 1, 1, 3)
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_result_slot_is_read_at_its_width() {
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+        memory
+            .write_obj::<u64>(0x1122_3344_0000_002a, GuestAddress(RESULT_ADDR))
+            .unwrap();
+        assert_eq!(read_result_slot(&memory, 2).unwrap(), 42);
+        assert_eq!(read_result_slot(&memory, 4).unwrap(), 42);
+        assert_eq!(read_result_slot(&memory, 8).unwrap(), 0x1122_3344_0000_002a);
+        assert!(read_result_slot(&memory, 9).is_err());
+    }
+
+    #[test]
+    fn both_42s_are_checked() {
+        assert_eq!(check_results(42, 42), Ok(()));
+        assert_eq!(check_results(41, 42), Err(ResultError::Rax(41)));
+        assert_eq!(check_results(42, 0), Err(ResultError::Memory(0)));
+    }
+}

@@ -1,0 +1,43 @@
+//! Helpers shared by kvm-hello's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+/// kvm-hello as built for this test run (solution or student build, by this package's features).
+pub fn kvm_hello() -> Command {
+    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("kvm-hello");
+    // A hard stop for the test itself, well above every --timeout the tests pass.
+    cmd.timeout(Duration::from_secs(30));
+    cmd
+}
+
+/// Fails the calling test with a clear message when /dev/kvm cannot be used.
+pub fn require_kvm() {
+    if let Err(err) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!(
+            "this test runs guests and needs read/write access to /dev/kvm ({err}); see the book's \
+             Troubleshooting chapter"
+        );
+    }
+}
+
+/// Whether this host's KVM is PVM, which refuses 32-bit paging.
+pub fn is_pvm_host() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Writes an image into a fresh file under the target directory and returns its path.
+pub fn image_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kvm-hello-images");
+    std::fs::create_dir_all(&dir).expect("create the image folder");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write the image");
+    path
+}
