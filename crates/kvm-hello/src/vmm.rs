@@ -13,6 +13,7 @@ use kvm_ioctls::VcpuExit;
 use lab1_memory::{KvmRunMapping, Lab1Error};
 use lab4_exit_loop::{ExitCounts, ExitLoopError, ResultError, UnexpectedExit};
 
+use crate::labs::Labs;
 use crate::watchdog;
 
 /// How long a kicked vCPU thread gets to come back before the process ends without it (a lab
@@ -24,6 +25,8 @@ const PVM_MODULE: &str = "/sys/module/kvm_pvm";
 /// What one run is asked to do.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The lab functions to call.
+    pub labs: Labs,
     /// The CPU mode.
     pub mode: Mode,
     /// The flat guest image.
@@ -142,6 +145,7 @@ static TIMED_OUT: AtomicBool = AtomicBool::new(false);
 /// Runs the guest on a vCPU thread and waits for it at most `config.timeout` (plus a grace
 /// period to collect its state). Never returns early without a report, never hangs.
 pub fn run(config: RunConfig) -> RunReport {
+    TIMED_OUT.store(false, Ordering::SeqCst);
     let signal_installed = watchdog::install();
     let timeout = config.timeout;
     let (done_tx, done_rx) = mpsc::channel();
@@ -224,15 +228,16 @@ fn session(
     console: &mut Console,
     report: &mut RunReport,
 ) -> Result<(), Failure> {
-    let vm = lab1_memory::vm_init(GUEST_MEMORY_SIZE).map_err(lab1_failure)?;
-    let mut vcpu = lab1_memory::vcpu_init(&vm).map_err(lab1_failure)?;
-    report.memory_host_base = Some(lab1_memory::guest_memory_host_address(&vm.memory));
-    report.kvm_run = Some(lab1_memory::kvm_run_mapping(&mut vcpu));
-    lab1_memory::load_image(&vm.memory, &config.image).map_err(lab1_failure)?;
+    let labs = &config.labs;
+    let vm = (labs.vm_init)(GUEST_MEMORY_SIZE).map_err(lab1_failure)?;
+    let mut vcpu = (labs.vcpu_init)(&vm).map_err(lab1_failure)?;
+    report.memory_host_base = Some((labs.guest_memory_host_address)(&vm.memory));
+    report.kvm_run = Some((labs.kvm_run_mapping)(&mut vcpu));
+    (labs.load_image)(&vm.memory, &config.image).map_err(lab1_failure)?;
 
     let cr3 = match config.mode {
-        Mode::Long => lab2_paging::setup_long_mode_page_tables(&vm.memory),
-        Mode::Paged32 => lab2_paging::setup_paged32_page_directory(&vm.memory),
+        Mode::Long => (labs.setup_long_mode_page_tables)(&vm.memory),
+        Mode::Paged32 => (labs.setup_paged32_page_directory)(&vm.memory),
         Mode::Real | Mode::Protected => Ok(0),
     }
     .map_err(|err| {
@@ -241,12 +246,27 @@ fn session(
             format!("{err} (book: Lab 2, Page tables)"),
         )
     })?;
-    lab3_registers::configure_vcpu(&vcpu.fd, config.mode, cr3, GUEST_MEMORY_SIZE).map_err(|err| {
+    let refused = |ioctl: &str, err: kvm_ioctls::Error| {
         Failure::new(
             Status::GuestFault,
-            format!("{err}: KVM refused the vCPU state; check CR0, CR4, EFER and the segments (book: Lab 3, Registers and CPU modes)"),
+            format!(
+                "{ioctl} failed: {err}: KVM refused the vCPU state; check CR0, CR4, EFER and the segments (book: Lab 3, \
+                 Registers and CPU modes)"
+            ),
         )
-    })?;
+    };
+    let reset = vcpu
+        .fd
+        .get_sregs()
+        .map_err(|err| refused("KVM_GET_SREGS", err))?;
+    let sregs = (labs.special_registers)(config.mode, reset, cr3);
+    vcpu.fd
+        .set_sregs(&sregs)
+        .map_err(|err| refused("KVM_SET_SREGS", err))?;
+    let regs = (labs.general_registers)(config.mode, GUEST_MEMORY_SIZE);
+    vcpu.fd
+        .set_regs(&regs)
+        .map_err(|err| refused("KVM_SET_REGS", err))?;
 
     watchdog::arm(&mut vcpu.fd);
     let mut trace = |exit: &VcpuExit<'_>| trace_exit(exit);
@@ -256,7 +276,7 @@ fn session(
     } else {
         &mut no_trace
     };
-    let looped = lab4_exit_loop::run_until_halt(&mut vcpu.fd, console, &mut report.counts, tracer);
+    let looped = (labs.run_until_halt)(&mut vcpu.fd, console, &mut report.counts, tracer);
     watchdog::disarm();
 
     let regs = vcpu.fd.get_regs().ok();
@@ -265,7 +285,7 @@ fn session(
     if let Err(err) = looped {
         return Err(loop_failure(err, config, report));
     }
-    let slot = lab4_exit_loop::read_result_slot(&vm.memory, config.mode.result_width());
+    let slot = (labs.read_result_slot)(&vm.memory, config.mode.result_width());
     report.memory_0x400 = slot.as_ref().ok().copied();
     let rax = report.rax.ok_or_else(|| {
         Failure::new(

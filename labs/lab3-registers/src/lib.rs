@@ -3,7 +3,8 @@
 //! kvm-hello-world's `setup_protected_mode`, `setup_paged_32bit_mode`, `setup_long_mode` and the
 //! `regs` of each `run_*_mode`: the vCPU state that puts the guest in its mode before the first
 //! instruction. You write the three functions marked `TODO(lab3)`; they take and return plain
-//! values, so no KVM is needed to check them. `configure_vcpu` (given) hands them to KVM.
+//! values, so no KVM is needed to check them; kvm-hello hands their results to KVM
+//! (`KVM_GET_SREGS`, then `KVM_SET_SREGS` and `KVM_SET_REGS`).
 //! Book: "Lab 3: Registers and CPU modes".
 //!
 //! Check your work with `cargo grade lab3`.
@@ -12,7 +13,6 @@
 
 pub use kit_common::Mode;
 pub use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
-use kvm_ioctls::VcpuFd;
 
 /// CR0 bit 0, Protection Enable: protected mode (segments by descriptor).
 pub const CR0_PE: u64 = 1 << 0;
@@ -64,44 +64,6 @@ pub const FLAT_LIMIT: u32 = 0xffff_ffff;
 pub const RFLAGS_RESERVED: u64 = 1 << 1;
 /// The guest's first instruction: the image is loaded at guest physical 0.
 pub const ENTRY_POINT: u64 = kit_common::GUEST_LOAD_ADDR;
-
-/// What can go wrong when the registers reach KVM.
-#[derive(Debug, thiserror::Error)]
-pub enum Lab3Error {
-    /// A register ioctl failed.
-    #[error("{ioctl} failed: {source}")]
-    Ioctl {
-        /// The ioctl's name.
-        ioctl: &'static str,
-        /// The kernel's error.
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-}
-
-/// Reads the vCPU's special registers, sets them for `mode` and the general registers, as
-/// kvm-hello-world's `run_*_mode` functions do (given: it only calls your functions).
-pub fn configure_vcpu(
-    vcpu: &VcpuFd,
-    mode: Mode,
-    cr3: u64,
-    mem_size: usize,
-) -> Result<(), Lab3Error> {
-    let reset = vcpu.get_sregs().map_err(|source| Lab3Error::Ioctl {
-        ioctl: "KVM_GET_SREGS",
-        source,
-    })?;
-    let sregs = special_registers(mode, reset, cr3);
-    vcpu.set_sregs(&sregs).map_err(|source| Lab3Error::Ioctl {
-        ioctl: "KVM_SET_SREGS",
-        source,
-    })?;
-    let regs = general_registers(mode, mem_size);
-    vcpu.set_regs(&regs).map_err(|source| Lab3Error::Ioctl {
-        ioctl: "KVM_SET_REGS",
-        source,
-    })
-}
 
 // TODO(lab3): a flat segment covering 4 GiB (base 0, limit `FLAT_LIMIT`, 4 KiB granularity,
 // present, DPL 0, a code/data descriptor). The code segment (`SEG_TYPE_CODE`, `CODE_SELECTOR`)
