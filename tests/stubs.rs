@@ -113,8 +113,14 @@ fn the_reference_defines_every_stubbed_function() {
     }
 }
 
-/// Builds the untouched student kit (no `solution`) in its own target directory, warnings denied.
+/// Builds the untouched student kit (no `solution`: kvm-hello and the grader) in its own target
+/// directory, warnings denied, once per test run. Returns its `debug` folder.
 fn build_student_kit() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_student_kit_now).clone()
+}
+
+fn build_student_kit_now() -> PathBuf {
     let target = workspace().join("target").join("kit-student");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
@@ -136,12 +142,12 @@ fn build_student_kit() -> PathBuf {
         "the student kit does not build warning-free:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    target.join("debug").join("kvm-hello")
+    target.join("debug")
 }
 
 #[test]
 fn the_student_kit_builds_warning_free_and_stops_at_lab1_with_status_6() {
-    let kvm_hello = build_student_kit();
+    let kvm_hello = build_student_kit().join("kvm-hello");
     let out = Command::new(&kvm_hello).output().expect("kvm-hello runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
@@ -151,4 +157,39 @@ fn the_student_kit_builds_warning_free_and_stops_at_lab1_with_status_6() {
         "kvm-hello: not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)\n"
     );
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+}
+
+#[test]
+fn the_untouched_kit_fails_every_check_as_not_implemented_or_blocked() {
+    let grader = build_student_kit().join("grader");
+    let out = Command::new(&grader)
+        .arg("--json")
+        .output()
+        .expect("the grader runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let results = results.as_array().expect("a list of checks");
+    let mut not_implemented = 0;
+    for result in results {
+        let message = result["message"].as_str().unwrap_or_default();
+        match result["outcome"].as_str() {
+            Some("not_implemented") => {
+                assert!(message.starts_with("not implemented yet: lab"), "{result}");
+                not_implemented += 1;
+            }
+            Some("blocked") => assert!(message.starts_with("blocked by lab "), "{result}"),
+            _ => panic!(
+                "a check of the untouched kit must fail as not implemented or blocked: {result}"
+            ),
+        }
+    }
+    assert!(
+        not_implemented >= 20,
+        "only {not_implemented} checks report a stub"
+    );
 }

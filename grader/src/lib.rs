@@ -1,1 +1,116 @@
+//! The KVM lab kit's grader.
+//!
+//! Every check is a function in `checks/` that calls one lab's functions (through
+//! `kvm_hello::labs::Labs`, so a test can swap in a seeded mistake) and fails with a message that
+//! names the lab, the function, the field, expected against found with the bits decoded, and the
+//! book chapter. The runner (`runner.rs`) runs each check in its own process with a time limit,
+//! in lab order, and marks a check "blocked" when a lab it needs has failed. `cargo test -p grader`
+//! shows the checks as tests; `cargo grade` (`cargo run -p grader`) prints the scoreboard.
 
+pub mod checks;
+pub mod describe;
+pub mod runner;
+pub mod scoreboard;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use kvm_hello::labs::Labs;
+
+/// What a check is given.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The lab functions under test.
+    pub labs: Labs,
+    /// The program that acts as kvm-hello for end-to-end checks, and the arguments that come
+    /// before kvm-hello's own (the grader binary itself with `vmm`).
+    pub vmm: (PathBuf, Vec<String>),
+}
+
+impl Ctx {
+    /// The labs as built, with `vmm` as the kvm-hello program.
+    pub fn built(vmm: (PathBuf, Vec<String>)) -> Ctx {
+        Ctx {
+            labs: Labs::BUILT,
+            vmm,
+        }
+    }
+}
+
+/// Which part of the kit a check grades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    /// A lab, by number.
+    Lab(u8),
+    /// The whole VMM, run as a program.
+    EndToEnd,
+}
+
+impl Part {
+    /// `lab1` … `lab4`, `e2e`: what `cargo grade NAME` selects.
+    pub fn key(self) -> String {
+        match self {
+            Part::Lab(n) => format!("lab{n}"),
+            Part::EndToEnd => "e2e".to_owned(),
+        }
+    }
+
+    /// The heading on the scoreboard.
+    pub fn title(self) -> &'static str {
+        match self {
+            Part::Lab(1) => "Lab 1: Guest memory and the vCPU",
+            Part::Lab(2) => "Lab 2: Page tables",
+            Part::Lab(3) => "Lab 3: Registers and CPU modes",
+            Part::Lab(4) => "Lab 4: The exit loop",
+            Part::Lab(_) => "Lab",
+            Part::EndToEnd => "End to end: kvm-hello",
+        }
+    }
+}
+
+/// One graded check.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    /// Unique name, `labN_…` or `e2e_…`: the test's name under `cargo test -p grader`.
+    pub name: &'static str,
+    /// What it grades.
+    pub part: Part,
+    /// One line on the scoreboard.
+    pub title: &'static str,
+    /// Points when it passes.
+    pub points: u32,
+    /// Labs that must pass first (a check of theirs failing blocks this one).
+    pub needs: &'static [u8],
+    /// Whether it runs a guest (a longer time limit).
+    pub runs_guest: bool,
+    /// The check: `Err` holds the message for the student.
+    pub run: fn(&Ctx) -> Result<(), String>,
+}
+
+impl Check {
+    /// How long its process may take before it is killed.
+    pub fn time_limit(&self) -> Duration {
+        if self.runs_guest {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(10)
+        }
+    }
+}
+
+/// Every check, in the order they run: lab 1 to lab 4, then end to end.
+pub fn all_checks() -> Vec<Check> {
+    [
+        checks::lab1::CHECKS,
+        checks::lab2::CHECKS,
+        checks::lab3::CHECKS,
+        checks::lab4::CHECKS,
+        checks::e2e::CHECKS,
+    ]
+    .concat()
+}
+
+/// A check by name.
+pub fn find_check(name: &str) -> Option<Check> {
+    all_checks().into_iter().find(|check| check.name == name)
+}

@@ -29,10 +29,20 @@ pub struct Labs {
     pub setup_long_mode_page_tables: fn(&GuestMemoryMmap) -> Result<u64, Lab2Error>,
     /// Lab 2: the paged32 page directory.
     pub setup_paged32_page_directory: fn(&GuestMemoryMmap) -> Result<u64, Lab2Error>,
+    /// Lab 2: the software page walk.
+    pub translate: fn(&GuestMemoryMmap, u64, u64) -> lab2_paging::Walk,
+    /// Lab 3: a flat code or data segment.
+    pub flat_segment: fn(Mode, bool) -> kvm_bindings::kvm_segment,
     /// Lab 3: the special registers.
     pub special_registers: fn(Mode, kvm_sregs, u64) -> kvm_sregs,
     /// Lab 3: the general registers.
     pub general_registers: fn(Mode, usize) -> kvm_regs,
+    /// Lab 4: one exit (the loop calls it; the grader checks it on its own).
+    pub handle_exit: fn(
+        VcpuExit<'_>,
+        &mut dyn Write,
+        &mut ExitCounts,
+    ) -> Result<lab4_exit_loop::Flow, ExitLoopError>,
     /// Lab 4: the exit loop.
     pub run_until_halt: fn(
         &mut VcpuFd,
@@ -56,8 +66,11 @@ impl Labs {
         load_image: lab1_memory::load_image,
         setup_long_mode_page_tables: lab2_paging::setup_long_mode_page_tables,
         setup_paged32_page_directory: lab2_paging::setup_paged32_page_directory,
+        translate: lab2_paging::translate,
+        flat_segment: lab3_registers::flat_segment,
         special_registers: lab3_registers::special_registers,
         general_registers: lab3_registers::general_registers,
+        handle_exit: lab4_exit_loop::handle_exit,
         run_until_halt: lab4_exit_loop::run_until_halt,
         read_result_slot: lab4_exit_loop::read_result_slot,
         check_results: lab4_exit_loop::check_results,

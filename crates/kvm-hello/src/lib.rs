@@ -73,7 +73,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         },
         None => builtin_guest(options.mode).to_vec(),
     };
-    vmm::install_panic_hook();
+    vmm::install_panic_hook(true);
     let config = vmm::RunConfig {
         labs: labs::Labs::BUILT,
         mode: options.mode,

@@ -83,20 +83,36 @@ static LAST_PANIC: Mutex<Option<LabPanic>> = Mutex::new(None);
 /// Name of the thread that runs lab code.
 const VCPU_THREAD: &str = "vcpu0";
 
-/// Replaces Rust's panic output with one line: lab panics are reported by `run`.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
+/// Replaces Rust's panic output: every panic is recorded for `take_last_panic` (lab panics are
+/// reported by `run`), and, with `report_others`, a panic outside lab code prints one line.
+pub fn install_panic_hook(report_others: bool) {
+    std::panic::set_hook(Box::new(move |info| {
         let message = info.payload_as_str().unwrap_or("a panic without a message");
         let location = info
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         let panic = LabPanic::from_message(message, location.as_deref());
-        if thread::current().name() == Some(VCPU_THREAD) {
-            *LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(panic);
-        } else {
+        if report_others && thread::current().name() != Some(VCPU_THREAD) {
             eprintln!("kvm-hello: internal error: {panic}");
         }
+        *LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(panic);
     }));
+}
+
+/// The last panic recorded by the hook of `install_panic_hook`, if any.
+pub fn take_last_panic() -> Option<LabPanic> {
+    LAST_PANIC
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+}
+
+/// The status a lab panic ends a run with.
+pub fn panic_status(panic: &LabPanic) -> Status {
+    match panic {
+        LabPanic::NotImplemented(_) => Status::NotImplemented,
+        LabPanic::Other(_) => Status::LabPanicked,
+    }
 }
 
 /// Where the guest's console bytes go.
@@ -192,14 +208,17 @@ pub fn run(config: RunConfig) -> RunReport {
         TIMED_OUT.store(true, Ordering::SeqCst);
         watchdog::kick(&vcpu_thread, signal_installed);
         if done_rx.recv_timeout(KICK_GRACE) == Err(mpsc::RecvTimeoutError::Timeout) {
-            // The lab loop does not return to KVM_RUN: end the process without it.
+            // The lab loop does not return to KVM_RUN: leave its thread behind (it ends with the
+            // process) and report what is known.
             let message = format!(
-                "timeout: the guest was stopped after {:.1} s, but the exit loop did not return (does run_until_halt \
-                 return the error of a failed KVM_RUN? book: Lab 4, The exit loop)",
+                "timeout: the guest was stopped after {:.1} s, but the exit loop did not return: does \
+                 run_until_halt return the error of a failed KVM_RUN? (book: Lab 4, The exit loop)",
                 started.elapsed().as_secs_f64()
             );
-            crate::report::print_summary_line(&message);
-            std::process::exit(Status::Timeout.code());
+            return RunReport {
+                failure: Some(Failure::new(Status::Timeout, message)),
+                ..RunReport::default()
+            };
         }
     }
     match vcpu_thread.join() {

@@ -1,0 +1,54 @@
+//! The checks, one module per lab, and the helpers that phrase their failures.
+
+pub mod e2e;
+pub mod lab1;
+pub mod lab2;
+pub mod lab3;
+pub mod lab4;
+
+use std::fmt::Display;
+
+/// The book chapter that explains a lab.
+pub fn chapter(lab: u8) -> &'static str {
+    match lab {
+        1 => "Lab 1, Guest memory and the vCPU",
+        2 => "Lab 2, Page tables",
+        3 => "Lab 3, Registers and CPU modes",
+        4 => "Lab 4, The exit loop",
+        _ => "kvm-hello reference",
+    }
+}
+
+/// `labN function: what (book: chapter)`.
+pub fn fail(lab: u8, function: &str, what: impl Display) -> String {
+    format!("lab{lab} {function}: {what} (book: {})", chapter(lab))
+}
+
+/// Fails with `field = found, expected expected: why` unless the two are equal.
+pub fn expect_field(
+    lab: u8,
+    function: &str,
+    field: &str,
+    found: u64,
+    expected: u64,
+    show: fn(u64) -> String,
+    why: &str,
+) -> Result<(), String> {
+    if found == expected {
+        return Ok(());
+    }
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {why}")
+    };
+    Err(fail(
+        lab,
+        function,
+        format!(
+            "{field} = {}, expected {}{why}",
+            show(found),
+            show(expected)
+        ),
+    ))
+}

@@ -1,0 +1,83 @@
+//! `cargo test -p grader`: every check of the grader as a test. The suite runs once (each check
+//! in its own process, in lab order, blocked checks not run) and each test reports its check.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use grader::runner::{CheckResult, run_suite};
+
+fn suite() -> &'static [CheckResult] {
+    static SUITE: OnceLock<Vec<CheckResult>> = OnceLock::new();
+    SUITE.get_or_init(|| run_suite(Path::new(env!("CARGO_BIN_EXE_grader")), |_| true))
+}
+
+fn grade(name: &str) {
+    let result = suite()
+        .iter()
+        .find(|r| r.check.name == name)
+        .unwrap_or_else(|| panic!("no check named {name}"));
+    if !result.outcome.passed() {
+        panic!("{}", result.outcome.message());
+    }
+}
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                grade(stringify!($name));
+            }
+        )*
+
+        /// The list above and the grader's checks are the same.
+        #[test]
+        fn every_check_is_a_test() {
+            let tests = [$(stringify!($name)),*];
+            let checks: Vec<&str> = grader::all_checks().iter().map(|c| c.name).collect();
+            assert_eq!(tests.as_slice(), checks.as_slice(), "grader/tests/grade.rs must list every check, in order");
+        }
+    };
+}
+
+checks!(
+    lab1_vm_init_memory,
+    lab1_memory_seen_by_vcpu,
+    lab1_vcpu_init,
+    lab1_kvm_run_mapping,
+    lab1_guest_memory_host_address,
+    lab1_load_image,
+    lab2_long_mode_cr3,
+    lab2_pml4_entry,
+    lab2_pdpt_entry,
+    lab2_pd_entry,
+    lab2_nothing_else_mapped,
+    lab2_paged32_directory,
+    lab2_translate_identity,
+    lab2_translate_faults,
+    lab2_translate_other_pages,
+    lab3_flat_segment,
+    lab3_long_mode_control_registers,
+    lab3_long_mode_code_segment,
+    lab3_data_segments,
+    lab3_protected_mode,
+    lab3_paged32_mode,
+    lab3_real_mode,
+    lab3_general_registers,
+    lab4_console_output,
+    lab4_hlt_ends_the_loop,
+    lab4_unexpected_exits,
+    lab4_result_slot,
+    lab4_check_results,
+    lab4_hello_long_mode,
+    lab4_hello_real_mode,
+    lab4_string_io,
+    lab4_stops_at_hlt,
+    lab4_unexpected_exit_ends_the_run,
+    lab4_wrong_results_are_caught,
+    e2e_long_mode,
+    e2e_protected_mode,
+    e2e_real_mode,
+    e2e_paged32_mode,
+    e2e_json_report,
+);

@@ -1,0 +1,470 @@
+//! Seeded mistakes: typical student errors applied to the reference, one at a time. The grader
+//! must fail each with a message that names the lab, the function and the mistake.
+#![cfg(feature = "solution")]
+
+use std::io::Write;
+
+use grader::runner::run_check_here;
+use grader::{Ctx, Labs, find_check};
+use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use lab1_memory::{Lab1Error, Vm};
+use lab2_paging::{Lab2Error, Level, Walk, WalkFault, WalkStep};
+use lab3_registers::Mode;
+use lab4_exit_loop::{ExitCounts, ExitLoopError, Flow, ResultError};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// Runs `check` on the reference with one function swapped, and returns its failure message.
+fn failure_of(check: &str, seed: impl FnOnce(&mut Labs)) -> String {
+    let mut labs = Labs::BUILT;
+    seed(&mut labs);
+    let ctx = Ctx {
+        labs,
+        vmm: (env!("CARGO_BIN_EXE_grader").into(), vec!["vmm".into()]),
+    };
+    let check = find_check(check).unwrap_or_else(|| panic!("no check {check}"));
+    let outcome = run_check_here(&check, &ctx);
+    assert_eq!(
+        outcome["outcome"], "failed",
+        "{}: the seeded mistake was not caught: {outcome}",
+        check.name
+    );
+    outcome["message"].as_str().unwrap().to_owned()
+}
+
+/// Asserts that the message names the place and every expected phrase.
+fn assert_names(message: &str, place: &str, phrases: &[&str]) {
+    assert!(
+        message.starts_with(place),
+        "{message:?} does not start with {place:?}"
+    );
+    assert!(message.contains("(book: "), "{message:?} names no chapter");
+    for phrase in phrases {
+        assert!(
+            message.contains(phrase),
+            "{message:?} does not say {phrase:?}"
+        );
+    }
+}
+
+fn write_u64(memory: &GuestMemoryMmap, addr: u64, value: u64) {
+    memory.write_obj(value, GuestAddress(addr)).unwrap();
+}
+
+// ---- lab 2 ----
+
+#[test]
+fn pd_entry_without_ps() {
+    fn seeded(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
+        let cr3 = lab2_paging::setup_long_mode_page_tables(memory)?;
+        write_u64(memory, 0x4000, 0x7);
+        Ok(cr3)
+    }
+    let message = failure_of("lab2_pd_entry", |labs| {
+        labs.setup_long_mode_page_tables = seeded
+    });
+    assert_names(
+        &message,
+        "lab2 setup_long_mode_page_tables: PD[0] = 0x7 (P|RW|US), expected 0x87 (P|RW|US|PS)",
+        &["without PS the entry points to a page table instead of mapping a 2 MiB page"],
+    );
+}
+
+#[test]
+fn pdpt_pointing_at_the_wrong_table() {
+    fn seeded(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
+        let cr3 = lab2_paging::setup_long_mode_page_tables(memory)?;
+        write_u64(memory, 0x3000, 0x3007);
+        Ok(cr3)
+    }
+    let message = failure_of("lab2_pdpt_entry", |labs| {
+        labs.setup_long_mode_page_tables = seeded
+    });
+    assert_names(
+        &message,
+        "lab2 setup_long_mode_page_tables: PDPT[0] = 0x3007",
+        &["must hold the PD at 0x4000"],
+    );
+}
+
+#[test]
+fn pml4_entry_without_user() {
+    fn seeded(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
+        let cr3 = lab2_paging::setup_long_mode_page_tables(memory)?;
+        write_u64(memory, 0x2000, 0x3003);
+        Ok(cr3)
+    }
+    let message = failure_of("lab2_pml4_entry", |labs| {
+        labs.setup_long_mode_page_tables = seeded
+    });
+    assert_names(
+        &message,
+        "lab2 setup_long_mode_page_tables: PML4[0] = 0x3003 (P|RW)",
+        &["US"],
+    );
+}
+
+#[test]
+fn a_second_2mib_page_mapped() {
+    fn seeded(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
+        let cr3 = lab2_paging::setup_long_mode_page_tables(memory)?;
+        write_u64(memory, 0x4008, 0x20_0087);
+        Ok(cr3)
+    }
+    let message = failure_of("lab2_nothing_else_mapped", |labs| {
+        labs.setup_long_mode_page_tables = seeded
+    });
+    assert_names(
+        &message,
+        "lab2 setup_long_mode_page_tables: PD[1] = 0x200087",
+        &["only entry 0 of each table is used"],
+    );
+}
+
+#[test]
+fn paged32_directory_without_ps() {
+    fn seeded(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
+        let cr3 = lab2_paging::setup_paged32_page_directory(memory)?;
+        memory.write_obj(0x7u32, GuestAddress(0x2000)).unwrap();
+        Ok(cr3)
+    }
+    let message = failure_of("lab2_paged32_directory", |labs| {
+        labs.setup_paged32_page_directory = seeded
+    });
+    assert_names(
+        &message,
+        "lab2 setup_paged32_page_directory: PD32[0] (4 bytes) = 0x7",
+        &["without PS"],
+    );
+}
+
+#[test]
+fn walk_that_ignores_ps() {
+    /// Walks four levels whatever the entries say.
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
+        let mut walk = Walk {
+            gva,
+            steps: Vec::new(),
+            result: Err(WalkFault::NonCanonical(gva)),
+        };
+        let mut table = cr3;
+        for level in Level::WALK {
+            let index = (gva >> level.shift()) & 0x1ff;
+            let entry_addr = table + index * 8;
+            let entry: u64 = memory.read_obj(GuestAddress(entry_addr)).unwrap_or(0);
+            walk.steps.push(WalkStep {
+                level,
+                index,
+                entry_addr,
+                entry,
+            });
+            if entry & 1 == 0 {
+                walk.result = Err(WalkFault::NotPresent(level));
+                return walk;
+            }
+            table = entry & 0x000f_ffff_ffff_f000;
+        }
+        walk.result = Ok(table | (gva & 0xfff));
+        walk
+    }
+    let message = failure_of("lab2_translate_identity", |labs| labs.translate = seeded);
+    assert_names(
+        &message,
+        "lab2 translate: the walk of 0x400 read [",
+        &["a walk stops at a clear P or a PS entry"],
+    );
+}
+
+// ---- lab 3 ----
+
+fn long_sregs_with(change: fn(&mut kvm_sregs)) -> fn(Mode, kvm_sregs, u64) -> kvm_sregs {
+    // A fn pointer cannot capture: each test passes its change through this table.
+    CHANGE.with(|c| c.set(Some(change)));
+    |mode, sregs, cr3| {
+        let mut s = lab3_registers::special_registers(mode, sregs, cr3);
+        if let Some(change) = CHANGE.with(|c| c.get()) {
+            change(&mut s);
+        }
+        s
+    }
+}
+
+thread_local! {
+    static CHANGE: std::cell::Cell<Option<fn(&mut kvm_sregs)>> = const { std::cell::Cell::new(None) };
+}
+
+#[test]
+fn efer_without_lma() {
+    let seeded = long_sregs_with(|s| s.efer = 0x100);
+    let message = failure_of("lab3_long_mode_control_registers", |labs| {
+        labs.special_registers = seeded
+    });
+    assert_names(
+        &message,
+        "lab3 special_registers: EFER in long mode = 0x100 (LME), expected 0x500 (LME|LMA)",
+        &["not LMA"],
+    );
+}
+
+#[test]
+fn long_mode_without_pae() {
+    let seeded = long_sregs_with(|s| s.cr4 = 0);
+    let message = failure_of("lab3_long_mode_control_registers", |labs| {
+        labs.special_registers = seeded
+    });
+    assert_names(
+        &message,
+        "lab3 special_registers: CR4 in long mode = 0x0 (none), expected 0x20 (PAE)",
+        &["requires PAE"],
+    );
+}
+
+#[test]
+fn long_mode_without_paging() {
+    let seeded = long_sregs_with(|s| s.cr0 &= !(1 << 31));
+    let message = failure_of("lab3_long_mode_control_registers", |labs| {
+        labs.special_registers = seeded
+    });
+    assert_names(
+        &message,
+        "lab3 special_registers: CR0 in long mode = 0x50033",
+        &["without PG"],
+    );
+}
+
+#[test]
+fn code_segment_32_bit_in_long_mode() {
+    let seeded = long_sregs_with(|s| {
+        s.cs.l = 0;
+        s.cs.db = 1;
+    });
+    let message = failure_of("lab3_long_mode_code_segment", |labs| {
+        labs.special_registers = seeded
+    });
+    assert_names(
+        &message,
+        "lab3 special_registers: CS.l in long mode = 0x0, expected 0x1",
+        &["32-bit compatibility mode"],
+    );
+}
+
+#[test]
+fn data_segments_with_the_code_type() {
+    let seeded = long_sregs_with(|s| s.ss.type_ = 11);
+    let message = failure_of("lab3_data_segments", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers: SS.type in long mode = 0xb, expected 0x3",
+        &["data type 3"],
+    );
+}
+
+#[test]
+fn stack_pointer_at_0() {
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        kvm_regs {
+            rsp: 0,
+            ..lab3_registers::general_registers(mode, mem_size)
+        }
+    }
+    let message = failure_of("lab3_general_registers", |labs| {
+        labs.general_registers = seeded
+    });
+    assert_names(
+        &message,
+        "lab3 general_registers: RSP in protected mode = 0x0, expected 0x200000",
+        &["with RSP = 0"],
+    );
+}
+
+#[test]
+fn rflags_0() {
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        kvm_regs {
+            rflags: 0,
+            ..lab3_registers::general_registers(mode, mem_size)
+        }
+    }
+    let message = failure_of("lab3_general_registers", |labs| {
+        labs.general_registers = seeded
+    });
+    assert_names(
+        &message,
+        "lab3 general_registers: RFLAGS in real mode = 0x0, expected 0x2",
+        &["bit 1 of RFLAGS is reserved"],
+    );
+}
+
+// ---- lab 4 ----
+
+#[test]
+fn output_of_only_the_first_byte() {
+    fn seeded(
+        exit: VcpuExit<'_>,
+        console: &mut dyn Write,
+        counts: &mut ExitCounts,
+    ) -> Result<Flow, ExitLoopError> {
+        match exit {
+            VcpuExit::IoOut(0xE9, data) => {
+                counts.io_out += 1;
+                console
+                    .write_all(&data[..1])
+                    .map_err(ExitLoopError::Console)?;
+                Ok(Flow::Continue)
+            }
+            other => lab4_exit_loop::handle_exit(other, console, counts),
+        }
+    }
+    let message = failure_of("lab4_console_output", |labs| labs.handle_exit = seeded);
+    assert_names(
+        &message,
+        "lab4 handle_exit: an OUT of 4 bytes \"Hell\" to 0xE9 printed \"H\"",
+        &["size x count"],
+    );
+}
+
+#[test]
+fn loop_that_does_not_stop_at_hlt() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        console: &mut dyn Write,
+        counts: &mut ExitCounts,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        loop {
+            let exit = vcpu.run().map_err(ExitLoopError::Run)?;
+            trace(&exit);
+            lab4_exit_loop::handle_exit(exit, console, counts)?; // ignores Flow::Halt
+        }
+    }
+    let message = failure_of("lab4_stops_at_hlt", |labs| labs.run_until_halt = seeded);
+    assert_names(
+        &message,
+        "lab4 run_until_halt: the guest ran on after its HLT",
+        &["leave the loop at the first HLT"],
+    );
+}
+
+#[test]
+fn result_read_at_the_wrong_address() {
+    fn seeded(memory: &GuestMemoryMmap, width: usize) -> Result<u64, ResultError> {
+        let mut bytes = [0u8; 8];
+        memory
+            .read_slice(&mut bytes[..width], GuestAddress(0x4000))
+            .unwrap();
+        Ok(u64::from_le_bytes(bytes))
+    }
+    let message = failure_of("lab4_result_slot", |labs| labs.read_result_slot = seeded);
+    assert_names(
+        &message,
+        "lab4 read_result_slot: the 2-byte value at 0x400 = 0x0, expected 0x2a",
+        &["at 0x400"],
+    );
+}
+
+#[test]
+fn result_read_at_the_wrong_width() {
+    fn seeded(memory: &GuestMemoryMmap, _width: usize) -> Result<u64, ResultError> {
+        Ok(memory.read_obj::<u64>(GuestAddress(0x400)).unwrap())
+    }
+    let message = failure_of("lab4_result_slot", |labs| labs.read_result_slot = seeded);
+    assert_names(
+        &message,
+        "lab4 read_result_slot: the 2-byte value at 0x400 = 0x112233445566002a, expected 0x2a",
+        &["read exactly `width` bytes"],
+    );
+}
+
+#[test]
+fn only_rax_checked() {
+    fn seeded(rax: u64, _memory: u64) -> Result<(), ResultError> {
+        if rax == 42 {
+            Ok(())
+        } else {
+            Err(ResultError::Rax(rax))
+        }
+    }
+    let message = failure_of("lab4_check_results", |labs| labs.check_results = seeded);
+    assert_names(
+        &message,
+        "lab4 check_results: check_results(rax = 42, memory = 7) gave Ok(())",
+        &["then the memory"],
+    );
+}
+
+// ---- lab 1 ----
+
+#[test]
+fn memory_registered_with_the_wrong_size() {
+    /// The reference, but only the first MiB is registered with KVM.
+    fn seeded(mem_size: usize) -> Result<Vm, Lab1Error> {
+        let kvm = Kvm::new().map_err(Lab1Error::OpenKvm)?;
+        let fd = kvm.create_vm().map_err(|source| Lab1Error::Ioctl {
+            ioctl: "KVM_CREATE_VM",
+            source,
+        })?;
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap();
+        let host = memory.get_host_address(GuestAddress(0)).unwrap() as u64;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0x10_0000,
+            userspace_addr: host,
+        };
+        // SAFETY: the region lies inside `memory`, which `Vm` keeps alive as long as the VM.
+        unsafe { fd.set_user_memory_region(region) }.map_err(|source| Lab1Error::Ioctl {
+            ioctl: "KVM_SET_USER_MEMORY_REGION",
+            source,
+        })?;
+        Ok(Vm { kvm, fd, memory })
+    }
+    let message = failure_of("lab1_memory_seen_by_vcpu", |labs| labs.vm_init = seeded);
+    assert_names(
+        &message,
+        "lab1 vm_init: the vCPU found no memory at guest physical 0x1ffff0",
+        &["memory_size = mem_size"],
+    );
+}
+
+#[test]
+fn a_lab_bug_that_panics_is_reported_without_a_backtrace() {
+    fn seeded(mode: Mode, _mem_size: usize) -> kvm_regs {
+        let computed = [(Mode::Long, kvm_regs::default())];
+        let registers = computed.iter().find(|(m, _)| *m == mode).map(|(_, r)| *r);
+        registers.expect("registers were never computed")
+    }
+    let message = failure_of("lab3_general_registers", |labs| {
+        labs.general_registers = seeded
+    });
+    assert!(
+        message.starts_with(
+            "lab code panicked: registers were never computed (at grader/tests/seeded.rs:"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn loop_that_never_returns_to_kvm_run() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        console: &mut dyn Write,
+        counts: &mut ExitCounts,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        let exit = vcpu.run().map_err(ExitLoopError::Run)?;
+        trace(&exit);
+        lab4_exit_loop::handle_exit(exit, console, counts)?;
+        loop {
+            // Forgets to enter the guest again; sleeps so the test machine stays usable.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let message = failure_of("lab4_hello_long_mode", |labs| labs.run_until_halt = seeded);
+    assert_names(
+        &message,
+        "lab4 run_until_halt: the long-mode guest: timeout",
+        &["the exit loop did not return"],
+    );
+}
