@@ -131,6 +131,8 @@ fn build_student_kit_now() -> PathBuf {
             "--offline",
             "-p",
             "kvm-hello",
+            "-p",
+            "grader",
             "--target-dir",
         ])
         .arg(&target)
