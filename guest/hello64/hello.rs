@@ -19,6 +19,7 @@ fn outb(port: u16, value: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
+// ANCHOR: entry
 /// The entry point: the VMM starts the vCPU at guest physical 0, where link.ld puts this function.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".text.entry")]
@@ -34,6 +35,7 @@ pub extern "C" fn _start() -> ! {
         unsafe { asm!("hlt", in("rax") RESULT, options(nomem, nostack)) };
     }
 }
+// ANCHOR_END: entry
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+// ANCHOR: layout
 /// Guest physical memory: 2 MiB at guest physical 0, as in kvm-hello-world's `vm_init(0x200000)`.
 pub const GUEST_MEMORY_SIZE: usize = 0x20_0000;
 /// Where the guest image is loaded and where the vCPU starts (RIP = 0).
@@ -18,6 +19,7 @@ pub const RESULT_ADDR: u64 = 0x400;
 pub const EXPECTED_RESULT: u64 = 42;
 /// The port the guest writes its console bytes to (Bochs/QEMU's debug port).
 pub const CONSOLE_PORT: u16 = 0xE9;
+// ANCHOR_END: layout
 
 /// The CPU mode the VMM puts the vCPU in before the first `KVM_RUN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

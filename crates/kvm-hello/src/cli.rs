@@ -26,6 +26,10 @@ Options:
   --json             print one JSON report on stdout instead of the guest's output
   --trace            print every exit on stderr
   --timeout SECONDS  stop a guest that has not halted after SECONDS (default 5; fractions allowed)
+  --explain          print pictures of the live VM instead of the guest's output: guest physical
+                     memory, kvm-hello's virtual memory, the page tables, a page walk, every exit
+  --walk GVA         the guest virtual address --explain walks (default 0x400; hex or decimal)
+  --svg DIR          with --explain, also write the pictures as SVG files into DIR
   -h, --help         print this help
   -V, --version      print the version
 
@@ -57,6 +61,12 @@ pub struct Options {
     pub trace: bool,
     /// The watchdog's limit.
     pub timeout: Duration,
+    /// Pictures of the live VM instead of the guest's output.
+    pub explain: bool,
+    /// The address `--explain` walks.
+    pub walk: Option<u64>,
+    /// Where `--explain` writes SVG pictures.
+    pub svg: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -67,6 +77,9 @@ impl Default for Options {
             json: false,
             trace: false,
             timeout: DEFAULT_TIMEOUT,
+            explain: false,
+            walk: None,
+            svg: None,
         }
     }
 }
@@ -79,6 +92,18 @@ impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (see kvm-hello --help)", self.0)
     }
+}
+
+fn parse_address(text: &str) -> Result<u64, UsageError> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => text.replace('_', "").parse(),
+    };
+    parsed.map_err(|_| {
+        UsageError(format!(
+            "--walk takes a guest virtual address such as 0x400 or 1024; got '{text}'"
+        ))
+    })
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, UsageError> {
@@ -117,6 +142,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--json" => "--json",
             "--trace" => "--trace",
             "--timeout" => "--timeout",
+            "--explain" => "--explain",
+            "--walk" => "--walk",
+            "--svg" => "--svg",
             _ if arg.starts_with('-') => return Err(UsageError(format!("unknown option '{arg}'"))),
             _ => {
                 return Err(UsageError(format!(
@@ -128,13 +156,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             return Err(UsageError(format!("{flag} is given twice")));
         }
         seen.push(flag);
-        let takes_value = matches!(flag, "--mode" | "--guest" | "--timeout");
+        let takes_value = matches!(
+            flag,
+            "--mode" | "--guest" | "--timeout" | "--walk" | "--svg"
+        );
         if !takes_value {
             if inline.is_some() {
                 return Err(UsageError(format!("{flag} takes no value")));
             }
             match flag {
                 "--json" => options.json = true,
+                "--explain" => options.explain = true,
                 _ => options.trace = true,
             }
             continue;
@@ -158,8 +190,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 return Err(UsageError("--guest needs a file name".into()));
             }
             "--guest" => options.guest = Some(PathBuf::from(value)),
+            "--walk" => options.walk = Some(parse_address(&value)?),
+            "--svg" if value.is_empty() => return Err(UsageError("--svg needs a folder".into())),
+            "--svg" => options.svg = Some(PathBuf::from(value)),
             _ => options.timeout = parse_timeout(&value)?,
         }
+    }
+    if (options.walk.is_some() || options.svg.is_some()) && !options.explain {
+        return Err(UsageError("--walk and --svg go with --explain".into()));
+    }
+    if options.explain && options.json {
+        return Err(UsageError(
+            "--explain prints pictures and --json a report: choose one".into(),
+        ));
     }
     Ok(Command::Run(options))
 }
@@ -187,6 +230,7 @@ mod tests {
             json: true,
             trace: true,
             timeout: Duration::from_millis(250),
+            ..Options::default()
         };
         let split = parse_str(&[
             "--mode",
@@ -225,6 +269,32 @@ mod tests {
         for (args, needle) in cases {
             let err = parse_str(args).expect_err(needle);
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn explain_takes_a_walk_address_and_an_svg_folder() {
+        let Ok(Command::Run(options)) =
+            parse_str(&["--explain", "--walk", "0x1f_ffff", "--svg", "pics"])
+        else {
+            panic!("--explain is accepted");
+        };
+        assert!(options.explain);
+        assert_eq!(options.walk, Some(0x1f_ffff));
+        assert_eq!(options.svg, Some(PathBuf::from("pics")));
+        let Ok(Command::Run(options)) = parse_str(&["--explain", "--walk=1024"]) else {
+            panic!()
+        };
+        assert_eq!(options.walk, Some(1024));
+        for (args, needle) in [
+            (&["--walk", "0x400"][..], "go with --explain"),
+            (&["--explain", "--json"][..], "choose one"),
+            (&["--explain", "--walk", "here"][..], "got 'here'"),
+        ] {
+            assert!(
+                parse_str(args).unwrap_err().to_string().contains(needle),
+                "{args:?}"
+            );
         }
     }
 

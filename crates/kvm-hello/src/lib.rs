@@ -4,6 +4,7 @@
 //! "kvm-hello reference" chapter; scripts and the grader rely on it.
 
 pub mod cli;
+pub mod explain;
 pub mod labs;
 pub mod report;
 pub mod vmm;
@@ -78,15 +79,30 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         labs: labs::Labs::BUILT,
         mode: options.mode,
         image,
-        capture_output: options.json,
+        capture_output: options.json || options.explain,
         trace: options.trace,
         timeout: options.timeout,
+        explain_walk: options
+            .explain
+            .then(|| options.walk.unwrap_or(kit_common::RESULT_ADDR)),
     };
     let result = vmm::run(config);
     if options.json {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{}", report::json(options.mode, &result));
         let _ = stdout.flush();
+    }
+    if let Some(explanation) = &result.explanation {
+        print!("{}", explain::text(explanation, &result.output));
+        if let Some(dir) = &options.svg
+            && let Err(err) = explain::write_svgs(explanation, dir)
+        {
+            report::print_summary_line(&format!(
+                "cannot write the SVG pictures into '{}': {err}",
+                dir.display()
+            ));
+            return Status::BadInput;
+        }
     }
     report::print_summary_line(&report::summary(&result));
     report::status(&result)

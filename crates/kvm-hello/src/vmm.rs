@@ -13,6 +13,7 @@ use kvm_ioctls::VcpuExit;
 use lab1_memory::{KvmRunMapping, Lab1Error};
 use lab4_exit_loop::{ExitCounts, ExitLoopError, ResultError, UnexpectedExit};
 
+use crate::explain::{self, ExitEvent, Explanation};
 use crate::labs::Labs;
 use crate::watchdog;
 
@@ -37,6 +38,8 @@ pub struct RunConfig {
     pub trace: bool,
     /// The watchdog's limit.
     pub timeout: Duration,
+    /// `Some(gva)`: record an `Explanation` of the run, with a page walk of `gva`.
+    pub explain_walk: Option<u64>,
 }
 
 /// Why a run did not succeed.
@@ -76,6 +79,8 @@ pub struct RunReport {
     pub kvm_run: Option<KvmRunMapping>,
     /// Why the run failed, if it did.
     pub failure: Option<Failure>,
+    /// What `--explain` shows (only when asked for).
+    pub explanation: Option<Explanation>,
 }
 
 /// The last panic of lab code, recorded by the panic hook.
@@ -241,6 +246,7 @@ pub fn run(config: RunConfig) -> RunReport {
     }
 }
 
+// ANCHOR: session
 /// kvm-hello-world's `main` and `run_*_mode`, one lab at a time.
 fn session(
     config: &RunConfig,
@@ -287,16 +293,44 @@ fn session(
         .set_regs(&regs)
         .map_err(|err| refused("KVM_SET_REGS", err))?;
 
+    let mut events: Option<Vec<ExitEvent>> = config.explain_walk.map(|_| Vec::new());
+    let kvm_run_address = report.kvm_run.map(|run| run.address).unwrap_or_default();
+    if let (Some(walk_gva), Some(kvm_run)) = (config.explain_walk, report.kvm_run) {
+        report.explanation = Some(Explanation {
+            mode: config.mode,
+            image_len: config.image.len(),
+            host_base: report.memory_host_base.unwrap_or_default(),
+            kvm_run,
+            cr3,
+            rsp: regs.rsp,
+            tables: explain::read_tables(&vm.memory, config.mode),
+            walk: (config.mode == Mode::Long).then(|| (labs.translate)(&vm.memory, cr3, walk_gva)),
+            walk_gva,
+            exits: Vec::new(),
+        });
+    }
+
     watchdog::arm(&mut vcpu.fd);
     let mut trace = |exit: &VcpuExit<'_>| trace_exit(exit);
+    let mut record = |exit: &VcpuExit<'_>| {
+        if config.trace {
+            trace_exit(exit);
+        }
+        if let Some(events) = events.as_mut() {
+            events.push(ExitEvent::of(exit, kvm_run_address));
+        }
+    };
     let mut no_trace = |_: &VcpuExit<'_>| {};
-    let tracer: &mut dyn FnMut(&VcpuExit<'_>) = if config.trace {
-        &mut trace
-    } else {
-        &mut no_trace
+    let tracer: &mut dyn FnMut(&VcpuExit<'_>) = match (config.explain_walk, config.trace) {
+        (Some(_), _) => &mut record,
+        (None, true) => &mut trace,
+        (None, false) => &mut no_trace,
     };
     let looped = (labs.run_until_halt)(&mut vcpu.fd, console, &mut report.counts, tracer);
     watchdog::disarm();
+    if let (Some(explanation), Some(events)) = (report.explanation.as_mut(), events) {
+        explanation.exits = events;
+    }
 
     let regs = vcpu.fd.get_regs().ok();
     report.rax = regs.map(|r| r.rax);
@@ -315,6 +349,7 @@ fn session(
     slot.and_then(|value| lab4_exit_loop::check_results(rax, value))
         .map_err(result_failure)
 }
+// ANCHOR_END: session
 
 fn trace_exit(exit: &VcpuExit<'_>) {
     match exit {

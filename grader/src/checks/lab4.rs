@@ -316,6 +316,7 @@ pub fn run_guest(ctx: &Ctx, mode: Mode, image: &[u8]) -> RunReport {
         capture_output: true,
         trace: false,
         timeout: GUEST_TIMEOUT,
+        explain_walk: None,
     })
 }
 

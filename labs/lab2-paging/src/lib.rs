@@ -13,6 +13,7 @@ use std::fmt;
 
 pub use vm_memory::GuestMemoryMmap;
 
+// ANCHOR: constants
 /// Guest physical address of the long-mode PML4 (page map level 4): CR3 points here.
 pub const PML4_ADDR: u64 = 0x2000;
 /// Guest physical address of the long-mode page-directory-pointer table.
@@ -33,6 +34,7 @@ pub const PTE_USER: u64 = 1 << 2;
 pub const PTE_PS: u64 = 1 << 7;
 /// Bits 12..=51 of an entry: the physical address of the next table or of a 4 KiB page.
 pub const ENTRY_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+// ANCHOR_END: constants
 
 /// Bytes in one page table (any level): 512 entries of 8 bytes.
 pub const TABLE_SIZE: u64 = 4096;

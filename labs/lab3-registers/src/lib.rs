@@ -14,6 +14,7 @@
 pub use kit_common::Mode;
 pub use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
+// ANCHOR: constants
 /// CR0 bit 0, Protection Enable: protected mode (segments by descriptor).
 pub const CR0_PE: u64 = 1 << 0;
 /// CR0 bit 1, Monitor Coprocessor: WAIT/FWAIT honour TS.
@@ -64,6 +65,7 @@ pub const FLAT_LIMIT: u32 = 0xffff_ffff;
 pub const RFLAGS_RESERVED: u64 = 1 << 1;
 /// The guest's first instruction: the image is loaded at guest physical 0.
 pub const ENTRY_POINT: u64 = kit_common::GUEST_LOAD_ADDR;
+// ANCHOR_END: constants
 
 // TODO(lab3): a flat segment covering 4 GiB (base 0, limit `FLAT_LIMIT`, 4 KiB granularity,
 // present, DPL 0, a code/data descriptor). The code segment (`SEG_TYPE_CODE`, `CODE_SELECTOR`)

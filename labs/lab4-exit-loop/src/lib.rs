@@ -15,6 +15,7 @@ pub use kit_common::{CONSOLE_PORT, EXPECTED_RESULT, RESULT_ADDR};
 pub use kvm_ioctls::{VcpuExit, VcpuFd};
 pub use vm_memory::GuestMemoryMmap;
 
+// ANCHOR: counts
 /// The guest's exits, counted by reason.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ExitCounts {
@@ -43,6 +44,8 @@ impl ExitCounts {
         self.io_out + self.io_in
     }
 }
+
+// ANCHOR_END: counts
 
 /// What the loop does after an exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
