@@ -336,7 +336,8 @@ fn session(
     report.rax = regs.map(|r| r.rax);
     report.rip = regs.map(|r| r.rip);
     if let Err(err) = looped {
-        return Err(loop_failure(err, config, report));
+        let suberror = internal_error_suberror(&mut vcpu.fd);
+        return Err(loop_failure(err, config, report, suberror));
     }
     let slot = (labs.read_result_slot)(&vm.memory, config.mode.result_width());
     report.memory_0x400 = slot.as_ref().ok().copied();
@@ -391,7 +392,39 @@ fn lab1_failure(err: Lab1Error) -> Failure {
     )
 }
 
-fn loop_failure(err: ExitLoopError, config: &RunConfig, report: &RunReport) -> Failure {
+/// The suberror of a `KVM_EXIT_INTERNAL_ERROR` (kvm-ioctls does not decode it).
+fn internal_error_suberror(vcpu: &mut kvm_ioctls::VcpuFd) -> Option<u32> {
+    let run = vcpu.get_kvm_run();
+    if run.exit_reason != kvm_bindings::KVM_EXIT_INTERNAL_ERROR {
+        return None;
+    }
+    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member the
+    // kernel filled; it is plain integers.
+    Some(unsafe { run.__bindgen_anon_1.internal.suberror })
+}
+
+/// What a `KVM_EXIT_INTERNAL_ERROR` suberror means.
+fn suberror_meaning(suberror: u32) -> &'static str {
+    match suberror {
+        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => {
+            "KVM could not emulate an instruction the guest ran"
+        }
+        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => {
+            "an exception happened while delivering another"
+        }
+        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => {
+            "KVM could not deliver an event to the guest"
+        }
+        _ => "see the kernel's KVM documentation",
+    }
+}
+
+fn loop_failure(
+    err: ExitLoopError,
+    config: &RunConfig,
+    report: &RunReport,
+    suberror: Option<u32>,
+) -> Failure {
     let at = report
         .rip
         .map(|rip| format!(" at RIP {rip:#x}"))
@@ -426,6 +459,18 @@ fn loop_failure(err: ExitLoopError, config: &RunConfig, report: &RunReport) -> F
                  shutdown; check CR3, the page tables, EFER and CS ({TROUBLESHOOTING})"
             ),
         ),
+        ExitLoopError::Unexpected(UnexpectedExit::InternalError) => {
+            let detail = suberror.map_or_else(String::new, |sub| {
+                format!(", suberror {sub}: {}", suberror_meaning(sub))
+            });
+            Failure::new(
+                Status::GuestFault,
+                format!(
+                    "KVM internal error (KVM_EXIT_INTERNAL_ERROR{detail}){at} after {exits} exits: the guest ran \
+                     something KVM cannot handle in this mode ({TROUBLESHOOTING})"
+                ),
+            )
+        }
         ExitLoopError::Unexpected(exit) => Failure::new(
             Status::GuestFault,
             format!("guest fault: {exit}{at} after {exits} exits ({TROUBLESHOOTING})"),
