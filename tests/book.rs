@@ -19,17 +19,14 @@ fn chapters() -> Vec<PathBuf> {
 }
 
 fn read(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
 }
 
 /// The lines between `ANCHOR: name` and `ANCHOR_END: name`, as mdBook takes them.
 fn anchor_body(source: &str, name: &str) -> Option<Vec<String>> {
     let start = format!("ANCHOR: {name}");
     let end = format!("ANCHOR_END: {name}");
-    let mut lines = source
-        .lines()
-        .skip_while(|line| !line.trim_end().ends_with(&start));
+    let mut lines = source.lines().skip_while(|line| !line.trim_end().ends_with(&start));
     lines.next()?;
     let body: Vec<String> = lines
         .by_ref()
@@ -62,17 +59,13 @@ fn every_include_resolves_to_a_non_empty_anchor() {
                 target.display()
             );
             if let Some(anchor) = anchor {
-                let body = anchor_body(&read(&target), anchor).unwrap_or_else(|| {
-                    panic!("{name}: {{{{#include {spec}}}}}: no anchor '{anchor}' in {file}")
-                });
+                let body = anchor_body(&read(&target), anchor)
+                    .unwrap_or_else(|| panic!("{name}: {{{{#include {spec}}}}}: no anchor '{anchor}' in {file}"));
                 let code = body
                     .iter()
                     .filter(|line| !line.contains("ANCHOR") && !line.trim().is_empty())
                     .count();
-                assert!(
-                    code > 0,
-                    "{name}: {{{{#include {spec}}}}}: the anchor is empty"
-                );
+                assert!(code > 0, "{name}: {{{{#include {spec}}}}}: the anchor is empty");
             } else {
                 assert!(!read(&target).trim().is_empty(), "{name}: {file} is empty");
             }
@@ -117,11 +110,7 @@ fn every_chapter_and_picture_exists() {
 fn all_eight_questions_and_the_warm_up_are_answered() {
     let questions = read(&book_src().join("questions.md"));
     let sections: Vec<&str> = questions.split("\n## ").skip(1).collect();
-    assert_eq!(
-        sections.len(),
-        8,
-        "questions.md must have one section per question"
-    );
+    assert_eq!(sections.len(), 8, "questions.md must have one section per question");
     for (i, section) in sections.iter().enumerate() {
         assert!(
             section.starts_with(&format!("Q{}: ", i + 1)),
@@ -129,11 +118,7 @@ fn all_eight_questions_and_the_warm_up_are_answered() {
             i + 1,
             &section[..20]
         );
-        assert!(
-            section.contains("\n> "),
-            "Q{} does not quote the question",
-            i + 1
-        );
+        assert!(section.contains("\n> "), "Q{} does not quote the question", i + 1);
         assert!(
             section.contains("**Where to look:**"),
             "Q{} does not say where to look",
@@ -156,9 +141,6 @@ fn all_eight_questions_and_the_warm_up_are_answered() {
         "3 exits: 2 io, 1 hlt",
         "{{#include ../../crates/kvm-hello/tests/lwn.rs:run}}",
     ] {
-        assert!(
-            warm_up.contains(needle),
-            "the warm-up does not mention {needle}"
-        );
+        assert!(warm_up.contains(needle), "the warm-up does not mention {needle}");
     }
 }

@@ -6,20 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const LABS: [&str; 4] = [
-    "lab1-memory",
-    "lab2-paging",
-    "lab3-registers",
-    "lab4-exit-loop",
-];
+const LABS: [&str; 4] = ["lab1-memory", "lab2-paging", "lab3-registers", "lab4-exit-loop"];
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn read(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
 }
 
 /// A stub: the function's name and its `todo!` message.
@@ -100,10 +94,7 @@ fn the_reference_defines_every_stubbed_function() {
                 "labs/{lab}/src/solution.rs lacks pub fn {}",
                 stub.function
             );
-            let gate = format!(
-                "#[cfg(not(feature = \"solution\"))]\npub fn {}(",
-                stub.function
-            );
+            let gate = format!("#[cfg(not(feature = \"solution\"))]\npub fn {}(", stub.function);
             assert!(
                 lib.contains(&gate),
                 "labs/{lab}/src/lib.rs: pub fn {} must be gated by cfg(not(feature = \"solution\"))",
@@ -164,17 +155,9 @@ fn the_student_kit_builds_warning_free_and_stops_at_lab1_with_status_6() {
 #[test]
 fn the_untouched_kit_fails_every_check_as_not_implemented_or_blocked() {
     let grader = build_student_kit().join("grader");
-    let out = Command::new(&grader)
-        .arg("--json")
-        .output()
-        .expect("the grader runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let out = Command::new(&grader).arg("--json").output().expect("the grader runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     let results = results.as_array().expect("a list of checks");
     let mut not_implemented = 0;
     for result in results {
@@ -185,13 +168,8 @@ fn the_untouched_kit_fails_every_check_as_not_implemented_or_blocked() {
                 not_implemented += 1;
             }
             Some("blocked") => assert!(message.starts_with("blocked by lab "), "{result}"),
-            _ => panic!(
-                "a check of the untouched kit must fail as not implemented or blocked: {result}"
-            ),
+            _ => panic!("a check of the untouched kit must fail as not implemented or blocked: {result}"),
         }
     }
-    assert!(
-        not_implemented >= 20,
-        "only {not_implemented} checks report a stub"
-    );
+    assert!(not_implemented >= 20, "only {not_implemented} checks report a stub");
 }

@@ -2,8 +2,8 @@
 
 use lab2_paging::entry_flags;
 use lab3_registers::{
-    CR0_AM, CR0_CD, CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR0_WP,
-    CR4_PAE, CR4_PSE, EFER_LMA, EFER_LME, kvm_segment,
+    CR0_AM, CR0_CD, CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA,
+    EFER_LME, kvm_segment,
 };
 
 fn bits(value: u64, names: &[(u64, &str)]) -> String {
@@ -44,18 +44,12 @@ pub fn cr0(value: u64) -> String {
 
 /// CR4, as far as this kit uses it: `0x20 (PAE)`.
 pub fn cr4(value: u64) -> String {
-    format!(
-        "{value:#x} ({})",
-        bits(value, &[(CR4_PSE, "PSE"), (CR4_PAE, "PAE")])
-    )
+    format!("{value:#x} ({})", bits(value, &[(CR4_PSE, "PSE"), (CR4_PAE, "PAE")]))
 }
 
 /// EFER: `0x500 (LME|LMA)`.
 pub fn efer(value: u64) -> String {
-    format!(
-        "{value:#x} ({})",
-        bits(value, &[(EFER_LME, "LME"), (EFER_LMA, "LMA")])
-    )
+    format!("{value:#x} ({})", bits(value, &[(EFER_LME, "LME"), (EFER_LMA, "LMA")]))
 }
 
 /// A segment's fields that matter here.

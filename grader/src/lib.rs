@@ -30,10 +30,7 @@ pub struct Ctx {
 impl Ctx {
     /// The labs as built, with `vmm` as the kvm-hello program.
     pub fn built(vmm: (PathBuf, Vec<String>)) -> Ctx {
-        Ctx {
-            labs: Labs::BUILT,
-            vmm,
-        }
+        Ctx { labs: Labs::BUILT, vmm }
     }
 }
 

@@ -68,9 +68,7 @@ fn main() -> ExitCode {
             "--gradescope" => match rest.next() {
                 Some(path) => gradescope = Some(PathBuf::from(path)),
                 None => {
-                    eprintln!(
-                        "grader: --gradescope needs a file name, e.g. --gradescope results.json"
-                    );
+                    eprintln!("grader: --gradescope needs a file name, e.g. --gradescope results.json");
                     return ExitCode::from(2);
                 }
             },
@@ -82,9 +80,7 @@ fn main() -> ExitCode {
         }
     }
     if !words.is_empty() && !all_checks().iter().any(|c| matches_filter(c, &words)) {
-        eprintln!(
-            "grader: no check matches {words:?}: try lab1, lab2, lab3, lab4, e2e or a name from --list"
-        );
+        eprintln!("grader: no check matches {words:?}: try lab1, lab2, lab3, lab4, e2e or a name from --list");
         return ExitCode::from(2);
     }
 

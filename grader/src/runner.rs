@@ -85,9 +85,7 @@ pub fn run_check_here(check: &Check, ctx: &Ctx) -> Value {
         Ok(Ok(())) => ("passed", String::new()),
         Ok(Err(message)) => ("failed", message),
         Err(_) => match kvm_hello::vmm::take_last_panic() {
-            Some(LabPanic::NotImplemented(stub)) => {
-                ("not_implemented", format!("not implemented yet: {stub}"))
-            }
+            Some(LabPanic::NotImplemented(stub)) => ("not_implemented", format!("not implemented yet: {stub}")),
             Some(LabPanic::Other(message)) => ("failed", format!("lab code panicked: {message}")),
             None => ("failed", "the check panicked".to_owned()),
         },
@@ -96,8 +94,7 @@ pub fn run_check_here(check: &Check, ctx: &Ctx) -> Value {
 }
 
 fn parse_child_line(stdout: &str) -> Option<Outcome> {
-    let line: Value =
-        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{'))?).ok()?;
+    let line: Value = serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{'))?).ok()?;
     let message = line["message"].as_str().unwrap_or_default().to_owned();
     match line["outcome"].as_str()? {
         "passed" => Some(Outcome::Passed),
@@ -113,10 +110,14 @@ pub fn run_isolated(grader_exe: &Path, check: &Check) -> Outcome {
     command.args([RUN_CHECK_ARG, check.name]);
     match run_with_limit(command, check.time_limit()) {
         Ok(Finished { status, stdout }) => parse_child_line(&stdout).unwrap_or_else(|| {
-            Outcome::Failed(format!("the check's process ended ({status}) without a result: did lab code abort the process?"))
+            Outcome::Failed(format!(
+                "the check's process ended ({status}) without a result: did lab code abort the process?"
+            ))
         }),
         Err(RunError::TimedOut(limit)) => Outcome::TimedOut(limit),
-        Err(RunError::Spawn(err)) => Outcome::Failed(format!("the grader cannot start {}: {err}", grader_exe.display())),
+        Err(RunError::Spawn(err)) => {
+            Outcome::Failed(format!("the grader cannot start {}: {err}", grader_exe.display()))
+        }
     }
 }
 
@@ -240,29 +241,18 @@ mod tests {
 
     #[test]
     fn a_hanging_child_and_its_children_are_killed_at_the_limit() {
-        let pid_file =
-            std::env::temp_dir().join(format!("grader-runner-test-{}", std::process::id()));
+        let pid_file = std::env::temp_dir().join(format!("grader-runner-test-{}", std::process::id()));
         let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            &format!("sleep 30 & echo $! > {}; sleep 30", pid_file.display()),
-        ]);
+        command.args(["-c", &format!("sleep 30 & echo $! > {}; sleep 30", pid_file.display())]);
         let started = Instant::now();
         let result = run_with_limit(command, Duration::from_millis(300));
         assert!(matches!(result, Err(RunError::TimedOut(_))), "{result:?}");
         assert!(started.elapsed() < Duration::from_secs(3));
-        let grandchild = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .to_owned();
+        let grandchild = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
         let _ = std::fs::remove_file(&pid_file);
         let gone = (0..100).any(|_| {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(") ")
-                .next()
-                .and_then(|rest| rest.chars().next());
+            let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            let state = stat.rsplit(") ").next().and_then(|rest| rest.chars().next());
             std::thread::sleep(Duration::from_millis(10));
             matches!(state, None | Some('Z'))
         });

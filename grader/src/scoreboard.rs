@@ -11,11 +11,7 @@ use crate::runner::CheckResult;
 pub fn score(results: &[CheckResult]) -> (u32, u32) {
     results.iter().fold((0, 0), |(got, max), r| {
         (
-            got + if r.outcome.passed() {
-                r.check.points
-            } else {
-                0
-            },
+            got + if r.outcome.passed() { r.check.points } else { 0 },
             max + r.check.points,
         )
     })
@@ -35,11 +31,7 @@ pub fn text(results: &[CheckResult]) -> String {
         } else {
             0
         };
-        let mark = if result.outcome.passed() {
-            "ok  "
-        } else {
-            "FAIL"
-        };
+        let mark = if result.outcome.passed() { "ok  " } else { "FAIL" };
         let _ = writeln!(
             out,
             "  {mark} [{points}/{}] {}  ({})",

@@ -34,16 +34,10 @@ fn failure_of(check: &str, seed: impl FnOnce(&mut Labs)) -> String {
 
 /// Asserts that the message names the place and every expected phrase.
 fn assert_names(message: &str, place: &str, phrases: &[&str]) {
-    assert!(
-        message.starts_with(place),
-        "{message:?} does not start with {place:?}"
-    );
+    assert!(message.starts_with(place), "{message:?} does not start with {place:?}");
     assert!(message.contains("(book: "), "{message:?} names no chapter");
     for phrase in phrases {
-        assert!(
-            message.contains(phrase),
-            "{message:?} does not say {phrase:?}"
-        );
+        assert!(message.contains(phrase), "{message:?} does not say {phrase:?}");
     }
 }
 
@@ -60,9 +54,7 @@ fn pd_entry_without_ps() {
         write_u64(memory, 0x4000, 0x7);
         Ok(cr3)
     }
-    let message = failure_of("lab2_pd_entry", |labs| {
-        labs.setup_long_mode_page_tables = seeded
-    });
+    let message = failure_of("lab2_pd_entry", |labs| labs.setup_long_mode_page_tables = seeded);
     assert_names(
         &message,
         "lab2 setup_long_mode_page_tables: PD[0] = 0x7 (P|RW|US), expected 0x87 (P|RW|US|PS)",
@@ -77,9 +69,7 @@ fn pdpt_pointing_at_the_wrong_table() {
         write_u64(memory, 0x3000, 0x3007);
         Ok(cr3)
     }
-    let message = failure_of("lab2_pdpt_entry", |labs| {
-        labs.setup_long_mode_page_tables = seeded
-    });
+    let message = failure_of("lab2_pdpt_entry", |labs| labs.setup_long_mode_page_tables = seeded);
     assert_names(
         &message,
         "lab2 setup_long_mode_page_tables: PDPT[0] = 0x3007",
@@ -94,9 +84,7 @@ fn pml4_entry_without_user() {
         write_u64(memory, 0x2000, 0x3003);
         Ok(cr3)
     }
-    let message = failure_of("lab2_pml4_entry", |labs| {
-        labs.setup_long_mode_page_tables = seeded
-    });
+    let message = failure_of("lab2_pml4_entry", |labs| labs.setup_long_mode_page_tables = seeded);
     assert_names(
         &message,
         "lab2 setup_long_mode_page_tables: PML4[0] = 0x3003 (P|RW)",
@@ -238,9 +226,7 @@ fn code_segment_32_bit_in_long_mode() {
         s.cs.l = 0;
         s.cs.db = 1;
     });
-    let message = failure_of("lab3_long_mode_code_segment", |labs| {
-        labs.special_registers = seeded
-    });
+    let message = failure_of("lab3_long_mode_code_segment", |labs| labs.special_registers = seeded);
     assert_names(
         &message,
         "lab3 special_registers: CS.l in long mode = 0x0, expected 0x1",
@@ -267,9 +253,7 @@ fn stack_pointer_at_0() {
             ..lab3_registers::general_registers(mode, mem_size)
         }
     }
-    let message = failure_of("lab3_general_registers", |labs| {
-        labs.general_registers = seeded
-    });
+    let message = failure_of("lab3_general_registers", |labs| labs.general_registers = seeded);
     assert_names(
         &message,
         "lab3 general_registers: RSP in protected mode = 0x0, expected 0x200000",
@@ -285,9 +269,7 @@ fn rflags_0() {
             ..lab3_registers::general_registers(mode, mem_size)
         }
     }
-    let message = failure_of("lab3_general_registers", |labs| {
-        labs.general_registers = seeded
-    });
+    let message = failure_of("lab3_general_registers", |labs| labs.general_registers = seeded);
     assert_names(
         &message,
         "lab3 general_registers: RFLAGS in real mode = 0x0, expected 0x2",
@@ -299,17 +281,11 @@ fn rflags_0() {
 
 #[test]
 fn output_of_only_the_first_byte() {
-    fn seeded(
-        exit: VcpuExit<'_>,
-        console: &mut dyn Write,
-        counts: &mut ExitCounts,
-    ) -> Result<Flow, ExitLoopError> {
+    fn seeded(exit: VcpuExit<'_>, console: &mut dyn Write, counts: &mut ExitCounts) -> Result<Flow, ExitLoopError> {
         match exit {
             VcpuExit::IoOut(0xE9, data) => {
                 counts.io_out += 1;
-                console
-                    .write_all(&data[..1])
-                    .map_err(ExitLoopError::Console)?;
+                console.write_all(&data[..1]).map_err(ExitLoopError::Console)?;
                 Ok(Flow::Continue)
             }
             other => lab4_exit_loop::handle_exit(other, console, counts),
@@ -349,9 +325,7 @@ fn loop_that_does_not_stop_at_hlt() {
 fn result_read_at_the_wrong_address() {
     fn seeded(memory: &GuestMemoryMmap, width: usize) -> Result<u64, ResultError> {
         let mut bytes = [0u8; 8];
-        memory
-            .read_slice(&mut bytes[..width], GuestAddress(0x4000))
-            .unwrap();
+        memory.read_slice(&mut bytes[..width], GuestAddress(0x4000)).unwrap();
         Ok(u64::from_le_bytes(bytes))
     }
     let message = failure_of("lab4_result_slot", |labs| labs.read_result_slot = seeded);
@@ -378,11 +352,7 @@ fn result_read_at_the_wrong_width() {
 #[test]
 fn only_rax_checked() {
     fn seeded(rax: u64, _memory: u64) -> Result<(), ResultError> {
-        if rax == 42 {
-            Ok(())
-        } else {
-            Err(ResultError::Rax(rax))
-        }
+        if rax == 42 { Ok(()) } else { Err(ResultError::Rax(rax)) }
     }
     let message = failure_of("lab4_check_results", |labs| labs.check_results = seeded);
     assert_names(
@@ -434,13 +404,9 @@ fn a_lab_bug_that_panics_is_reported_without_a_backtrace() {
         let registers = computed.iter().find(|(m, _)| *m == mode).map(|(_, r)| *r);
         registers.expect("registers were never computed")
     }
-    let message = failure_of("lab3_general_registers", |labs| {
-        labs.general_registers = seeded
-    });
+    let message = failure_of("lab3_general_registers", |labs| labs.general_registers = seeded);
     assert!(
-        message.starts_with(
-            "lab code panicked: registers were never computed (at grader/tests/seeded.rs:"
-        ),
+        message.starts_with("lab code panicked: registers were never computed (at grader/tests/seeded.rs:"),
         "{message}"
     );
 }

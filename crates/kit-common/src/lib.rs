@@ -159,10 +159,9 @@ impl LabPanic {
     pub fn from_message(message: &str, location: Option<&str>) -> LabPanic {
         match message.strip_prefix(TODO_PREFIX) {
             Some(stub) => LabPanic::NotImplemented(stub.to_owned()),
-            None if message == "not yet implemented" => LabPanic::NotImplemented(format!(
-                "a todo!() at {}",
-                location.unwrap_or("an unknown place")
-            )),
+            None if message == "not yet implemented" => {
+                LabPanic::NotImplemented(format!("a todo!() at {}", location.unwrap_or("an unknown place")))
+            }
             None => match location {
                 Some(at) => LabPanic::Other(format!("{message} (at {at})")),
                 None => LabPanic::Other(message.to_owned()),
@@ -226,18 +225,12 @@ mod tests {
 
     #[test]
     fn todo_panics_are_told_apart_from_bugs() {
-        let stub = LabPanic::from_message(
-            "not yet implemented: lab1 vm_init (labs/lab1-memory/src/lib.rs)",
-            None,
-        );
+        let stub = LabPanic::from_message("not yet implemented: lab1 vm_init (labs/lab1-memory/src/lib.rs)", None);
         assert_eq!(
             stub.to_string(),
             "not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs)"
         );
-        let bug = LabPanic::from_message(
-            "index out of bounds",
-            Some("labs/lab2-paging/src/lib.rs:40:5"),
-        );
+        let bug = LabPanic::from_message("index out of bounds", Some("labs/lab2-paging/src/lib.rs:40:5"));
         assert_eq!(
             bug.to_string(),
             "lab code panicked: index out of bounds (at labs/lab2-paging/src/lib.rs:40:5)"

@@ -22,6 +22,7 @@ Usage: kvm-hello [OPTIONS]
 
 Options:
   --mode MODE        long (default), protected, paged32 or real
+  --lab LAB          run an extension lab instead: lwn (lab 0, the LWN warm-up) or hypercalls (lab 5)
   --guest IMAGE      a flat image loaded at guest physical 0 (default: the kit's guest for MODE)
   --json             print one JSON report on stdout instead of the guest's output
   --trace            print every exit on stderr
@@ -61,6 +62,8 @@ pub struct Options {
     pub trace: bool,
     /// The watchdog's limit.
     pub timeout: Duration,
+    /// An extension lab to run instead of kvm-hello-world.
+    pub lab: Option<ExtraLab>,
     /// Pictures of the live VM instead of the guest's output.
     pub explain: bool,
     /// The address `--explain` walks.
@@ -77,9 +80,29 @@ impl Default for Options {
             json: false,
             trace: false,
             timeout: DEFAULT_TIMEOUT,
+            lab: None,
             explain: false,
             walk: None,
             svg: None,
+        }
+    }
+}
+
+/// The extension labs `--lab` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraLab {
+    /// Lab 0: the VM of LWN's "Using the KVM API".
+    Lwn,
+    /// Lab 5: the hypercall guest.
+    Hypercalls,
+}
+
+impl ExtraLab {
+    /// The name on the command line and in the JSON report.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtraLab::Lwn => "lwn",
+            ExtraLab::Hypercalls => "hypercalls",
         }
     }
 }
@@ -129,9 +152,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             .into_string()
             .map_err(|arg| UsageError(format!("argument {arg:?} is not UTF-8")))?;
         let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_owned(), Some(value.to_owned()))
-            }
+            Some((name, value)) if name.starts_with("--") => (name.to_owned(), Some(value.to_owned())),
             _ => (arg.clone(), None),
         };
         let flag: &'static str = match name.as_str() {
@@ -145,6 +166,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--explain" => "--explain",
             "--walk" => "--walk",
             "--svg" => "--svg",
+            "--lab" => "--lab",
             _ if arg.starts_with('-') => return Err(UsageError(format!("unknown option '{arg}'"))),
             _ => {
                 return Err(UsageError(format!(
@@ -156,10 +178,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             return Err(UsageError(format!("{flag} is given twice")));
         }
         seen.push(flag);
-        let takes_value = matches!(
-            flag,
-            "--mode" | "--guest" | "--timeout" | "--walk" | "--svg"
-        );
+        let takes_value = matches!(flag, "--mode" | "--guest" | "--timeout" | "--walk" | "--svg" | "--lab");
         if !takes_value {
             if inline.is_some() {
                 return Err(UsageError(format!("{flag} takes no value")));
@@ -191,6 +210,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             }
             "--guest" => options.guest = Some(PathBuf::from(value)),
             "--walk" => options.walk = Some(parse_address(&value)?),
+            "--lab" => {
+                options.lab = Some(match value.as_str() {
+                    "lwn" => ExtraLab::Lwn,
+                    "hypercalls" => ExtraLab::Hypercalls,
+                    other => return Err(UsageError(format!("unknown lab '{other}': expected lwn or hypercalls"))),
+                })
+            }
             "--svg" if value.is_empty() => return Err(UsageError("--svg needs a folder".into())),
             "--svg" => options.svg = Some(PathBuf::from(value)),
             _ => options.timeout = parse_timeout(&value)?,
@@ -198,6 +224,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     }
     if (options.walk.is_some() || options.svg.is_some()) && !options.explain {
         return Err(UsageError("--walk and --svg go with --explain".into()));
+    }
+    if let Some(lab) = options.lab {
+        let conflict = if seen.contains(&"--mode") {
+            Some("--mode (an extension lab sets its own mode)")
+        } else if options.explain {
+            Some("--explain")
+        } else if lab == ExtraLab::Lwn && options.guest.is_some() {
+            Some("--guest (lab 0 runs the LWN code)")
+        } else {
+            None
+        };
+        if let Some(conflict) = conflict {
+            return Err(UsageError(format!("--lab {} does not go with {conflict}", lab.name())));
+        }
     }
     if options.explain && options.json {
         return Err(UsageError(
@@ -242,13 +282,7 @@ mod tests {
             "--timeout",
             "0.25",
         ]);
-        let joined = parse_str(&[
-            "--mode=real",
-            "--guest=g.bin",
-            "--json",
-            "--trace",
-            "--timeout=0.25",
-        ]);
+        let joined = parse_str(&["--mode=real", "--guest=g.bin", "--json", "--trace", "--timeout=0.25"]);
         assert_eq!(split, Ok(Command::Run(expected.clone())));
         assert_eq!(joined, Ok(Command::Run(expected)));
     }
@@ -274,9 +308,7 @@ mod tests {
 
     #[test]
     fn explain_takes_a_walk_address_and_an_svg_folder() {
-        let Ok(Command::Run(options)) =
-            parse_str(&["--explain", "--walk", "0x1f_ffff", "--svg", "pics"])
-        else {
+        let Ok(Command::Run(options)) = parse_str(&["--explain", "--walk", "0x1f_ffff", "--svg", "pics"]) else {
             panic!("--explain is accepted");
         };
         assert!(options.explain);
@@ -291,10 +323,23 @@ mod tests {
             (&["--explain", "--json"][..], "choose one"),
             (&["--explain", "--walk", "here"][..], "got 'here'"),
         ] {
-            assert!(
-                parse_str(args).unwrap_err().to_string().contains(needle),
-                "{args:?}"
-            );
+            assert!(parse_str(args).unwrap_err().to_string().contains(needle), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn extension_labs_are_chosen_by_name_and_set_their_own_mode() {
+        let Ok(Command::Run(options)) = parse_str(&["--lab", "hypercalls", "--json"]) else {
+            panic!()
+        };
+        assert_eq!(options.lab, Some(ExtraLab::Hypercalls));
+        for (args, needle) in [
+            (&["--lab", "lab9"][..], "unknown lab 'lab9'"),
+            (&["--lab", "lwn", "--mode", "real"][..], "does not go with --mode"),
+            (&["--lab", "lwn", "--guest", "x.bin"][..], "does not go with --guest"),
+            (&["--lab", "hypercalls", "--explain"][..], "does not go with --explain"),
+        ] {
+            assert!(parse_str(args).unwrap_err().to_string().contains(needle), "{args:?}");
         }
     }
 

@@ -7,9 +7,7 @@ use std::path::Path;
 use kit_common::{GUEST_MEMORY_SIZE, Mode, RESERVED_START, RESULT_ADDR};
 use kvm_ioctls::VcpuExit;
 use lab1_memory::KvmRunMapping;
-use lab2_paging::{
-    ENTRY_ADDR_MASK, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PS, Walk, entry_flags,
-};
+use lab2_paging::{ENTRY_ADDR_MASK, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PS, Walk, entry_flags};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// One exit, as the timeline shows it.
@@ -30,19 +28,10 @@ impl ExitEvent {
     pub fn of(exit: &VcpuExit<'_>, kvm_run: u64) -> ExitEvent {
         let offset = |data: &[u8]| Some((data.as_ptr() as u64).wrapping_sub(kvm_run));
         let (kind, port, data, data_offset) = match exit {
-            VcpuExit::IoOut(port, data) => (
-                "io out".to_owned(),
-                Some(*port),
-                data.to_vec(),
-                offset(data),
-            ),
-            VcpuExit::IoIn(port, data) => {
-                ("io in".to_owned(), Some(*port), Vec::new(), offset(data))
-            }
+            VcpuExit::IoOut(port, data) => ("io out".to_owned(), Some(*port), data.to_vec(), offset(data)),
+            VcpuExit::IoIn(port, data) => ("io in".to_owned(), Some(*port), Vec::new(), offset(data)),
             VcpuExit::Hlt => ("hlt".to_owned(), None, Vec::new(), None),
-            VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..) => {
-                ("mmio".to_owned(), None, Vec::new(), None)
-            }
+            VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..) => ("mmio".to_owned(), None, Vec::new(), None),
             VcpuExit::Shutdown => ("shutdown".to_owned(), None, Vec::new(), None),
             other => (format!("{other:?}"), None, Vec::new(), None),
         };
@@ -160,10 +149,7 @@ fn guest_regions(e: &Explanation) -> Vec<Region> {
         regions.push(Region {
             start: e.rsp - 0x1000,
             end: e.rsp - 1,
-            what: format!(
-                "the stack's top page: RSP starts at {:#x} and grows down",
-                e.rsp
-            ),
+            what: format!("the stack's top page: RSP starts at {:#x} and grows down", e.rsp),
         });
     } else {
         regions.push(Region {
@@ -213,9 +199,7 @@ fn exit_label(event: &ExitEvent) -> String {
 fn walk_lines(e: &Explanation, out: &mut String) {
     let Some(walk) = &e.walk else {
         let note = match e.mode {
-            Mode::Real | Mode::Protected => {
-                "no paging in this mode: the guest physical address is the linear address"
-            }
+            Mode::Real | Mode::Protected => "no paging in this mode: the guest physical address is the linear address",
             _ => "lab 2's walker follows the long-mode tables only",
         };
         let _ = writeln!(out, "  {note}");
@@ -252,10 +236,7 @@ fn walk_lines(e: &Explanation, out: &mut String) {
             );
         }
         Err(fault) => {
-            let _ = writeln!(
-                out,
-                "  no translation: {fault} (the guest would take a page fault)"
-            );
+            let _ = writeln!(out, "  no translation: {fault} (the guest would take a page fault)");
         }
     }
 }
@@ -290,20 +271,12 @@ pub fn text(e: &Explanation, output: &[u8]) -> String {
         "  {:#x} - {run_end:#x}  kvm_run of vCPU 0, {} bytes (mmap of the vCPU fd by kvm-ioctls)",
         e.kvm_run.address, e.kvm_run.size
     );
-    let _ = writeln!(
-        out,
-        "  guest physical X is host virtual {:#x} + X\n",
-        e.host_base
-    );
+    let _ = writeln!(out, "  guest physical X is host virtual {:#x} + X\n", e.host_base);
 
     if e.tables.is_empty() {
         let _ = writeln!(out, "Page tables: none ({} mode does not page)\n", e.mode);
     } else {
-        let _ = writeln!(
-            out,
-            "Page tables (CR3 = {:#x}); every entry not listed is 0",
-            e.cr3
-        );
+        let _ = writeln!(out, "Page tables (CR3 = {:#x}); every entry not listed is 0", e.cr3);
         for table in &e.tables {
             for (index, value) in &table.entries {
                 let target = if value & PTE_PS != 0 {
@@ -332,11 +305,7 @@ pub fn text(e: &Explanation, output: &[u8]) -> String {
     walk_lines(e, &mut out);
     let _ = writeln!(out);
 
-    let _ = writeln!(
-        out,
-        "Exits ({}), in order: every return from KVM_RUN",
-        e.exits.len()
-    );
+    let _ = writeln!(out, "Exits ({}), in order: every return from KVM_RUN", e.exits.len());
     for (i, event) in e.exits.iter().enumerate() {
         let _ = writeln!(out, "  {:>3}  {}", i + 1, exit_label(event));
     }
@@ -413,10 +382,7 @@ pub fn svg_guest_physical(e: &Explanation) -> String {
     let mut svg = Svg::new(
         760,
         90 + 52 * regions.len() as u32,
-        &format!(
-            "Guest physical memory, {} mode (2 MiB; not to scale)",
-            e.mode
-        ),
+        &format!("Guest physical memory, {} mode (2 MiB; not to scale)", e.mode),
     );
     for (i, r) in regions.iter().rev().enumerate() {
         let y = 50 + 52 * i as u32;
@@ -431,13 +397,7 @@ pub fn svg_guest_physical(e: &Explanation) -> String {
                 "#eef3e2"
             },
         );
-        svg.text(
-            26,
-            y + 25,
-            12,
-            "normal",
-            &format!("{:#08x}-{:#08x}", r.start, r.end),
-        );
+        svg.text(26, y + 25, 12, "normal", &format!("{:#08x}-{:#08x}", r.start, r.end));
         svg.text(232, y + 25, 13, "normal", &r.what);
     }
     svg.text(
@@ -452,11 +412,7 @@ pub fn svg_guest_physical(e: &Explanation) -> String {
 
 /// kvm-hello's own virtual address space: where guest memory and kvm_run live.
 pub fn svg_vmm_virtual(e: &Explanation) -> String {
-    let mut svg = Svg::new(
-        760,
-        300,
-        "kvm-hello's virtual address space (host virtual addresses)",
-    );
+    let mut svg = Svg::new(760, 300, "kvm-hello's virtual address space (host virtual addresses)");
     svg.rect(16, 60, 300, 80, "#cde4ff");
     svg.text(26, 84, 13, "bold", "guest memory, 2 MiB");
     svg.text(26, 104, 12, "normal", &format!("{:#x}", e.host_base));
@@ -496,10 +452,7 @@ pub fn svg_page_walk(e: &Explanation) -> String {
     let mut svg = Svg::new(
         860,
         330,
-        &format!(
-            "Page walk of guest virtual {:#x} ({} mode)",
-            e.walk_gva, e.mode
-        ),
+        &format!("Page walk of guest virtual {:#x} ({} mode)", e.walk_gva, e.mode),
     );
     let Some(walk) = &e.walk else {
         svg.text(16, 70, 13, "normal", "no page walk in this mode");
@@ -510,13 +463,7 @@ pub fn svg_page_walk(e: &Explanation) -> String {
     for (i, (name, shift)) in fields.iter().enumerate() {
         let x = 16 + 150 * i as u32;
         svg.rect(x, 50, 140, 44, "#eef3e2");
-        svg.text(
-            x + 8,
-            68,
-            12,
-            "normal",
-            &format!("bits {}..{}", shift + 8, shift),
-        );
+        svg.text(x + 8, 68, 12, "normal", &format!("bits {}..{}", shift + 8, shift));
         svg.text(
             x + 8,
             86,
@@ -529,13 +476,7 @@ pub fn svg_page_walk(e: &Explanation) -> String {
     let x = 16 + 150 * fields.len() as u32;
     svg.rect(x, 50, 140, 44, "#eef3e2");
     svg.text(x + 8, 68, 12, "normal", &format!("bits {}..0", bits - 1));
-    svg.text(
-        x + 8,
-        86,
-        12,
-        "bold",
-        &format!("offset {:#x}", gva & ((1 << bits) - 1)),
-    );
+    svg.text(x + 8, 86, 12, "bold", &format!("offset {:#x}", gva & ((1 << bits) - 1)));
     svg.rect(16, 130, 110, 44, "#ffe6c7");
     svg.text(24, 157, 12, "bold", &format!("CR3 {:#x}", e.cr3));
     let mut right_edge = 126;
@@ -555,15 +496,18 @@ pub fn svg_page_walk(e: &Explanation) -> String {
         right_edge = x + 140;
     }
     let result = match walk.result {
-        Ok(gpa) => format!(
-            "guest physical {gpa:#x} = host virtual {:#x}",
-            e.host_base + gpa
-        ),
+        Ok(gpa) => format!("guest physical {gpa:#x} = host virtual {:#x}", e.host_base + gpa),
         Err(fault) => format!("no translation: {fault}"),
     };
     svg.text(16, 240, 13, "bold", &result);
     if walk.steps.last().is_some_and(|s| s.entry & PTE_PS != 0) {
-        svg.text(16, 264, 12, "normal", "the last entry has PS: it maps a large page, and the low bits of the address are the offset");
+        svg.text(
+            16,
+            264,
+            12,
+            "normal",
+            "the last entry has PS: it maps a large page, and the low bits of the address are the offset",
+        );
     }
     svg.finish()
 }
@@ -587,9 +531,7 @@ pub fn svg_exit_timeline(e: &Explanation) -> String {
         let (fill, label) = match event.kind.as_str() {
             "io out" => (
                 "#cde4ff",
-                String::from_utf8_lossy(&event.data)
-                    .escape_debug()
-                    .to_string(),
+                String::from_utf8_lossy(&event.data).escape_debug().to_string(),
             ),
             "hlt" => ("#ffe6c7", "HLT".to_owned()),
             other => ("#f8c8c8", other.to_owned()),

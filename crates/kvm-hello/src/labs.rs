@@ -9,6 +9,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use lab1_memory::{KvmRunMapping, Lab1Error, Vcpu, Vm};
 use lab2_paging::Lab2Error;
 use lab4_exit_loop::{ExitCounts, ExitLoopError, ResultError};
+use lab5_hypercalls::{Host, Lab5Error};
 use vm_memory::GuestMemoryMmap;
 
 /// Every lab function, in the order kvm-hello-world's `main` needs them.
@@ -38,18 +39,32 @@ pub struct Labs {
     /// Lab 3: the general registers.
     pub general_registers: fn(Mode, usize) -> kvm_regs,
     /// Lab 4: one exit (the loop calls it; the grader checks it on its own).
-    pub handle_exit: fn(
-        VcpuExit<'_>,
-        &mut dyn Write,
-        &mut ExitCounts,
-    ) -> Result<lab4_exit_loop::Flow, ExitLoopError>,
+    pub handle_exit: fn(VcpuExit<'_>, &mut dyn Write, &mut ExitCounts) -> Result<lab4_exit_loop::Flow, ExitLoopError>,
     /// Lab 4: the exit loop.
-    pub run_until_halt: fn(
+    pub run_until_halt:
+        fn(&mut VcpuFd, &mut dyn Write, &mut ExitCounts, &mut dyn FnMut(&VcpuExit<'_>)) -> Result<(), ExitLoopError>,
+    /// Lab 0: the LWN VM and its memory.
+    pub lwn_create_vm: fn() -> Result<lab0_lwn::LwnVm, lab0_lwn::Lab0Error>,
+    /// Lab 0: the LWN vCPU.
+    pub lwn_setup_vcpu: fn(&lab0_lwn::LwnVm) -> Result<VcpuFd, lab0_lwn::Lab0Error>,
+    /// Lab 0: the LWN run loop.
+    pub lwn_run: fn(
         &mut VcpuFd,
         &mut dyn Write,
         &mut ExitCounts,
         &mut dyn FnMut(&VcpuExit<'_>),
-    ) -> Result<(), ExitLoopError>,
+    ) -> Result<(), lab0_lwn::Lab0Error>,
+    /// Lab 5: read a NUL-terminated guest string.
+    pub read_guest_string: fn(&GuestMemoryMmap, u64, u64) -> Result<Vec<u8>, Lab5Error>,
+    /// Lab 5: the exit report.
+    pub write_exit_report: fn(&GuestMemoryMmap, &ExitCounts) -> Result<u64, Lab5Error>,
+    /// Lab 5: guest virtual to host virtual.
+    pub gva_to_hva: fn(&GuestMemoryMmap, u64, u64, u64) -> Option<u64>,
+    /// Lab 5: one exit of the hypercall guest.
+    pub handle_hypercall: fn(VcpuExit<'_>, &mut Host<'_>, &mut dyn Write) -> Result<lab4_exit_loop::Flow, Lab5Error>,
+    /// Lab 5: the hypercall loop.
+    pub run_hypercalls:
+        fn(&mut VcpuFd, &mut Host<'_>, &mut dyn Write, &mut dyn FnMut(&VcpuExit<'_>)) -> Result<(), Lab5Error>,
     /// Lab 4: read the result slot.
     pub read_result_slot: fn(&GuestMemoryMmap, usize) -> Result<u64, ResultError>,
     /// Lab 4: the two 42 checks.
@@ -72,6 +87,14 @@ impl Labs {
         general_registers: lab3_registers::general_registers,
         handle_exit: lab4_exit_loop::handle_exit,
         run_until_halt: lab4_exit_loop::run_until_halt,
+        lwn_create_vm: lab0_lwn::create_vm,
+        lwn_setup_vcpu: lab0_lwn::setup_vcpu,
+        lwn_run: lab0_lwn::run,
+        read_guest_string: lab5_hypercalls::read_guest_string,
+        write_exit_report: lab5_hypercalls::write_exit_report,
+        gva_to_hva: lab5_hypercalls::gva_to_hva,
+        handle_hypercall: lab5_hypercalls::handle_hypercall,
+        run_hypercalls: lab5_hypercalls::run_hypercalls,
         read_result_slot: lab4_exit_loop::read_result_slot,
         check_results: lab4_exit_loop::check_results,
     };

@@ -27,8 +27,7 @@ pub fn builtin_guest(mode: Mode) -> &'static [u8] {
 /// Reads a guest image from a file and checks that it fits.
 pub fn read_guest_image(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
-    let image =
-        std::fs::read(path).map_err(|err| format!("cannot read guest image '{shown}': {err}"))?;
+    let image = std::fs::read(path).map_err(|err| format!("cannot read guest image '{shown}': {err}"))?;
     if image.is_empty() {
         return Err(format!("guest image '{shown}' is empty"));
     }
@@ -63,15 +62,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
             Ok(image) => image,
             Err(message) => {
                 if options.json {
-                    println!(
-                        "{}",
-                        report::json_of_failure(options.mode, Status::BadInput, &message)
-                    );
+                    println!("{}", report::json_of_failure(options.mode, Status::BadInput, &message));
                 }
                 report::print_summary_line(&message);
                 return Status::BadInput;
             }
         },
+        None if options.lab == Some(cli::ExtraLab::Hypercalls) => guests::HYPERCALLS64.to_vec(),
         None => builtin_guest(options.mode).to_vec(),
     };
     vmm::install_panic_hook(true);
@@ -82,14 +79,20 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         capture_output: options.json || options.explain,
         trace: options.trace,
         timeout: options.timeout,
-        explain_walk: options
-            .explain
-            .then(|| options.walk.unwrap_or(kit_common::RESULT_ADDR)),
+        explain_walk: options.explain.then(|| options.walk.unwrap_or(kit_common::RESULT_ADDR)),
+        program: vmm::Program::Hello,
     };
-    let result = vmm::run(config);
+    let result = match options.lab {
+        Some(cli::ExtraLab::Lwn) => vmm::run_lwn(labs::Labs::BUILT, options.json, options.trace, options.timeout),
+        Some(cli::ExtraLab::Hypercalls) => vmm::run(vmm::RunConfig {
+            program: vmm::Program::Hypercalls,
+            ..config
+        }),
+        None => vmm::run(config),
+    };
     if options.json {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", report::json(options.mode, &result));
+        let _ = writeln!(stdout, "{}", report::json(options.mode, options.lab, &result));
         let _ = stdout.flush();
     }
     if let Some(explanation) = &result.explanation {

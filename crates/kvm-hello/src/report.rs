@@ -12,10 +12,7 @@ pub fn print_summary_line(line: &str) {
 
 /// The status a report ends with.
 pub fn status(report: &RunReport) -> Status {
-    report
-        .failure
-        .as_ref()
-        .map_or(Status::Ok, |failure| failure.status)
+    report.failure.as_ref().map_or(Status::Ok, |failure| failure.status)
 }
 
 /// The one-line summary: what the guest did, or why the run failed.
@@ -24,14 +21,11 @@ pub fn summary(report: &RunReport) -> String {
         Some(failure) => failure.message.clone(),
         None => {
             let c = &report.counts;
-            format!(
-                "guest halted after {} exits (io {}, hlt {}); rax = {}, memory[0x400] = {}",
-                c.total(),
-                c.io(),
-                c.hlt,
-                report.rax.unwrap_or_default(),
-                report.memory_0x400.unwrap_or_default()
-            )
+            let halted = format!("guest halted after {} exits (io {}, hlt {})", c.total(), c.io(), c.hlt);
+            match (report.rax, report.memory_0x400) {
+                (Some(rax), Some(memory)) => format!("{halted}; rax = {rax}, memory[0x400] = {memory}"),
+                _ => halted,
+            }
         }
     }
 }
@@ -51,7 +45,7 @@ pub fn kind(status: Status) -> &'static str {
 }
 
 /// The `--json` report (the contract in the README and the book).
-pub fn json(mode: Mode, report: &RunReport) -> Value {
+pub fn json(mode: Mode, lab: Option<crate::cli::ExtraLab>, report: &RunReport) -> Value {
     let c = &report.counts;
     let status = status(report);
     let mut value = json!({
@@ -75,6 +69,27 @@ pub fn json(mode: Mode, report: &RunReport) -> Value {
         "ok": status == Status::Ok,
         "status": status.code(),
     });
+    if let Some(lab) = lab {
+        value["lab"] = Value::from(lab.name());
+        value["mode"] = Value::from(match lab {
+            crate::cli::ExtraLab::Lwn => "real",
+            crate::cli::ExtraLab::Hypercalls => "long",
+        });
+    }
+    if let Some(records) = &report.hypercalls {
+        let calls: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                let mut call = json!({"name": r.name, "args": r.args, "result": r.result});
+                if r.name == "gva_to_hva" {
+                    call["gva"] = Value::from(r.args.first().copied());
+                    call["hva"] = Value::from(r.result);
+                }
+                call
+            })
+            .collect();
+        value["hypercalls"] = Value::from(calls);
+    }
     if let Some(failure) = &report.failure {
         value["error"] = json!({"kind": kind(status), "message": failure.message});
     }

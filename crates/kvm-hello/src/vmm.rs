@@ -40,6 +40,17 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// `Some(gva)`: record an `Explanation` of the run, with a page walk of `gva`.
     pub explain_walk: Option<u64>,
+    /// Which exit loop serves the guest.
+    pub program: Program,
+}
+
+/// The host side a guest runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Labs 1 to 4: the console on port 0xE9 (kvm-hello-world).
+    Hello,
+    /// Labs 1 to 3 and lab 5's hypercalls, in long mode.
+    Hypercalls,
 }
 
 /// Why a run did not succeed.
@@ -81,6 +92,8 @@ pub struct RunReport {
     pub failure: Option<Failure>,
     /// What `--explain` shows (only when asked for).
     pub explanation: Option<Explanation>,
+    /// The hypercalls served (only for `Program::Hypercalls`).
+    pub hypercalls: Option<Vec<lab5_hypercalls::HypercallRecord>>,
 }
 
 /// The last panic of lab code, recorded by the panic hook.
@@ -106,10 +119,7 @@ pub fn install_panic_hook(report_others: bool) {
 
 /// The last panic recorded by the hook of `install_panic_hook`, if any.
 pub fn take_last_panic() -> Option<LabPanic> {
-    LAST_PANIC
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
+    LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 /// The status a lab panic ends a run with.
@@ -166,43 +176,51 @@ static TIMED_OUT: AtomicBool = AtomicBool::new(false);
 /// Runs the guest on a vCPU thread and waits for it at most `config.timeout` (plus a grace
 /// period to collect its state). Never returns early without a report, never hangs.
 pub fn run(config: RunConfig) -> RunReport {
+    let (timeout, capture_output) = (config.timeout, config.capture_output);
+    let exit_loop = "run_until_halt (book: Lab 4, The exit loop)";
+    run_session(timeout, capture_output, exit_loop, move |console, report| {
+        session(&config, console, report)
+    })
+}
+
+/// A session's work on the vCPU thread: it writes the guest's output to the console and what it
+/// finds to the report.
+pub trait Session: FnOnce(&mut dyn Write, &mut RunReport) -> Result<(), Failure> + Send + 'static {}
+impl<F: FnOnce(&mut dyn Write, &mut RunReport) -> Result<(), Failure> + Send + 'static> Session for F {}
+
+/// Runs `session` on a vCPU thread and waits for it at most `timeout` (then kicks the vCPU, and
+/// waits a grace period). `exit_loop` names the lab loop for the message when it does not return.
+/// Never hangs, never returns without a report.
+pub fn run_session(timeout: Duration, capture_output: bool, exit_loop: &str, session: impl Session) -> RunReport {
     TIMED_OUT.store(false, Ordering::SeqCst);
     let signal_installed = watchdog::install();
-    let timeout = config.timeout;
     let (done_tx, done_rx) = mpsc::channel();
-    let spawned = thread::Builder::new()
-        .name(VCPU_THREAD.into())
-        .spawn(move || {
-            let mut report = RunReport::default();
-            let mut console = if config.capture_output {
-                Console::Capture(Vec::new())
-            } else {
-                stdout_console()
-            };
-            let result = session(&config, &mut console, &mut report);
-            let flushed = console.flush();
-            if let Console::Capture(bytes) = console {
-                report.output = bytes;
-            }
-            report.failure = result.err().or_else(|| {
-                flushed.err().map(|err| {
-                    Failure::new(
-                        Status::GuestFault,
-                        format!("cannot write the guest's output: {err}"),
-                    )
-                })
-            });
-            let _ = done_tx.send(());
-            report
+    let spawned = thread::Builder::new().name(VCPU_THREAD.into()).spawn(move || {
+        let mut report = RunReport::default();
+        let mut console = if capture_output {
+            Console::Capture(Vec::new())
+        } else {
+            stdout_console()
+        };
+        let result = session(&mut console, &mut report);
+        let flushed = console.flush();
+        if let Console::Capture(bytes) = console {
+            report.output = bytes;
+        }
+        report.failure = result.err().or_else(|| {
+            flushed
+                .err()
+                .map(|err| Failure::new(Status::GuestFault, format!("cannot write the guest's output: {err}")))
         });
+        let _ = done_tx.send(());
+        report
+    });
     let vcpu_thread = match spawned {
         Ok(handle) => handle,
         Err(err) => {
+            let failure = Failure::new(Status::GuestFault, format!("cannot start the vCPU thread: {err}"));
             return RunReport {
-                failure: Some(Failure::new(
-                    Status::GuestFault,
-                    format!("cannot start the vCPU thread: {err}"),
-                )),
+                failure: Some(failure),
                 ..RunReport::default()
             };
         }
@@ -216,8 +234,8 @@ pub fn run(config: RunConfig) -> RunReport {
             // The lab loop does not return to KVM_RUN: leave its thread behind (it ends with the
             // process) and report what is known.
             let message = format!(
-                "timeout: the guest was stopped after {:.1} s, but the exit loop did not return: does \
-                 run_until_halt return the error of a failed KVM_RUN? (book: Lab 4, The exit loop)",
+                "timeout: the guest was stopped after {:.1} s, but the exit loop did not return: does {exit_loop} \
+                 return the error of a failed KVM_RUN?",
                 started.elapsed().as_secs_f64()
             );
             return RunReport {
@@ -229,17 +247,9 @@ pub fn run(config: RunConfig) -> RunReport {
     match vcpu_thread.join() {
         Ok(report) => report,
         Err(_) => {
-            let panic = LAST_PANIC
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            let panic = panic.unwrap_or_else(|| LabPanic::Other("the vCPU thread panicked".into()));
-            let status = match panic {
-                LabPanic::NotImplemented(_) => Status::NotImplemented,
-                LabPanic::Other(_) => Status::LabPanicked,
-            };
+            let panic = take_last_panic().unwrap_or_else(|| LabPanic::Other("the vCPU thread panicked".into()));
             RunReport {
-                failure: Some(Failure::new(status, panic.to_string())),
+                failure: Some(Failure::new(panic_status(&panic), panic.to_string())),
                 ..RunReport::default()
             }
         }
@@ -248,11 +258,7 @@ pub fn run(config: RunConfig) -> RunReport {
 
 // ANCHOR: session
 /// kvm-hello-world's `main` and `run_*_mode`, one lab at a time.
-fn session(
-    config: &RunConfig,
-    console: &mut Console,
-    report: &mut RunReport,
-) -> Result<(), Failure> {
+fn session(config: &RunConfig, console: &mut dyn Write, report: &mut RunReport) -> Result<(), Failure> {
     let labs = &config.labs;
     let vm = (labs.vm_init)(GUEST_MEMORY_SIZE).map_err(lab1_failure)?;
     let mut vcpu = (labs.vcpu_init)(&vm).map_err(lab1_failure)?;
@@ -265,12 +271,7 @@ fn session(
         Mode::Paged32 => (labs.setup_paged32_page_directory)(&vm.memory),
         Mode::Real | Mode::Protected => Ok(0),
     }
-    .map_err(|err| {
-        Failure::new(
-            Status::GuestFault,
-            format!("{err} (book: Lab 2, Page tables)"),
-        )
-    })?;
+    .map_err(|err| Failure::new(Status::GuestFault, format!("{err} (book: Lab 2, Page tables)")))?;
     let refused = |ioctl: &str, err: kvm_ioctls::Error| {
         Failure::new(
             Status::GuestFault,
@@ -280,18 +281,11 @@ fn session(
             ),
         )
     };
-    let reset = vcpu
-        .fd
-        .get_sregs()
-        .map_err(|err| refused("KVM_GET_SREGS", err))?;
+    let reset = vcpu.fd.get_sregs().map_err(|err| refused("KVM_GET_SREGS", err))?;
     let sregs = (labs.special_registers)(config.mode, reset, cr3);
-    vcpu.fd
-        .set_sregs(&sregs)
-        .map_err(|err| refused("KVM_SET_SREGS", err))?;
+    vcpu.fd.set_sregs(&sregs).map_err(|err| refused("KVM_SET_SREGS", err))?;
     let regs = (labs.general_registers)(config.mode, GUEST_MEMORY_SIZE);
-    vcpu.fd
-        .set_regs(&regs)
-        .map_err(|err| refused("KVM_SET_REGS", err))?;
+    vcpu.fd.set_regs(&regs).map_err(|err| refused("KVM_SET_REGS", err))?;
 
     let mut events: Option<Vec<ExitEvent>> = config.explain_walk.map(|_| Vec::new());
     let kvm_run_address = report.kvm_run.map(|run| run.address).unwrap_or_default();
@@ -326,7 +320,18 @@ fn session(
         (None, true) => &mut trace,
         (None, false) => &mut no_trace,
     };
-    let looped = (labs.run_until_halt)(&mut vcpu.fd, console, &mut report.counts, tracer);
+    let mut bad_address = None;
+    let looped = match config.program {
+        Program::Hello => (labs.run_until_halt)(&mut vcpu.fd, console, &mut report.counts, tracer),
+        Program::Hypercalls => {
+            let host_base = report.memory_host_base.unwrap_or_default();
+            let mut host = lab5_hypercalls::Host::new(&vm.memory, cr3, host_base);
+            let served = (labs.run_hypercalls)(&mut vcpu.fd, &mut host, console, tracer);
+            report.counts = host.counts;
+            report.hypercalls = Some(host.records);
+            served.map_err(|err| lab5_loop_error(err, &mut bad_address))
+        }
+    };
     watchdog::disarm();
     if let (Some(explanation), Some(events)) = (report.explanation.as_mut(), events) {
         explanation.exits = events;
@@ -335,18 +340,19 @@ fn session(
     let regs = vcpu.fd.get_regs().ok();
     report.rax = regs.map(|r| r.rax);
     report.rip = regs.map(|r| r.rip);
+    if let (Some(message), Some(rip)) = (bad_address, report.rip) {
+        let message = format!("guest fault: {message} at RIP {rip:#x} (book: Lab 5, Hypercalls)");
+        return Err(Failure::new(Status::GuestFault, message));
+    }
     if let Err(err) = looped {
         let suberror = internal_error_suberror(&mut vcpu.fd);
-        return Err(loop_failure(err, config, report, suberror));
+        return Err(loop_failure(err, config.mode, config.timeout, report, suberror));
     }
     let slot = (labs.read_result_slot)(&vm.memory, config.mode.result_width());
     report.memory_0x400 = slot.as_ref().ok().copied();
-    let rax = report.rax.ok_or_else(|| {
-        Failure::new(
-            Status::GuestFault,
-            "KVM_GET_REGS failed after the guest halted",
-        )
-    })?;
+    let rax = report
+        .rax
+        .ok_or_else(|| Failure::new(Status::GuestFault, "KVM_GET_REGS failed after the guest halted"))?;
     slot.and_then(|value| lab4_exit_loop::check_results(rax, value))
         .map_err(result_failure)
 }
@@ -386,10 +392,7 @@ fn lab1_failure(err: Lab1Error) -> Failure {
         }
         _ => "KVM refused to set up the VM",
     };
-    Failure::new(
-        Status::KvmUnavailable,
-        format!("{err}: {hint} ({TROUBLESHOOTING})"),
-    )
+    Failure::new(Status::KvmUnavailable, format!("{err}: {hint} ({TROUBLESHOOTING})"))
 }
 
 /// The suberror of a `KVM_EXIT_INTERNAL_ERROR` (kvm-ioctls does not decode it).
@@ -406,43 +409,49 @@ fn internal_error_suberror(vcpu: &mut kvm_ioctls::VcpuFd) -> Option<u32> {
 /// What a `KVM_EXIT_INTERNAL_ERROR` suberror means.
 fn suberror_meaning(suberror: u32) -> &'static str {
     match suberror {
-        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => {
-            "KVM could not emulate an instruction the guest ran"
-        }
-        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => {
-            "an exception happened while delivering another"
-        }
-        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => {
-            "KVM could not deliver an event to the guest"
-        }
+        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "KVM could not emulate an instruction the guest ran",
+        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "an exception happened while delivering another",
+        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "KVM could not deliver an event to the guest",
         _ => "see the kernel's KVM documentation",
+    }
+}
+
+/// Lab 5's loop errors as lab 4's, so that both loops are reported alike; a bad address the
+/// guest passed is a guest fault of its own, kept in `bad_address`.
+fn lab5_loop_error(err: lab5_hypercalls::Lab5Error, bad_address: &mut Option<String>) -> ExitLoopError {
+    use lab5_hypercalls::Lab5Error;
+    match err {
+        Lab5Error::Run(e) => ExitLoopError::Run(e),
+        Lab5Error::Unexpected(exit) => ExitLoopError::Unexpected(exit),
+        Lab5Error::Console(e) => ExitLoopError::Console(e),
+        bad @ Lab5Error::BadAddress { .. } => {
+            let message = bad.to_string();
+            *bad_address = Some(message.clone());
+            ExitLoopError::Unexpected(UnexpectedExit::Other(message))
+        }
     }
 }
 
 fn loop_failure(
     err: ExitLoopError,
-    config: &RunConfig,
+    mode: Mode,
+    timeout: Duration,
     report: &RunReport,
     suberror: Option<u32>,
 ) -> Failure {
-    let at = report
-        .rip
-        .map(|rip| format!(" at RIP {rip:#x}"))
-        .unwrap_or_default();
+    let at = report.rip.map(|rip| format!(" at RIP {rip:#x}")).unwrap_or_default();
     let exits = report.counts.total();
     match err {
-        ExitLoopError::Run(e) if e.errno() == libc::EINTR && TIMED_OUT.load(Ordering::SeqCst) => {
-            Failure::new(
-                Status::Timeout,
-                format!(
-                    "timeout: the guest did not halt within {} s (stopped{at} after {exits} exits); a guest that spins or never \
+        ExitLoopError::Run(e) if e.errno() == libc::EINTR && TIMED_OUT.load(Ordering::SeqCst) => Failure::new(
+            Status::Timeout,
+            format!(
+                "timeout: the guest did not halt within {} s (stopped{at} after {exits} exits); a guest that spins or never \
                  reaches HLT ends here ({TROUBLESHOOTING})",
-                    config.timeout.as_secs_f64()
-                ),
-            )
-        }
+                timeout.as_secs_f64()
+            ),
+        ),
         ExitLoopError::Unexpected(UnexpectedExit::Shutdown)
-            if config.mode == Mode::Paged32 && Path::new(PVM_MODULE).exists() =>
+            if mode == Mode::Paged32 && Path::new(PVM_MODULE).exists() =>
         {
             Failure::new(
                 Status::GuestFault,
@@ -479,16 +488,59 @@ fn loop_failure(
             Status::GuestFault,
             format!("KVM_RUN failed{at}: {e} ({TROUBLESHOOTING})"),
         ),
-        ExitLoopError::Console(e) => Failure::new(
-            Status::GuestFault,
-            format!("cannot write the guest's output: {e}"),
-        ),
+        ExitLoopError::Console(e) => Failure::new(Status::GuestFault, format!("cannot write the guest's output: {e}")),
     }
 }
 
 fn result_failure(err: ResultError) -> Failure {
-    Failure::new(
-        Status::WrongResult,
-        format!("{err} (book: Lab 4, The exit loop)"),
-    )
+    Failure::new(Status::WrongResult, format!("{err} (book: Lab 4, The exit loop)"))
+}
+
+/// Runs lab 0, the LWN warm-up VM, on a vCPU thread under the watchdog.
+pub fn run_lwn(labs: Labs, capture_output: bool, trace: bool, timeout: Duration) -> RunReport {
+    let exit_loop = "lab0 run (book: Lab 0, The LWN warm-up)";
+    run_session(timeout, capture_output, exit_loop, move |console, report| {
+        lwn_session(&labs, trace, timeout, console, report)
+    })
+}
+
+// ANCHOR: lwn_session
+/// The LWN article's `main`, one lab-0 function at a time.
+fn lwn_session(
+    labs: &Labs,
+    trace: bool,
+    timeout: Duration,
+    console: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<(), Failure> {
+    let vm = (labs.lwn_create_vm)().map_err(lab0_failure)?;
+    let mut vcpu = (labs.lwn_setup_vcpu)(&vm).map_err(lab0_failure)?;
+    watchdog::arm(&mut vcpu);
+    let mut tracer = |exit: &VcpuExit<'_>| {
+        if trace {
+            trace_exit(exit);
+        }
+    };
+    let looped = (labs.lwn_run)(&mut vcpu, console, &mut report.counts, &mut tracer);
+    watchdog::disarm();
+    report.rip = vcpu.get_regs().ok().map(|regs| regs.rip);
+    let err = match looped {
+        Ok(()) => return Ok(()),
+        Err(lab0_lwn::Lab0Error::Run(e)) => ExitLoopError::Run(e),
+        Err(lab0_lwn::Lab0Error::Unexpected(exit)) => ExitLoopError::Unexpected(exit),
+        Err(lab0_lwn::Lab0Error::Console(e)) => ExitLoopError::Console(e),
+        Err(other) => return Err(lab0_failure(other)),
+    };
+    let suberror = internal_error_suberror(&mut vcpu);
+    Err(loop_failure(err, Mode::Real, timeout, report, suberror))
+}
+// ANCHOR_END: lwn_session
+
+fn lab0_failure(err: lab0_lwn::Lab0Error) -> Failure {
+    use lab0_lwn::Lab0Error;
+    match &err {
+        Lab0Error::OpenKvm(e) => lab1_failure(Lab1Error::OpenKvm(*e)),
+        Lab0Error::ApiVersion(v) => lab1_failure(Lab1Error::ApiVersion(*v)),
+        _ => Failure::new(Status::GuestFault, format!("{err} (book: Lab 0, The LWN warm-up)")),
+    }
 }

@@ -14,10 +14,7 @@ fn without_host_addresses(text: &str) -> String {
     let mut rest = text;
     while let Some(at) = rest.find("0x") {
         out.push_str(&rest[..at]);
-        let digits = rest[at + 2..]
-            .chars()
-            .take_while(char::is_ascii_hexdigit)
-            .count();
+        let digits = rest[at + 2..].chars().take_while(char::is_ascii_hexdigit).count();
         if digits >= 9 {
             out.push_str("0xHOST");
         } else {
@@ -98,10 +95,7 @@ fn explain_shows_both_address_spaces_the_tables_the_walk_and_every_exit() {
         "io out, port 0xe9, 1 byte(s) \"H\" at kvm_run + 0x",
         " 15  hlt",
     ] {
-        assert!(
-            text.contains(needle),
-            "--explain does not show {needle:?}:\n{text}"
-        );
+        assert!(text.contains(needle), "--explain does not show {needle:?}:\n{text}");
     }
 }
 

@@ -8,8 +8,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 const GREETING: &str = "Hello, world!\n";
-const SUMMARY: &str =
-    "kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42\n";
+const SUMMARY: &str = "kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42\n";
 
 #[test]
 fn long_protected_and_real_mode_say_hello_in_15_exits() {
@@ -27,11 +26,7 @@ fn long_protected_and_real_mode_say_hello_in_15_exits() {
 #[test]
 fn long_mode_is_the_default() {
     require_kvm();
-    kvm_hello()
-        .assert()
-        .success()
-        .stdout(GREETING)
-        .stderr(SUMMARY);
+    kvm_hello().assert().success().stdout(GREETING).stderr(SUMMARY);
 }
 
 #[test]
@@ -59,10 +54,7 @@ fn json_report_carries_the_same_numbers() {
         assert!(report["memory_0x400"].as_u64().unwrap() <= width_max);
         assert_eq!(report["ok"], true);
         assert_eq!(report["status"], 0);
-        assert!(
-            report.get("error").is_none(),
-            "no error on success: {report}"
-        );
+        assert!(report.get("error").is_none(), "no error on success: {report}");
         assert!(report["memory_host_base"].as_u64().unwrap() > 0);
         assert!(report["kvm_run"]["size"].as_u64().unwrap() >= 4096);
         assert_eq!(String::from_utf8_lossy(&out.stderr), SUMMARY);
@@ -74,10 +66,9 @@ fn paged32_runs_on_vmx_or_svm_and_is_explained_on_pvm() {
     require_kvm();
     let run = kvm_hello().args(["--mode", "paged32"]).assert();
     if is_pvm_host() {
-        run.code(4).stdout("").stderr(
-            predicate::str::contains("PVM")
-                .and(predicate::str::contains("paging only in long mode")),
-        );
+        run.code(4)
+            .stdout("")
+            .stderr(predicate::str::contains("PVM").and(predicate::str::contains("paging only in long mode")));
     } else {
         run.success().stdout(GREETING).stderr(SUMMARY);
     }
@@ -128,10 +119,6 @@ fn trace_prints_every_exit_on_stderr() {
         14,
         "{stderr}"
     );
-    assert_eq!(
-        stderr.lines().filter(|l| *l == "trace: hlt").count(),
-        1,
-        "{stderr}"
-    );
+    assert_eq!(stderr.lines().filter(|l| *l == "trace: hlt").count(), 1, "{stderr}");
     assert!(stderr.ends_with(SUMMARY));
 }

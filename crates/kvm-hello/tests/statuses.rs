@@ -54,12 +54,7 @@ fn every_corpus_guest_ends_as_its_header_says() {
             );
         }
         if let Some(stdout) = guest.expected_stdout() {
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                stdout,
-                "{}",
-                guest.name
-            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout), stdout, "{}", guest.name);
         }
     }
     assert!(
@@ -107,12 +102,7 @@ fn status_2_for_bad_usage_and_bad_images() {
             "--timeout takes a number of seconds",
         ),
         (
-            vec![
-                "--mode".into(),
-                "long".into(),
-                "--mode".into(),
-                "real".into(),
-            ],
+            vec!["--mode".into(), "long".into(), "--mode".into(), "real".into()],
             "--mode is given twice",
         ),
         (vec!["--bogus".into()], "unknown option '--bogus'"),
@@ -126,10 +116,7 @@ fn status_2_for_bad_usage_and_bad_images() {
             vec!["--guest".into(), "/nonexistent/guest.bin".into()],
             "cannot read guest image '/nonexistent/guest.bin'",
         ),
-        (
-            vec!["--guest".into(), empty.display().to_string()],
-            "is empty",
-        ),
+        (vec!["--guest".into(), empty.display().to_string()], "is empty"),
         (
             vec!["--guest".into(), oversized.display().to_string()],
             "is 8193 bytes; at most 8192 bytes fit",
@@ -141,9 +128,7 @@ fn status_2_for_bad_usage_and_bad_images() {
             .assert()
             .code(2)
             .stdout("")
-            .stderr(
-                predicate::str::starts_with("kvm-hello: ").and(predicate::str::contains(needle)),
-            )
+            .stderr(predicate::str::starts_with("kvm-hello: ").and(predicate::str::contains(needle)))
             .stderr(predicate::function(|s: &str| s.lines().count() == 1));
     }
 }
@@ -151,27 +136,19 @@ fn status_2_for_bad_usage_and_bad_images() {
 /// Runs kvm-hello through `wrapper` (a command that hides or locks /dev/kvm), or says why it
 /// cannot here.
 fn run_with_kvm_hidden(wrapper: &[&str], probe: &[&str]) -> Option<assert_cmd::assert::Assert> {
-    let works = std::process::Command::new(probe[0])
-        .args(&probe[1..])
-        .output();
+    let works = std::process::Command::new(probe[0]).args(&probe[1..]).output();
     if !works.is_ok_and(|out| out.status.success()) {
-        eprintln!(
-            "SKIPPED: {probe:?} is not allowed for this user, so this case cannot be staged here"
-        );
+        eprintln!("SKIPPED: {probe:?} is not allowed for this user, so this case cannot be staged here");
         return None;
     }
     let bin = assert_cmd::cargo::cargo_bin!("kvm-hello");
     let mut cmd = assert_cmd::Command::new(wrapper[0]);
-    cmd.args(&wrapper[1..])
-        .arg(bin)
-        .timeout(Duration::from_secs(30));
+    cmd.args(&wrapper[1..]).arg(bin).timeout(Duration::from_secs(30));
     Some(cmd.assert())
 }
 
 fn one_line_with(needles: &'static [&'static str]) -> impl predicates::Predicate<str> {
-    predicate::function(move |s: &str| {
-        s.lines().count() == 1 && needles.iter().all(|n| s.contains(n))
-    })
+    predicate::function(move |s: &str| s.lines().count() == 1 && needles.iter().all(|n| s.contains(n)))
 }
 
 #[test]
@@ -214,21 +191,10 @@ fn status_3_when_there_is_no_dev_kvm() {
 #[test]
 fn status_3_when_dev_kvm_is_not_ours() {
     // The nobody user has no access to /dev/kvm (crw------- or crw-rw---- root:kvm).
-    let wrapper = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
+    let wrapper = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
     if let Some(run) = run_with_kvm_hidden(
         &wrapper,
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "true",
-        ],
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "true"],
     ) {
         run.code(3).stdout("").stderr(one_line_with(&[
             "Permission denied",
@@ -309,10 +275,7 @@ fn a_hundred_random_images_end_in_time_without_a_panic() {
             .chunks(cases.len().div_ceil(4))
             .map(|chunk| scope.spawn(move || chunk.iter().map(run_one).collect::<Vec<_>>()))
             .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a worker"))
-            .collect()
+        workers.into_iter().flat_map(|w| w.join().expect("a worker")).collect()
     });
     assert_eq!(codes.len() as u64, IMAGES);
     eprintln!(
@@ -335,9 +298,6 @@ fn status_5_stops_a_spinning_guest_at_a_fractional_timeout() {
         .arg(&image)
         .assert()
         .code(5)
-        .stderr(
-            predicate::str::contains("did not halt within 0.3 s")
-                .and(predicate::str::contains("RIP 0x0")),
-        );
+        .stderr(predicate::str::contains("did not halt within 0.3 s").and(predicate::str::contains("RIP 0x0")));
     assert!(started.elapsed() < Duration::from_secs(2));
 }

@@ -10,15 +10,9 @@ use serde_json::Value;
 use crate::{Check, Ctx, Part};
 
 const GREETING: &str = "Hello, world!\n";
-const SUMMARY: &str =
-    "kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42\n";
+const SUMMARY: &str = "kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42\n";
 
-const fn check(
-    name: &'static str,
-    title: &'static str,
-    points: u32,
-    run: fn(&Ctx) -> Result<(), String>,
-) -> Check {
+const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
     Check {
         name,
         part: Part::EndToEnd,
@@ -33,12 +27,7 @@ const fn check(
 /// The end-to-end checks.
 pub const CHECKS: &[Check] = &[
     check("e2e_long_mode", "kvm-hello --mode long", 2, long_mode),
-    check(
-        "e2e_protected_mode",
-        "kvm-hello --mode protected",
-        2,
-        protected_mode,
-    ),
+    check("e2e_protected_mode", "kvm-hello --mode protected", 2, protected_mode),
     check("e2e_real_mode", "kvm-hello --mode real", 2, real_mode),
     check(
         "e2e_paged32_mode",
@@ -87,11 +76,7 @@ fn expect_hello(ctx: &Ctx, mode: &str) -> Result<(), String> {
     let args = ["--mode", mode];
     let run = kvm_hello(ctx, &args)?;
     if run.code != Some(0) {
-        return Err(e2e_fail(
-            &args,
-            format!("exit status {:?}, expected 0", run.code),
-            &run,
-        ));
+        return Err(e2e_fail(&args, format!("exit status {:?}, expected 0", run.code), &run));
     }
     if !predicate::eq(GREETING).eval(run.stdout.as_str()) {
         return Err(e2e_fail(
@@ -101,11 +86,7 @@ fn expect_hello(ctx: &Ctx, mode: &str) -> Result<(), String> {
         ));
     }
     if !predicate::eq(SUMMARY).eval(run.stderr.as_str()) {
-        return Err(e2e_fail(
-            &args,
-            format!("the summary is not {SUMMARY:?}"),
-            &run,
-        ));
+        return Err(e2e_fail(&args, format!("the summary is not {SUMMARY:?}"), &run));
     }
     Ok(())
 }
@@ -128,8 +109,7 @@ fn paged32_mode(ctx: &Ctx) -> Result<(), String> {
     }
     let args = ["--mode", "paged32"];
     let run = kvm_hello(ctx, &args)?;
-    let explained =
-        predicate::str::contains("PVM").and(predicate::str::contains("paging only in long mode"));
+    let explained = predicate::str::contains("PVM").and(predicate::str::contains("paging only in long mode"));
     if run.code == Some(4) && explained.eval(run.stderr.as_str()) {
         Ok(())
     } else {
@@ -168,11 +148,7 @@ fn json_report(ctx: &Ctx) -> Result<(), String> {
         }
     }
     if run.code != Some(0) {
-        return Err(e2e_fail(
-            &args,
-            format!("exit status {:?}, expected 0", run.code),
-            &run,
-        ));
+        return Err(e2e_fail(&args, format!("exit status {:?}, expected 0", run.code), &run));
     }
     Ok(())
 }

@@ -11,12 +11,7 @@ use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 1;
 
-const fn check(
-    name: &'static str,
-    title: &'static str,
-    points: u32,
-    run: fn(&Ctx) -> Result<(), String>,
-) -> Check {
+const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
     Check {
         name,
         part: Part::Lab(LAB),
@@ -75,11 +70,7 @@ pub fn require_kvm() -> Result<(), String> {
         .write(true)
         .open("/dev/kvm")
         .map(drop)
-        .map_err(|err| {
-            format!(
-                "this check needs read/write access to /dev/kvm ({err}) (book: Troubleshooting)"
-            )
-        })
+        .map_err(|err| format!("this check needs read/write access to /dev/kvm ({err}) (book: Troubleshooting)"))
 }
 
 fn vm(ctx: &Ctx) -> Result<Vm, String> {
@@ -95,11 +86,7 @@ fn vm_and_vcpu(ctx: &Ctx) -> Result<(Vm, Vcpu), String> {
 
 fn vm_init_memory(ctx: &Ctx) -> Result<(), String> {
     let vm = vm(ctx)?;
-    let regions: Vec<(u64, u64)> = vm
-        .memory
-        .iter()
-        .map(|r| (r.start_addr().0, r.len()))
-        .collect();
+    let regions: Vec<(u64, u64)> = vm.memory.iter().map(|r| (r.start_addr().0, r.len())).collect();
     match regions.as_slice() {
         [(start, len)] => {
             expect_field(
@@ -261,12 +248,7 @@ fn kvm_run_mapping(ctx: &Ctx) -> Result<(), String> {
 
 fn guest_memory_host_address(ctx: &Ctx) -> Result<(), String> {
     let vm = vm(ctx)?;
-    let expected = vm
-        .memory
-        .iter()
-        .next()
-        .map(|r| r.as_ptr() as u64)
-        .unwrap_or_default();
+    let expected = vm.memory.iter().next().map(|r| r.as_ptr() as u64).unwrap_or_default();
     let found = (ctx.labs.guest_memory_host_address)(&vm.memory);
     expect_field(
         LAB,

@@ -1,8 +1,8 @@
 //! Lab 2: the page tables and the walk, checked in a fresh guest memory (no KVM).
 
 use lab2_paging::{
-    ENTRY_ADDR_MASK, Level, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW,
-    PTE_USER, Walk, WalkFault,
+    ENTRY_ADDR_MASK, Level, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER, Walk,
+    WalkFault,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -16,12 +16,7 @@ const TRANSLATE: &str = "translate";
 /// Present, RW and User: the flags of every entry of the identity map.
 const FLAGS: u64 = PTE_PRESENT | PTE_RW | PTE_USER;
 
-const fn check(
-    name: &'static str,
-    title: &'static str,
-    points: u32,
-    run: fn(&Ctx) -> Result<(), String>,
-) -> Check {
+const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
     Check {
         name,
         part: Part::Lab(LAB),
@@ -41,12 +36,7 @@ pub const CHECKS: &[Check] = &[
         1,
         long_mode_cr3,
     ),
-    check(
-        "lab2_pml4_entry",
-        "PML4[0] points at the PDPT",
-        2,
-        pml4_entry,
-    ),
+    check("lab2_pml4_entry", "PML4[0] points at the PDPT", 2, pml4_entry),
     check("lab2_pdpt_entry", "PDPT[0] points at the PD", 2, pdpt_entry),
     check("lab2_pd_entry", "PD[0] maps one 2 MiB page", 2, pd_entry),
     check(
@@ -88,15 +78,12 @@ pub fn fresh_memory() -> GuestMemoryMmap {
 }
 
 fn read_u64(memory: &GuestMemoryMmap, addr: u64) -> u64 {
-    memory
-        .read_obj(GuestAddress(addr))
-        .expect("inside guest memory")
+    memory.read_obj(GuestAddress(addr)).expect("inside guest memory")
 }
 
 fn built_long_tables(ctx: &Ctx) -> Result<(GuestMemoryMmap, u64), String> {
     let memory = fresh_memory();
-    let cr3 =
-        (ctx.labs.setup_long_mode_page_tables)(&memory).map_err(|err| fail(LAB, LONG, err))?;
+    let cr3 = (ctx.labs.setup_long_mode_page_tables)(&memory).map_err(|err| fail(LAB, LONG, err))?;
     Ok((memory, cr3))
 }
 
@@ -115,34 +102,24 @@ fn entry_why(level: Level, found: u64, expected: u64) -> String {
         };
     }
     if missing & PTE_PS != 0 {
-        return "without PS the entry points to a page table instead of mapping a 2 MiB page"
-            .into();
+        return "without PS the entry points to a page table instead of mapping a 2 MiB page".into();
     }
     if extra & PTE_PS != 0 {
         return match level {
             Level::Pml4 => "PS is reserved in a PML4 entry: the walk faults".into(),
-            _ => "with PS a PDPT entry maps a 1 GiB page instead of pointing at the page directory"
-                .into(),
+            _ => "with PS a PDPT entry maps a 1 GiB page instead of pointing at the page directory".into(),
         };
     }
     if missing & PTE_RW != 0 {
-        return "without RW the guest cannot write through this entry (its stack, the 42 at 0x400)"
-            .into();
+        return "without RW the guest cannot write through this entry (its stack, the 42 at 0x400)".into();
     }
     if missing & PTE_USER != 0 {
-        return "kvm-hello-world sets US on every entry of the identity map, and so does the kit"
-            .into();
+        return "kvm-hello-world sets US on every entry of the identity map, and so does the kit".into();
     }
     format!("bits {extra:#x} are set that the identity map does not use")
 }
 
-fn expect_entry(
-    function: &str,
-    level: Level,
-    index: u64,
-    found: u64,
-    expected: u64,
-) -> Result<(), String> {
+fn expect_entry(function: &str, level: Level, index: u64, found: u64, expected: u64) -> Result<(), String> {
     let field = format!("{}[{index}]", level.name());
     expect_field(
         LAB,
@@ -170,45 +147,23 @@ fn long_mode_cr3(ctx: &Ctx) -> Result<(), String> {
 
 fn pml4_entry(ctx: &Ctx) -> Result<(), String> {
     let (memory, _) = built_long_tables(ctx)?;
-    expect_entry(
-        LONG,
-        Level::Pml4,
-        0,
-        read_u64(&memory, PML4_ADDR),
-        PDPT_ADDR | FLAGS,
-    )
+    expect_entry(LONG, Level::Pml4, 0, read_u64(&memory, PML4_ADDR), PDPT_ADDR | FLAGS)
 }
 
 fn pdpt_entry(ctx: &Ctx) -> Result<(), String> {
     let (memory, _) = built_long_tables(ctx)?;
-    expect_entry(
-        LONG,
-        Level::Pdpt,
-        0,
-        read_u64(&memory, PDPT_ADDR),
-        PD_ADDR | FLAGS,
-    )
+    expect_entry(LONG, Level::Pdpt, 0, read_u64(&memory, PDPT_ADDR), PD_ADDR | FLAGS)
 }
 
 fn pd_entry(ctx: &Ctx) -> Result<(), String> {
     let (memory, _) = built_long_tables(ctx)?;
-    expect_entry(
-        LONG,
-        Level::Pd,
-        0,
-        read_u64(&memory, PD_ADDR),
-        FLAGS | PTE_PS,
-    )
+    expect_entry(LONG, Level::Pd, 0, read_u64(&memory, PD_ADDR), FLAGS | PTE_PS)
 }
 
 fn nothing_else_mapped(ctx: &Ctx) -> Result<(), String> {
     let (memory, _) = built_long_tables(ctx)?;
     let first_entries = [PML4_ADDR, PDPT_ADDR, PD_ADDR];
-    for (level, table) in [
-        (Level::Pml4, PML4_ADDR),
-        (Level::Pdpt, PDPT_ADDR),
-        (Level::Pd, PD_ADDR),
-    ] {
+    for (level, table) in [(Level::Pml4, PML4_ADDR), (Level::Pdpt, PDPT_ADDR), (Level::Pd, PD_ADDR)] {
         for index in 1..512 {
             let entry = read_u64(&memory, table + index * 8);
             if entry != 0 {
@@ -241,8 +196,7 @@ fn nothing_else_mapped(ctx: &Ctx) -> Result<(), String> {
 
 fn paged32_directory(ctx: &Ctx) -> Result<(), String> {
     let memory = fresh_memory();
-    let cr3 =
-        (ctx.labs.setup_paged32_page_directory)(&memory).map_err(|err| fail(LAB, PAGED32, err))?;
+    let cr3 = (ctx.labs.setup_paged32_page_directory)(&memory).map_err(|err| fail(LAB, PAGED32, err))?;
     expect_field(
         LAB,
         PAGED32,
@@ -252,13 +206,10 @@ fn paged32_directory(ctx: &Ctx) -> Result<(), String> {
         describe::hex,
         "CR3 holds the page directory's address",
     )?;
-    let pde: u32 = memory
-        .read_obj(GuestAddress(PD32_ADDR))
-        .expect("inside guest memory");
+    let pde: u32 = memory.read_obj(GuestAddress(PD32_ADDR)).expect("inside guest memory");
     let expected = FLAGS | PTE_PS;
     let why = if u64::from(pde) & PTE_PS == 0 {
-        "without PS (and CR4.PSE) the entry points to a page table instead of mapping a 4 MiB page"
-            .to_owned()
+        "without PS (and CR4.PSE) the entry points to a page table instead of mapping a 4 MiB page".to_owned()
     } else {
         entry_why(Level::Pd, u64::from(pde), expected)
     };
@@ -337,11 +288,7 @@ fn expect_walk(
         let expected: Vec<String> = steps
             .iter()
             .map(|(level, index, addr, entry)| {
-                format!(
-                    "{}[{index}] at {addr:#x} = {}",
-                    level.name(),
-                    describe::entry(*entry)
-                )
+                format!("{}[{index}] at {addr:#x} = {}", level.name(), describe::entry(*entry))
             })
             .collect();
         let what = format!(
@@ -374,12 +321,7 @@ fn translate_identity(ctx: &Ctx) -> Result<(), String> {
         (Level::Pd, 0, PD_ADDR, FLAGS | PTE_PS),
     ];
     for gva in [0x400, 0x1f_ffff] {
-        expect_walk(
-            &(ctx.labs.translate)(&memory, PML4_ADDR, gva),
-            gva,
-            &steps,
-            Ok(gva),
-        )?;
+        expect_walk(&(ctx.labs.translate)(&memory, PML4_ADDR, gva), gva, &steps, Ok(gva))?;
     }
     Ok(())
 }
@@ -428,12 +370,7 @@ fn translate_other_pages(ctx: &Ctx) -> Result<(), String> {
         (Level::Pd, 3, 0x11018, 0x12000 | present_rw),
         (Level::Pt, 4, 0x12020, 0x5000 | present_rw),
     ];
-    expect_walk(
-        &(ctx.labs.translate)(&memory, PML4_ADDR, gva),
-        gva,
-        &steps,
-        Ok(0x5123),
-    )?;
+    expect_walk(&(ctx.labs.translate)(&memory, PML4_ADDR, gva), gva, &steps, Ok(0x5123))?;
     // PDPT[3] with PS maps the 1 GiB page at 1 GiB.
     memory
         .write_obj::<u64>(0x4000_0000 | present_rw | PTE_PS, GuestAddress(0x10018))

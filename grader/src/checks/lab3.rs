@@ -2,9 +2,8 @@
 
 use kit_common::{GUEST_MEMORY_SIZE, Mode};
 use lab3_registers::{
-    CODE_SELECTOR, CR0_AM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE,
-    DATA_SELECTOR, EFER_LMA, EFER_LME, FLAT_LIMIT, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs,
-    kvm_segment, kvm_sregs,
+    CODE_SELECTOR, CR0_AM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, DATA_SELECTOR, EFER_LMA,
+    EFER_LME, FLAT_LIMIT, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment, kvm_sregs,
 };
 
 use super::{expect_field, fail};
@@ -19,12 +18,7 @@ const CR0_PAGED: u64 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0
 /// The CR3 the checks pass in.
 const CR3: u64 = 0x2000;
 
-const fn check(
-    name: &'static str,
-    title: &'static str,
-    points: u32,
-    run: fn(&Ctx) -> Result<(), String>,
-) -> Check {
+const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
     Check {
         name,
         part: Part::Lab(LAB),
@@ -68,12 +62,7 @@ pub const CHECKS: &[Check] = &[
         2,
         protected_mode,
     ),
-    check(
-        "lab3_paged32_mode",
-        "paged32: PG, CR4.PSE, no EFER",
-        2,
-        paged32_mode,
-    ),
+    check("lab3_paged32_mode", "paged32: PG, CR4.PSE, no EFER", 2, paged32_mode),
     check(
         "lab3_real_mode",
         "real mode: CS at 0, nothing else changed",
@@ -143,12 +132,7 @@ fn expect_segment(
             expected.selector.into(),
             "CS uses GDT entry 1 (0x8), the data segments entry 2 (0x10)",
         ),
-        (
-            "base",
-            found.base,
-            expected.base,
-            "a flat segment starts at 0",
-        ),
+        ("base", found.base, expected.base, "a flat segment starts at 0"),
         (
             "limit",
             found.limit.into(),
@@ -167,12 +151,7 @@ fn expect_segment(
             expected.present.into(),
             "a segment that is not present faults on first use",
         ),
-        (
-            "dpl",
-            found.dpl.into(),
-            expected.dpl.into(),
-            "the guest runs in ring 0",
-        ),
+        ("dpl", found.dpl.into(), expected.dpl.into(), "the guest runs in ring 0"),
         (
             "s",
             found.s.into(),
@@ -267,15 +246,7 @@ fn long_mode_control_registers(ctx: &Ctx) -> Result<(), String> {
     } else {
         "long mode needs only PAE here"
     };
-    expect_field(
-        LAB,
-        SPECIAL,
-        "CR4 in long mode",
-        s.cr4,
-        CR4_PAE,
-        describe::cr4,
-        cr4_why,
-    )?;
+    expect_field(LAB, SPECIAL, "CR4 in long mode", s.cr4, CR4_PAE, describe::cr4, cr4_why)?;
     let efer_why = if s.efer & EFER_LMA == 0 {
         "KVM takes the state as given: with LME but not LMA the vCPU is not in long mode (the CPU sets LMA itself only when it turns paging on)"
     } else {
@@ -294,13 +265,7 @@ fn long_mode_control_registers(ctx: &Ctx) -> Result<(), String> {
 
 fn long_mode_code_segment(ctx: &Ctx) -> Result<(), String> {
     let s = (ctx.labs.special_registers)(Mode::Long, reset_state(), CR3);
-    expect_segment(
-        SPECIAL,
-        "CS",
-        &s.cs,
-        &expected_segment(Mode::Long, true),
-        Mode::Long,
-    )
+    expect_segment(SPECIAL, "CS", &s.cs, &expected_segment(Mode::Long, true), Mode::Long)
 }
 
 fn data_segments(ctx: &Ctx) -> Result<(), String> {
@@ -512,9 +477,7 @@ fn general_registers(ctx: &Ctx) -> Result<(), String> {
             return Err(fail(
                 LAB,
                 GENERAL,
-                format!(
-                    "in {mode} mode a register other than RIP, RSP and RFLAGS is not 0: {rest:?}"
-                ),
+                format!("in {mode} mode a register other than RIP, RSP and RFLAGS is not 0: {rest:?}"),
             ));
         }
     }

@@ -17,12 +17,7 @@ const RUN: &str = "run_until_halt";
 /// How long a guest of these checks may run.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-const fn pure(
-    name: &'static str,
-    title: &'static str,
-    points: u32,
-    run: fn(&Ctx) -> Result<(), String>,
-) -> Check {
+const fn pure(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
     Check {
         name,
         part: Part::Lab(LAB),
@@ -34,12 +29,7 @@ const fn pure(
     }
 }
 
-const fn guest(
-    name: &'static str,
-    title: &'static str,
-    points: u32,
-    run: fn(&Ctx) -> Result<(), String>,
-) -> Check {
+const fn guest(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
     Check {
         name,
         part: Part::Lab(LAB),
@@ -101,12 +91,7 @@ pub const CHECKS: &[Check] = &[
         2,
         string_io,
     ),
-    guest(
-        "lab4_stops_at_hlt",
-        "the loop stops at the first HLT",
-        2,
-        stops_at_hlt,
-    ),
+    guest("lab4_stops_at_hlt", "the loop stops at the first HLT", 2, stops_at_hlt),
     guest(
         "lab4_unexpected_exit_ends_the_run",
         "an OUT to another port ends the run",
@@ -139,9 +124,7 @@ fn console_output(ctx: &Ctx) -> Result<(), String> {
         return Err(fail(
             LAB,
             HANDLE,
-            format!(
-                "an OUT to 0xE9 gave {flow:?}, expected Flow::Continue: the guest goes on after printing"
-            ),
+            format!("an OUT to 0xE9 gave {flow:?}, expected Flow::Continue: the guest goes on after printing"),
         ));
     }
     expect_field(
@@ -179,9 +162,7 @@ fn hlt_ends_the_loop(ctx: &Ctx) -> Result<(), String> {
         other => Err(fail(
             LAB,
             HANDLE,
-            format!(
-                "HLT gave {other:?}, expected Ok(Flow::Halt): the guest is done, leave the loop"
-            ),
+            format!("HLT gave {other:?}, expected Ok(Flow::Halt): the guest is done, leave the loop"),
         )),
     }
 }
@@ -193,10 +174,7 @@ fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
     let cases = [
         (
             VcpuExit::IoOut(0x3f8, b"x"),
-            UnexpectedExit::IoOut {
-                port: 0x3f8,
-                len: 1,
-            },
+            UnexpectedExit::IoOut { port: 0x3f8, len: 1 },
             "an OUT to port 0x3f8",
         ),
         (
@@ -212,11 +190,7 @@ fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
             },
             "an MMIO read",
         ),
-        (
-            VcpuExit::Shutdown,
-            UnexpectedExit::Shutdown,
-            "a triple fault",
-        ),
+        (VcpuExit::Shutdown, UnexpectedExit::Shutdown, "a triple fault"),
     ];
     for (exit, expected, what) in cases {
         match (ctx.labs.handle_exit)(exit, &mut console, &mut counts) {
@@ -403,9 +377,7 @@ fn string_io(ctx: &Ctx) -> Result<(), String> {
 }
 
 /// Long mode: HLT, then an OUT of 'X' and HLT again: a loop that goes on after the first HLT prints X.
-const HLT_THEN_PRINT: [u8; 11] = [
-    0xf4, 0x66, 0xba, 0xe9, 0x00, 0xb0, 0x58, 0xee, 0xf4, 0xeb, 0xfe,
-];
+const HLT_THEN_PRINT: [u8; 11] = [0xf4, 0x66, 0xba, 0xe9, 0x00, 0xb0, 0x58, 0xee, 0xf4, 0xeb, 0xfe];
 
 fn stops_at_hlt(ctx: &Ctx) -> Result<(), String> {
     let report = run_guest(ctx, Mode::Long, &HLT_THEN_PRINT);
@@ -454,11 +426,11 @@ fn wrong_results_are_caught(ctx: &Ctx) -> Result<(), String> {
     ] {
         let report = run_guest(ctx, mode, corpus(name));
         match &report.failure {
-            Some(failure)
-                if failure.status == Status::WrongResult && failure.message.contains(needle) => {}
+            Some(failure) if failure.status == Status::WrongResult && failure.message.contains(needle) => {}
             Some(failure) if failure.status != Status::WrongResult => {
-                return Err(run_failure(&report, &format!("the guest {name}"))
-                    .unwrap_or_else(|| failure.message.clone()));
+                return Err(
+                    run_failure(&report, &format!("the guest {name}")).unwrap_or_else(|| failure.message.clone())
+                );
             }
             other => {
                 return Err(fail(

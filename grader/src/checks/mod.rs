@@ -45,10 +45,6 @@ pub fn expect_field(
     Err(fail(
         lab,
         function,
-        format!(
-            "{field} = {}, expected {}{why}",
-            show(found),
-            show(expected)
-        ),
+        format!("{field} = {}, expected {}{why}", show(found), show(expected)),
     ))
 }

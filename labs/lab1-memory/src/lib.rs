@@ -79,9 +79,7 @@ pub enum Lab1Error {
         source: vm_memory::mmap::FromRangesError,
     },
     /// The guest image does not fit below the page tables.
-    #[error(
-        "the guest image is {len} bytes; at most {MAX_IMAGE_SIZE} bytes fit below the page tables at 0x2000"
-    )]
+    #[error("the guest image is {len} bytes; at most {MAX_IMAGE_SIZE} bytes fit below the page tables at 0x2000")]
     ImageTooLarge {
         /// The image's size.
         len: usize,
@@ -127,9 +125,7 @@ pub fn load_image(memory: &GuestMemoryMmap, image: &[u8]) -> Result<(), Lab1Erro
 #[cfg(not(feature = "solution"))]
 pub fn guest_memory_host_address(memory: &GuestMemoryMmap) -> u64 {
     let _ = memory;
-    todo!(
-        "lab1 guest_memory_host_address (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)"
-    )
+    todo!("lab1 guest_memory_host_address (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
 
 // TODO(lab1): where the vCPU's `kvm_run` area is mapped (`VcpuFd::get_kvm_run`) and its size.
@@ -137,9 +133,7 @@ pub fn guest_memory_host_address(memory: &GuestMemoryMmap) -> u64 {
 #[cfg(not(feature = "solution"))]
 pub fn kvm_run_mapping(vcpu: &mut Vcpu) -> KvmRunMapping {
     let _ = vcpu;
-    todo!(
-        "lab1 kvm_run_mapping (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)"
-    )
+    todo!("lab1 kvm_run_mapping (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
 
 #[cfg(feature = "solution")]

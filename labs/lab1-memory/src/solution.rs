@@ -5,8 +5,8 @@ use kvm_ioctls::Kvm;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::{
-    GUEST_LOAD_ADDR, GUEST_MEMORY_SLOT, KVM_API_VERSION, KvmRunMapping, Lab1Error, MAX_IMAGE_SIZE,
-    TSS_ADDRESS, VCPU_ID, Vcpu, Vm,
+    GUEST_LOAD_ADDR, GUEST_MEMORY_SLOT, KVM_API_VERSION, KvmRunMapping, Lab1Error, MAX_IMAGE_SIZE, TSS_ADDRESS,
+    VCPU_ID, Vcpu, Vm,
 };
 
 // ANCHOR: vm_init
@@ -20,17 +20,13 @@ pub fn vm_init(mem_size: usize) -> Result<Vm, Lab1Error> {
         ioctl: "KVM_CREATE_VM",
         source,
     })?;
-    fd.set_tss_address(TSS_ADDRESS)
-        .map_err(|source| Lab1Error::Ioctl {
-            ioctl: "KVM_SET_TSS_ADDR",
-            source,
-        })?;
-
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(GUEST_LOAD_ADDR), mem_size)])
-        .map_err(|source| Lab1Error::Memory {
-        size: mem_size,
+    fd.set_tss_address(TSS_ADDRESS).map_err(|source| Lab1Error::Ioctl {
+        ioctl: "KVM_SET_TSS_ADDR",
         source,
     })?;
+
+    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(GUEST_LOAD_ADDR), mem_size)])
+        .map_err(|source| Lab1Error::Memory { size: mem_size, source })?;
     let region = kvm_userspace_memory_region {
         slot: GUEST_MEMORY_SLOT,
         flags: 0,
@@ -50,13 +46,10 @@ pub fn vm_init(mem_size: usize) -> Result<Vm, Lab1Error> {
 
 // ANCHOR: vcpu_init
 pub fn vcpu_init(vm: &Vm) -> Result<Vcpu, Lab1Error> {
-    let fd = vm
-        .fd
-        .create_vcpu(VCPU_ID)
-        .map_err(|source| Lab1Error::Ioctl {
-            ioctl: "KVM_CREATE_VCPU",
-            source,
-        })?;
+    let fd = vm.fd.create_vcpu(VCPU_ID).map_err(|source| Lab1Error::Ioctl {
+        ioctl: "KVM_CREATE_VCPU",
+        source,
+    })?;
     Ok(Vcpu {
         fd,
         run_size: vm.fd.run_size(),
@@ -99,14 +92,8 @@ mod tests {
     use crate::GUEST_MEMORY_SIZE;
 
     fn require_kvm() {
-        if let Err(err) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-        {
-            panic!(
-                "this test needs read/write access to /dev/kvm ({err}); see the book's Troubleshooting chapter"
-            );
+        if let Err(err) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+            panic!("this test needs read/write access to /dev/kvm ({err}); see the book's Troubleshooting chapter");
         }
     }
 
@@ -114,11 +101,7 @@ mod tests {
     fn the_vm_has_2_mib_at_guest_physical_0_and_a_mapped_kvm_run() {
         require_kvm();
         let vm = vm_init(GUEST_MEMORY_SIZE).unwrap();
-        let regions: Vec<_> = vm
-            .memory
-            .iter()
-            .map(|r| (r.start_addr().0, r.len()))
-            .collect();
+        let regions: Vec<_> = vm.memory.iter().map(|r| (r.start_addr().0, r.len())).collect();
         assert_eq!(regions, [(0, 0x20_0000)]);
         let base = guest_memory_host_address(&vm.memory);
         assert_eq!(base, vm.memory.iter().next().unwrap().as_ptr() as u64);
@@ -130,8 +113,7 @@ mod tests {
 
     #[test]
     fn the_image_lands_at_0_and_oversized_ones_are_refused() {
-        let memory =
-            vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
+        let memory = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
         load_image(&memory, &[0xf4, 0xeb, 0xfe]).unwrap();
         let mut back = [0u8; 3];
         memory.read_slice(&mut back, GuestAddress(0)).unwrap();

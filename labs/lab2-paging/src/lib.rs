@@ -146,12 +146,7 @@ pub enum Lab2Error {
 
 /// The flags of a page-table entry by name, e.g. `P|RW|US|PS`, or `-` for none.
 pub fn entry_flags(entry: u64) -> String {
-    const NAMES: [(u64, &str); 4] = [
-        (PTE_PRESENT, "P"),
-        (PTE_RW, "RW"),
-        (PTE_USER, "US"),
-        (PTE_PS, "PS"),
-    ];
+    const NAMES: [(u64, &str); 4] = [(PTE_PRESENT, "P"), (PTE_RW, "RW"), (PTE_USER, "US"), (PTE_PS, "PS")];
     let names: Vec<&str> = NAMES
         .iter()
         .filter(|(bit, _)| entry & bit != 0)
@@ -171,9 +166,7 @@ pub fn entry_flags(entry: u64) -> String {
 #[cfg(not(feature = "solution"))]
 pub fn setup_long_mode_page_tables(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
     let _ = memory;
-    todo!(
-        "lab2 setup_long_mode_page_tables (labs/lab2-paging/src/lib.rs; book: Lab 2, Page tables)"
-    )
+    todo!("lab2 setup_long_mode_page_tables (labs/lab2-paging/src/lib.rs; book: Lab 2, Page tables)")
 }
 
 // TODO(lab2): build the paged32 page directory: PD32[0] maps one 4 MiB page at physical 0
@@ -182,9 +175,7 @@ pub fn setup_long_mode_page_tables(memory: &GuestMemoryMmap) -> Result<u64, Lab2
 #[cfg(not(feature = "solution"))]
 pub fn setup_paged32_page_directory(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
     let _ = memory;
-    todo!(
-        "lab2 setup_paged32_page_directory (labs/lab2-paging/src/lib.rs; book: Lab 2, Page tables)"
-    )
+    todo!("lab2 setup_paged32_page_directory (labs/lab2-paging/src/lib.rs; book: Lab 2, Page tables)")
 }
 
 // TODO(lab2): walk the long-mode tables from `cr3` as the MMU does: reject a non-canonical

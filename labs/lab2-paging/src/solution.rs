@@ -3,8 +3,8 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::{
-    ENTRY_ADDR_MASK, Lab2Error, Level, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT,
-    PTE_PS, PTE_RW, PTE_USER, TABLE_SIZE, TABLE32_SIZE, Walk, WalkFault, WalkStep,
+    ENTRY_ADDR_MASK, Lab2Error, Level, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER,
+    TABLE_SIZE, TABLE32_SIZE, Walk, WalkFault, WalkStep,
 };
 
 fn write_u64(memory: &GuestMemoryMmap, addr: u64, value: u64) -> Result<(), Lab2Error> {
@@ -79,8 +79,7 @@ pub fn translate(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
             walk.result = Err(WalkFault::NotPresent(level));
             return walk;
         }
-        let maps_page =
-            level == Level::Pt || (entry & PTE_PS != 0 && matches!(level, Level::Pdpt | Level::Pd));
+        let maps_page = level == Level::Pt || (entry & PTE_PS != 0 && matches!(level, Level::Pdpt | Level::Pd));
         if maps_page {
             let offset_mask = (1u64 << level.shift()) - 1;
             walk.result = Ok((entry & ENTRY_ADDR_MASK & !offset_mask) | (gva & offset_mask));
@@ -112,17 +111,12 @@ mod tests {
     #[test]
     fn long_mode_tables_hold_exactly_the_three_entries() {
         let memory = memory();
-        memory
-            .write_slice(&[0xff; 0x3000], GuestAddress(PML4_ADDR))
-            .unwrap(); // stale bytes
+        memory.write_slice(&[0xff; 0x3000], GuestAddress(PML4_ADDR)).unwrap(); // stale bytes
         assert_eq!(setup_long_mode_page_tables(&memory).unwrap(), 0x2000);
         for (table, first) in [(PML4_ADDR, 0x3007), (PDPT_ADDR, 0x4007), (PD_ADDR, 0x87)] {
             let entries = entries(&memory, table);
             assert_eq!(entries[0], first, "entry 0 of the table at {table:#x}");
-            assert!(
-                entries[1..].iter().all(|&e| e == 0),
-                "table at {table:#x} maps more"
-            );
+            assert!(entries[1..].iter().all(|&e| e == 0), "table at {table:#x} maps more");
         }
         assert_eq!(entry_flags(0x87), "P|RW|US|PS");
     }
@@ -183,10 +177,7 @@ mod tests {
             memory.write_obj::<u64>(value, GuestAddress(addr)).unwrap();
         }
         let walk = translate(&memory, 0x2000, gva);
-        assert_eq!(
-            walk.steps.iter().map(|s| s.index).collect::<Vec<_>>(),
-            [1, 2, 3, 4]
-        );
+        assert_eq!(walk.steps.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert_eq!(walk.result, Ok(0x5123));
         // A PS entry in the PDPT maps 1 GiB.
         memory

@@ -75,9 +75,7 @@ pub const ENTRY_POINT: u64 = kit_common::GUEST_LOAD_ADDR;
 #[cfg(not(feature = "solution"))]
 pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
     let _ = (mode, code);
-    todo!(
-        "lab3 flat_segment (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)"
-    )
+    todo!("lab3 flat_segment (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)")
 }
 
 // TODO(lab3): start from `sregs` (the vCPU's reset state, from KVM_GET_SREGS) and set, per mode:
@@ -89,9 +87,7 @@ pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
 #[cfg(not(feature = "solution"))]
 pub fn special_registers(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
     let _ = (mode, sregs, cr3);
-    todo!(
-        "lab3 special_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)"
-    )
+    todo!("lab3 special_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)")
 }
 
 // TODO(lab3): RIP = `ENTRY_POINT`, RFLAGS = `RFLAGS_RESERVED`, every other register 0, except
@@ -102,9 +98,7 @@ pub fn special_registers(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
 #[cfg(not(feature = "solution"))]
 pub fn general_registers(mode: Mode, mem_size: usize) -> kvm_regs {
     let _ = (mode, mem_size);
-    todo!(
-        "lab3 general_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)"
-    )
+    todo!("lab3 general_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)")
 }
 
 #[cfg(feature = "solution")]

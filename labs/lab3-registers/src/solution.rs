@@ -1,9 +1,9 @@
 //! The reference solution of lab 3 (built with `--features solution`).
 
 use crate::{
-    CODE_SELECTOR, CR0_AM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE,
-    DATA_SELECTOR, EFER_LMA, EFER_LME, ENTRY_POINT, FLAT_LIMIT, Mode, RFLAGS_RESERVED,
-    SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment, kvm_sregs,
+    CODE_SELECTOR, CR0_AM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, DATA_SELECTOR, EFER_LMA,
+    EFER_LME, ENTRY_POINT, FLAT_LIMIT, Mode, RFLAGS_RESERVED, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment,
+    kvm_sregs,
 };
 
 /// CR0 of both paged modes: protected mode with paging and the usual FPU and protection bits.
@@ -69,11 +69,7 @@ pub fn general_registers(mode: Mode, mem_size: usize) -> kvm_regs {
     kvm_regs {
         rip: ENTRY_POINT,
         rflags: RFLAGS_RESERVED,
-        rsp: if mode == Mode::Real {
-            0
-        } else {
-            mem_size as u64
-        },
+        rsp: if mode == Mode::Real { 0 } else { mem_size as u64 },
         ..Default::default()
     }
 }
@@ -89,32 +85,14 @@ mod tests {
         let s = special_registers(Mode::Long, kvm_sregs::default(), 0x2000);
         assert_eq!(s.cr0, 0x8005_0033);
         assert_eq!(s.cr0 & (CR0_EM | CR0_TS), 0);
+        assert_eq!((s.cr3, s.cr4, s.efer), (0x2000, CR4_PAE, EFER_LME | EFER_LMA));
         assert_eq!(
-            (s.cr3, s.cr4, s.efer),
-            (0x2000, CR4_PAE, EFER_LME | EFER_LMA)
-        );
-        assert_eq!(
-            (
-                s.cs.l,
-                s.cs.db,
-                s.cs.type_,
-                s.cs.selector,
-                s.cs.s,
-                s.cs.present
-            ),
+            (s.cs.l, s.cs.db, s.cs.type_, s.cs.selector, s.cs.s, s.cs.present),
             (1, 0, 11, 8, 1, 1)
         );
         for seg in [s.ds, s.es, s.fs, s.gs, s.ss] {
             assert_eq!(
-                (
-                    seg.type_,
-                    seg.selector,
-                    seg.l,
-                    seg.db,
-                    seg.base,
-                    seg.limit,
-                    seg.g
-                ),
+                (seg.type_, seg.selector, seg.l, seg.db, seg.base, seg.limit, seg.g),
                 (3, 0x10, 0, 1, 0, FLAT_LIMIT, 1)
             );
         }
@@ -130,10 +108,7 @@ mod tests {
             },
             0x2000,
         );
-        assert_eq!(
-            (s.cr0, s.cr3, s.cr4, s.efer),
-            (0x8005_0033, 0x2000, CR4_PSE, 0)
-        );
+        assert_eq!((s.cr0, s.cr3, s.cr4, s.efer), (0x8005_0033, 0x2000, CR4_PSE, 0));
         assert_eq!((s.cs.l, s.cs.db), (0, 1));
     }
 

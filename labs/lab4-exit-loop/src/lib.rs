@@ -131,30 +131,24 @@ impl UnexpectedExit {
 impl fmt::Display for UnexpectedExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UnexpectedExit::IoOut { port, len } => write!(
-                f,
-                "OUT of {len} byte(s) to port {port:#x}, which nothing serves"
-            ),
+            UnexpectedExit::IoOut { port, len } => {
+                write!(f, "OUT of {len} byte(s) to port {port:#x}, which nothing serves")
+            }
             UnexpectedExit::IoIn { port, len } => write!(
                 f,
                 "IN of {len} byte(s) from port {port:#x}, which nothing serves (the console is output-only)"
             ),
-            UnexpectedExit::MmioRead { addr, len } => write!(
-                f,
-                "MMIO read of {len} byte(s) at {addr:#x}, outside guest memory"
-            ),
-            UnexpectedExit::MmioWrite { addr, len } => write!(
-                f,
-                "MMIO write of {len} byte(s) at {addr:#x}, outside guest memory"
-            ),
-            UnexpectedExit::Shutdown => f.write_str("triple fault (KVM_EXIT_SHUTDOWN)"),
-            UnexpectedExit::InternalError => {
-                f.write_str("KVM internal error (KVM_EXIT_INTERNAL_ERROR)")
+            UnexpectedExit::MmioRead { addr, len } => {
+                write!(f, "MMIO read of {len} byte(s) at {addr:#x}, outside guest memory")
             }
-            UnexpectedExit::FailEntry { reason } => write!(
-                f,
-                "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x})"
-            ),
+            UnexpectedExit::MmioWrite { addr, len } => {
+                write!(f, "MMIO write of {len} byte(s) at {addr:#x}, outside guest memory")
+            }
+            UnexpectedExit::Shutdown => f.write_str("triple fault (KVM_EXIT_SHUTDOWN)"),
+            UnexpectedExit::InternalError => f.write_str("KVM internal error (KVM_EXIT_INTERNAL_ERROR)"),
+            UnexpectedExit::FailEntry { reason } => {
+                write!(f, "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x})")
+            }
             UnexpectedExit::Other(name) => write!(f, "unexpected exit {name}"),
         }
     }

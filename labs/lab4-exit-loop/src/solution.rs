@@ -3,8 +3,8 @@
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::{
-    CONSOLE_PORT, EXPECTED_RESULT, ExitCounts, ExitLoopError, Flow, GuestMemoryMmap, RESULT_ADDR,
-    ResultError, UnexpectedExit, VcpuExit, VcpuFd, Write,
+    CONSOLE_PORT, EXPECTED_RESULT, ExitCounts, ExitLoopError, Flow, GuestMemoryMmap, RESULT_ADDR, ResultError,
+    UnexpectedExit, VcpuExit, VcpuFd, Write,
 };
 
 // ANCHOR: handle_exit
@@ -87,14 +87,8 @@ mod tests {
     fn console_bytes_are_written_whole_and_counted_once_per_exit() {
         let (mut out, mut counts) = (Vec::new(), ExitCounts::default());
         let flow = handle_exit(VcpuExit::IoOut(0xE9, b"Hell"), &mut out, &mut counts).unwrap();
-        assert_eq!(
-            (flow, out.as_slice(), counts.io_out),
-            (Flow::Continue, &b"Hell"[..], 1)
-        );
-        assert_eq!(
-            handle_exit(VcpuExit::Hlt, &mut out, &mut counts).unwrap(),
-            Flow::Halt
-        );
+        assert_eq!((flow, out.as_slice(), counts.io_out), (Flow::Continue, &b"Hell"[..], 1));
+        assert_eq!(handle_exit(VcpuExit::Hlt, &mut out, &mut counts).unwrap(), Flow::Halt);
         assert_eq!((counts.total(), counts.io(), counts.hlt), (2, 1, 1));
     }
 
@@ -105,10 +99,7 @@ mod tests {
         let cases = [
             (
                 VcpuExit::IoOut(0x3f8, b"x"),
-                UnexpectedExit::IoOut {
-                    port: 0x3f8,
-                    len: 1,
-                },
+                UnexpectedExit::IoOut { port: 0x3f8, len: 1 },
             ),
             (
                 VcpuExit::IoIn(0xE9, &mut data),

@@ -16,11 +16,7 @@ pub fn kvm_hello() -> Command {
 
 /// Fails the calling test with a clear message when /dev/kvm cannot be used.
 pub fn require_kvm() {
-    if let Err(err) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(err) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         panic!(
             "this test runs guests and needs read/write access to /dev/kvm ({err}); see the book's \
              Troubleshooting chapter"
