@@ -6,7 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const LABS: [&str; 4] = ["lab1-memory", "lab2-paging", "lab3-registers", "lab4-exit-loop"];
+const LABS: [&str; 6] = [
+    "lab0-lwn",
+    "lab1-memory",
+    "lab2-paging",
+    "lab3-registers",
+    "lab4-exit-loop",
+    "lab5-hypercalls",
+];
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -150,6 +157,15 @@ fn the_student_kit_builds_warning_free_and_stops_at_lab1_with_status_6() {
         "kvm-hello: not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)\n"
     );
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+    let out = Command::new(&kvm_hello)
+        .args(["--lab", "lwn"])
+        .output()
+        .expect("kvm-hello runs");
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "kvm-hello: not implemented yet: lab0 create_vm (labs/lab0-lwn/src/lib.rs; book: Lab 0, The LWN warm-up)\n"
+    );
 }
 
 #[test]

@@ -59,6 +59,8 @@ impl Part {
             Part::Lab(2) => "Lab 2: Page tables",
             Part::Lab(3) => "Lab 3: Registers and CPU modes",
             Part::Lab(4) => "Lab 4: The exit loop",
+            Part::Lab(0) => "Lab 0 (extension): The LWN warm-up",
+            Part::Lab(5) => "Lab 5 (extension): Hypercalls",
             Part::Lab(_) => "Lab",
             Part::EndToEnd => "End to end: kvm-hello",
         }
@@ -95,7 +97,7 @@ impl Check {
     }
 }
 
-/// Every check, in the order they run: lab 1 to lab 4, then end to end.
+/// Every check, in the order they run: lab 1 to lab 4, end to end, then the extension labs 0 and 5.
 pub fn all_checks() -> Vec<Check> {
     [
         checks::lab1::CHECKS,
@@ -103,6 +105,8 @@ pub fn all_checks() -> Vec<Check> {
         checks::lab3::CHECKS,
         checks::lab4::CHECKS,
         checks::e2e::CHECKS,
+        checks::lab0::CHECKS,
+        checks::lab5::CHECKS,
     ]
     .concat()
 }

@@ -1,4 +1,4 @@
-//! `cargo grade [lab1|lab2|lab3|lab4|e2e|CHECK…] [--gradescope results.json] [--json] [--strict]`
+//! `cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK…] [--gradescope results.json] [--json] [--strict]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use grader::{Ctx, all_checks, find_check, scoreboard};
 const USAGE: &str = "\
 grader: grades the labs of the KVM lab kit (cargo grade).
 
-Usage: cargo grade [lab1|lab2|lab3|lab4|e2e|CHECK ...] [OPTIONS]
+Usage: cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK ...] [OPTIONS]
 
 Options:
   --gradescope PATH  also write Gradescope's results.json to PATH
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
         }
     }
     if !words.is_empty() && !all_checks().iter().any(|c| matches_filter(c, &words)) {
-        eprintln!("grader: no check matches {words:?}: try lab1, lab2, lab3, lab4, e2e or a name from --list");
+        eprintln!("grader: no check matches {words:?}: try lab1 to lab4, e2e, lab0, lab5 or a name from --list");
         return ExitCode::from(2);
     }
 

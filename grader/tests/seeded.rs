@@ -12,6 +12,7 @@ use lab1_memory::{Lab1Error, Vm};
 use lab2_paging::{Lab2Error, Level, Walk, WalkFault, WalkStep};
 use lab3_registers::Mode;
 use lab4_exit_loop::{ExitCounts, ExitLoopError, Flow, ResultError};
+use lab5_hypercalls::{Host, Lab5Error};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Runs `check` on the reference with one function swapped, and returns its failure message.
@@ -432,5 +433,146 @@ fn loop_that_never_returns_to_kvm_run() {
         &message,
         "lab4 run_until_halt: the long-mode guest: timeout",
         &["the exit loop did not return"],
+    );
+}
+
+// ---- lab 0 ----
+
+#[test]
+fn lwn_vcpu_left_at_the_reset_rip() {
+    fn seeded(vm: &lab0_lwn::LwnVm) -> Result<VcpuFd, lab0_lwn::Lab0Error> {
+        let vcpu = lab0_lwn::setup_vcpu(vm)?;
+        let regs = kvm_regs {
+            rip: 0,
+            ..vcpu.get_regs().unwrap()
+        };
+        vcpu.set_regs(&regs).unwrap();
+        Ok(vcpu)
+    }
+    let message = failure_of("lab0_setup_vcpu", |labs| labs.lwn_setup_vcpu = seeded);
+    assert_names(
+        &message,
+        "lab0 setup_vcpu: RIP = 0x0, expected 0x1000",
+        &["the code starts at guest physical 0x1000"],
+    );
+}
+
+#[test]
+fn lwn_bl_not_set() {
+    fn seeded(vm: &lab0_lwn::LwnVm) -> Result<VcpuFd, lab0_lwn::Lab0Error> {
+        let vcpu = lab0_lwn::setup_vcpu(vm)?;
+        let regs = kvm_regs {
+            rbx: 0,
+            ..vcpu.get_regs().unwrap()
+        };
+        vcpu.set_regs(&regs).unwrap();
+        Ok(vcpu)
+    }
+    let message = failure_of("lab0_setup_vcpu", |labs| labs.lwn_setup_vcpu = seeded);
+    assert_names(
+        &message,
+        "lab0 setup_vcpu: RBX = 0x0, expected 0x2",
+        &["both start at 2"],
+    );
+}
+
+// ---- lab 5 ----
+
+#[test]
+fn print32bit_without_a_newline() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEA, data) => {
+                host.counts.io_out += 1;
+                let value = u32::from_le_bytes(data.try_into().unwrap());
+                host.record("print32bit", &[value.into()], None);
+                write!(console, "{value}").map_err(Lab5Error::Console)?;
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_print32bit", |labs| labs.handle_hypercall = seeded);
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: print32bit(2048) printed \"2048\"",
+        &["with a newline"],
+    );
+}
+
+#[test]
+fn num_exits_without_the_current_exit() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoIn(0xEB, data) => {
+                let exits = host.counts.total() as u32; // counted after answering
+                host.counts.io_in += 1;
+                data.copy_from_slice(&exits.to_le_bytes());
+                host.record("num_exits", &[], Some(exits.into()));
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_num_exits", |labs| labs.handle_hypercall = seeded);
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: num_exits after 9 exits answered 9, expected 10",
+        &["count the exit first"],
+    );
+}
+
+#[test]
+fn exit_report_with_in_and_out_swapped() {
+    fn seeded(memory: &GuestMemoryMmap, counts: &ExitCounts) -> Result<u64, Lab5Error> {
+        let swapped = ExitCounts {
+            io_in: counts.io_out,
+            io_out: counts.io_in,
+            ..*counts
+        };
+        lab5_hypercalls::write_exit_report(memory, &swapped)
+    }
+    let message = failure_of("lab5_write_exit_report", |labs| labs.write_exit_report = seeded);
+    assert_names(
+        &message,
+        "lab5 write_exit_report: 0x5000 holds \"IO in: 37",
+        &["expected \"IO in: 3\\nIO out: 37\\n"],
+    );
+}
+
+#[test]
+fn gva_to_hva_that_returns_the_guest_physical_address() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, _host_base: u64, gva: u64) -> Option<u64> {
+        lab2_paging::translate(memory, cr3, gva).result.ok()
+    }
+    let message = failure_of("lab5_gva_to_hva", |labs| labs.gva_to_hva = seeded);
+    assert_names(
+        &message,
+        "lab5 gva_to_hva: gva_to_hva(0x400) with host_base 0x7f1234000000 gave Some(400)",
+        &["then add host_base"],
+    );
+}
+
+#[test]
+fn a_stub_reached_through_a_guest_run_is_reported_as_not_implemented() {
+    fn stub(
+        _: &mut VcpuFd,
+        _: &mut dyn Write,
+        _: &mut ExitCounts,
+        _: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        todo!("lab4 run_until_halt (labs/lab4-exit-loop/src/lib.rs; book: Lab 4, The exit loop)")
+    }
+    let mut labs = Labs::BUILT;
+    labs.run_until_halt = stub;
+    let ctx = Ctx {
+        labs,
+        vmm: (env!("CARGO_BIN_EXE_grader").into(), vec!["vmm".into()]),
+    };
+    let outcome = run_check_here(&find_check("lab4_hello_long_mode").unwrap(), &ctx);
+    assert_eq!(outcome["outcome"], "not_implemented", "{outcome}");
+    assert_eq!(
+        outcome["message"],
+        "not implemented yet: lab4 run_until_halt (labs/lab4-exit-loop/src/lib.rs; book: Lab 4, The exit loop)"
     );
 }

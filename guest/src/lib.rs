@@ -40,7 +40,7 @@ mod tests {
 }
 
 /// A guest of the test corpus (`guest/corpus/*.S`): a hostile or odd guest with its expected
-/// outcome in its header (`# mode:`, `# expect-status:`, `# expect-stdout:`, `# expect-stderr:`).
+/// outcome in its header (`# mode:`, `# lab:`, `# expect-status:`, `# expect-stdout:`, `# expect-stderr:`).
 #[derive(Debug, Clone, Copy)]
 pub struct CorpusGuest {
     /// The file stem, e.g. `triple-fault`.
@@ -59,6 +59,11 @@ impl CorpusGuest {
             .lines()
             .find_map(|line| line.strip_prefix(prefix.as_str()))
             .map(str::trim)
+    }
+
+    /// `kvm-hello --lab` for this guest, if it needs an extension lab's host side.
+    pub fn lab(&self) -> Option<&'static str> {
+        self.header("lab")
     }
 
     /// `kvm-hello --mode` for this guest.

@@ -122,3 +122,48 @@ fn trace_prints_every_exit_on_stderr() {
     assert_eq!(stderr.lines().filter(|l| *l == "trace: hlt").count(), 1, "{stderr}");
     assert!(stderr.ends_with(SUMMARY));
 }
+
+#[test]
+fn lab_lwn_prints_4_in_3_exits() {
+    require_kvm();
+    kvm_hello()
+        .args(["--lab", "lwn"])
+        .assert()
+        .success()
+        .stdout("4\n")
+        .stderr("kvm-hello: guest halted after 3 exits (io 2, hlt 1)\n");
+}
+
+#[test]
+fn lab_hypercalls_runs_the_hypercall_guest_and_reports_every_call() {
+    require_kvm();
+    let out = kvm_hello()
+        .args(["--lab", "hypercalls", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lab"], "hypercalls");
+    assert!(
+        report["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("35\n37\nIO in: 3\nIO out: 37\nInvalid GVA\n"),
+        "{report}"
+    );
+    assert_eq!(report["exits"]["total"], 44);
+    let calls = report["hypercalls"].as_array().unwrap();
+    assert_eq!(calls.iter().filter(|c| c["name"] == "print8bit").count(), 32);
+    let base = report["memory_host_base"].as_u64().unwrap();
+    let translated: Vec<(u64, u64)> = calls
+        .iter()
+        .filter(|c| c["name"] == "gva_to_hva")
+        .map(|c| (c["gva"].as_u64().unwrap(), c["hva"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(translated, [(0x400, base + 0x400), (0x4000_0000, 0)]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "kvm-hello: guest halted after 44 exits (io 43, hlt 1); rax = 42, memory[0x400] = 42\n"
+    );
+}

@@ -17,14 +17,12 @@ fn every_corpus_guest_ends_as_its_header_says() {
         let image = image_file(&format!("{}.bin", guest.name), guest.image);
         let started = Instant::now();
         let mut run = kvm_hello();
-        run.args([
-            "--mode",
-            guest.mode(),
-            "--timeout",
-            &TIMEOUT_SECS.to_string(),
-            "--guest",
-        ])
-        .arg(&image);
+        match guest.lab() {
+            Some(lab) => run.args(["--lab", lab]),
+            None => run.args(["--mode", guest.mode()]),
+        };
+        run.args(["--timeout", &TIMEOUT_SECS.to_string(), "--guest"])
+            .arg(&image);
         let out = run.output().expect("kvm-hello runs");
         let elapsed = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr);

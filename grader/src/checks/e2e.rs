@@ -49,6 +49,105 @@ struct Run {
     stderr: String,
 }
 
+/// `kvm-hello --lab lwn`, run as a program (graded with lab 0).
+pub const LWN: Check = Check {
+    name: "e2e_lab_lwn",
+    part: Part::Lab(0),
+    title: "kvm-hello --lab lwn and its JSON report",
+    points: 1,
+    needs: &[0],
+    runs_guest: true,
+    run: lab_lwn,
+};
+
+/// `kvm-hello --lab hypercalls`, run as a program (graded with lab 5).
+pub const HYPERCALLS: Check = Check {
+    name: "e2e_lab_hypercalls",
+    part: Part::Lab(5),
+    title: "kvm-hello --lab hypercalls and its JSON report",
+    points: 2,
+    needs: &[1, 2, 3, 5],
+    runs_guest: true,
+    run: lab_hypercalls,
+};
+
+fn lab_lwn(ctx: &Ctx) -> Result<(), String> {
+    let args = ["--lab", "lwn"];
+    let run = kvm_hello(ctx, &args)?;
+    if run.code != Some(0)
+        || run.stdout != "4\n"
+        || run.stderr != "kvm-hello: guest halted after 3 exits (io 2, hlt 1)\n"
+    {
+        return Err(e2e_fail(
+            &args,
+            format!(
+                "status {:?}, stdout {:?}; expected 0 and \"4\\n\" in 3 exits (io 2, hlt 1)",
+                run.code, run.stdout
+            ),
+            &run,
+        ));
+    }
+    let args = ["--lab", "lwn", "--json"];
+    let run = kvm_hello(ctx, &args)?;
+    let report: Value =
+        serde_json::from_str(&run.stdout).map_err(|err| e2e_fail(&args, format!("not JSON: {err}"), &run))?;
+    let expected = [
+        ("/lab", Value::from("lwn")),
+        ("/output", Value::from("4\n")),
+        ("/exits/total", Value::from(3)),
+        ("/ok", Value::from(true)),
+    ];
+    expect_json(&args, &run, &report, &expected)
+}
+
+fn lab_hypercalls(ctx: &Ctx) -> Result<(), String> {
+    let args = ["--lab", "hypercalls", "--json"];
+    let run = kvm_hello(ctx, &args)?;
+    let report: Value =
+        serde_json::from_str(&run.stdout).map_err(|err| e2e_fail(&args, format!("not JSON: {err}"), &run))?;
+    let expected = [
+        ("/lab", Value::from("hypercalls")),
+        ("/output", Value::from(super::lab5::EXPECTED_OUTPUT)),
+        ("/exits/total", Value::from(44)),
+        ("/rax", Value::from(42)),
+        ("/memory_0x400", Value::from(42)),
+        ("/ok", Value::from(true)),
+    ];
+    expect_json(&args, &run, &report, &expected)?;
+    let base = report["memory_host_base"].as_u64().unwrap_or_default();
+    let first = report["hypercalls"]
+        .as_array()
+        .and_then(|calls| calls.iter().find(|c| c["name"] == "gva_to_hva"))
+        .cloned();
+    let (gva, hva) = first
+        .map(|c| (c["gva"].as_u64(), c["hva"].as_u64()))
+        .unwrap_or_default();
+    if (gva, hva) != (Some(0x400), Some(base + 0x400)) {
+        return Err(e2e_fail(
+            &args,
+            format!(
+                "the first gva_to_hva record has gva {gva:?}, hva {hva:?}; expected 0x400 and memory_host_base + 0x400"
+            ),
+            &run,
+        ));
+    }
+    Ok(())
+}
+
+fn expect_json(args: &[&str], run: &Run, report: &Value, expected: &[(&str, Value)]) -> Result<(), String> {
+    for (pointer, value) in expected {
+        let found = report.pointer(pointer).cloned().unwrap_or(Value::Null);
+        if found != *value {
+            return Err(e2e_fail(
+                args,
+                format!("JSON {pointer} is {found}, expected {value}"),
+                run,
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn kvm_hello(ctx: &Ctx, args: &[&str]) -> Result<Run, String> {
     let (program, leading) = &ctx.vmm;
     let out = Command::new(program)

@@ -291,6 +291,7 @@ pub fn run_guest(ctx: &Ctx, mode: Mode, image: &[u8]) -> RunReport {
         trace: false,
         timeout: GUEST_TIMEOUT,
         explain_walk: None,
+        program: vmm::Program::Hello,
     })
 }
 
@@ -302,7 +303,8 @@ fn run_failure(report: &RunReport, what: &str) -> Option<String> {
             "{what}: {} (did run_until_halt leave the loop at HLT, and return a failed KVM_RUN as an error?)",
             failure.message
         ),
-        Status::NotImplemented | Status::LabPanicked => return Some(failure.message.clone()),
+        Status::NotImplemented => super::stub_reached(&failure.message),
+        Status::LabPanicked => return Some(failure.message.clone()),
         _ => format!("{what}: {}", failure.message),
     };
     Some(fail(LAB, RUN, message))
