@@ -17,8 +17,8 @@ use crate::explain::{self, ExitEvent, Explanation};
 use crate::labs::Labs;
 use crate::watchdog;
 
-/// How long a kicked vCPU thread gets to come back before the process ends without it (a lab
-/// loop that spins without calling KVM_RUN cannot be interrupted).
+/// How long a kicked vCPU thread gets to come back before the run is reported without it (a lab
+/// loop that spins without calling KVM_RUN cannot be interrupted; its thread ends with the process).
 const KICK_GRACE: Duration = Duration::from_secs(1);
 /// Present on hosts whose KVM is PVM, which runs paging only in long mode.
 const PVM_MODULE: &str = "/sys/module/kvm_pvm";
