@@ -160,7 +160,7 @@ impl LabPanic {
         match message.strip_prefix(TODO_PREFIX) {
             Some(stub) => LabPanic::NotImplemented(stub.to_owned()),
             None if message == "not yet implemented" => {
-                LabPanic::NotImplemented(format!("a todo!() at {}", location.unwrap_or("an unknown place")))
+                LabPanic::NotImplemented(format!("a bare todo at {}", location.unwrap_or("an unknown place")))
             }
             None => match location {
                 Some(at) => LabPanic::Other(format!("{message} (at {at})")),

@@ -7,35 +7,31 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
+use super::Group;
 use crate::{Check, Ctx, Part};
+
+/// kvm-hello as a program needs every core lab.
+const E2E: Group = Group {
+    part: Part::EndToEnd,
+    needs: &[1, 2, 3, 4],
+    runs_guest: true,
+};
 
 const GREETING: &str = "Hello, world!\n";
 const SUMMARY: &str = "kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42\n";
 
-const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
-    Check {
-        name,
-        part: Part::EndToEnd,
-        title,
-        points,
-        needs: &[1, 2, 3, 4],
-        runs_guest: true,
-        run,
-    }
-}
-
 /// The end-to-end checks.
 pub const CHECKS: &[Check] = &[
-    check("e2e_long_mode", "kvm-hello --mode long", 2, long_mode),
-    check("e2e_protected_mode", "kvm-hello --mode protected", 2, protected_mode),
-    check("e2e_real_mode", "kvm-hello --mode real", 2, real_mode),
-    check(
+    E2E.check("e2e_long_mode", "kvm-hello --mode long", 2, long_mode),
+    E2E.check("e2e_protected_mode", "kvm-hello --mode protected", 2, protected_mode),
+    E2E.check("e2e_real_mode", "kvm-hello --mode real", 2, real_mode),
+    E2E.check(
         "e2e_paged32_mode",
         "kvm-hello --mode paged32 (explained on PVM hosts)",
         1,
         paged32_mode,
     ),
-    check(
+    E2E.check(
         "e2e_json_report",
         "kvm-hello --json agrees with the run",
         2,

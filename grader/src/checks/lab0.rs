@@ -6,38 +6,32 @@ use kit_common::Status;
 use lab0_lwn::{CODE, CODE_ADDR, LwnVm, PAGE_SIZE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use super::{expect_field, fail};
+use super::{Group, expect_field, fail};
 use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 0;
-
-const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
-    Check {
-        name,
-        part: Part::Lab(LAB),
-        title,
-        points,
-        needs: &[],
-        runs_guest: true,
-        run,
-    }
-}
+/// Lab 0's checks all create a VM.
+const KVM: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: true,
+};
 
 /// The checks of lab 0.
 pub const CHECKS: &[Check] = &[
-    check(
+    KVM.check(
         "lab0_create_vm",
         "create_vm: one page at 0x1000 holding the code",
         2,
         create_vm,
     ),
-    check(
+    KVM.check(
         "lab0_setup_vcpu",
         "setup_vcpu: CS = 0, RIP = 0x1000, AL = BL = 2",
         2,
         setup_vcpu,
     ),
-    check("lab0_run", "run prints \"4\\n\" in 3 exits (2 io, 1 hlt)", 2, run),
+    KVM.check("lab0_run", "run prints \"4\\n\" in 3 exits (2 io, 1 hlt)", 2, run),
     super::e2e::LWN,
 ];
 

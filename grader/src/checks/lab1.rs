@@ -6,56 +6,50 @@ use lab1_memory::{Lab1Error, Vcpu, Vm};
 use lab3_registers::{kvm_regs, kvm_segment};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use super::{expect_field, fail};
+use super::{Group, expect_field, fail};
 use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 1;
-
-const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
-    Check {
-        name,
-        part: Part::Lab(LAB),
-        title,
-        points,
-        needs: &[],
-        runs_guest: true,
-        run,
-    }
-}
+/// Lab 1's checks all create a VM.
+const KVM: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: true,
+};
 
 /// The checks of lab 1.
 pub const CHECKS: &[Check] = &[
-    check(
+    KVM.check(
         "lab1_vm_init_memory",
         "vm_init allocates 2 MiB at guest physical 0",
         2,
         vm_init_memory,
     ),
-    check(
+    KVM.check(
         "lab1_memory_seen_by_vcpu",
         "the vCPU sees that memory, all 2 MiB of it",
         3,
         memory_seen_by_vcpu,
     ),
-    check(
+    KVM.check(
         "lab1_vcpu_init",
         "vcpu_init records the kvm_run size",
         2,
         vcpu_init_run_size,
     ),
-    check(
+    KVM.check(
         "lab1_kvm_run_mapping",
         "kvm_run_mapping: address and size",
         1,
         kvm_run_mapping,
     ),
-    check(
+    KVM.check(
         "lab1_guest_memory_host_address",
         "guest_memory_host_address",
         1,
         guest_memory_host_address,
     ),
-    check(
+    KVM.check(
         "lab1_load_image",
         "load_image copies to 0 and refuses oversized images",
         2,

@@ -6,64 +6,58 @@ use lab2_paging::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::{expect_field, fail};
+use super::{Group, expect_field, fail};
 use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 2;
+/// Lab 2's checks need no KVM and no other lab.
+const PURE: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: false,
+};
 const LONG: &str = "setup_long_mode_page_tables";
 const PAGED32: &str = "setup_paged32_page_directory";
 const TRANSLATE: &str = "translate";
 /// Present, RW and User: the flags of every entry of the identity map.
 const FLAGS: u64 = PTE_PRESENT | PTE_RW | PTE_USER;
 
-const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
-    Check {
-        name,
-        part: Part::Lab(LAB),
-        title,
-        points,
-        needs: &[],
-        runs_guest: false,
-        run,
-    }
-}
-
 /// The checks of lab 2.
 pub const CHECKS: &[Check] = &[
-    check(
+    PURE.check(
         "lab2_long_mode_cr3",
         "setup_long_mode_page_tables returns CR3 = 0x2000",
         1,
         long_mode_cr3,
     ),
-    check("lab2_pml4_entry", "PML4[0] points at the PDPT", 2, pml4_entry),
-    check("lab2_pdpt_entry", "PDPT[0] points at the PD", 2, pdpt_entry),
-    check("lab2_pd_entry", "PD[0] maps one 2 MiB page", 2, pd_entry),
-    check(
+    PURE.check("lab2_pml4_entry", "PML4[0] points at the PDPT", 2, pml4_entry),
+    PURE.check("lab2_pdpt_entry", "PDPT[0] points at the PD", 2, pdpt_entry),
+    PURE.check("lab2_pd_entry", "PD[0] maps one 2 MiB page", 2, pd_entry),
+    PURE.check(
         "lab2_nothing_else_mapped",
         "no other entry, no other byte written",
         2,
         nothing_else_mapped,
     ),
-    check(
+    PURE.check(
         "lab2_paged32_directory",
         "the paged32 directory maps one 4 MiB page",
         2,
         paged32_directory,
     ),
-    check(
+    PURE.check(
         "lab2_translate_identity",
         "translate walks PML4, PDPT, PD for 0x400",
         2,
         translate_identity,
     ),
-    check(
+    PURE.check(
         "lab2_translate_faults",
         "translate stops at a clear P bit and a non-canonical address",
         2,
         translate_faults,
     ),
-    check(
+    PURE.check(
         "lab2_translate_other_pages",
         "translate follows 4 KiB and 1 GiB pages",
         2,

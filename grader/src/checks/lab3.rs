@@ -6,10 +6,16 @@ use lab3_registers::{
     EFER_LME, FLAT_LIMIT, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment, kvm_sregs,
 };
 
-use super::{expect_field, fail};
+use super::{Group, expect_field, fail};
 use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 3;
+/// Lab 3's checks need no KVM and no other lab.
+const PURE: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: false,
+};
 const SPECIAL: &str = "special_registers";
 const GENERAL: &str = "general_registers";
 const SEGMENT: &str = "flat_segment";
@@ -18,58 +24,46 @@ const CR0_PAGED: u64 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0
 /// The CR3 the checks pass in.
 const CR3: u64 = 0x2000;
 
-const fn check(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
-    Check {
-        name,
-        part: Part::Lab(LAB),
-        title,
-        points,
-        needs: &[],
-        runs_guest: false,
-        run,
-    }
-}
-
 /// The checks of lab 3.
 pub const CHECKS: &[Check] = &[
-    check(
+    PURE.check(
         "lab3_flat_segment",
         "flat_segment: 4 GiB code and data segments",
         2,
         flat_segments,
     ),
-    check(
+    PURE.check(
         "lab3_long_mode_control_registers",
         "long mode: CR0, CR3, CR4, EFER",
         3,
         long_mode_control_registers,
     ),
-    check(
+    PURE.check(
         "lab3_long_mode_code_segment",
         "long mode: a 64-bit code segment",
         2,
         long_mode_code_segment,
     ),
-    check(
+    PURE.check(
         "lab3_data_segments",
         "DS, ES, FS, GS, SS in every protected mode",
         2,
         data_segments,
     ),
-    check(
+    PURE.check(
         "lab3_protected_mode",
         "protected mode: PE and 32-bit segments only",
         2,
         protected_mode,
     ),
-    check("lab3_paged32_mode", "paged32: PG, CR4.PSE, no EFER", 2, paged32_mode),
-    check(
+    PURE.check("lab3_paged32_mode", "paged32: PG, CR4.PSE, no EFER", 2, paged32_mode),
+    PURE.check(
         "lab3_real_mode",
         "real mode: CS at 0, nothing else changed",
         2,
         real_mode,
     ),
-    check(
+    PURE.check(
         "lab3_general_registers",
         "RIP, RSP, RFLAGS and the rest, per mode",
         2,

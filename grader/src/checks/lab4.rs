@@ -8,97 +8,85 @@ use kvm_ioctls::VcpuExit;
 use lab4_exit_loop::{ExitCounts, ExitLoopError, Flow, ResultError, UnexpectedExit};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::{expect_field, fail};
+use super::{Group, expect_field, fail};
 use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 4;
+/// Checks of exit handling alone: no KVM.
+const PURE: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: false,
+};
+/// Checks that run a guest, set up by labs 1 to 3.
+const GUEST: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[1, 2, 3],
+    runs_guest: true,
+};
 const HANDLE: &str = "handle_exit";
 const RUN: &str = "run_until_halt";
 /// How long a guest of these checks may run.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-const fn pure(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
-    Check {
-        name,
-        part: Part::Lab(LAB),
-        title,
-        points,
-        needs: &[],
-        runs_guest: false,
-        run,
-    }
-}
-
-const fn guest(name: &'static str, title: &'static str, points: u32, run: fn(&Ctx) -> Result<(), String>) -> Check {
-    Check {
-        name,
-        part: Part::Lab(LAB),
-        title,
-        points,
-        needs: &[1, 2, 3],
-        runs_guest: true,
-        run,
-    }
-}
-
 /// The checks of lab 4.
 pub const CHECKS: &[Check] = &[
-    pure(
+    PURE.check(
         "lab4_console_output",
         "handle_exit prints every byte of an OUT to 0xE9",
         2,
         console_output,
     ),
-    pure(
+    PURE.check(
         "lab4_hlt_ends_the_loop",
         "handle_exit: HLT says Flow::Halt",
         1,
         hlt_ends_the_loop,
     ),
-    pure(
+    PURE.check(
         "lab4_unexpected_exits",
         "handle_exit counts and refuses every other exit",
         2,
         unexpected_exits,
     ),
-    pure(
+    PURE.check(
         "lab4_result_slot",
         "read_result_slot reads 2, 4 or 8 bytes at 0x400",
         2,
         result_slot,
     ),
-    pure(
+    PURE.check(
         "lab4_check_results",
         "check_results checks RAX, then memory",
         1,
         check_results,
     ),
-    guest(
+    GUEST.check(
         "lab4_hello_long_mode",
         "the long-mode guest: 15 exits, greeting, 42s",
         3,
         hello_long_mode,
     ),
-    guest(
+    GUEST.check(
         "lab4_hello_real_mode",
         "the real-mode guest: 15 exits, greeting, 42s",
         2,
         hello_real_mode,
     ),
-    guest(
+    GUEST.check(
         "lab4_string_io",
         "rep outsb and 4-byte OUTs print all their bytes",
         2,
         string_io,
     ),
-    guest("lab4_stops_at_hlt", "the loop stops at the first HLT", 2, stops_at_hlt),
-    guest(
+    GUEST.check("lab4_stops_at_hlt", "the loop stops at the first HLT", 2, stops_at_hlt),
+    GUEST.check(
         "lab4_unexpected_exit_ends_the_run",
         "an OUT to another port ends the run",
         1,
         unexpected_exit_ends_the_run,
     ),
-    guest(
+    GUEST.check(
         "lab4_wrong_results_are_caught",
         "wrong RAX, wrong memory, wrong width",
         2,

@@ -9,94 +9,77 @@ use lab4_exit_loop::{ExitCounts, Flow};
 use lab5_hypercalls::{Host, HypercallRecord, Lab5Error, REPORT_ADDR};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::fail;
+use super::{Group, fail};
 use crate::{Check, Ctx, Part};
 
 const LAB: u8 = 5;
-
-const fn check(
-    name: &'static str,
-    title: &'static str,
-    points: u32,
-    needs: &'static [u8],
-    runs_guest: bool,
-    run: fn(&Ctx) -> Result<(), String>,
-) -> Check {
-    Check {
-        name,
-        part: Part::Lab(LAB),
-        title,
-        points,
-        needs,
-        runs_guest,
-        run,
-    }
-}
+/// Checks of single functions: no KVM.
+const PURE: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: false,
+};
+/// Checks that translate addresses with the student's lab 2 walker.
+const WALK: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[2],
+    runs_guest: false,
+};
+/// Checks that run the hypercall guest, set up by labs 1 to 3.
+const GUEST: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[1, 2, 3],
+    runs_guest: true,
+};
 
 /// The checks of lab 5.
 pub const CHECKS: &[Check] = &[
-    check(
+    PURE.check(
         "lab5_print32bit",
         "handle_hypercall: print32bit prints decimal and a newline",
         1,
-        &[],
-        false,
         print32bit,
     ),
-    check(
+    PURE.check(
         "lab5_num_exits",
         "handle_hypercall: num_exits counts this exit too",
         1,
-        &[],
-        false,
         num_exits,
     ),
-    check(
+    PURE.check(
         "lab5_write_exit_report",
         "write_exit_report: \"IO in: X\\nIO out: Y\\n\" at 0x5000",
         2,
-        &[],
-        false,
         exit_report,
     ),
-    check(
+    WALK.check(
         "lab5_read_guest_string",
         "read_guest_string: through the page tables, to the NUL",
         2,
-        &[2],
-        false,
         guest_string,
     ),
-    check(
+    WALK.check(
         "lab5_gva_to_hva",
         "gva_to_hva: host base + guest physical, None when unmapped",
         2,
-        &[2],
-        false,
         gva_to_hva,
     ),
-    check(
+    GUEST.check(
         "lab5_hypercall_guest",
         "the hypercall guest's whole output",
         3,
-        &[1, 2, 3],
-        true,
         hypercall_guest,
     ),
-    check(
+    GUEST.check(
         "lab5_print_str_in_one_exit",
         "print_str costs one exit; 44 exits in all",
         2,
-        &[1, 2, 3],
-        true,
         one_exit,
     ),
-    check(
+    GUEST.check(
         "lab5_gva_to_hva_live",
         "gva_to_hva(0x400) = memory_host_base + 0x400",
         2,
-        &[1, 2, 3],
-        true,
         gva_to_hva_live,
     ),
     super::e2e::HYPERCALLS,

@@ -10,6 +10,41 @@ pub mod lab5;
 
 use std::fmt::Display;
 
+use crate::{Check, Ctx, Part};
+
+/// What the checks of a group share: the part they grade, the labs they need, whether they run
+/// a guest.
+#[derive(Debug, Clone, Copy)]
+pub struct Group {
+    /// The part graded.
+    pub part: Part,
+    /// Labs that must pass first.
+    pub needs: &'static [u8],
+    /// Whether the checks run a guest.
+    pub runs_guest: bool,
+}
+
+impl Group {
+    /// A check of this group.
+    pub const fn check(
+        &self,
+        name: &'static str,
+        title: &'static str,
+        points: u32,
+        run: fn(&Ctx) -> Result<(), String>,
+    ) -> Check {
+        Check {
+            name,
+            part: self.part,
+            title,
+            points,
+            needs: self.needs,
+            runs_guest: self.runs_guest,
+            run,
+        }
+    }
+}
+
 /// The book chapter that explains a lab.
 pub fn chapter(lab: u8) -> &'static str {
     match lab {
