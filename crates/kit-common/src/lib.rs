@@ -56,11 +56,6 @@ impl Mode {
             Mode::Long => 8,
         }
     }
-
-    /// Whether the vCPU translates addresses through page tables in this mode.
-    pub fn is_paged(self) -> bool {
-        matches!(self, Mode::Paged32 | Mode::Long)
-    }
 }
 
 impl fmt::Display for Mode {
@@ -123,23 +118,6 @@ impl Status {
     pub fn code(self) -> i32 {
         self as i32
     }
-
-    /// The status with this process exit code, if any.
-    pub fn from_code(code: i32) -> Option<Status> {
-        use Status::*;
-        [
-            Ok,
-            WrongResult,
-            BadInput,
-            KvmUnavailable,
-            GuestFault,
-            Timeout,
-            NotImplemented,
-            LabPanicked,
-        ]
-        .into_iter()
-        .find(|status| status.code() == code)
-    }
 }
 
 /// What `todo!` puts in front of its message.
@@ -166,17 +144,6 @@ impl LabPanic {
                 Some(at) => LabPanic::Other(format!("{message} (at {at})")),
                 None => LabPanic::Other(message.to_owned()),
             },
-        }
-    }
-
-    /// The message carried by a `catch_unwind` payload.
-    pub fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
-        if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "a panic without a message".to_owned()
         }
     }
 }
@@ -213,14 +180,6 @@ mod tests {
     #[test]
     fn image_limit_ends_at_the_page_tables() {
         assert_eq!(MAX_IMAGE_SIZE, 0x2000);
-    }
-
-    #[test]
-    fn statuses_round_trip() {
-        for code in 0..8 {
-            assert_eq!(Status::from_code(code).map(Status::code), Some(code));
-        }
-        assert_eq!(Status::from_code(8), None);
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::path::Path;
 use kit_common::{GUEST_MEMORY_SIZE, Mode, RESERVED_START, RESULT_ADDR};
 use kvm_ioctls::VcpuExit;
 use lab1_memory::KvmRunMapping;
-use lab2_paging::{ENTRY_ADDR_MASK, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PS, Walk, entry_flags};
+use lab2_paging::{
+    ENTRIES_PER_TABLE, ENTRY_ADDR_MASK, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PS, TABLE32_SIZE, Walk,
+    entry_flags,
+};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// One exit, as the timeline shows it.
@@ -105,11 +108,11 @@ pub fn read_tables(memory: &GuestMemoryMmap, mode: Mode) -> Vec<Table> {
     };
     match mode {
         Mode::Long => vec![
-            read("PML4", PML4_ADDR, 8, 512),
-            read("PDPT", PDPT_ADDR, 8, 512),
-            read("PD", PD_ADDR, 8, 512),
+            read("PML4", PML4_ADDR, 8, ENTRIES_PER_TABLE),
+            read("PDPT", PDPT_ADDR, 8, ENTRIES_PER_TABLE),
+            read("PD", PD_ADDR, 8, ENTRIES_PER_TABLE),
         ],
-        Mode::Paged32 => vec![read("PD32", PD32_ADDR, 4, 1024)],
+        Mode::Paged32 => vec![read("PD32", PD32_ADDR, 4, TABLE32_SIZE / 4)],
         Mode::Real | Mode::Protected => Vec::new(),
     }
 }
