@@ -1,5 +1,6 @@
 //! The reference solution of lab 0 (built with `--features solution`).
 
+// ANCHOR: imports
 use kvm_bindings::kvm_userspace_memory_region;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
@@ -7,6 +8,7 @@ use crate::{
     CODE, CODE_ADDR, ExitCounts, GuestMemoryMmap, KVM_API_VERSION, Kvm, Lab0Error, LwnVm, PAGE_SIZE, SERIAL_PORT,
     UnexpectedExit, VcpuExit, VcpuFd, Write,
 };
+// ANCHOR_END: imports
 
 // ANCHOR: create_vm
 pub fn create_vm() -> Result<LwnVm, Lab0Error> {

@@ -1,5 +1,6 @@
 //! The reference solution of lab 1 (built with `--features solution`).
 
+// ANCHOR: imports
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::Kvm;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -8,6 +9,7 @@ use crate::{
     GUEST_LOAD_ADDR, GUEST_MEMORY_SLOT, KVM_API_VERSION, KvmRunMapping, Lab1Error, MAX_IMAGE_SIZE, TSS_ADDRESS,
     VCPU_ID, Vcpu, Vm,
 };
+// ANCHOR_END: imports
 
 // ANCHOR: vm_init
 pub fn vm_init(mem_size: usize) -> Result<Vm, Lab1Error> {

@@ -1,12 +1,15 @@
 //! The reference solution of lab 2 (built with `--features solution`).
 
+// ANCHOR: imports
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::{
     ENTRY_ADDR_MASK, Lab2Error, Level, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER,
     TABLE_SIZE, TABLE32_SIZE, Walk, WalkFault, WalkStep,
 };
+// ANCHOR_END: imports
 
+// ANCHOR: helpers
 fn write_u64(memory: &GuestMemoryMmap, addr: u64, value: u64) -> Result<(), Lab2Error> {
     memory
         .write_obj(value, GuestAddress(addr))
@@ -19,6 +22,7 @@ fn clear_table(memory: &GuestMemoryMmap, addr: u64, size: u64) -> Result<(), Lab
         .write_slice(&zeros[..size as usize], GuestAddress(addr))
         .map_err(|source| Lab2Error::WriteTable { addr, source })
 }
+// ANCHOR_END: helpers
 
 // ANCHOR: long_mode_tables
 pub fn setup_long_mode_page_tables(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {

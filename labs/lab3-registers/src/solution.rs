@@ -1,13 +1,17 @@
 //! The reference solution of lab 3 (built with `--features solution`).
 
+// ANCHOR: imports
 use crate::{
     CODE_SELECTOR, CR0_AM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, DATA_SELECTOR, EFER_LMA,
     EFER_LME, ENTRY_POINT, FLAT_LIMIT, Mode, RFLAGS_RESERVED, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment,
     kvm_sregs,
 };
+// ANCHOR_END: imports
 
+// ANCHOR: helpers
 /// CR0 of both paged modes: protected mode with paging and the usual FPU and protection bits.
 const CR0_PAGED: u64 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
+// ANCHOR_END: helpers
 
 // ANCHOR: flat_segment
 pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
@@ -28,11 +32,13 @@ pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
 }
 // ANCHOR_END: flat_segment
 
+// ANCHOR: set_flat_segments
 fn set_flat_segments(sregs: &mut kvm_sregs, mode: Mode) {
     sregs.cs = flat_segment(mode, true);
     let data = flat_segment(mode, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
 }
+// ANCHOR_END: set_flat_segments
 
 // ANCHOR: special_registers
 pub fn special_registers(mode: Mode, mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {

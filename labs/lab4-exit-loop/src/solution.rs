@@ -1,11 +1,13 @@
 //! The reference solution of lab 4 (built with `--features solution`).
 
+// ANCHOR: imports
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::{
     CONSOLE_PORT, EXPECTED_RESULT, ExitCounts, ExitLoopError, Flow, GuestMemoryMmap, RESULT_ADDR, ResultError,
     UnexpectedExit, VcpuExit, VcpuFd, Write,
 };
+// ANCHOR_END: imports
 
 // ANCHOR: handle_exit
 pub fn handle_exit(

@@ -1,14 +1,18 @@
 //! The reference solution of lab 5 (built with `--features solution`).
 
+// ANCHOR: imports
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::{
     EXITS_BY_TYPE_PORT, ExitCounts, Flow, GVA_TO_HVA_PORT, GuestMemoryMmap, Host, Lab5Error, MAX_STRING,
     NUM_EXITS_PORT, PRINT_STR_PORT, PRINT8_PORT, PRINT32_PORT, REPORT_ADDR, UnexpectedExit, VcpuExit, VcpuFd, Write,
 };
+// ANCHOR_END: imports
 
+// ANCHOR: helpers
 /// The page granularity at which a string is translated: safe for 4 KiB, 2 MiB and 1 GiB pages.
 const PAGE: u64 = 0x1000;
+// ANCHOR_END: helpers
 
 // ANCHOR: read_guest_string
 pub fn read_guest_string(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
@@ -62,9 +66,11 @@ pub fn gva_to_hva(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) 
 }
 // ANCHOR_END: gva_to_hva
 
+// ANCHOR: u32_of
 fn u32_of(data: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(data.try_into().ok()?))
 }
+// ANCHOR_END: u32_of
 
 // ANCHOR: handle_hypercall
 pub fn handle_hypercall(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
