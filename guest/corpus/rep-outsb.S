@@ -1,5 +1,6 @@
-# Prints the greeting with one string instruction. VMX hosts report it as one exit with a
-# count of 14, PVM hosts as 14 exits of one byte: either way all 14 bytes must be printed.
+# Prints the greeting with one string instruction. KVM emulates string OUT one element per
+# exit (on VMX, SVM and PVM alike): 14 exits of one byte. A loop must still print all of an
+# exit's data: `rep ins` read-ahead and SEV-ES guests do give counts above 1.
 # mode: long
 # expect-status: 0
 # expect-stdout: Hello, world!\n

@@ -29,10 +29,11 @@ pub const PTE_PRESENT: u64 = 1 << 0;
 pub const PTE_RW: u64 = 1 << 1;
 /// Entry bit 2, User/Supervisor: ring 3 may use this entry.
 pub const PTE_USER: u64 = 1 << 2;
-/// Entry bit 7, Page Size: in a PD (or PDPT) entry, the entry maps a large page itself instead
-/// of pointing at the next table.
+/// Entry bit 7, Page Size: in a PD (or PDPT) entry, the entry maps a 2 MiB (or 1 GiB) page itself
+/// instead of pointing at the next table. This bit, not CR4.PAE, makes a page large.
 pub const PTE_PS: u64 = 1 << 7;
-/// Bits 12..=51 of an entry: the physical address of the next table or of a 4 KiB page.
+/// Bits 12..=51 of an entry: the physical address of the next table or of a 4 KiB page. In a
+/// large-page entry the address starts at bit 21 (2 MiB) or 30 (1 GiB), bit 12 is PAT; bit 63 is XD.
 pub const ENTRY_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 // ANCHOR_END: constants
 
@@ -100,7 +101,8 @@ pub struct WalkStep {
     pub entry: u64,
 }
 
-/// Why a walk stopped without a physical address: what the CPU would turn into a page fault.
+/// Why a walk stopped without a physical address. The CPU raises a page fault for
+/// `NotPresent`, but a general-protection fault (#GP) for `NonCanonical`, before any table is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WalkFault {
     /// Bits 63..48 are not copies of bit 47.
@@ -110,11 +112,11 @@ pub enum WalkFault {
     #[error("the {0} entry is not present")]
     NotPresent(Level),
     /// A table lies outside guest memory.
-    #[error("the {level} table at {addr:#x} lies outside guest memory")]
+    #[error("the {level} entry at {addr:#x} lies outside guest memory")]
     TableOutsideMemory {
         /// The level whose table could not be read.
         level: Level,
-        /// The entry's guest physical address.
+        /// The guest physical address of the entry that could not be read.
         addr: u64,
     },
 }

@@ -45,17 +45,18 @@ pub const CR4_PAE: u64 = 1 << 5;
 
 /// EFER bit 8, Long Mode Enable.
 pub const EFER_LME: u64 = 1 << 8;
-/// EFER bit 10, Long Mode Active: set by the CPU when paging is turned on with LME; KVM takes
-/// the vCPU state as given, so the VMM sets it too.
+/// EFER bit 10, Long Mode Active: set by the CPU when paging is turned on with LME. KVM_SET_SREGS
+/// does not set it for you and refuses LME with CR0.PG but without LMA (EINVAL): set both.
 pub const EFER_LMA: u64 = 1 << 10;
 
 /// Descriptor type 11: code, execute/read, accessed.
 pub const SEG_TYPE_CODE: u8 = 11;
 /// Descriptor type 3: data, read/write, accessed.
 pub const SEG_TYPE_DATA: u8 = 3;
-/// The code segment's selector: GDT entry 1 (index 1, table GDT, RPL 0).
+/// The code segment's selector, as a GDT-based guest would load it (index 1, RPL 0). There is no
+/// GDT in guest memory: KVM_SET_SREGS loads the segment's hidden part from `kvm_segment`.
 pub const CODE_SELECTOR: u16 = 1 << 3;
-/// The data segments' selector: GDT entry 2.
+/// The data segments' selector (index 2, RPL 0); no GDT either.
 pub const DATA_SELECTOR: u16 = 2 << 3;
 /// A flat segment's limit with 4 KiB granularity: 4 GiB.
 pub const FLAT_LIMIT: u32 = 0xffff_ffff;
@@ -67,10 +68,12 @@ pub const RFLAGS_RESERVED: u64 = 1 << 1;
 pub const ENTRY_POINT: u64 = kit_common::GUEST_LOAD_ADDR;
 // ANCHOR_END: constants
 
-// TODO(lab3): a flat segment covering 4 GiB (base 0, limit `FLAT_LIMIT`, 4 KiB granularity,
-// present, DPL 0, a code/data descriptor). The code segment (`SEG_TYPE_CODE`, `CODE_SELECTOR`)
-// is 64-bit in long mode (L = 1, D = 0) and 32-bit otherwise (L = 0, D = 1); the data segment
-// is `SEG_TYPE_DATA` with `DATA_SELECTOR` and D = 1 (L = 0). Real mode does not use these.
+// TODO(lab3): a flat segment covering 4 GiB: `kvm_segment { base: 0, limit: FLAT_LIMIT, g: 1,
+// present: 1, dpl: 0, s: 1, .. }` (s = 1: a code/data descriptor; `avl`, `unusable` and `padding`
+// stay 0). The code segment (`SEG_TYPE_CODE` in `type_`, `CODE_SELECTOR`) is 64-bit in long mode
+// (`l` = 1, `db` = 0) and 32-bit otherwise (`l` = 0, `db` = 1); the data segment is
+// `SEG_TYPE_DATA` with `DATA_SELECTOR` and `db` = 1, `l` = 0. Real mode does not use these.
+// The book's Lab 3 chapter has a table of every field.
 /// The flat code (`code == true`) or data segment of a protected, paged32 or long-mode guest.
 #[cfg(not(feature = "solution"))]
 pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
@@ -79,10 +82,13 @@ pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
 }
 
 // TODO(lab3): start from `sregs` (the vCPU's reset state, from KVM_GET_SREGS) and set, per mode:
-// - real: CS selector and base 0 (the reset state runs at 0xFFFF0), nothing else;
+// - real: CS selector and base 0 (the reset state fetches from 0xFFFFFFF0), nothing else;
 // - protected: CR0.PE and the flat segments (CS, then DS, ES, FS, GS, SS);
 // - paged32: as protected, plus CR3, CR4 = PSE, CR0 = PE|MP|ET|NE|WP|AM|PG, EFER = 0;
-// - long: CR3, CR4 = PAE, CR0 = PE|MP|ET|NE|WP|AM|PG, EFER = LME|LMA, 64-bit CS.
+// - long: CR3, CR4 = PAE, CR0 = PE|MP|ET|NE|WP|AM|PG, EFER = LME|LMA, 64-bit CS and the flat
+//   data segment in DS, ES, FS, GS and SS.
+// KVM_SET_SREGS checks the result: LME with PG but without LMA, or CS.L = 1 outside long mode,
+// is refused with EINVAL.
 /// The special registers (control registers, EFER, segments) for `mode`.
 #[cfg(not(feature = "solution"))]
 pub fn special_registers(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {

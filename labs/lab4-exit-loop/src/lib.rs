@@ -188,8 +188,8 @@ pub enum ResultError {
 }
 
 // TODO(lab4): serve one exit and count it in `counts` by reason. An OUT to `CONSOLE_PORT`
-// writes all its bytes to `console` (the slice holds size x count bytes: string I/O such as
-// `rep outsb` can send many in one exit); HLT ends the loop. Every other exit is counted,
+// writes all its bytes to `console` (the slice holds size x count bytes; KVM gives string OUT
+// one element per exit, but `rep ins` read-ahead and SEV-ES give more); HLT ends the loop. Every other exit is counted,
 // then returned as `ExitLoopError::Unexpected(UnexpectedExit::from_exit(&exit))`.
 /// Serves one exit; tells the loop whether to continue.
 #[cfg(not(feature = "solution"))]
