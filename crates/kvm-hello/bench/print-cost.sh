@@ -22,5 +22,5 @@ bytes=$(jq '.results[0].median' "$work/bench.json")
 str=$(jq '.results[1].median' "$work/bench.json")
 awk -v b="$bytes" -v s="$str" 'BEGIN {
     printf "median: byte by byte (4001 exits) %.1f ms, print_str (2 exits) %.1f ms\n", b * 1000, s * 1000
-    printf "the 3999 extra exits cost %.1f ms: %.2f us per exit\n", (b - s) * 1000, (b - s) * 1e6 / 3999
+    printf "the 3999 extra exits cost %.1f ms: %.2f µs per exit\n", (b - s) * 1000, (b - s) * 1e6 / 3999
 }'

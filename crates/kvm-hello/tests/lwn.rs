@@ -3,9 +3,11 @@
 
 mod common;
 
+// ANCHOR: imports
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+// ANCHOR_END: imports
 
 #[test]
 fn the_lwn_vm_adds_2_and_2_in_three_exits() {

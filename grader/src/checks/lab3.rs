@@ -124,7 +124,7 @@ fn expect_segment(
             "selector",
             found.selector.into(),
             expected.selector.into(),
-            "CS uses GDT entry 1 (0x8), the data segments entry 2 (0x10)",
+            "CS uses selector 0x8, the data segments 0x10 (kvm-hello-world's values; no GDT is read)",
         ),
         ("base", found.base, expected.base, "a flat segment starts at 0"),
         (
@@ -236,13 +236,13 @@ fn long_mode_control_registers(ctx: &Ctx) -> Result<(), String> {
         "CR3 must hold the PML4 address it is given",
     )?;
     let cr4_why = if s.cr4 & CR4_PAE == 0 {
-        "long mode requires PAE (64-bit entries): without it VM entry fails"
+        "long mode requires PAE (64-bit entries): KVM_SET_SREGS refuses LME and PG without it (EINVAL)"
     } else {
         "long mode needs only PAE here"
     };
     expect_field(LAB, SPECIAL, "CR4 in long mode", s.cr4, CR4_PAE, describe::cr4, cr4_why)?;
     let efer_why = if s.efer & EFER_LMA == 0 {
-        "KVM takes the state as given: with LME but not LMA the vCPU is not in long mode (the CPU sets LMA itself only when it turns paging on)"
+        "KVM_SET_SREGS refuses LME with CR0.PG but without LMA (EINVAL): a CPU sets LMA itself when it turns paging on, KVM does not"
     } else {
         "long mode needs LME (enable) and LMA (active)"
     };

@@ -16,8 +16,9 @@ pub use kit_common::{GUEST_LOAD_ADDR, GUEST_MEMORY_SIZE, MAX_IMAGE_SIZE};
 pub const KVM_API_VERSION: i32 = 12;
 /// The memory slot that holds the guest's RAM.
 pub const GUEST_MEMORY_SLOT: u32 = 0;
-/// Where KVM may put the three pages of the TSS that Intel VMX needs to run real mode
-/// (just below 4 GiB, far from the guest's RAM), as kvm-hello-world does.
+/// Where KVM may put the three pages of the TSS it needs to run real mode on Intel VMX without
+/// "unrestricted guest" (just below 4 GiB, far from the guest's RAM), as kvm-hello-world does.
+/// Other hosts ignore it; setting it is harmless everywhere.
 pub const TSS_ADDRESS: usize = 0xfffb_d000;
 /// The vCPU's id.
 pub const VCPU_ID: u64 = 0;
