@@ -239,7 +239,11 @@ fn walk_lines(e: &Explanation, out: &mut String) {
             );
         }
         Err(fault) => {
-            let _ = writeln!(out, "  no translation: {fault} (the guest would take a page fault)");
+            let exception = match fault {
+                lab2_paging::WalkFault::NonCanonical(_) => "a general-protection fault, #GP",
+                _ => "a page fault, #PF",
+            };
+            let _ = writeln!(out, "  no translation: {fault} (the guest would take {exception})");
         }
     }
 }
@@ -320,6 +324,10 @@ pub fn text(e: &Explanation, output: &[u8]) -> String {
     out
 }
 
+/// The widest picture the book shows at its natural size (mdBook scales wider images down,
+/// and 12 px text with them).
+const BOOK_WIDTH: u32 = 740;
+
 /// Escapes text for SVG.
 fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -383,7 +391,7 @@ impl Svg {
 pub fn svg_guest_physical(e: &Explanation) -> String {
     let regions = guest_regions(e);
     let mut svg = Svg::new(
-        760,
+        BOOK_WIDTH,
         90 + 52 * regions.len() as u32,
         &format!("Guest physical memory, {} mode (2 MiB; not to scale)", e.mode),
     );
@@ -415,35 +423,39 @@ pub fn svg_guest_physical(e: &Explanation) -> String {
 
 /// kvm-hello's own virtual address space: where guest memory and kvm_run live.
 pub fn svg_vmm_virtual(e: &Explanation) -> String {
-    let mut svg = Svg::new(760, 300, "kvm-hello's virtual address space (host virtual addresses)");
+    let mut svg = Svg::new(
+        BOOK_WIDTH,
+        300,
+        "kvm-hello's virtual address space (host virtual addresses)",
+    );
     svg.rect(16, 60, 300, 80, "#cde4ff");
-    svg.text(26, 84, 13, "bold", "guest memory, 2 MiB");
-    svg.text(26, 104, 12, "normal", &format!("{:#x}", e.host_base));
-    svg.text(26, 124, 12, "normal", "anonymous mmap (vm-memory), slot 0");
+    svg.text(26, 84, 14, "bold", "guest memory, 2 MiB");
+    svg.text(26, 104, 13, "normal", &format!("{:#x}", e.host_base));
+    svg.text(26, 124, 13, "normal", "anonymous mmap (vm-memory)");
     svg.rect(16, 170, 300, 80, "#ffe6c7");
     svg.text(
         26,
         194,
-        13,
+        14,
         "bold",
         &format!("kvm_run of vCPU 0, {} bytes", e.kvm_run.size),
     );
-    svg.text(26, 214, 12, "normal", &format!("{:#x}", e.kvm_run.address));
-    svg.text(26, 234, 12, "normal", "mmap of the vCPU fd (kvm-ioctls)");
-    svg.rect(440, 60, 300, 80, "#eef3e2");
-    svg.text(450, 84, 13, "bold", "the guest's physical memory");
-    svg.text(450, 104, 12, "normal", "0x0 - 0x1fffff");
-    svg.text(450, 124, 12, "normal", "KVM_SET_USER_MEMORY_REGION");
-    svg.arrow(440, 100, 318, 100);
-    svg.rect(440, 170, 300, 80, "#f3e2ee");
-    svg.text(450, 194, 13, "bold", "KVM (the kernel)");
-    svg.text(450, 214, 12, "normal", "exit reason, io.port, io.size,");
-    svg.text(450, 234, 12, "normal", "io.count, data at io.data_offset");
-    svg.arrow(440, 210, 318, 210);
+    svg.text(26, 214, 13, "normal", &format!("{:#x}", e.kvm_run.address));
+    svg.text(26, 234, 13, "normal", "mmap of the vCPU fd (kvm-ioctls)");
+    svg.rect(424, 60, 300, 80, "#eef3e2");
+    svg.text(434, 84, 14, "bold", "the guest's physical memory");
+    svg.text(434, 104, 13, "normal", "0x0 - 0x1fffff, memslot 0");
+    svg.text(434, 124, 13, "normal", "KVM_SET_USER_MEMORY_REGION");
+    svg.arrow(424, 100, 318, 100);
+    svg.rect(424, 170, 300, 80, "#f3e2ee");
+    svg.text(434, 194, 14, "bold", "KVM (the kernel)");
+    svg.text(434, 214, 13, "normal", "exit reason, io.port, io.size,");
+    svg.text(434, 234, 13, "normal", "io.count, data at data_offset");
+    svg.arrow(424, 210, 318, 210);
     svg.text(
         16,
         280,
-        12,
+        13,
         "normal",
         &format!("guest physical X = host virtual {:#x} + X", e.host_base),
     );
@@ -452,73 +464,167 @@ pub fn svg_vmm_virtual(e: &Explanation) -> String {
 
 /// The page-table walk of the `--walk` address.
 pub fn svg_page_walk(e: &Explanation) -> String {
-    let mut svg = Svg::new(
-        860,
-        330,
-        &format!("Page walk of guest virtual {:#x} ({} mode)", e.walk_gva, e.mode),
-    );
-    let Some(walk) = &e.walk else {
-        svg.text(16, 70, 13, "normal", "no page walk in this mode");
-        return svg.finish();
-    };
+    let title = format!("Page walk of guest virtual {:#x} ({} mode)", e.walk_gva, e.mode);
+    match &e.walk {
+        Some(walk) => draw_walk(&title, walk, e.cr3, Some(e.host_base)),
+        None => {
+            let mut svg = Svg::new(BOOK_WIDTH, 120, &title);
+            svg.text(16, 70, 14, "normal", "no page walk in this mode");
+            svg.finish()
+        }
+    }
+}
+
+/// Draws one walk: the address split into its fields, then CR3 and every entry read.
+fn draw_walk(title: &str, walk: &Walk, cr3: u64, host_base: Option<u64>) -> String {
+    const STEP: u32 = 144;
+    let mut svg = Svg::new(BOOK_WIDTH, 330, title);
     let gva = walk.gva;
     let fields = walk_fields(walk);
     for (i, (name, shift)) in fields.iter().enumerate() {
-        let x = 16 + 150 * i as u32;
-        svg.rect(x, 50, 140, 44, "#eef3e2");
-        svg.text(x + 8, 68, 12, "normal", &format!("bits {}..{}", shift + 8, shift));
-        svg.text(
-            x + 8,
-            86,
-            12,
-            "bold",
-            &format!("{name} index {}", (gva >> shift) & 0x1ff),
-        );
+        let x = 16 + STEP * i as u32;
+        svg.rect(x, 50, 136, 48, "#eef3e2");
+        svg.text(x + 8, 69, 12, "normal", &format!("bits {}..{}", shift + 8, shift));
+        svg.text(x + 8, 89, 13, "bold", &format!("{name} {}", (gva >> shift) & 0x1ff));
     }
     let bits = offset_bits(walk);
-    let x = 16 + 150 * fields.len() as u32;
-    svg.rect(x, 50, 140, 44, "#eef3e2");
-    svg.text(x + 8, 68, 12, "normal", &format!("bits {}..0", bits - 1));
-    svg.text(x + 8, 86, 12, "bold", &format!("offset {:#x}", gva & ((1 << bits) - 1)));
-    svg.rect(16, 130, 110, 44, "#ffe6c7");
-    svg.text(24, 157, 12, "bold", &format!("CR3 {:#x}", e.cr3));
-    let mut right_edge = 126;
+    let x = 16 + STEP * fields.len() as u32;
+    svg.rect(x, 50, 136, 48, "#eef3e2");
+    svg.text(x + 8, 69, 12, "normal", &format!("bits {}..0", bits - 1));
+    svg.text(x + 8, 89, 13, "bold", &format!("offset {:#x}", gva & ((1 << bits) - 1)));
+    svg.rect(16, 130, 104, 48, "#ffe6c7");
+    svg.text(24, 159, 13, "bold", &format!("CR3 {cr3:#x}"));
+    let mut right_edge = 120;
     for (i, step) in walk.steps.iter().enumerate() {
-        let x = 166 + 150 * i as u32;
-        svg.arrow(right_edge, 152, x, 152);
-        svg.rect(x, 130, 140, 64, "#cde4ff");
+        let x = 160 + STEP * i as u32;
+        svg.arrow(right_edge, 154, x, 154);
+        svg.rect(x, 130, 130, 70, "#cde4ff");
         svg.text(
             x + 8,
             150,
-            12,
+            13,
             "bold",
             &format!("{}[{}]", step.level.name(), step.index),
         );
-        svg.text(x + 8, 168, 12, "normal", &format!("{:#x}", step.entry));
-        svg.text(x + 8, 186, 11, "normal", &entry_flags(step.entry));
-        right_edge = x + 140;
+        svg.text(x + 8, 169, 12, "normal", &format!("{:#x}", step.entry));
+        svg.text(x + 8, 188, 12, "normal", &entry_flags(step.entry));
+        right_edge = x + 130;
     }
-    let result = match walk.result {
-        Ok(gpa) => format!("guest physical {gpa:#x} = host virtual {:#x}", e.host_base + gpa),
-        Err(fault) => format!("no translation: {fault}"),
+    let result = match (walk.result, host_base) {
+        (Ok(gpa), Some(base)) => format!("guest physical {gpa:#x} = host virtual {:#x}", base + gpa),
+        (Ok(gpa), None) => format!("guest physical {gpa:#x}"),
+        (Err(fault), _) => format!("no translation: {fault}"),
     };
-    svg.text(16, 240, 13, "bold", &result);
-    if walk.steps.last().is_some_and(|s| s.entry & PTE_PS != 0) {
-        svg.text(
-            16,
-            264,
-            12,
-            "normal",
-            "the last entry has PS: it maps a large page, and the low bits of the address are the offset",
+    svg.text(16, 240, 14, "bold", &result);
+    let note = if walk.steps.last().is_some_and(|s| s.entry & PTE_PS != 0) {
+        "the last entry has PS: it maps a large page; the low bits are the offset"
+    } else if walk.result.is_ok() {
+        "no PS on the way: the PT entry maps a 4 KiB page; the low 12 bits are the offset"
+    } else {
+        ""
+    };
+    svg.text(16, 266, 13, "normal", note);
+    svg.finish()
+}
+
+/// The worked example of a four-level walk: tables at 0x10000.., the page at 0x1a5000.
+pub const WALK_4K_GVA: u64 = 0x80_8060_4567;
+
+/// The tables of the worked example: (entry address, value) of the one entry in each.
+pub const WALK_4K_TABLES: [(u64, u64); 4] = [
+    (0x10008, 0x11007),  // PML4[1] -> PDPT at 0x11000
+    (0x11010, 0x12007),  // PDPT[2] -> PD at 0x12000
+    (0x12018, 0x13007),  // PD[3] -> PT at 0x13000
+    (0x13020, 0x1a5007), // PT[4] -> the page at 0x1a5000
+];
+
+/// The worked example's CR3.
+pub const WALK_4K_CR3: u64 = 0x10000;
+
+/// Walks `WALK_4K_GVA` through the worked example's tables with lab 2's `translate`, in a scratch
+/// memory of its own; `None` when the tables cannot be built or the walker panics.
+pub fn walk_4k() -> Option<Walk> {
+    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), GUEST_MEMORY_SIZE)]).ok()?;
+    for (addr, value) in WALK_4K_TABLES {
+        memory.write_obj(value, GuestAddress(addr)).ok()?;
+    }
+    std::panic::catch_unwind(|| lab2_paging::translate(&memory, WALK_4K_CR3, WALK_4K_GVA)).ok()
+}
+
+/// The worked four-level walk (Lab 2): the same drawing as the live walk, through 4 KiB pages.
+pub fn svg_page_walk_4k() -> String {
+    let title = format!("Page walk of {WALK_4K_GVA:#x} through 4 KiB pages (worked example)");
+    match walk_4k() {
+        Some(walk) => draw_walk(&title, &walk, WALK_4K_CR3, None),
+        None => {
+            let mut svg = Svg::new(BOOK_WIDTH, 120, &title);
+            svg.text(16, 70, 14, "normal", "lab 2's translate did not finish the walk");
+            svg.finish()
+        }
+    }
+}
+
+/// One exit as a round trip (Lab 4): the guest's OUT, KVM, the return to kvm-hello, the next KVM_RUN.
+pub fn svg_kvm_run_round_trip(e: &Explanation) -> String {
+    let first = e.exits.first();
+    let (port, byte, offset) = match first {
+        Some(event) => (
+            event.port.unwrap_or_default(),
+            String::from_utf8_lossy(&event.data).escape_debug().to_string(),
+            event.data_offset.unwrap_or_default(),
+        ),
+        None => (0, String::new(), 0),
+    };
+    let mut svg = Svg::new(BOOK_WIDTH, 500, "One KVM_RUN round trip: the first exit of the run");
+    let lanes = [
+        (110, "guest (vCPU)", "#cde4ff"),
+        (370, "KVM (kernel)", "#f3e2ee"),
+        (630, "kvm-hello", "#ffe6c7"),
+    ];
+    for (x, name, fill) in lanes {
+        svg.rect(x - 90, 48, 180, 32, fill);
+        svg.text(x - 80, 69, 14, "bold", name);
+        let _ = writeln!(
+            svg.body,
+            r##"<line x1="{x}" y1="80" x2="{x}" y2="470" stroke="#999" stroke-dasharray="4 4"/>"##
         );
     }
+    svg.text(
+        120,
+        110,
+        13,
+        "normal",
+        &format!("out dx, al  (DX = {port:#x}, AL = '{byte}')"),
+    );
+    svg.arrow(110, 140, 370, 140);
+    svg.text(126, 134, 13, "normal", "VM exit: the OUT traps");
+    svg.text(380, 170, 13, "normal", "no device owns the port:");
+    svg.text(380, 190, 13, "normal", &format!("kvm_run.io, data at +{offset:#x}"));
+    svg.arrow(370, 220, 630, 220);
+    svg.text(386, 214, 13, "normal", "KVM_RUN returns");
+    svg.text(380, 250, 13, "normal", &format!("kvm_run at {:#x}", e.kvm_run.address));
+    svg.text(400, 280, 13, "normal", &format!("VcpuExit::IoOut({port:#x}, {byte:?})"));
+    svg.text(400, 300, 13, "normal", "handle_exit: print, count");
+    svg.arrow(630, 330, 370, 330);
+    svg.text(386, 324, 13, "normal", "KVM_RUN again");
+    svg.arrow(370, 380, 110, 380);
+    svg.text(126, 374, 13, "normal", "VM entry after the out");
+    svg.text(120, 410, 13, "normal", "on to the next OUT");
+    svg.text(
+        16,
+        494,
+        13,
+        "normal",
+        "Exits KVM handles itself (interrupts, page faults) never reach kvm-hello.",
+    );
     svg.finish()
 }
 
 /// The exits of the run, in order.
 pub fn svg_exit_timeline(e: &Explanation) -> String {
     let columns = e.exits.len().max(1) as u32;
-    let width = (60 + 46 * columns).max(420);
+    let width = (60 + 44 * columns).clamp(420, BOOK_WIDTH);
+    let column = ((width - 60) / columns).min(44);
     let mut svg = Svg::new(
         width,
         190,
@@ -530,7 +636,7 @@ pub fn svg_exit_timeline(e: &Explanation) -> String {
     );
     svg.arrow(16, 130, width - 10, 130);
     for (i, event) in e.exits.iter().enumerate() {
-        let x = 20 + 46 * i as u32;
+        let x = 20 + column * i as u32;
         let (fill, label) = match event.kind.as_str() {
             "io out" => (
                 "#cde4ff",
@@ -539,27 +645,29 @@ pub fn svg_exit_timeline(e: &Explanation) -> String {
             "hlt" => ("#ffe6c7", "HLT".to_owned()),
             other => ("#f8c8c8", other.to_owned()),
         };
-        svg.rect(x, 70, 40, 44, fill);
-        svg.text(x + 6, 97, 13, "bold", &label);
-        svg.text(x + 6, 150, 11, "normal", &format!("{}", i + 1));
+        svg.rect(x, 70, column - 4, 44, fill);
+        svg.text(x + 6, 97, 14, "bold", &label);
+        svg.text(x + 6, 150, 12, "normal", &format!("{}", i + 1));
     }
     svg.text(
         16,
         178,
         12,
         "normal",
-        "blue: KVM_EXIT_IO, an OUT to port 0xe9 (one byte each); orange: KVM_EXIT_HLT",
+        "blue: KVM_EXIT_IO, OUT to 0xe9 (a byte each); orange: KVM_EXIT_HLT",
     );
     svg.finish()
 }
 
 /// The SVG files `--svg DIR` writes, by name.
-pub fn svg_files(e: &Explanation) -> [(&'static str, String); 4] {
+pub fn svg_files(e: &Explanation) -> [(&'static str, String); 6] {
     [
         ("guest-physical.svg", svg_guest_physical(e)),
         ("vmm-virtual.svg", svg_vmm_virtual(e)),
         ("page-walk.svg", svg_page_walk(e)),
+        ("page-walk-4k.svg", svg_page_walk_4k()),
         ("exit-timeline.svg", svg_exit_timeline(e)),
+        ("kvm-run-round-trip.svg", svg_kvm_run_round_trip(e)),
     ]
 }
 

@@ -127,7 +127,9 @@ fn scratch_folder() -> PathBuf {
 
 fn run(example: &Example, dir: &Path) -> (i32, String) {
     let mut cmd = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("kvm-hello"));
-    cmd.current_dir(dir).args(&example.args).timeout(Duration::from_secs(30));
+    cmd.current_dir(dir)
+        .args(&example.args)
+        .timeout(Duration::from_secs(30));
     let out = cmd.output().expect("run kvm-hello");
     let text = format!(
         "{}{}",
@@ -170,7 +172,10 @@ fn every_console_example_in_the_book_prints_what_the_book_shows() {
         }
     }
     assert!(failures.is_empty(), "the book is stale:\n{}", failures.join("\n\n"));
-    assert!(ran >= 8, "only {ran} console examples: the book's commands are not being tested");
+    assert!(
+        ran >= 8,
+        "only {ran} console examples: the book's commands are not being tested"
+    );
 }
 
 #[test]
@@ -185,5 +190,8 @@ fn the_matcher_takes_wildcards_and_nothing_else() {
     assert!(!lines_match(&expected, &["a", "b"]));
     let examples = examples_in("x.md", "```console\n$ kvm-hello --mode real\n? 4\nline\n\n```\n");
     assert_eq!(examples.len(), 1);
-    assert_eq!((examples[0].status, examples[0].expected.clone()), (4, vec!["line".to_owned()]));
+    assert_eq!(
+        (examples[0].status, examples[0].expected.clone()),
+        (4, vec!["line".to_owned()])
+    );
 }

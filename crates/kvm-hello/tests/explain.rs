@@ -56,7 +56,9 @@ fn the_book_shows_what_a_fresh_run_draws() {
         "guest-physical.svg",
         "vmm-virtual.svg",
         "page-walk.svg",
+        "page-walk-4k.svg",
         "exit-timeline.svg",
+        "kvm-run-round-trip.svg",
     ];
     for name in names {
         let fresh = std::fs::read_to_string(dir.join(name)).unwrap();
@@ -69,6 +71,59 @@ fn the_book_shows_what_a_fresh_run_draws() {
             without_host_addresses(&fresh),
             without_host_addresses(&committed),
             "book/src/img/{name} is stale; {REGENERATE}"
+        );
+        assert_readable(name, &fresh);
+    }
+    // All from one run: every host address a picture shows is one the committed text shows.
+    for name in names {
+        let svg = std::fs::read_to_string(book_img().join(name)).unwrap();
+        for address in host_addresses(&svg) {
+            assert!(
+                committed.contains(&address),
+                "book/src/img/{name} shows {address}, from another run than explain-long.txt; {REGENERATE}"
+            );
+        }
+    }
+}
+
+/// The host virtual addresses in a text: hex numbers of 12 digits or more (user-space mappings).
+fn host_addresses(text: &str) -> Vec<String> {
+    text.match_indices("0x")
+        .map(|(at, _)| {
+            let digits = text[at + 2..].chars().take_while(char::is_ascii_hexdigit).count();
+            text[at..at + 2 + digits].to_owned()
+        })
+        .filter(|address| address.len() >= 14)
+        .collect()
+}
+
+/// The book shows a picture at its natural size only up to the column's width; text must be
+/// at least 12 px there.
+fn assert_readable(name: &str, svg: &str) {
+    let attr = |tag: &str, key: &str| -> Option<u32> {
+        let at = tag.find(&format!("{key}=\""))? + key.len() + 2;
+        tag[at..].split('"').next()?.parse().ok()
+    };
+    let width = attr(svg, "width").expect("the SVG has a width");
+    assert!(
+        width <= 740,
+        "{name} is {width} px wide: the book would scale its text below 12 px"
+    );
+    for text in svg.split("<text ").skip(1) {
+        let size = attr(text, "font-size").expect("every text has a font-size");
+        assert!(
+            size >= 12,
+            "{name}: text of {size} px: {}",
+            &text[..text.find('<').unwrap_or(text.len())]
+        );
+        let x = attr(text, "x").unwrap_or_default();
+        let chars = text[text.find('>').unwrap_or(0) + 1..text.find("</text>").unwrap_or(text.len())]
+            .chars()
+            .count() as u32;
+        // A monospace glyph is about 0.6 em wide.
+        assert!(
+            x + chars * size * 6 / 10 <= width,
+            "{name}: a label runs off the picture at x = {x}"
         );
     }
 }
@@ -108,7 +163,8 @@ fn explain_shows_a_fault_and_modes_without_paging() {
         .success()
         .stdout(
             predicate::str::contains("PD[1] at 0x4008 = 0x0 (-)")
-                .and(predicate::str::contains("the PD entry is not present")),
+                .and(predicate::str::contains("the PD entry is not present"))
+                .and(predicate::str::contains("(the guest would take a page fault, #PF)")),
         );
     kvm_hello()
         .args(["--mode", "real", "--explain"])

@@ -46,10 +46,16 @@ fn set_sregs_refuses_a_mode_the_cpu_could_not_be_in() {
     // The whole long-mode state is accepted.
     assert_eq!(set(&vcpu, &long_mode(reset)), Ok(()));
     // LME with paging on but without LMA: a real CPU would have set LMA itself. EINVAL.
-    let no_lma = kvm_sregs { efer: EFER_LME, ..long_mode(reset) };
+    let no_lma = kvm_sregs {
+        efer: EFER_LME,
+        ..long_mode(reset)
+    };
     assert_eq!(set(&vcpu, &no_lma), Err(libc::EINVAL));
     // Long mode without PAE does not exist. EINVAL.
-    let no_pae = kvm_sregs { cr4: 0, ..long_mode(reset) };
+    let no_pae = kvm_sregs {
+        cr4: 0,
+        ..long_mode(reset)
+    };
     assert_eq!(set(&vcpu, &no_pae), Err(libc::EINVAL));
     // A 64-bit code segment (CS.L = 1) outside long mode: protected mode with L = 1. EINVAL.
     let mut protected_l = reset;
@@ -57,10 +63,16 @@ fn set_sregs_refuses_a_mode_the_cpu_could_not_be_in() {
     protected_l.cs.l = 1;
     assert_eq!(set(&vcpu, &protected_l), Err(libc::EINVAL));
     // LMA without paging: long mode cannot be active. EINVAL.
-    let lma_alone = kvm_sregs { efer: EFER_LME | EFER_LMA, ..reset };
+    let lma_alone = kvm_sregs {
+        efer: EFER_LME | EFER_LMA,
+        ..reset
+    };
     assert_eq!(set(&vcpu, &lma_alone), Err(libc::EINVAL));
     // Paging without protection (PG without PE) is no mode at all. EINVAL.
-    let pg_without_pe = kvm_sregs { cr0: (reset.cr0 | CR0_PG) & !CR0_PE, ..reset };
+    let pg_without_pe = kvm_sregs {
+        cr0: (reset.cr0 | CR0_PG) & !CR0_PE,
+        ..reset
+    };
     assert_eq!(set(&vcpu, &pg_without_pe), Err(libc::EINVAL));
 }
 // ANCHOR_END: cases
