@@ -58,7 +58,18 @@ fn every_include_resolves_to_a_non_empty_anchor() {
                 "{name}: {{{{#include {spec}}}}}: no file {}",
                 target.display()
             );
-            if let Some(anchor) = anchor {
+            if let Some(lines) = anchor.filter(|anchor| anchor.chars().all(|c| c.is_ascii_digit() || c == ':')) {
+                // A line range, `FILE:N` or `FILE:N:M` (1-based, inclusive).
+                let mut bounds = lines.split(':').map(|n| n.parse::<usize>().expect("a line number"));
+                let first = bounds.next().expect("a first line");
+                let last = bounds.next().unwrap_or(first);
+                let text = read(&target);
+                let picked: Vec<&str> = text.lines().skip(first - 1).take(last + 1 - first).collect();
+                assert!(
+                    picked.len() == last + 1 - first && picked.iter().all(|line| !line.trim().is_empty()),
+                    "{name}: {{{{#include {spec}}}}}: the lines are missing or blank"
+                );
+            } else if let Some(anchor) = anchor {
                 let body = anchor_body(&read(&target), anchor)
                     .unwrap_or_else(|| panic!("{name}: {{{{#include {spec}}}}}: no anchor '{anchor}' in {file}"));
                 let code = body
@@ -135,12 +146,84 @@ fn all_eight_questions_and_the_warm_up_are_answered() {
         );
     }
     let warm_up = read(&book_src().join("kvm-api.md"));
-    for needle in [
-        "0x1000",
-        "0x3f8",
-        "3 exits: 2 io, 1 hlt",
-        "{{#include ../../crates/kvm-hello/tests/lwn.rs:run}}",
-    ] {
+    for needle in ["0x1000", "0x3f8", "3 exits: 2 io, 1 hlt", "KVM_SET_USER_MEMORY_REGION"] {
         assert!(warm_up.contains(needle), "the warm-up does not mention {needle}");
+    }
+    // Lab 0 is the warm-up as an exercise: its answer is shown only after it, collapsed.
+    assert!(
+        !warm_up.contains("lwn.rs:run") && !warm_up.contains("lwn.rs:vm}"),
+        "the warm-up shows Lab 0's answer before the exercise"
+    );
+    let lab0 = read(&book_src().join("lab0-lwn.md"));
+    let answer = lab0.split("<details>").nth(1).expect("Lab 0 has a collapsed answer");
+    assert!(
+        answer.contains("lwn.rs:run}}"),
+        "Lab 0's answer shows the whole program"
+    );
+}
+
+/// The numbered chapters are the labs, so "Lab N" is chapter N in the book's table of contents.
+#[test]
+fn chapter_numbers_are_lab_numbers() {
+    let summary = read(&book_src().join("SUMMARY.md"));
+    let numbered: Vec<&str> = summary
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("- ["))
+        .collect();
+    assert!(!numbered.is_empty(), "SUMMARY.md numbers no chapter");
+    for (i, title) in numbered.iter().enumerate() {
+        assert!(
+            title.starts_with(&format!("Lab {}:", i + 1)),
+            "chapter {} is {title:?}: mdBook would number it {}, not its lab number",
+            i + 1,
+            i + 1
+        );
+    }
+}
+
+/// Every lab chapter ends with experiments and reading, and a reference solution that can be
+/// removed whole (the student kit strips it).
+#[test]
+fn every_lab_chapter_has_try_it_further_reading_and_a_whole_solution_block() {
+    for lab in [
+        "lab0-lwn",
+        "lab1-memory",
+        "lab2-paging",
+        "lab3-registers",
+        "lab4-exit-loop",
+        "lab5-hypercalls",
+    ] {
+        let text = read(&book_src().join(format!("{lab}.md")));
+        for heading in ["\n## Try it\n", "\n## Further reading\n"] {
+            assert!(text.contains(heading), "{lab}.md has no {}", heading.trim());
+        }
+        assert_eq!(
+            text.matches("<details>").count(),
+            text.matches("</details>").count(),
+            "{lab}.md: an unclosed <details>"
+        );
+        let solution = text
+            .split("<details>")
+            .find(|block| block.contains("Reference solution"))
+            .unwrap_or_else(|| panic!("{lab}.md has no reference solution block"));
+        assert!(
+            solution.contains("</details>") && solution.contains("solution.rs:imports}}"),
+            "{lab}.md: the solution leaves out its imports"
+        );
+    }
+    let under = read(&book_src().join("under-kvm-run.md"));
+    for needle in [
+        "VMCS",
+        "VMCB",
+        "EPT",
+        "NPT",
+        "shadow paging",
+        "PVM",
+        "EINVAL",
+        "GDT",
+        "IDT",
+        "set_sregs.rs:cases",
+    ] {
+        assert!(under.contains(needle), "Under KVM_RUN does not mention {needle}");
     }
 }
