@@ -242,7 +242,7 @@ fn long_mode_control_registers(ctx: &Ctx) -> Result<(), String> {
     };
     expect_field(LAB, SPECIAL, "CR4 in long mode", s.cr4, CR4_PAE, describe::cr4, cr4_why)?;
     let efer_why = if s.efer & EFER_LMA == 0 {
-        "KVM_SET_SREGS refuses LME with CR0.PG but without LMA (EINVAL): a CPU sets LMA itself when it turns paging on, KVM does not"
+        "KVM_SET_SREGS refuses LME with CR0.PG and not LMA (EINVAL): a CPU sets LMA itself when it turns paging on, KVM does not"
     } else {
         "long mode needs LME (enable) and LMA (active)"
     };
