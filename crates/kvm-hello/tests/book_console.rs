@@ -2,8 +2,8 @@
 //! kit. The book's ```` ```console ```` blocks use trycmd's Markdown syntax:
 //!
 //! - `$ kvm-hello ARGS` runs the reference kvm-hello (this test is built with `solution`) in a
-//!   scratch folder that holds the guest images the book names (`spin.bin`, and every corpus
-//!   guest as `NAME.bin`);
+//!   scratch folder that holds the guest images the book names (`spin.bin`, `big.bin`, and every
+//!   corpus guest as `NAME.bin`);
 //! - an optional `? STATUS` line right after the command gives the exit status (default 0);
 //! - the lines after it are stdout then stderr; `[..]` matches anything within a line (host
 //!   addresses, timings) and a line `...` any number of lines.
@@ -118,6 +118,7 @@ fn scratch_folder() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("book-console");
     std::fs::create_dir_all(&dir).expect("create the scratch folder");
     std::fs::write(dir.join("spin.bin"), [0xeb, 0xfe]).expect("write spin.bin"); // jmp .
+    std::fs::write(dir.join("big.bin"), [0u8; 9000]).expect("write big.bin"); // over 8 KiB
     for guest in guests::CORPUS {
         std::fs::write(dir.join(format!("{}.bin", guest.name)), guest.image).expect("write a corpus guest");
     }
