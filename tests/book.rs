@@ -227,3 +227,33 @@ fn every_lab_chapter_has_try_it_further_reading_and_a_whole_solution_block() {
         assert!(under.contains(needle), "Under KVM_RUN does not mention {needle}");
     }
 }
+
+/// mdBook shows a picture at its natural size only up to the column's width (about 750 px) and
+/// scales wider ones down, text with them: every picture fits, with text of 12 px or more.
+#[test]
+fn every_picture_is_readable_at_the_size_the_book_shows_it() {
+    let attr = |tag: &str, key: &str| -> Option<u32> {
+        let at = tag.find(&format!("{key}=\""))? + key.len() + 2;
+        tag[at..].split('"').next()?.parse().ok()
+    };
+    let mut pictures = 0;
+    for entry in std::fs::read_dir(book_src().join("img")).expect("book/src/img exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "svg") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let svg = read(&path);
+        let width = attr(&svg, "width").unwrap_or_else(|| panic!("{name} has no width"));
+        assert!(
+            width <= 740,
+            "{name} is {width} px wide: the book would shrink its text"
+        );
+        for text in svg.split("<text ").skip(1) {
+            let size = attr(text, "font-size").unwrap_or_else(|| panic!("{name}: a text without a font-size"));
+            assert!(size >= 12, "{name}: text of {size} px");
+        }
+        pictures += 1;
+    }
+    assert!(pictures >= 7, "only {pictures} pictures in book/src/img");
+}
