@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod svm_check;
+
 /// Course staff's and maintainers' commands of the KVM lab kit.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
@@ -14,9 +16,15 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run kvm-hello, the hostile-guest corpus and the grader under KVM on AMD-V (emulated by
+    /// QEMU) and compare with this host, check by check.
+    SvmCheck(svm_check::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::SvmCheck(args) => svm_check::run(&args),
+    }
 }
