@@ -50,6 +50,10 @@ pub struct Args {
     /// Stop QEMU (and fail) after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     time_limit: u64,
+    /// Also show every row whose messages differ between this host and SVM (a triple fault's
+    /// RIP, for instance), not only its pass or fail.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 /// Why the command could not finish; each has its exit status (1 is a check failed on SVM,
@@ -131,9 +135,9 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     let temp = TempDir::new()?;
     let corpus_dir = temp.path.join("corpus");
     std::fs::create_dir(&corpus_dir).map_err(|err| Error::io(format!("creating {}", corpus_dir.display()), err))?;
-    for guest in guests::CORPUS {
-        let path = corpus_dir.join(cases::image_name(guest));
-        std::fs::write(&path, guest.image).map_err(|err| Error::io(format!("writing {}", path.display()), err))?;
+    for (name, image) in cases::images(guests::CORPUS) {
+        let path = corpus_dir.join(name);
+        std::fs::write(&path, image).map_err(|err| Error::io(format!("writing {}", path.display()), err))?;
     }
     let cases = cases::all(guests::CORPUS);
     let initrd = temp.path.join("initramfs.cpio");
@@ -147,8 +151,13 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     let mut qemu = Qemu::start(&tools.kernel, &initrd, &temp.path)?;
     let host_title = host_title();
     eprintln!("svm-check: running the same cases on this machine ({host_title})");
-    let host_rows = run_on_host(&cases, &binaries, &corpus_dir, &temp.path)?;
-    let finished = qemu.wait(Duration::from_secs(args.time_limit))?;
+    // The host runs beside QEMU, so QEMU's time limit holds whatever the host's runs take.
+    let (host_rows, finished) = std::thread::scope(|scope| {
+        let host = scope.spawn(|| run_on_host(&cases, &binaries, &corpus_dir, &temp.path));
+        let finished = qemu.wait(Duration::from_secs(args.time_limit));
+        (host.join().expect("the host's runs do not panic"), finished)
+    });
+    let (host_rows, finished) = (host_rows?, finished?);
 
     let log = std::fs::read_to_string(temp.path.join("results.log")).unwrap_or_default();
     let report = serial::parse(&log);
@@ -170,7 +179,7 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
         })
         .collect();
     let rows = table::merge(host_rows, svm_rows);
-    print!("{}", table::render(&rows, &host_title));
+    print!("{}", table::render(&rows, &host_title, args.verbose));
     if !report.done {
         let why = match finished {
             Finished::TimedOut => format!("QEMU did not finish within {} s and was killed", args.time_limit),
@@ -370,9 +379,9 @@ fn write_initramfs(tools: &Tools, binaries: &Binaries, cases: &[Case], path: &Pa
             ("grader".to_owned(), binaries.grader.clone()),
         ],
         libraries,
-        corpus: guests::CORPUS
-            .iter()
-            .map(|guest| (cases::image_name(guest), guest.image.to_vec()))
+        corpus: cases::images(guests::CORPUS)
+            .into_iter()
+            .map(|(name, image)| (name, image.to_vec()))
             .collect(),
         init: initramfs::init_script(&names, cases),
     };
@@ -494,10 +503,11 @@ impl Qemu {
             Some(status) => Finished::Exited(status),
             None => Finished::TimedOut,
         };
-        eprintln!(
-            "svm-check: the SVM guest ran for {:.1} s",
-            self.started.elapsed().as_secs_f64()
-        );
+        let elapsed = self.started.elapsed().as_secs_f64();
+        match finished {
+            Finished::Exited(_) => eprintln!("svm-check: the SVM guest ran for {elapsed:.1} s"),
+            Finished::TimedOut => eprintln!("svm-check: QEMU killed at the time limit, after {elapsed:.1} s"),
+        }
         Ok(finished)
     }
 

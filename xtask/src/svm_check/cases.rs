@@ -22,6 +22,11 @@ const SPIN_TIMEOUT_SECS: &str = "1";
 const CORPUS_TIMEOUT_SECS: &str = "10";
 /// kvm-hello's status for a guest stopped at its time limit.
 const STATUS_TIMEOUT: i32 = 5;
+/// Guests whose outcome depends on the host, run to record it (as statuses.rs runs them):
+/// MOVAPS in real mode, which PVM hosts cannot emulate (KVM_EXIT_INTERNAL_ERROR).
+const PROBES: [(&str, &str, &[u8]); 1] = [("movaps-real", "real", &[0x0f, 0x28, 0xc1])];
+/// The probes' time limit.
+const PROBE_TIMEOUT_SECS: &str = "5";
 
 /// Which release binary a case runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub enum Expect {
     Lab,
     /// A hostile guest: the status, stdout and stderr its header promises.
     Corpus(&'static CorpusGuest),
+    /// A probe: ends in time with one line on stderr, whatever its status.
+    Probe,
     /// `grader --json`: every check passed.
     Grader,
 }
@@ -82,7 +89,14 @@ pub fn image_name(guest: &CorpusGuest) -> String {
     format!("{}.bin", guest.name)
 }
 
-/// Every case: the four modes, the two extension labs, the corpus, then the grader.
+/// The images the cases load with `--guest`: the corpus and the probes, by file name.
+pub fn images(corpus: &'static [CorpusGuest]) -> Vec<(String, &'static [u8])> {
+    let corpus = corpus.iter().map(|guest| (image_name(guest), guest.image));
+    let probes = PROBES.iter().map(|(name, _, image)| (format!("{name}.bin"), *image));
+    corpus.chain(probes).collect()
+}
+
+/// Every case: the four modes, the two extension labs, the corpus, the probes, then the grader.
 pub fn all(corpus: &'static [CorpusGuest]) -> Vec<Case> {
     let strings = |args: &[&str]| args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let mut cases = Vec::new();
@@ -124,6 +138,15 @@ pub fn all(corpus: &'static [CorpusGuest]) -> Vec<Case> {
             expect: Expect::Corpus(guest),
         });
     }
+    for (name, mode, _) in PROBES {
+        cases.push(Case {
+            label: format!("probe {name}"),
+            program: Program::KvmHello,
+            args: strings(&["--mode", mode, "--timeout", PROBE_TIMEOUT_SECS]),
+            guest_image: Some(format!("{name}.bin")),
+            expect: Expect::Probe,
+        });
+    }
     cases.push(Case {
         label: "grader".to_owned(),
         program: Program::Grader,
@@ -142,7 +165,8 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// One cell of the table: passed or not, a short summary, and what to show when it matters.
+/// One cell of the table: passed or not, a short summary, and the run's own one-line account
+/// (kvm-hello's summary line or error, the grader's message), shown when it matters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     pub passed: bool,
@@ -151,11 +175,11 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn pass(summary: String) -> Self {
+    fn pass(summary: String, detail: &str) -> Self {
         Cell {
             passed: true,
             summary,
-            detail: None,
+            detail: (!detail.trim().is_empty()).then(|| detail.trim().to_owned()),
         }
     }
 
@@ -175,7 +199,18 @@ pub fn judge(case: &Case, run: &Run) -> Vec<(String, Cell)> {
         Expect::Hello => vec![(case.label.clone(), judge_hello(run, Some(GREETING)))],
         Expect::Lab => vec![(case.label.clone(), judge_hello(run, None))],
         Expect::Corpus(guest) => vec![(case.label.clone(), judge_corpus(guest, run))],
+        Expect::Probe => vec![(case.label.clone(), judge_probe(run))],
         Expect::Grader => judge_grader(run),
+    }
+}
+
+/// A probe passes when it ended by itself with kvm-hello's one summary line (no panic).
+fn judge_probe(run: &Run) -> Cell {
+    let stderr = run.stderr.trim();
+    let one_line = stderr.lines().count() == 1 && stderr.starts_with("kvm-hello: ");
+    match run.status {
+        Some(status) if one_line && !stderr.contains("panicked") => Cell::pass(format!("status {status}"), stderr),
+        status => Cell::fail(status_text(status), stderr),
     }
 }
 
@@ -203,7 +238,17 @@ fn judge_hello(run: &Run, greeting: Option<&str>) -> Cell {
             format!("printed {output:?}, expected {greeting:?}"),
         );
     }
-    Cell::pass(exits.map_or_else(|| "ok".to_owned(), |n| format!("ok, {n} exits")))
+    let summary = exits.map_or_else(|| "ok".to_owned(), |n| format!("ok, {}", plural(n, "exit")));
+    Cell::pass(summary, &run.stderr)
+}
+
+/// `1 exit`, `15 exits`.
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// `after 15 exits` in kvm-hello's summary line, for the table.
@@ -216,7 +261,7 @@ fn exits_in(stderr: &str) -> Option<u64> {
 fn judge_corpus(guest: &CorpusGuest, run: &Run) -> Cell {
     let expected = guest.expected_status();
     let stderr = run.stderr.trim();
-    let exits = exits_in(stderr).map_or_else(String::new, |n| format!(", {n} exits"));
+    let exits = exits_in(stderr).map_or_else(String::new, |n| format!(", {}", plural(n, "exit")));
     if run.status != Some(expected) {
         return Cell::fail(format!("{}, expected {expected}", status_text(run.status)), stderr);
     }
@@ -239,7 +284,7 @@ fn judge_corpus(guest: &CorpusGuest, run: &Run) -> Cell {
             ),
         );
     }
-    Cell::pass(format!("ok (status {expected}{exits})"))
+    Cell::pass(format!("ok (status {expected}{exits})"), stderr)
 }
 
 /// One check of the grader's `--json` output.
@@ -295,7 +340,7 @@ fn judge_grader(run: &Run) -> Vec<(String, Cell)> {
         .into_iter()
         .map(|c| {
             let cell = if c.outcome == "passed" {
-                Cell::pass(c.outcome)
+                Cell::pass(c.outcome, &c.message)
             } else {
                 Cell::fail(c.outcome, c.message)
             };
@@ -332,7 +377,13 @@ mod tests {
         ] {
             assert!(labels.contains(&label), "{label} in {labels:?}");
         }
-        assert_eq!(cases.len(), 4 + 2 + guests::CORPUS.len() + 1);
+        assert_eq!(cases.len(), 4 + 2 + guests::CORPUS.len() + PROBES.len() + 1);
+        let files: Vec<String> = images(guests::CORPUS).into_iter().map(|(name, _)| name).collect();
+        for case in &cases {
+            if let Some(image) = &case.guest_image {
+                assert!(files.contains(image), "{image} is among the images");
+            }
+        }
         let rep = cases.iter().find(|c| c.label == "corpus rep-outsb").unwrap();
         assert_eq!(
             rep.args(Path::new("/corpus")),
@@ -347,7 +398,7 @@ mod tests {
         let ok = r#"{"ok":true,"status":0,"output":"Hello, world!\n","exits":{"total":15}}"#;
         assert_eq!(
             judge_hello(&run(0, ok, ""), Some(GREETING)),
-            Cell::pass("ok, 15 exits".into())
+            Cell::pass("ok, 15 exits".into(), "")
         );
         let pvm = r#"{"ok":false,"status":4,"output":"","error":{"kind":"guest_fault","message":"triple fault (KVM_EXIT_SHUTDOWN) at RIP 0x0: this host's KVM is PVM"}}"#;
         let cell = judge_hello(&run(4, pvm, "kvm-hello: triple fault"), Some(GREETING));
@@ -362,6 +413,8 @@ mod tests {
             Some("kvm-hello: not implemented yet: lab1 vm_init")
         );
         assert_eq!(judge_hello(&Run::default(), None).summary, "killed");
+        let lwn = r#"{"ok":true,"status":0,"output":"4\n","exits":{"total":1}}"#;
+        assert_eq!(judge_hello(&run(0, lwn, ""), None).summary, "ok, 1 exit");
     }
 
     #[test]
@@ -369,7 +422,7 @@ mod tests {
         let rep = corpus("rep-outsb");
         let summary = "kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42\n";
         let cell = judge_corpus(rep, &run(0, "Hello, world!\n", summary));
-        assert_eq!(cell, Cell::pass("ok (status 0, 15 exits)".into()));
+        assert_eq!(cell, Cell::pass("ok (status 0, 15 exits)".into(), summary));
         assert_eq!(
             judge_corpus(rep, &run(0, "Hello", summary)).summary,
             "status 0, other output"
@@ -384,6 +437,15 @@ mod tests {
             judge_corpus(wrong_rax, &run(1, "", "kvm-hello: RAX is 40")).summary,
             "status 1, other message"
         );
+    }
+
+    #[test]
+    fn a_probe_needs_only_to_end_with_one_line() {
+        let internal = "kvm-hello: KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror 1) at RIP 0x0\n";
+        assert_eq!(judge_probe(&run(4, "", internal)).summary, "status 4");
+        assert!(judge_probe(&run(5, "", "kvm-hello: timeout: the guest did not halt within 5 s\n")).passed);
+        assert!(!judge_probe(&run(101, "", "thread 'main' panicked at x\nnote: backtrace\n")).passed);
+        assert!(!judge_probe(&Run::default()).passed);
     }
 
     #[test]
@@ -415,7 +477,7 @@ mod tests {
     fn only_passed_is_a_pass_and_a_grader_without_json_is_one_failed_row() {
         let out = r#"[{"check":"a","outcome":"passed"},{"check":"b","outcome":"not_run","message":"no KVM"}]"#;
         let rows = judge_grader(&run(0, out, ""));
-        assert_eq!(rows[0], ("grader a".into(), Cell::pass("passed".into())));
+        assert_eq!(rows[0], ("grader a".into(), Cell::pass("passed".into(), "")));
         assert_eq!(rows[1].0, "grader b");
         assert!(!rows[1].1.passed);
         assert_eq!(rows[1].1.detail.as_deref(), Some("no KVM"));

@@ -53,8 +53,9 @@ fn summary(cell: &Option<Cell>) -> &str {
     cell.as_ref().map_or(NO_RESULT, |c| c.summary.as_str())
 }
 
-/// The table, then what failed on SVM and how differing rows differ.
-pub fn render(rows: &[Row], host_title: &str) -> String {
+/// The table, then what failed on SVM and how differing rows differ; with `verbose`, also
+/// every row whose two messages are not the same.
+pub fn render(rows: &[Row], host_title: &str, verbose: bool) -> String {
     let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(5);
     let host_width = rows
         .iter()
@@ -101,6 +102,26 @@ pub fn render(rows: &[Row], host_title: &str) -> String {
             let _ = writeln!(out, "  {}: {why}", row.name);
         }
     }
+    if verbose {
+        let said: Vec<(&Row, String, String)> = rows
+            .iter()
+            .filter(|r| r.svm_passed() && !r.differs())
+            .map(|r| {
+                (
+                    r,
+                    detail(&r.host).unwrap_or_default(),
+                    detail(&r.svm).unwrap_or_default(),
+                )
+            })
+            .filter(|(_, host, svm)| host != svm)
+            .collect();
+        if !said.is_empty() {
+            let _ = writeln!(out, "\nSame verdict, other words:");
+            for (row, host, svm) in said {
+                let _ = writeln!(out, "  {}\n    {host_title}: {host}\n    SVM guest: {svm}", row.name);
+            }
+        }
+    }
     out
 }
 
@@ -114,6 +135,7 @@ pub fn verdict(rows: &[Row], build: &str, host_title: &str) -> (bool, String) {
     let differing: Vec<&str> = rows.iter().filter(|r| r.differs()).map(|r| r.name.as_str()).collect();
     let differ = match differing.len() {
         0 => format!("the {host_title} agrees on every row"),
+        1 => format!("1 differs from the {host_title}: {}", differing[0]),
         n => format!("{n} differ from the {host_title}: {}", differing.join(", ")),
     };
     if failed.is_empty() && !rows.is_empty() {
@@ -183,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_table_marks_failures_and_differences_and_explains_them() {
-        let text = render(&sample(), "PVM host");
+        let text = render(&sample(), "PVM host", false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0].trim_end(),
@@ -199,6 +221,23 @@ mod tests {
     }
 
     #[test]
+    fn verbose_shows_rows_whose_messages_differ() {
+        let host = vec![(
+            "corpus x".to_owned(),
+            cell(true, "ok (status 4)", Some("triple fault at RIP 0x7")),
+        )];
+        let svm = vec![(
+            "corpus x".to_owned(),
+            cell(true, "ok (status 4)", Some("triple fault at RIP 0xfff0")),
+        )];
+        let rows = merge(host, svm);
+        assert!(!render(&rows, "PVM host", false).contains("other words"));
+        assert!(render(&rows, "PVM host", true).ends_with(
+            "Same verdict, other words:\n  corpus x\n    PVM host: triple fault at RIP 0x7\n    SVM guest: triple fault at RIP 0xfff0\n"
+        ));
+    }
+
+    #[test]
     fn the_verdict_passes_only_when_every_row_passed_on_svm() {
         let (ok, line) = verdict(&sample(), "reference build", "PVM host");
         assert!(!ok);
@@ -211,7 +250,7 @@ mod tests {
         assert!(ok);
         assert_eq!(
             line,
-            "svm-check: PASSED: all 2 checks of the reference build passed on SVM; 1 differ from the PVM host: kvm-hello --mode paged32"
+            "svm-check: PASSED: all 2 checks of the reference build passed on SVM; 1 differs from the PVM host: kvm-hello --mode paged32"
         );
         assert!(!verdict(&[], "reference build", "PVM host").0, "nothing run is no pass");
     }
