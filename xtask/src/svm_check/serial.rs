@@ -87,7 +87,7 @@ pub fn parse(log: &str) -> Report {
 /// `xxd -p`'s output (hex digits, any line breaks) as bytes.
 fn from_hex(hex: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
