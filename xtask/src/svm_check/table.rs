@@ -125,6 +125,21 @@ pub fn render(rows: &[Row], host_title: &str, verbose: bool) -> String {
     out
 }
 
+/// How many names the closing line lists before "and N more".
+const NAMES_SHOWN: usize = 6;
+
+/// `a, b, c` or `a, b, ... f, and 3 more`: the closing line stays readable.
+fn names(names: &[&str]) -> String {
+    if names.len() <= NAMES_SHOWN {
+        return names.join(", ");
+    }
+    format!(
+        "{}, and {} more",
+        names[..NAMES_SHOWN].join(", "),
+        names.len() - NAMES_SHOWN
+    )
+}
+
 /// The closing line, and whether everything passed on SVM.
 pub fn verdict(rows: &[Row], build: &str, host_title: &str) -> (bool, String) {
     let failed: Vec<&str> = rows
@@ -136,7 +151,7 @@ pub fn verdict(rows: &[Row], build: &str, host_title: &str) -> (bool, String) {
     let differ = match differing.len() {
         0 => format!("the {host_title} agrees on every row"),
         1 => format!("1 differs from the {host_title}: {}", differing[0]),
-        n => format!("{n} differ from the {host_title}: {}", differing.join(", ")),
+        n => format!("{n} differ from the {host_title}: {}", names(&differing)),
     };
     if failed.is_empty() && !rows.is_empty() {
         (
@@ -153,7 +168,7 @@ pub fn verdict(rows: &[Row], build: &str, host_title: &str) -> (bool, String) {
                 "svm-check: FAILED: {} of {} checks of the {build} did not pass on SVM: {}",
                 failed.len(),
                 rows.len(),
-                failed.join(", ")
+                names(&failed)
             ),
         )
     }
@@ -253,5 +268,10 @@ mod tests {
             "svm-check: PASSED: all 2 checks of the reference build passed on SVM; 1 differs from the PVM host: kvm-hello --mode paged32"
         );
         assert!(!verdict(&[], "reference build", "PVM host").0, "nothing run is no pass");
+        assert_eq!(
+            names(&["a", "b", "c", "d", "e", "f", "g", "h"]),
+            "a, b, c, d, e, f, and 2 more"
+        );
+        assert_eq!(names(&["a", "b"]), "a, b");
     }
 }
