@@ -564,17 +564,34 @@ fn no_kvm_message(report: &serial::Report, finished: Finished, console: &str, qe
     )
 }
 
+/// The temporary directories' prefix: `kvm-lab-svm-check-PID-N`.
+const TEMP_PREFIX: &str = "kvm-lab-svm-check-";
+
 /// A private temporary directory, removed with everything in it when dropped.
 #[derive(Debug)]
 struct TempDir {
     path: PathBuf,
 }
 
+/// The process id in a temporary directory's name, if it is one of ours.
+fn temp_dir_owner(name: &str) -> Option<u32> {
+    let (pid, attempt) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+    attempt.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
 impl TempDir {
     fn new() -> Result<Self, Error> {
         let base = std::env::temp_dir();
+        // A run stopped by Ctrl-C cannot clean up after itself: the next run does.
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let owner = temp_dir_owner(&entry.file_name().to_string_lossy());
+            if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         for attempt in 0..100 {
-            let path = base.join(format!("kvm-lab-svm-check-{}-{attempt}", std::process::id()));
+            let path = base.join(format!("{TEMP_PREFIX}{}-{attempt}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => return Ok(TempDir { path }),
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -617,6 +634,14 @@ mod tests {
         let mut versions = ["6.1.0-9-amd64", "6.12.3-amd64", "6.1.0-56-amd64"];
         versions.sort_by_key(|v| version_key(v));
         assert_eq!(versions, ["6.1.0-9-amd64", "6.1.0-56-amd64", "6.12.3-amd64"]);
+    }
+
+    #[test]
+    fn only_our_temporary_directories_name_an_owner() {
+        assert_eq!(temp_dir_owner("kvm-lab-svm-check-4242-0"), Some(4242));
+        assert_eq!(temp_dir_owner("kvm-lab-svm-check-4242"), None);
+        assert_eq!(temp_dir_owner("kvm-lab-svm-check-x-0"), None);
+        assert_eq!(temp_dir_owner("systemd-private-4242-0"), None);
     }
 
     #[test]
