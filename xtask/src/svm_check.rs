@@ -134,11 +134,7 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
 
     let temp = TempDir::new()?;
     let corpus_dir = temp.path.join("corpus");
-    std::fs::create_dir(&corpus_dir).map_err(|err| Error::io(format!("creating {}", corpus_dir.display()), err))?;
-    for (name, image) in cases::images(guests::CORPUS) {
-        let path = corpus_dir.join(name);
-        std::fs::write(&path, image).map_err(|err| Error::io(format!("writing {}", path.display()), err))?;
-    }
+    write_images(&corpus_dir)?;
     let cases = cases::all(guests::CORPUS);
     let initrd = temp.path.join("initramfs.cpio");
     write_initramfs(&tools, &binaries, &cases, &initrd)?;
@@ -170,15 +166,7 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
             &qemu.stderr(),
         )));
     }
-    let svm_rows: Vec<(String, Cell)> = cases
-        .iter()
-        .enumerate()
-        .flat_map(|(id, case)| match report.runs.get(&id) {
-            Some(run) => cases::judge(case, run),
-            None => Vec::new(),
-        })
-        .collect();
-    let rows = table::merge(host_rows, svm_rows);
+    let rows = table::merge(host_rows, svm_rows(&cases, &report));
     print!("{}", table::render(&rows, &host_title, args.verbose));
     if !report.done {
         let why = match finished {
@@ -194,6 +182,26 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     let (passed, line) = table::verdict(&rows, build, &host_title);
     println!("{line} ({:.0} s in all)", started.elapsed().as_secs_f64());
     Ok(passed)
+}
+
+/// The images the cases load, written for the host's runs.
+fn write_images(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir(dir).map_err(|err| Error::io(format!("creating {}", dir.display()), err))?;
+    for (name, image) in cases::images(guests::CORPUS) {
+        let path = dir.join(name);
+        std::fs::write(&path, image).map_err(|err| Error::io(format!("writing {}", path.display()), err))?;
+    }
+    Ok(())
+}
+
+/// The guest's rows: every case it reported, judged.
+fn svm_rows(cases: &[Case], report: &serial::Report) -> Vec<(String, Cell)> {
+    cases
+        .iter()
+        .enumerate()
+        .filter_map(|(id, case)| report.runs.get(&id).map(|run| cases::judge(case, run)))
+        .flatten()
+        .collect()
 }
 
 /// The instructors' repository has the reference solutions; a student copy has none.
