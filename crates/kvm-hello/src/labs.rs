@@ -19,11 +19,11 @@ pub struct Labs {
     /// Lab 1: create the VM and its memory.
     pub vm_init: fn(usize) -> Result<Vm, Lab1Error>,
     /// Lab 1: create the vCPU.
-    pub vcpu_init: fn(&Vm) -> Result<Vcpu, Lab1Error>,
+    pub vcpu_init: fn(&Vm) -> Result<Vcpu<'_>, Lab1Error>,
     /// Lab 1: the host address of guest physical 0.
     pub guest_memory_host_address: fn(&GuestMemoryMmap) -> u64,
     /// Lab 1: the kvm_run mapping.
-    pub kvm_run_mapping: fn(&mut Vcpu) -> KvmRunMapping,
+    pub kvm_run_mapping: fn(&mut Vcpu<'_>) -> KvmRunMapping,
     /// Lab 1: copy the image to guest physical 0.
     pub load_image: fn(&GuestMemoryMmap, &[u8]) -> Result<(), Lab1Error>,
     /// Lab 2: the long-mode page tables.

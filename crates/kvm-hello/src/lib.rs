@@ -8,7 +8,6 @@ pub mod explain;
 pub mod labs;
 pub mod report;
 pub mod vmm;
-mod watchdog;
 
 use std::io::Write;
 use std::path::Path;

@@ -72,10 +72,8 @@ fn vm(ctx: &Ctx) -> Result<Vm, String> {
     (ctx.labs.vm_init)(GUEST_MEMORY_SIZE).map_err(|err| fail(LAB, "vm_init", err))
 }
 
-fn vm_and_vcpu(ctx: &Ctx) -> Result<(Vm, Vcpu), String> {
-    let vm = vm(ctx)?;
-    let vcpu = (ctx.labs.vcpu_init)(&vm).map_err(|err| fail(LAB, "vcpu_init", err))?;
-    Ok((vm, vcpu))
+fn vcpu<'vm>(ctx: &Ctx, vm: &'vm Vm) -> Result<Vcpu<'vm>, String> {
+    (ctx.labs.vcpu_init)(vm).map_err(|err| fail(LAB, "vcpu_init", err))
 }
 
 fn vm_init_memory(ctx: &Ctx) -> Result<(), String> {
@@ -118,7 +116,8 @@ const PROBE: [u8; 15] = [
 ];
 
 fn memory_seen_by_vcpu(ctx: &Ctx) -> Result<(), String> {
-    let (vm, mut vcpu) = vm_and_vcpu(ctx)?;
+    let vm = vm(ctx)?;
+    let mut vcpu = vcpu(ctx, &vm)?;
     vm.memory
         .write_slice(&PROBE, GuestAddress(0))
         .map_err(|err| format!("the grader cannot write the probe: {err}"))?;
@@ -196,7 +195,8 @@ fn memory_seen_by_vcpu(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn vcpu_init_run_size(ctx: &Ctx) -> Result<(), String> {
-    let (vm, vcpu) = vm_and_vcpu(ctx)?;
+    let vm = vm(ctx)?;
+    let vcpu = vcpu(ctx, &vm)?;
     let expected = vm
         .kvm
         .get_vcpu_mmap_size()
@@ -213,7 +213,8 @@ fn vcpu_init_run_size(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn kvm_run_mapping(ctx: &Ctx) -> Result<(), String> {
-    let (vm, mut vcpu) = vm_and_vcpu(ctx)?;
+    let vm = vm(ctx)?;
+    let mut vcpu = vcpu(ctx, &vm)?;
     let expected_size = vm
         .kvm
         .get_vcpu_mmap_size()

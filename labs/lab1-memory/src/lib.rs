@@ -24,6 +24,9 @@ pub const TSS_ADDRESS: usize = 0xfffb_d000;
 pub const VCPU_ID: u64 = 0;
 
 /// A virtual machine: the KVM system handle, the VM, and its guest memory.
+///
+/// The fields drop in the order they are declared: the VM (`fd`) goes before the `memory`
+/// registered with it, so KVM never holds a region whose memory is gone. Keep that order.
 #[derive(Debug)]
 pub struct Vm {
     /// The open `/dev/kvm`.
@@ -35,12 +38,28 @@ pub struct Vm {
 }
 
 /// A vCPU and the size of its `kvm_run` area.
+///
+/// A `Vcpu<'vm>` borrows the `Vm` it belongs to, so the compiler refuses any vCPU that would
+/// outlive its VM and the guest memory the guest runs in:
+///
+/// ```compile_fail,E0597
+/// # fn main() -> Result<(), lab1_memory::Lab1Error> {
+/// let vcpu = {
+///     let vm = lab1_memory::vm_init(lab1_memory::GUEST_MEMORY_SIZE)?;
+///     lab1_memory::vcpu_init(&vm)?
+/// }; // error: `vm` does not live long enough
+/// # drop(vcpu);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
-pub struct Vcpu {
+pub struct Vcpu<'vm> {
     /// The vCPU created by `KVM_CREATE_VCPU` (kvm-ioctls has already mapped its `kvm_run` area).
     pub fd: VcpuFd,
     /// The size of the `kvm_run` mapping, `KVM_GET_VCPU_MMAP_SIZE`.
     pub run_size: usize,
+    /// The VM this vCPU belongs to.
+    pub vm: &'vm Vm,
 }
 
 /// Where the vCPU's `kvm_run` area sits in this process.
@@ -103,10 +122,11 @@ pub fn vm_init(mem_size: usize) -> Result<Vm, Lab1Error> {
 }
 
 // TODO(lab1): create vCPU `VCPU_ID` and record the size of its `kvm_run` mapping
-// (`VmFd::run_size`). kvm-ioctls maps `kvm_run` for you inside `create_vcpu`.
+// (`VmFd::run_size`). kvm-ioctls maps `kvm_run` for you inside `create_vcpu`. The `Vcpu` keeps
+// `vm` (a borrow): a vCPU cannot outlive its VM's memory.
 /// Creates the VM's vCPU (`vcpu_init`).
 #[cfg(not(feature = "solution"))]
-pub fn vcpu_init(vm: &Vm) -> Result<Vcpu, Lab1Error> {
+pub fn vcpu_init(vm: &Vm) -> Result<Vcpu<'_>, Lab1Error> {
     let _ = vm;
     todo!("lab1 vcpu_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
@@ -132,7 +152,7 @@ pub fn guest_memory_host_address(memory: &GuestMemoryMmap) -> u64 {
 // TODO(lab1): where the vCPU's `kvm_run` area is mapped (`VcpuFd::get_kvm_run`) and its size.
 /// The host virtual address and size of the vCPU's `kvm_run` mapping.
 #[cfg(not(feature = "solution"))]
-pub fn kvm_run_mapping(vcpu: &mut Vcpu) -> KvmRunMapping {
+pub fn kvm_run_mapping(vcpu: &mut Vcpu<'_>) -> KvmRunMapping {
     let _ = vcpu;
     todo!("lab1 kvm_run_mapping (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }

@@ -36,8 +36,9 @@ pub fn vm_init(mem_size: usize) -> Result<Vm, Lab1Error> {
         memory_size: mem_size as u64,
         userspace_addr: guest_memory_host_address(&memory),
     };
-    // SAFETY: the region is `memory`'s own mapping of `mem_size` bytes, and `Vm` keeps `memory`
-    // alive as long as the VM (`fd`) that uses it.
+    // SAFETY: the region is `memory`'s own mapping of `mem_size` bytes. `Vm` keeps `memory` alive
+    // as long as the VM: `fd` is declared (so dropped) before `memory`, and every `Vcpu` borrows
+    // the `Vm`, so no vCPU runs after the memory is gone. If the ioctl fails, nothing was registered.
     unsafe { fd.set_user_memory_region(region) }.map_err(|source| Lab1Error::Ioctl {
         ioctl: "KVM_SET_USER_MEMORY_REGION",
         source,
@@ -47,7 +48,7 @@ pub fn vm_init(mem_size: usize) -> Result<Vm, Lab1Error> {
 // ANCHOR_END: vm_init
 
 // ANCHOR: vcpu_init
-pub fn vcpu_init(vm: &Vm) -> Result<Vcpu, Lab1Error> {
+pub fn vcpu_init(vm: &Vm) -> Result<Vcpu<'_>, Lab1Error> {
     let fd = vm.fd.create_vcpu(VCPU_ID).map_err(|source| Lab1Error::Ioctl {
         ioctl: "KVM_CREATE_VCPU",
         source,
@@ -55,6 +56,7 @@ pub fn vcpu_init(vm: &Vm) -> Result<Vcpu, Lab1Error> {
     Ok(Vcpu {
         fd,
         run_size: vm.fd.run_size(),
+        vm,
     })
 }
 // ANCHOR_END: vcpu_init
@@ -77,7 +79,7 @@ pub fn guest_memory_host_address(memory: &GuestMemoryMmap) -> u64 {
         .expect("guest physical 0 is inside guest memory") as u64
 }
 
-pub fn kvm_run_mapping(vcpu: &mut Vcpu) -> KvmRunMapping {
+pub fn kvm_run_mapping(vcpu: &mut Vcpu<'_>) -> KvmRunMapping {
     let address = vcpu.fd.get_kvm_run() as *const _ as u64;
     KvmRunMapping {
         address,
