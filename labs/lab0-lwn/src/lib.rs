@@ -56,9 +56,12 @@ pub enum Lab0Error {
         #[source]
         source: kvm_ioctls::Error,
     },
-    /// Guest memory could not be allocated or written.
+    /// The page of guest memory could not be allocated.
+    #[error("cannot allocate the guest's page: {0}")]
+    Allocate(#[source] vm_memory::mmap::FromRangesError),
+    /// Guest memory could not be written, or its host address found.
     #[error("guest memory: {0}")]
-    Memory(String),
+    Memory(#[source] vm_memory::GuestMemoryError),
     /// `KVM_RUN` failed (EINTR when the watchdog stopped the vCPU).
     #[error("KVM_RUN failed: {0}")]
     Run(#[source] kvm_ioctls::Error),

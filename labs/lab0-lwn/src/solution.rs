@@ -20,14 +20,14 @@ pub fn create_vm() -> Result<LwnVm, Lab0Error> {
         ioctl: "KVM_CREATE_VM",
         source,
     })?;
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(CODE_ADDR), PAGE_SIZE)])
-        .map_err(|err| Lab0Error::Memory(err.to_string()))?;
+    let memory =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(CODE_ADDR), PAGE_SIZE)]).map_err(Lab0Error::Allocate)?;
     memory
         .write_slice(&CODE, GuestAddress(CODE_ADDR))
-        .map_err(|err| Lab0Error::Memory(err.to_string()))?;
+        .map_err(Lab0Error::Memory)?;
     let host = memory
         .get_host_address(GuestAddress(CODE_ADDR))
-        .map_err(|err| Lab0Error::Memory(err.to_string()))?;
+        .map_err(Lab0Error::Memory)?;
     let region = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,

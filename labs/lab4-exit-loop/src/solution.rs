@@ -55,16 +55,10 @@ pub fn run_until_halt(
 // ANCHOR: results
 pub fn read_result_slot(memory: &GuestMemoryMmap, width: usize) -> Result<u64, ResultError> {
     let mut bytes = [0u8; 8];
-    let slot = bytes.get_mut(..width).ok_or(ResultError::Unreadable {
-        width,
-        reason: "wider than 8 bytes".into(),
-    })?;
+    let slot = bytes.get_mut(..width).ok_or(ResultError::TooWide { width })?;
     memory
         .read_slice(slot, GuestAddress(RESULT_ADDR))
-        .map_err(|err| ResultError::Unreadable {
-            width,
-            reason: err.to_string(),
-        })?;
+        .map_err(|source| ResultError::Unreadable { width, source })?;
     Ok(u64::from_le_bytes(bytes))
 }
 

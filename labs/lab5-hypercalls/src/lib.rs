@@ -107,11 +107,26 @@ pub enum Lab5Error {
         /// The address the guest passed.
         gva: u64,
         /// Why it cannot be used.
-        reason: String,
+        #[source]
+        reason: AddressError,
     },
     /// The output could not be written.
     #[error("cannot write the guest's output: {0}")]
     Console(#[source] std::io::Error),
+}
+
+/// Why a guest address cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    /// It does not translate through the guest's page tables.
+    #[error("{0}")]
+    Translate(#[from] lab2_paging::WalkFault),
+    /// It translates to guest physical memory the host cannot read or write.
+    #[error("{0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+    /// A string has no NUL within `MAX_STRING` bytes.
+    #[error("no NUL within {MAX_STRING} bytes")]
+    Unterminated,
 }
 
 // TODO(lab5): read the NUL-terminated string at guest virtual `gva`: translate the address through

@@ -1,10 +1,10 @@
 //! The reference solution of lab 5 (built with `--features solution`).
 
 // ANCHOR: imports
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::{
-    EXITS_BY_TYPE_PORT, ExitCounts, Flow, GVA_TO_HVA_PORT, GuestMemoryMmap, Host, Lab5Error, MAX_STRING,
+    AddressError, EXITS_BY_TYPE_PORT, ExitCounts, Flow, GVA_TO_HVA_PORT, GuestMemoryMmap, Host, Lab5Error, MAX_STRING,
     NUM_EXITS_PORT, PRINT_STR_PORT, PRINT8_PORT, PRINT32_PORT, REPORT_ADDR, UnexpectedExit, VcpuExit, VcpuFd, Write,
 };
 // ANCHOR_END: imports
@@ -16,7 +16,7 @@ const PAGE: u64 = 0x1000;
 
 // ANCHOR: read_guest_string
 pub fn read_guest_string(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
-    let bad = |reason: String| Lab5Error::BadAddress {
+    let bad = |reason: AddressError| Lab5Error::BadAddress {
         call: "print_str",
         gva,
         reason,
@@ -26,12 +26,12 @@ pub fn read_guest_string(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result
     while bytes.len() <= MAX_STRING {
         let gpa = lab2_paging::translate(memory, cr3, at)
             .result
-            .map_err(|fault| bad(fault.to_string()))?;
+            .map_err(|fault| bad(fault.into()))?;
         let in_page = (PAGE - at % PAGE) as usize;
         let mut chunk = vec![0u8; in_page.min(MAX_STRING + 1 - bytes.len())];
         memory
             .read_slice(&mut chunk, GuestAddress(gpa))
-            .map_err(|err| bad(err.to_string()))?;
+            .map_err(|err| bad(err.into()))?;
         if let Some(nul) = chunk.iter().position(|&b| b == 0) {
             bytes.extend_from_slice(&chunk[..nul]);
             return Ok(bytes);
@@ -39,7 +39,7 @@ pub fn read_guest_string(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result
         bytes.extend_from_slice(&chunk);
         at += chunk.len() as u64;
     }
-    Err(bad(format!("no NUL within {MAX_STRING} bytes")))
+    Err(bad(AddressError::Unterminated))
 }
 // ANCHOR_END: read_guest_string
 
@@ -51,7 +51,7 @@ pub fn write_exit_report(memory: &GuestMemoryMmap, counts: &ExitCounts) -> Resul
         .map_err(|err| Lab5Error::BadAddress {
             call: "num_exits_by_type",
             gva: REPORT_ADDR,
-            reason: err.to_string(),
+            reason: err.into(),
         })?;
     Ok(REPORT_ADDR)
 }
@@ -59,10 +59,10 @@ pub fn write_exit_report(memory: &GuestMemoryMmap, counts: &ExitCounts) -> Resul
 
 // ANCHOR: gva_to_hva
 pub fn gva_to_hva(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
-    lab2_paging::translate(memory, cr3, gva)
-        .result
-        .ok()
-        .map(|gpa| host_base + gpa)
+    let gpa = lab2_paging::translate(memory, cr3, gva).result.ok()?;
+    // A page table may map any physical address: vm-memory says whether it is guest memory.
+    memory.get_host_address(GuestAddress(gpa)).ok()?;
+    host_base.checked_add(gpa)
 }
 // ANCHOR_END: gva_to_hva
 
@@ -102,14 +102,14 @@ pub fn handle_hypercall(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut d
                     let bad = |err: vm_memory::GuestMemoryError| Lab5Error::BadAddress {
                         call: "gva_to_hva",
                         gva: slot,
-                        reason: err.to_string(),
+                        reason: err.into(),
                     };
                     let slot_gpa = lab2_paging::translate(host.memory, host.cr3, slot)
                         .result
                         .map_err(|fault| Lab5Error::BadAddress {
                             call: "gva_to_hva",
                             gva: slot,
-                            reason: fault.to_string(),
+                            reason: fault.into(),
                         })?;
                     let gva: u64 = host.memory.read_obj(GuestAddress(slot_gpa)).map_err(bad)?;
                     let hva = gva_to_hva(host.memory, host.cr3, host.host_base, gva);
