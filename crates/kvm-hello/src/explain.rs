@@ -117,6 +117,35 @@ pub fn read_tables(memory: &GuestMemoryMmap, mode: Mode) -> Vec<Table> {
     }
 }
 
+/// The stack page `--explain` shows below the initial RSP.
+const STACK_PAGE: u64 = 0x1000;
+
+/// `start - end` of `len` bytes at `start`, also for values no real run has (they come from lab
+/// code): an empty range, or one that would pass the end of the address space, says so.
+fn span(start: u64, len: u64) -> String {
+    match len.checked_sub(1).map(|last| start.checked_add(last)) {
+        None => format!("{start:#x} (empty: 0 bytes)"),
+        Some(None) => format!("{start:#x} - past the end of the 64-bit address space"),
+        Some(Some(end)) => format!("{start:#x} - {end:#x}"),
+    }
+}
+
+/// The host virtual address of guest physical `gpa`, when it lies in guest memory.
+fn host_address(host_base: u64, gpa: u64) -> Option<u64> {
+    if gpa >= GUEST_MEMORY_SIZE as u64 {
+        return None;
+    }
+    host_base.checked_add(gpa)
+}
+
+/// What a walk's guest physical address is in the host.
+fn host_of(host_base: u64, gpa: u64) -> String {
+    match host_address(host_base, gpa) {
+        Some(hva) => format!("host virtual {hva:#x}"),
+        None => "no host address: it lies outside guest memory".to_owned(),
+    }
+}
+
 /// One region of guest physical memory.
 struct Region {
     start: u64,
@@ -150,7 +179,8 @@ fn guest_regions(e: &Explanation) -> Vec<Region> {
     }
     if e.rsp > 0 {
         regions.push(Region {
-            start: e.rsp - 0x1000,
+            // RSP comes from lab 3: below one page, the picture starts at 0.
+            start: e.rsp.saturating_sub(STACK_PAGE),
             end: e.rsp - 1,
             what: format!("the stack's top page: RSP starts at {:#x} and grows down", e.rsp),
         });
@@ -234,8 +264,8 @@ fn walk_lines(e: &Explanation, out: &mut String) {
         Ok(gpa) => {
             let _ = writeln!(
                 out,
-                "  guest virtual {gva:#x} -> guest physical {gpa:#x} -> host virtual {:#x}",
-                e.host_base + gpa
+                "  guest virtual {gva:#x} -> guest physical {gpa:#x} -> {}",
+                host_of(e.host_base, gpa)
             );
         }
         Err(fault) => {
@@ -266,17 +296,16 @@ pub fn text(e: &Explanation, output: &[u8]) -> String {
     );
 
     let _ = writeln!(out, "kvm-hello's virtual memory (host virtual addresses)");
-    let guest_end = e.host_base + GUEST_MEMORY_SIZE as u64 - 1;
     let _ = writeln!(
         out,
-        "  {:#x} - {guest_end:#x}  guest memory, 2 MiB (anonymous mmap by vm-memory)",
-        e.host_base
+        "  {}  guest memory, 2 MiB (anonymous mmap by vm-memory)",
+        span(e.host_base, GUEST_MEMORY_SIZE as u64)
     );
-    let run_end = e.kvm_run.address + e.kvm_run.size as u64 - 1;
     let _ = writeln!(
         out,
-        "  {:#x} - {run_end:#x}  kvm_run of vCPU 0, {} bytes (mmap of the vCPU fd by kvm-ioctls)",
-        e.kvm_run.address, e.kvm_run.size
+        "  {}  kvm_run of vCPU 0, {} bytes (mmap of the vCPU fd by kvm-ioctls)",
+        span(e.kvm_run.address, e.kvm_run.size as u64),
+        e.kvm_run.size
     );
     let _ = writeln!(out, "  guest physical X is host virtual {:#x} + X\n", e.host_base);
 
@@ -385,6 +414,16 @@ impl Svg {
             h = self.height
         )
     }
+}
+
+/// The largest x a column starts at: far beyond any picture, with room for the column's width.
+const COLUMN_X_MAX: u32 = u32::MAX / 2;
+
+/// The x of column `i` of a picture: capped instead of overflowing for the lengths lab code may
+/// produce (a walk with thousands of steps, a run with millions of exits).
+fn column_x(left: u32, step: u32, i: usize) -> u32 {
+    let i = u32::try_from(i).unwrap_or(u32::MAX);
+    left.saturating_add(step.saturating_mul(i)).min(COLUMN_X_MAX)
 }
 
 /// The guest physical memory map.
@@ -496,7 +535,7 @@ fn draw_walk(title: &str, walk: &Walk, cr3: u64, host_base: Option<u64>) -> Stri
     svg.text(24, 159, 13, "bold", &format!("CR3 {cr3:#x}"));
     let mut right_edge = 120;
     for (i, step) in walk.steps.iter().enumerate() {
-        let x = 160 + STEP * i as u32;
+        let x = column_x(160, STEP, i);
         svg.arrow(right_edge, 154, x, 154);
         svg.rect(x, 130, 130, 70, "#cde4ff");
         svg.text(
@@ -511,7 +550,7 @@ fn draw_walk(title: &str, walk: &Walk, cr3: u64, host_base: Option<u64>) -> Stri
         right_edge = x + 130;
     }
     let result = match (walk.result, host_base) {
-        (Ok(gpa), Some(base)) => format!("guest physical {gpa:#x} = host virtual {:#x}", base + gpa),
+        (Ok(gpa), Some(base)) => format!("guest physical {gpa:#x} = {}", host_of(base, gpa)),
         (Ok(gpa), None) => format!("guest physical {gpa:#x}"),
         (Err(fault), _) => format!("no translation: {fault}"),
     };
@@ -622,8 +661,8 @@ pub fn svg_kvm_run_round_trip(e: &Explanation) -> String {
 
 /// The exits of the run, in order.
 pub fn svg_exit_timeline(e: &Explanation) -> String {
-    let columns = e.exits.len().max(1) as u32;
-    let width = (60 + 44 * columns).clamp(420, BOOK_WIDTH);
+    let columns = u32::try_from(e.exits.len().max(1)).unwrap_or(u32::MAX);
+    let width = 44u32.saturating_mul(columns).saturating_add(60).clamp(420, BOOK_WIDTH);
     let column = ((width - 60) / columns).min(44);
     let mut svg = Svg::new(
         width,
@@ -636,7 +675,7 @@ pub fn svg_exit_timeline(e: &Explanation) -> String {
     );
     svg.arrow(16, 130, width - 10, 130);
     for (i, event) in e.exits.iter().enumerate() {
-        let x = 20 + column * i as u32;
+        let x = column_x(20, column, i);
         let (fill, label) = match event.kind.as_str() {
             "io out" => (
                 "#cde4ff",
@@ -645,7 +684,7 @@ pub fn svg_exit_timeline(e: &Explanation) -> String {
             "hlt" => ("#ffe6c7", "HLT".to_owned()),
             other => ("#f8c8c8", other.to_owned()),
         };
-        svg.rect(x, 70, column - 4, 44, fill);
+        svg.rect(x, 70, column.saturating_sub(4), 44, fill);
         svg.text(x + 6, 97, 14, "bold", &label);
         svg.text(x + 6, 150, 12, "normal", &format!("{}", i + 1));
     }

@@ -9,7 +9,6 @@ pub mod labs;
 pub mod report;
 pub mod vmm;
 
-use std::io::Write;
 use std::path::Path;
 
 use kit_common::{MAX_IMAGE_SIZE, Mode, Status};
@@ -44,11 +43,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
     let options = match cli::parse(args) {
         Ok(cli::Command::Run(options)) => options,
         Ok(cli::Command::Help) => {
-            print!("{}", cli::USAGE);
+            report::print_stdout(cli::USAGE);
             return Status::Ok;
         }
         Ok(cli::Command::Version) => {
-            println!("kvm-hello {}", env!("CARGO_PKG_VERSION"));
+            report::print_stdout(&format!("kvm-hello {}\n", env!("CARGO_PKG_VERSION")));
             return Status::Ok;
         }
         Err(err) => {
@@ -61,7 +60,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
             Ok(image) => image,
             Err(message) => {
                 if options.json {
-                    println!("{}", report::json_of_failure(options.mode, Status::BadInput, &message));
+                    report::print_stdout(&format!(
+                        "{}\n",
+                        report::json_of_failure(options.mode, Status::BadInput, &message)
+                    ));
                 }
                 report::print_summary_line(&message);
                 return Status::BadInput;
@@ -90,12 +92,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         None => vmm::run(config),
     };
     if options.json {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", report::json(options.mode, options.lab, &result));
-        let _ = stdout.flush();
+        report::print_stdout(&format!("{}\n", report::json(options.mode, options.lab, &result)));
     }
     if let Some(explanation) = &result.explanation {
-        print!("{}", explain::text(explanation, &result.output));
+        report::print_stdout(&explain::text(explanation, &result.output));
         if let Some(dir) = &options.svg
             && let Err(err) = explain::write_svgs(explanation, dir)
         {

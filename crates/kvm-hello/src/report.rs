@@ -1,13 +1,22 @@
 //! What a run prints: the one-line summary on stderr and the `--json` report.
 
+use std::io::Write;
+
 use kit_common::{Mode, Status};
 use serde_json::{Value, json};
 
 use crate::vmm::RunReport;
 
-/// Prints `kvm-hello: <line>` on stderr.
+/// Prints `kvm-hello: <line>` on stderr. A closed stderr loses the line instead of panicking
+/// (the `kvm-hello` binary ends by SIGPIPE there; see `main.rs`).
 pub fn print_summary_line(line: &str) {
-    eprintln!("kvm-hello: {line}");
+    let _ = writeln!(std::io::stderr(), "kvm-hello: {line}");
+}
+
+/// Writes `text` to stdout and flushes it; a closed stdout loses it instead of panicking.
+pub fn print_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
 /// The status a report ends with.
