@@ -17,6 +17,9 @@ use lab1_memory::KvmRunMapping;
 use lab2_paging::{Level, PD_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, Walk, WalkStep};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+/// Lab 3's `general_registers`.
+type GeneralRegisters = fn(Mode, usize) -> kvm_regs;
+
 /// Lab 3's registers with RSP replaced.
 fn with_rsp<const RSP: u64>(mode: Mode, memory_size: usize) -> kvm_regs {
     kvm_regs {
@@ -38,7 +41,7 @@ fn every_picture(explanation: &Explanation) -> String {
 fn explain_pictures_any_initial_rsp() {
     require_kvm();
     let top = GUEST_MEMORY_SIZE as u64;
-    let cases: [(fn(Mode, usize) -> kvm_regs, u64); 5] = [
+    let cases: [(GeneralRegisters, u64); 5] = [
         (with_rsp::<0>, 0),
         (with_rsp::<0xfff>, 0xfff),
         (with_rsp::<0x1000>, 0x1000),
@@ -122,7 +125,15 @@ fn gva_to_hva_refuses_a_physical_address_just_past_guest_memory() {
     memory.write_obj(pd1, GuestAddress(PD_ADDR + 8)).unwrap();
     let host_base = (Labs::BUILT.guest_memory_host_address)(&memory);
     let gva_to_hva = Labs::BUILT.gva_to_hva;
-    assert_eq!(gva_to_hva(&memory, cr3, host_base, end - 1), Some(host_base + end - 1), "the last byte");
-    assert_eq!(gva_to_hva(&memory, cr3, host_base, end), None, "the first byte past the end");
+    assert_eq!(
+        gva_to_hva(&memory, cr3, host_base, end - 1),
+        Some(host_base + end - 1),
+        "the last byte"
+    );
+    assert_eq!(
+        gva_to_hva(&memory, cr3, host_base, end),
+        None,
+        "the first byte past the end"
+    );
     assert_eq!(gva_to_hva(&memory, cr3, host_base, end + 0x1234), None);
 }

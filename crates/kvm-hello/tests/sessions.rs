@@ -44,7 +44,8 @@ fn failure(report: &RunReport) -> (Status, &str) {
 fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `now` is a valid place for the answer.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) }, 0);
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(read, 0, "the thread's CPU clock");
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
@@ -80,7 +81,10 @@ fn a_panic_while_armed_then_a_timeout_in_the_same_process() {
     let (status, message) = failure(&report);
     assert_eq!(status, Status::LabPanicked, "{message}");
     assert!(message.contains("a bug in the exit loop"), "{message}");
-    assert!(message.contains("sessions.rs"), "the hook's place is reported: {message}");
+    assert!(
+        message.contains("sessions.rs"),
+        "the hook's place is reported: {message}"
+    );
 
     // The panic's vCPU and kvm_run are gone; this run's watchdog must stop this run's vCPU.
     let report = vmm::run(config(Labs::BUILT, corpus("spin-long"), Duration::from_millis(300)));
@@ -107,7 +111,10 @@ fn a_stop_before_the_vcpu_is_armed_sticks_and_names_the_function() {
     let report = vmm::run(config(slow, guests::HELLO64.to_vec(), Duration::from_millis(150)));
     let (status, message) = failure(&report);
     assert_eq!(status, Status::Timeout, "{message}");
-    assert!(message.contains("lab1 vm_init"), "the timeout names the function: {message}");
+    assert!(
+        message.contains("lab1 vm_init"),
+        "the timeout names the function: {message}"
+    );
     assert!(message.contains("0.15 s of vCPU time"), "and the limit: {message}");
     assert_eq!(report.counts.total(), 0, "the guest never ran");
     assert!(report.output.is_empty());

@@ -59,7 +59,8 @@ pub fn panic_status(panic: &LabPanic) -> Status {
 /// recorded (with its place), or else the payload's message.
 pub(crate) fn capture<T>(work: impl FnOnce() -> T) -> Result<T, LabPanic> {
     let _ = take_last_panic(); // an older panic on this thread is not this one's
-    panic::catch_unwind(AssertUnwindSafe(work)).map_err(|payload| take_last_panic().unwrap_or_else(|| of_payload(&*payload)))
+    panic::catch_unwind(AssertUnwindSafe(work))
+        .map_err(|payload| take_last_panic().unwrap_or_else(|| of_payload(&*payload)))
 }
 
 /// A panic as its payload tells it (when no hook recorded it).

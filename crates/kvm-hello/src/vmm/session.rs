@@ -55,7 +55,9 @@ const LWN_RUN: LabFn = exit_loop("lab0 run", LAB0);
 
 /// Tells the watchdog that `function` starts; a run that was stopped goes no further.
 fn enter(watchdog: &Watchdog, function: LabFn, report: &RunReport) -> Result<(), Failure> {
-    watchdog.enter(function).map_err(|stop| diagnosis::timeout(&stop, report))
+    watchdog
+        .enter(function)
+        .map_err(|stop| diagnosis::timeout(&stop, report))
 }
 
 /// The watchdog could not map the vCPU's kvm_run to stop it: the run does not start unguarded.
@@ -175,7 +177,13 @@ pub(crate) fn session(
     }
     if let Err(err) = looped {
         let suberror = diagnosis::internal_error_suberror(&mut vcpu.fd);
-        return Err(diagnosis::loop_failure(err, config.mode, watchdog.stopped(), report, suberror));
+        return Err(diagnosis::loop_failure(
+            err,
+            config.mode,
+            watchdog.stopped(),
+            report,
+            suberror,
+        ));
     }
     enter(watchdog, READ_RESULT_SLOT, report)?;
     let slot = (labs.read_result_slot)(&vm.memory, config.mode.result_width());
@@ -234,6 +242,12 @@ pub(crate) fn lwn_session(
         Err(other) => return Err(lab0_failure(other)),
     };
     let suberror = diagnosis::internal_error_suberror(&mut vcpu);
-    Err(diagnosis::loop_failure(err, Mode::Real, watchdog.stopped(), report, suberror))
+    Err(diagnosis::loop_failure(
+        err,
+        Mode::Real,
+        watchdog.stopped(),
+        report,
+        suberror,
+    ))
 }
 // ANCHOR_END: lwn_session

@@ -26,10 +26,7 @@ const STDOUT_BUFFER: usize = 64 * 1024;
 
 /// A session's work on the vCPU thread: it tells the watchdog which lab function runs and arms
 /// it around `KVM_RUN`, writes the guest's output to the console and what it finds to the report.
-pub trait Session:
-    FnOnce(&Watchdog, &mut dyn Write, &mut RunReport) -> Result<(), Failure> + Send + 'static
-{
-}
+pub trait Session: FnOnce(&Watchdog, &mut dyn Write, &mut RunReport) -> Result<(), Failure> + Send + 'static {}
 impl<F: FnOnce(&Watchdog, &mut dyn Write, &mut RunReport) -> Result<(), Failure> + Send + 'static> Session for F {}
 
 /// Where the guest's console bytes go.

@@ -321,7 +321,10 @@ fn cpu_time_of(clock: libc::clockid_t) -> Option<Duration> {
     if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
         return None;
     }
-    Some(Duration::new(u64::try_from(now.tv_sec).ok()?, u32::try_from(now.tv_nsec).ok()?))
+    Some(Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -341,7 +344,11 @@ mod tests {
         let stop = watchdog.stop(Limit::Cpu, second, second * 12, second);
         assert_eq!(stop.running, f);
         assert_eq!(watchdog.stopped(), Some(stop));
-        assert_eq!(watchdog.enter(STARTING), Err(stop), "no lab function starts after a stop");
+        assert_eq!(
+            watchdog.enter(STARTING),
+            Err(stop),
+            "no lab function starts after a stop"
+        );
         let again = watchdog.stop(Limit::Wall, second, second, second);
         assert_eq!(again.limit, Limit::Cpu, "the first stop stands");
     }
@@ -372,6 +379,10 @@ mod tests {
         let err = vcpu.run().expect_err("KVM_RUN is refused at once");
         assert_eq!(err.errno(), libc::EINTR, "{err}");
         drop(armed);
-        assert_eq!(vcpu.get_kvm_run().immediate_exit, 1, "set through the run's own mapping");
+        assert_eq!(
+            vcpu.get_kvm_run().immediate_exit,
+            1,
+            "set through the run's own mapping"
+        );
     }
 }
