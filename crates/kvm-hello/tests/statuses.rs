@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{image_file, kvm_hello, require_kvm};
+use common::{image_file, kvm_hello, require_kvm, run_bound};
 use predicates::prelude::*;
 
 /// Each corpus guest ends with the status, output and message its header promises, in time.
@@ -32,11 +32,7 @@ fn every_corpus_guest_ends_as_its_header_says() {
             "{}: {stderr}",
             guest.name
         );
-        assert!(
-            elapsed < Duration::from_secs_f64(TIMEOUT_SECS + 2.0),
-            "{} took {elapsed:?}",
-            guest.name
-        );
+        assert!(elapsed < run_bound(TIMEOUT_SECS), "{} took {elapsed:?}", guest.name);
         assert_eq!(
             stderr.lines().count(),
             1,
@@ -257,10 +253,7 @@ fn a_hundred_random_images_end_in_time_without_a_panic() {
             matches!(code, Some(0 | 1 | 4 | 5)),
             "image {i} ({mode}, {image:02x?}): status {code:?}: {stderr}"
         );
-        assert!(
-            elapsed < Duration::from_secs_f64(TIMEOUT + 3.0),
-            "image {i} ({mode}) took {elapsed:?}"
-        );
+        assert!(elapsed < run_bound(TIMEOUT), "image {i} ({mode}) took {elapsed:?}");
         assert_eq!(stderr.lines().count(), 1, "image {i} ({mode}): {stderr:?}");
         assert!(
             !stderr.contains("panicked") && stderr.starts_with("kvm-hello: "),
@@ -297,5 +290,5 @@ fn status_5_stops_a_spinning_guest_at_a_fractional_timeout() {
         .assert()
         .code(5)
         .stderr(predicate::str::contains("did not halt within 0.3 s").and(predicate::str::contains("RIP 0x0")));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < run_bound(0.3));
 }

@@ -14,6 +14,16 @@ pub fn kvm_hello() -> Command {
     cmd
 }
 
+/// The longest a run with `--timeout timeout_secs` may take, whatever the load: the watchdog's
+/// wall-clock backstop, the grace a stopped vCPU thread gets, and time to start and end a process
+/// on a busy machine. (`--timeout` is CPU time: on a loaded machine a run takes longer than it.)
+pub fn run_bound(timeout_secs: f64) -> Duration {
+    const PROCESS_SLACK: Duration = Duration::from_secs(5);
+    Duration::from_secs_f64(timeout_secs) * kvm_hello::vmm::WALL_BACKSTOP_FACTOR
+        + kvm_hello::vmm::KICK_GRACE
+        + PROCESS_SLACK
+}
+
 /// Fails the calling test with a clear message when /dev/kvm cannot be used.
 pub fn require_kvm() {
     if let Err(err) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
