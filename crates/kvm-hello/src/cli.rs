@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use kit_common::Mode;
 
-/// The watchdog's default: long enough for real mode under an emulating KVM, short enough that
-/// a spinning guest gives quick feedback.
+/// The watchdog's default, in CPU time of the vCPU thread: long enough for real mode under an
+/// emulating KVM, short enough that a spinning guest gives quick feedback.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `--timeout` accepted: a day.
 pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
@@ -26,7 +26,9 @@ Options:
   --guest IMAGE      a flat image loaded at guest physical 0 (default: the kit's guest for MODE)
   --json             print one JSON report on stdout instead of the guest's output
   --trace            print every exit on stderr
-  --timeout SECONDS  stop a guest that has not halted after SECONDS (default 5; fractions allowed)
+  --timeout SECONDS  stop a guest that has run SECONDS of vCPU (CPU) time without halting
+                     (default 5; fractions allowed); a vCPU thread blocked for 12 x SECONDS of
+                     wall-clock time is stopped too
   --explain          print pictures of the live VM instead of the guest's output: guest physical
                      memory, kvm-hello's virtual memory, the page tables, a page walk, every exit
   --walk GVA         the guest virtual address --explain walks (default 0x400; hex or decimal)
@@ -36,6 +38,7 @@ Options:
 
 Exit status: 0 ok, 1 wrong result, 2 bad usage or input, 3 KVM unavailable, 4 guest fault or
 unexpected exit, 5 timeout, 6 a lab stub is not implemented yet, 7 lab code panicked.
+A closed stdout or stderr (`| head`) ends kvm-hello quietly by SIGPIPE (shell status 141).
 ";
 
 /// What the command line asks for.
