@@ -27,8 +27,8 @@ Options:
   --json             print one JSON report on stdout instead of the guest's output
   --trace            print every exit on stderr
   --timeout SECONDS  stop a guest that has run SECONDS of vCPU (CPU) time without halting
-                     (default 5; fractions allowed); a vCPU thread blocked for 12 x SECONDS of
-                     wall-clock time is stopped too
+                     (default 5; fractions allowed); a vCPU thread that does not run at all for
+                     12 x SECONDS (blocked), or a run that lasts 60 x SECONDS, is stopped too
   --explain          print pictures of the live VM instead of the guest's output: guest physical
                      memory, kvm-hello's virtual memory, the page tables, a page walk, every exit
   --walk GVA         the guest virtual address --explain walks (default 0x400; hex or decimal)

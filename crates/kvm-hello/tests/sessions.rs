@@ -124,7 +124,7 @@ fn a_stop_before_the_vcpu_is_armed_sticks_and_names_the_function() {
 fn a_blocked_vcpu_thread_is_stopped_by_the_wall_clock_backstop() {
     require_kvm();
     fn sleeping_vm_init(size: usize) -> Result<Vm, Lab1Error> {
-        std::thread::sleep(Duration::from_millis(100) * vmm::WALL_BACKSTOP_FACTOR * 2);
+        std::thread::sleep(Duration::from_millis(100) * vmm::BLOCKED_FACTOR * 2);
         (Labs::BUILT.vm_init)(size)
     }
     let sleeping = Labs {
@@ -135,6 +135,7 @@ fn a_blocked_vcpu_thread_is_stopped_by_the_wall_clock_backstop() {
     let (status, message) = failure(&report);
     assert_eq!(status, Status::Timeout, "{message}");
     assert!(message.contains("wall-clock backstop"), "which limit: {message}");
+    assert!(message.contains("did not run at all for 1.2 s"), "{message}");
     assert!(message.contains("lab1 vm_init"), "{message}");
 }
 
@@ -144,4 +145,30 @@ fn an_honest_guest_is_not_stopped_by_a_budget_it_does_not_use() {
     let report = vmm::run(config(Labs::BUILT, guests::HELLO64.to_vec(), Duration::from_secs(5)));
     assert!(report.failure.is_none(), "{:?}", report.failure);
     assert_eq!(report.output, b"Hello, world!\n");
+}
+
+/// The --timeout of the ceiling test: its ceiling is `CEILING_FACTOR` times as long.
+const DRIP_TIMEOUT: Duration = Duration::from_millis(50);
+
+#[test]
+fn a_vcpu_thread_that_sleeps_more_than_it_runs_is_stopped_by_the_wall_clock_ceiling() {
+    require_kvm();
+    // Runs 1 ms in every 100: never blocked for long, never near its CPU budget.
+    fn dripping_vm_init(size: usize) -> Result<Vm, Lab1Error> {
+        let until = std::time::Instant::now() + DRIP_TIMEOUT * vmm::CEILING_FACTOR + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+            burn(Duration::from_millis(1));
+        }
+        (Labs::BUILT.vm_init)(size)
+    }
+    let dripping = Labs {
+        vm_init: dripping_vm_init,
+        ..Labs::BUILT
+    };
+    let report = vmm::run(config(dripping, guests::HELLO64.to_vec(), DRIP_TIMEOUT));
+    let (status, message) = failure(&report);
+    assert_eq!(status, Status::Timeout, "{message}");
+    assert!(message.contains("wall-clock ceiling of 3 s"), "which limit: {message}");
+    assert!(message.contains("lab1 vm_init"), "{message}");
 }

@@ -8,8 +8,7 @@ use kit_common::{Mode, Status};
 use lab1_memory::Lab1Error;
 use lab4_exit_loop::{ExitLoopError, ResultError, UnexpectedExit};
 
-use super::vcpu_thread::WALL_BACKSTOP_FACTOR;
-use super::watchdog::{Limit, Stop};
+use super::watchdog::{BLOCKED_FACTOR, CEILING_FACTOR, Limit, Stop};
 use super::{Failure, RunReport};
 
 /// Present on hosts whose KVM is PVM, which runs paging only in long mode.
@@ -102,11 +101,16 @@ fn secs(duration: Duration) -> f64 {
 /// The limit a stop reached, as a message says it.
 fn limit_reached(stop: &Stop) -> String {
     match stop.limit {
-        Limit::Cpu => format!("{} s of vCPU time (--timeout)", secs(stop.budget)),
+        Limit::Cpu => format!("{} s of vCPU time (--timeout)", secs(stop.limits.budget)),
+        Limit::Blocked => format!(
+            "the wall-clock backstop: the vCPU thread did not run at all for {} s ({BLOCKED_FACTOR} x --timeout), \
+             so it was blocked (sleeping or waiting), not running",
+            secs(stop.limits.blocked)
+        ),
         Limit::Wall => format!(
-            "the wall-clock backstop of {} s ({WALL_BACKSTOP_FACTOR} x --timeout) with only {:.2} s of vCPU time used: \
-             the vCPU thread was blocked, not running",
-            secs(stop.backstop),
+            "the wall-clock ceiling of {} s ({CEILING_FACTOR} x --timeout) with only {:.2} s of vCPU time used: the \
+             vCPU thread waited more than it ran",
+            secs(stop.limits.ceiling),
             secs(stop.cpu)
         ),
     }

@@ -24,7 +24,8 @@ use crate::explain::Explanation;
 use crate::labs::Labs;
 
 pub use panics::{install_panic_hook, panic_status, take_last_panic};
-pub use vcpu_thread::{KICK_GRACE, WALL_BACKSTOP_FACTOR};
+pub use vcpu_thread::KICK_GRACE;
+pub use watchdog::{BLOCKED_FACTOR, CEILING_FACTOR};
 
 /// What one run is asked to do.
 #[derive(Debug, Clone)]
@@ -110,7 +111,7 @@ impl RunReport {
 }
 
 /// Runs the guest on a vCPU thread under its own watchdog (`config.timeout` of vCPU time, a
-/// wall-clock backstop far above it, then a grace period to collect the thread's report).
+/// wall-clock backstop and ceiling far above it, then a grace period to collect the thread's report).
 /// Never hangs, never returns without a report.
 pub fn run(config: RunConfig) -> RunReport {
     let (timeout, capture_output) = (config.timeout, config.capture_output);

@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::diagnosis;
 use super::panics::{self, VCPU_THREAD};
-use super::watchdog::{Limit, Watchdog};
+use super::watchdog::{Limit, Limits, Watchdog};
 use super::{Failure, RunReport};
 use kit_common::Status;
 
-/// The wall-clock backstop, in multiples of `--timeout`: it only stops a vCPU thread that blocks
-/// instead of running (CPU time is the real limit), so it is far above what any load needs.
-pub const WALL_BACKSTOP_FACTOR: u32 = 12;
 /// How long a stopped vCPU thread gets to come back before the run is reported without it (a lab
 /// loop that spins without calling KVM_RUN cannot be interrupted; its thread ends with the process).
 pub const KICK_GRACE: Duration = Duration::from_secs(2);
@@ -73,12 +70,12 @@ fn console(capture_output: bool) -> Console {
 }
 
 /// Runs `session` on a vCPU thread with its own watchdog: the vCPU is stopped when the thread
-/// has used `timeout` of CPU time, or when `WALL_BACKSTOP_FACTOR` x `timeout` of wall-clock time
-/// has passed; then the thread gets `KICK_GRACE` to come back. Never hangs, never returns without
-/// a report.
+/// has used `timeout` of CPU time, or has not run at all for `BLOCKED_FACTOR` x `timeout`, or
+/// after `CEILING_FACTOR` x `timeout` of wall-clock time (`Limits`); then the thread gets
+/// `KICK_GRACE` to come back. Never hangs, never returns without a report.
 pub(crate) fn run_session(timeout: Duration, capture_output: bool, session: impl Session) -> RunReport {
     let watchdog = Arc::new(Watchdog::new());
-    let backstop = timeout.saturating_mul(WALL_BACKSTOP_FACTOR);
+    let limits = Limits::of_timeout(timeout);
     let (done_tx, done_rx) = mpsc::channel();
     let on_thread = Arc::clone(&watchdog);
     let spawned = thread::Builder::new().name(VCPU_THREAD.into()).spawn(move || {
@@ -95,8 +92,8 @@ pub(crate) fn run_session(timeout: Duration, capture_output: bool, session: impl
     };
 
     let started = Instant::now();
-    if let Some(limit) = watch(&watchdog, timeout, backstop, started, &done_rx) {
-        let stop = watchdog.stop(limit, timeout, backstop, started.elapsed());
+    if let Some(limit) = watch(&watchdog, limits, started, &done_rx) {
+        let stop = watchdog.stop(limit, limits, started.elapsed());
         if done_rx.recv_timeout(KICK_GRACE) == Err(mpsc::RecvTimeoutError::Timeout) {
             // The lab code does not come back: leave its thread behind (it ends with the
             // process) and report what is known.
@@ -114,25 +111,30 @@ pub(crate) fn run_session(timeout: Duration, capture_output: bool, session: impl
 }
 
 /// Waits for the vCPU thread; returns the limit it reached, or None when it finished first.
-fn watch(
-    watchdog: &Watchdog,
-    budget: Duration,
-    backstop: Duration,
-    started: Instant,
-    done: &mpsc::Receiver<()>,
-) -> Option<Limit> {
+fn watch(watchdog: &Watchdog, limits: Limits, started: Instant, done: &mpsc::Receiver<()>) -> Option<Limit> {
+    let (mut last_cpu, mut last_ran) = (Duration::ZERO, started);
     loop {
         let cpu = watchdog.cpu_time().unwrap_or_default();
-        let wall = started.elapsed();
-        if cpu >= budget {
+        let now = Instant::now();
+        if cpu > last_cpu {
+            (last_cpu, last_ran) = (cpu, now);
+        }
+        let (idle, wall) = (now - last_ran, now - started);
+        if cpu >= limits.budget {
             return Some(Limit::Cpu);
         }
-        if wall >= backstop {
+        if idle >= limits.blocked {
+            return Some(Limit::Blocked);
+        }
+        if wall >= limits.ceiling {
             return Some(Limit::Wall);
         }
-        // A thread's CPU time grows no faster than the wall clock: neither limit can pass
-        // before this wait is over.
-        let wait = (budget - cpu).min(backstop - wall).max(MIN_POLL);
+        // A thread's CPU time grows no faster than the wall clock: no limit can pass before
+        // this wait is over.
+        let wait = (limits.budget - cpu)
+            .min(limits.blocked - idle)
+            .min(limits.ceiling - wall)
+            .max(MIN_POLL);
         if done.recv_timeout(wait) != Err(mpsc::RecvTimeoutError::Timeout) {
             return None;
         }

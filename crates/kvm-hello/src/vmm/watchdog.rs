@@ -34,8 +34,40 @@ const RUN_PAGE_LEN: usize = 4096;
 pub enum Limit {
     /// The vCPU thread used `--timeout` of CPU time.
     Cpu,
-    /// The wall-clock backstop passed (a vCPU thread that blocks instead of running).
+    /// The vCPU thread did not run at all for `Limits::blocked` (it sleeps or waits).
+    Blocked,
+    /// The run lasted `Limits::ceiling` of wall-clock time.
     Wall,
+}
+
+/// How much a run may take: CPU time is the real limit; the two wall-clock limits only catch a
+/// vCPU thread that does not use the CPU it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `--timeout`: the vCPU thread's CPU time.
+    pub budget: Duration,
+    /// The longest the vCPU thread may go without running at all. A thread that waits for the
+    /// CPU on a busy machine still runs now and then; a blocked one does not.
+    pub blocked: Duration,
+    /// The longest a run may last, whatever it does (a thread that sleeps a little, runs a
+    /// little, forever).
+    pub ceiling: Duration,
+}
+
+/// `Limits::blocked`, in multiples of `--timeout`.
+pub const BLOCKED_FACTOR: u32 = 12;
+/// `Limits::ceiling`, in multiples of `--timeout`.
+pub const CEILING_FACTOR: u32 = 60;
+
+impl Limits {
+    /// The limits of a run with `--timeout timeout`.
+    pub fn of_timeout(timeout: Duration) -> Limits {
+        Limits {
+            budget: timeout,
+            blocked: timeout.saturating_mul(BLOCKED_FACTOR),
+            ceiling: timeout.saturating_mul(CEILING_FACTOR),
+        }
+    }
 }
 
 /// A lab function, as a timeout names it.
@@ -61,10 +93,8 @@ const STARTING: LabFn = LabFn {
 pub struct Stop {
     /// The limit that was reached.
     pub limit: Limit,
-    /// `--timeout`: the vCPU thread's CPU-time budget.
-    pub budget: Duration,
-    /// The wall-clock backstop.
-    pub backstop: Duration,
+    /// The run's limits.
+    pub limits: Limits,
     /// The vCPU thread's CPU time when it was stopped.
     pub cpu: Duration,
     /// Wall-clock time since the run started.
@@ -151,7 +181,7 @@ impl Watchdog {
     }
 
     /// Stops the run: sticky (see the module's comment). Returns the stop, or the earlier one.
-    pub fn stop(&self, limit: Limit, budget: Duration, backstop: Duration, wall: Duration) -> Stop {
+    pub fn stop(&self, limit: Limit, limits: Limits, wall: Duration) -> Stop {
         let mut state = self.state();
         if let Some(stop) = state.stop {
             return stop;
@@ -159,8 +189,7 @@ impl Watchdog {
         let cpu = state.cpu_clock.and_then(cpu_time_of).unwrap_or_default();
         let stop = Stop {
             limit,
-            budget,
-            backstop,
+            limits,
             cpu,
             wall,
             running: state.running,
@@ -340,8 +369,8 @@ mod tests {
             runs_the_guest: false,
         };
         watchdog.enter(f).unwrap();
-        let second = Duration::from_secs(1);
-        let stop = watchdog.stop(Limit::Cpu, second, second * 12, second);
+        let limits = Limits::of_timeout(Duration::from_secs(1));
+        let stop = watchdog.stop(Limit::Cpu, limits, Duration::from_secs(1));
         assert_eq!(stop.running, f);
         assert_eq!(watchdog.stopped(), Some(stop));
         assert_eq!(
@@ -349,7 +378,7 @@ mod tests {
             Err(stop),
             "no lab function starts after a stop"
         );
-        let again = watchdog.stop(Limit::Wall, second, second, second);
+        let again = watchdog.stop(Limit::Wall, limits, Duration::from_secs(60));
         assert_eq!(again.limit, Limit::Cpu, "the first stop stands");
     }
 
@@ -374,7 +403,7 @@ mod tests {
         let mut vcpu = vm.create_vcpu(0).unwrap();
         let watchdog = Watchdog::new();
         let second = Duration::from_secs(1);
-        watchdog.stop(Limit::Cpu, second, second, second);
+        watchdog.stop(Limit::Cpu, Limits::of_timeout(second), second);
         let armed = watchdog.arm(&vcpu).unwrap();
         let err = vcpu.run().expect_err("KVM_RUN is refused at once");
         assert_eq!(err.errno(), libc::EINTR, "{err}");
