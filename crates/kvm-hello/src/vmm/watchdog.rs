@@ -151,10 +151,10 @@ impl Watchdog {
 
     /// Records that `function` is about to run on the vCPU thread; refuses once the run was
     /// stopped, so that no lab function starts after a timeout.
-    pub fn enter(&self, function: LabFn) -> Result<(), Stop> {
+    pub fn enter(&self, function: LabFn) -> Result<(), Box<Stop>> {
         let mut state = self.state();
         match state.stop {
-            Some(stop) => Err(stop),
+            Some(stop) => Err(Box::new(stop)),
             None => {
                 state.running = function;
                 Ok(())
