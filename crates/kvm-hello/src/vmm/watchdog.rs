@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(watchdog.stopped(), Some(stop));
         assert_eq!(
             watchdog.enter(STARTING),
-            Err(stop),
+            Err(Box::new(stop)),
             "no lab function starts after a stop"
         );
         let again = watchdog.stop(Limit::Wall, limits, Duration::from_secs(60));
