@@ -40,7 +40,8 @@ fn the_lwn_vm_adds_2_and_2_in_three_exits() {
         memory_size: 0x1000,
         userspace_addr: memory.get_host_address(GuestAddress(0x1000)).unwrap() as u64,
     };
-    // SAFETY: the region is `memory`'s own page, which outlives the VM in this function.
+    // SAFETY: the region is `memory`'s own page. The vCPU, declared after `memory`, is dropped
+    // before it, so the guest never runs once the page is gone (the VM, dropped after it, runs nothing).
     unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
     // ANCHOR_END: vm
 

@@ -35,7 +35,9 @@ pub fn create_vm() -> Result<LwnVm, Lab0Error> {
         memory_size: PAGE_SIZE as u64,
         userspace_addr: host as u64,
     };
-    // SAFETY: the region is `memory`'s own page, and `LwnVm` keeps it alive as long as the VM.
+    // SAFETY: the region is `memory`'s own page. `LwnVm` drops `fd` before `memory` (field
+    // order), and its callers drop the vCPU before the `LwnVm` (kvm-hello does, in `lwn_session`),
+    // so the guest never runs once the page is gone. If the ioctl fails, nothing was registered.
     unsafe { fd.set_user_memory_region(region) }.map_err(|source| Lab0Error::Ioctl {
         ioctl: "KVM_SET_USER_MEMORY_REGION",
         source,
