@@ -28,6 +28,9 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 pub const KVM_API_VERSION: i32 = 12;
 
 /// The LWN VM: KVM, the VM and its page of memory.
+///
+/// The fields drop in the order they are declared: the VM (`fd`) before the `memory` registered
+/// with it. Drop the vCPU before the `LwnVm`.
 #[derive(Debug)]
 pub struct LwnVm {
     /// The open `/dev/kvm`.
