@@ -113,6 +113,13 @@ fn explain_pictures_values_at_the_top_of_the_address_space() {
     assert!(all.contains("empty: 0 bytes"), "a kvm_run of size 0: {all}");
     assert!(all.contains("no host address: it lies outside guest memory"), "{all}");
     assert!(all.contains("RSP starts at 0xfff"), "{all}");
+
+    // A long run's timeline: more exits than the picture has room for.
+    let many = Explanation {
+        exits: vec![explanation.exits[0].clone(); 100_000],
+        ..explanation
+    };
+    assert!(explain::svg_exit_timeline(&many).contains("100000 returns from KVM_RUN"));
 }
 
 #[test]
