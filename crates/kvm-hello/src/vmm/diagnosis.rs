@@ -122,7 +122,7 @@ pub(crate) fn timeout(stop: &Stop, report: &RunReport) -> Failure {
     let message = if stop.running.runs_the_guest {
         let at = report.rip.map(|rip| format!(" at RIP {rip:#x}")).unwrap_or_default();
         format!(
-            "timeout: the guest did not halt within {} (stopped{at} after {} exits); a guest that spins or never \
+            "timeout: the guest did not halt within {}, stopped{at} after {} exits; a guest that spins or never \
              reaches HLT ends here ({TROUBLESHOOTING})",
             limit_reached(stop),
             report.counts.total()
