@@ -256,7 +256,8 @@ impl Drop for Armed<'_> {
         state.armed_thread = None;
         // The handler runs on this thread: once the pointer is null it cannot reach the page,
         // so the page may go. The fence keeps the compiler from moving the unmap before it.
-        KICK_TARGET.with(|target| target.store(ptr::null_mut(), Ordering::Release));
+        // (`try_with`: a drop must not panic; without the slot, the handler cannot reach it either.)
+        let _ = KICK_TARGET.try_with(|target| target.store(ptr::null_mut(), Ordering::Release));
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         drop(self.page.take());
     }
