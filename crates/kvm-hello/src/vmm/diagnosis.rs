@@ -157,6 +157,10 @@ pub(crate) fn did_not_return(stop: &Stop, grace: Duration) -> Failure {
     Failure::new(Status::Timeout, message)
 }
 
+/// The RIP a vCPU reads back after KVM resets it on a shutdown (VMX and SVM hosts do; PVM keeps
+/// the guest's RIP).
+const RESET_RIP: u64 = 0xfff0;
+
 pub(crate) fn loop_failure(
     err: ExitLoopError,
     mode: Mode,
@@ -183,13 +187,21 @@ pub(crate) fn loop_failure(
                 ),
             )
         }
-        ExitLoopError::Unexpected(UnexpectedExit::Shutdown) => Failure::new(
-            Status::GuestFault,
-            format!(
-                "triple fault (KVM_EXIT_SHUTDOWN){at} after {exits} exits: there is no IDT, so any exception becomes a \
-                 shutdown; check CR3, the page tables, EFER and CS ({TROUBLESHOOTING})"
-            ),
-        ),
+        ExitLoopError::Unexpected(UnexpectedExit::Shutdown) => {
+            let reset = if report.rip == Some(RESET_RIP) {
+                " (RIP 0xfff0 is the reset state: VMX and SVM hosts reset the vCPU after a shutdown, so it does not \
+                 say where the guest was; --trace shows its last exit)"
+            } else {
+                ""
+            };
+            Failure::new(
+                Status::GuestFault,
+                format!(
+                    "triple fault (KVM_EXIT_SHUTDOWN){at} after {exits} exits: there is no IDT, so any exception becomes a \
+                 shutdown; check CR3, the page tables, EFER and CS{reset} ({TROUBLESHOOTING})"
+                ),
+            )
+        }
         ExitLoopError::Unexpected(UnexpectedExit::InternalError) => {
             let detail = suberror.map_or_else(String::new, |sub| {
                 format!(", suberror {sub}: {}", suberror_meaning(sub))
@@ -216,4 +228,26 @@ pub(crate) fn loop_failure(
 
 pub(crate) fn result_failure(err: ResultError) -> Failure {
     Failure::new(Status::WrongResult, format!("{err} (book: Lab 4, The exit loop)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shutdown_at(rip: u64) -> String {
+        let report = RunReport {
+            rip: Some(rip),
+            ..RunReport::default()
+        };
+        let err = ExitLoopError::Unexpected(UnexpectedExit::Shutdown);
+        loop_failure(err, Mode::Long, None, &report, None).message
+    }
+
+    #[test]
+    fn a_triple_fault_at_the_reset_rip_says_the_vcpu_was_reset() {
+        let message = shutdown_at(RESET_RIP);
+        assert!(message.contains("at RIP 0xfff0") && message.contains("reset state"), "{message}");
+        let message = shutdown_at(0x0);
+        assert!(message.contains("at RIP 0x0") && !message.contains("reset state"), "{message}");
+    }
 }
