@@ -3,14 +3,21 @@
 //! Every check is a function in `checks/` that calls one lab's functions (through
 //! `kvm_hello::labs::Labs`, so a test can swap in a seeded mistake) and fails with a message that
 //! names the lab, the function, the field, expected against found with the bits decoded, and the
-//! book chapter. The runner (`runner.rs`) runs each check in its own process with a time limit,
-//! in lab order, and marks a check "blocked" when a lab it needs has failed. `cargo test -p grader`
-//! shows the checks as tests; `cargo grade` (`cargo run -p grader`) prints the scoreboard.
+//! book chapter. The runner (`runner.rs`) runs each check in its own process (`sandbox.rs`
+//! contains it) with a CPU-time limit, in lab order, marks a check "blocked" when a lab it needs
+//! has failed and "not run" when this host cannot run it (`host.rs`). Every input a check hands
+//! lab code is drawn from a seed (`rng.rs`). `cargo test -p grader` shows the checks as tests;
+//! `cargo grade` (`cargo run -p grader`) prints the scoreboard.
 
 pub mod checks;
 pub mod describe;
+pub mod guestgen;
+pub mod host;
+pub mod rng;
 pub mod runner;
+pub mod sandbox;
 pub mod scoreboard;
+pub mod walker;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,13 +32,35 @@ pub struct Ctx {
     /// The program that acts as kvm-hello for end-to-end checks, and the arguments that come
     /// before kvm-hello's own (the grader binary itself with `vmm`).
     pub vmm: (PathBuf, Vec<String>),
+    /// The seed of the inputs this check hands to lab code.
+    pub seed: u64,
 }
 
 impl Ctx {
     /// The labs as built, with `vmm` as the kvm-hello program.
-    pub fn built(vmm: (PathBuf, Vec<String>)) -> Ctx {
-        Ctx { labs: Labs::BUILT, vmm }
+    pub fn built(vmm: (PathBuf, Vec<String>), seed: u64) -> Ctx {
+        Ctx {
+            labs: Labs::BUILT,
+            vmm,
+            seed,
+        }
     }
+
+    /// The random inputs of this check.
+    pub fn rng(&self) -> rng::Rng {
+        rng::Rng::new(self.seed)
+    }
+}
+
+/// What a check needs from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostNeed {
+    /// Nothing: plain values and guest memory in this process.
+    Nothing,
+    /// A usable /dev/kvm.
+    Kvm,
+    /// KVM that runs 32-bit paging (not PVM).
+    Paged32,
 }
 
 /// Which part of the kit a check grades.
@@ -82,12 +111,14 @@ pub struct Check {
     pub needs: &'static [u8],
     /// Whether it runs a guest (a longer time limit).
     pub runs_guest: bool,
+    /// What it needs from the host: a check this host cannot run is reported "not run".
+    pub host: HostNeed,
     /// The check: `Err` holds the message for the student.
     pub run: fn(&Ctx) -> Result<(), String>,
 }
 
 impl Check {
-    /// How long its process may take before it is killed.
+    /// The CPU time its process (and all it starts) may use before it is stopped.
     pub fn time_limit(&self) -> Duration {
         if self.runs_guest {
             Duration::from_secs(30)

@@ -1,10 +1,10 @@
-//! `cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK…] [--gradescope results.json] [--json] [--strict]`
+//! `cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK…] [--gradescope results.json] [--json] [--seed N] [--strict]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use grader::runner::{RUN_CHECK_ARG, matches_filter, run_check_here, run_suite};
-use grader::{Ctx, all_checks, find_check, scoreboard};
+use grader::runner::{self, RUN_CHECK_ARG, matches_filter, run_suite};
+use grader::{all_checks, rng, scoreboard};
 
 const USAGE: &str = "\
 grader: grades the labs of the KVM lab kit (cargo grade).
@@ -15,8 +15,13 @@ Options:
   --gradescope PATH  also write Gradescope's results.json to PATH
   --json             print every check's outcome as JSON instead of the scoreboard
   --list             list the checks
-  --strict           exit with status 1 when a check does not pass
+  --seed N           draw the checks' inputs from seed N (the scoreboard prints the seed of each run)
+  --strict           a check this host cannot run fails (for an official grading machine), and the
+                     grader exits with status 1 when a check does not pass
   -h, --help         print this help
+
+Exit status: 0 graded (whatever the score), 1 a check did not pass under --strict, 2 bad usage,
+130/143 interrupted by SIGINT/SIGTERM.
 ";
 
 /// The grader binary is also kvm-hello (`grader vmm ARGS`), so the end-to-end checks run the VMM
@@ -27,10 +32,6 @@ fn this_exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("grader"))
 }
 
-fn ctx() -> Ctx {
-    Ctx::built((this_exe(), vec![VMM_ARG.to_owned()]))
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -39,17 +40,12 @@ fn main() -> ExitCode {
             return ExitCode::from(status.code() as u8);
         }
         Some(RUN_CHECK_ARG) => {
-            let Some(check) = args.get(1).and_then(|name| find_check(name)) else {
-                eprintln!("grader: {RUN_CHECK_ARG} needs the name of a check (see --list)");
-                return ExitCode::from(2);
-            };
-            println!("{}", run_check_here(&check, &ctx()));
-            return ExitCode::SUCCESS;
+            return ExitCode::from(runner::child_main((this_exe(), vec![VMM_ARG.to_owned()])));
         }
         _ => {}
     }
 
-    let (mut words, mut gradescope, mut json, mut strict) = (Vec::new(), None, false, false);
+    let (mut words, mut gradescope, mut json, mut strict, mut seed) = (Vec::new(), None, false, false, None);
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -65,6 +61,13 @@ fn main() -> ExitCode {
             }
             "--json" => json = true,
             "--strict" => strict = true,
+            "--seed" => match rest.next().map(|s| s.parse::<u64>()) {
+                Some(Ok(n)) => seed = Some(n),
+                _ => {
+                    eprintln!("grader: --seed needs a number, e.g. --seed 12345 (the scoreboard prints it)");
+                    return ExitCode::from(2);
+                }
+            },
             "--gradescope" => match rest.next() {
                 Some(path) => gradescope = Some(PathBuf::from(path)),
                 None => {
@@ -84,21 +87,31 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let results = run_suite(&this_exe(), |check| matches_filter(check, &words));
+    runner::forward_interrupts();
+    let seed = seed.unwrap_or_else(rng::fresh_seed);
+    let mut suite = run_suite(&this_exe(), seed, |check| matches_filter(check, &words));
+    if let Some(signal) = suite.interrupted {
+        let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+        eprintln!("grader: interrupted ({name}): the running check and everything it started were stopped; no score");
+        return ExitCode::from(128 + signal as u8);
+    }
+    if strict {
+        suite = runner::strict(suite);
+    }
     if json {
-        println!("{}", scoreboard::json_lines(&results));
+        println!("{}", scoreboard::json_lines(&suite));
     } else {
-        print!("{}", scoreboard::text(&results));
+        print!("{}", scoreboard::text(&suite));
     }
     if let Some(path) = gradescope {
-        let report = serde_json::to_string_pretty(&scoreboard::gradescope(&results)).expect("JSON");
+        let report = serde_json::to_string_pretty(&scoreboard::gradescope(&suite)).expect("JSON");
         if let Err(err) = std::fs::write(&path, report) {
             eprintln!("grader: cannot write {}: {err}", path.display());
             return ExitCode::from(2);
         }
         eprintln!("grader: wrote {}", path.display());
     }
-    let all_passed = results.iter().all(|r| r.outcome.passed());
+    let all_passed = suite.results.iter().all(|r| r.outcome.passed());
     if strict && !all_passed {
         ExitCode::FAILURE
     } else {

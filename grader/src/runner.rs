@@ -1,22 +1,43 @@
-//! Running checks: each in its own process (so no stub, panic or hang can take the grader down),
-//! killed with everything it started when its time is up, in lab order, with checks blocked when
-//! a lab they need has failed.
+//! Running checks: each in its own process (so no stub, panic, hang or forgery can take the
+//! grader down or fake a result), in lab order, with checks blocked when a lab they need has
+//! failed and "not run" when this host cannot run them.
+//!
+//! The result channel: the grader starts `grader --run-check` with a pipe on descriptor
+//! `RESULT_FD` and writes the check's name, its seed and a fresh secret on the child's stdin; the
+//! child reads them before any lab code runs (stdin then reads /dev/null) and reports its outcome
+//! on `RESULT_FD`, after the secret. The grader accepts a result only with the secret, before
+//! the deadline, from a process that then exits with status 0. What the child prints on stdout
+//! and stderr is never parsed: its tail is shown to the student as what their code printed.
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use kit_common::LabPanic;
 use serde_json::{Value, json};
 
-use crate::{Check, Ctx, Part, all_checks};
+use crate::host::Host;
+use crate::rng::Rng;
+use crate::sandbox::{self, Sandbox};
+use crate::{Check, Ctx, HostNeed, Part, all_checks};
 
-/// The argument that makes the grader run one check in-process (used by `run_isolated`).
+/// The argument that makes the grader run one check in-process (its name comes on stdin).
 pub const RUN_CHECK_ARG: &str = "--run-check";
+/// The child's descriptor for its result.
+pub const RESULT_FD: RawFd = 3;
+/// How much of what lab code printed is kept (its last bytes) for a message.
+const OUTPUT_TAIL: usize = 2048;
+/// How much of it a message shows.
+const OUTPUT_SHOWN: usize = 300;
+/// How often the runner looks at a running check's CPU time.
+const POLL: Duration = Duration::from_millis(10);
 
 /// How a check ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +50,11 @@ pub enum Outcome {
     NotImplemented(String),
     /// A lab it needs has failed, so it did not run.
     Blocked(u8),
-    /// Its process ran past its time limit and was killed.
-    TimedOut(Duration),
+    /// It ran past its time limit and was stopped with everything it started.
+    TimedOut(String),
+    /// This host cannot run it (the reason and the fix): it counts neither in the score nor in
+    /// the maximum.
+    NotRun(String),
 }
 
 impl Outcome {
@@ -39,7 +63,12 @@ impl Outcome {
         *self == Outcome::Passed
     }
 
-    /// One word for reports: passed, failed, not_implemented, blocked, timed_out.
+    /// Whether it was not run on this host.
+    pub fn not_run(&self) -> bool {
+        matches!(self, Outcome::NotRun(_))
+    }
+
+    /// One word for reports: passed, failed, not_implemented, blocked, timed_out, not_run.
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Passed => "passed",
@@ -47,6 +76,7 @@ impl Outcome {
             Outcome::NotImplemented(_) => "not_implemented",
             Outcome::Blocked(_) => "blocked",
             Outcome::TimedOut(_) => "timed_out",
+            Outcome::NotRun(_) => "not_run",
         }
     }
 
@@ -54,15 +84,13 @@ impl Outcome {
     pub fn message(&self) -> String {
         match self {
             Outcome::Passed => String::new(),
-            Outcome::Failed(message) => message.clone(),
-            Outcome::NotImplemented(message) => message.clone(),
+            Outcome::Failed(message) | Outcome::NotImplemented(message) | Outcome::TimedOut(message) => {
+                message.clone()
+            }
             Outcome::Blocked(lab) => {
                 format!("blocked by lab {lab}: make lab {lab} pass first (cargo grade lab{lab})")
             }
-            Outcome::TimedOut(limit) => format!(
-                "timed out after {} s and was stopped: does a loop of yours never end (run_until_halt without a way out, a page walk that never stops)?",
-                limit.as_secs()
-            ),
+            Outcome::NotRun(reason) => format!("not run: {reason}"),
         }
     }
 }
@@ -74,13 +102,57 @@ pub struct CheckResult {
     pub check: Check,
     /// How it ended.
     pub outcome: Outcome,
+    /// The seed of its inputs (`--seed` repeats the run).
+    pub seed: u64,
 }
 
-/// Runs one check in this process and prints its outcome as one JSON line (the child's side of
-/// `run_isolated`).
+/// What a whole run was asked and found.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// Each check's result, in order.
+    pub results: Vec<CheckResult>,
+    /// The run's seed.
+    pub seed: u64,
+    /// Why checks were not run on this host, if any were.
+    pub host_limits: Vec<String>,
+    /// Set when SIGINT or SIGTERM stopped the run (the signal's number).
+    pub interrupted: Option<i32>,
+}
+
+thread_local! {
+    /// Set while this thread runs a check: its panics are the check's, recorded silently.
+    static IN_CHECK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that records the panics of checks and lab code (kvm-hello's
+/// hook: `take_last_panic`) and leaves every other panic, a test's own for instance, to the hook
+/// that was there before.
+fn install_check_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        kvm_hello::vmm::install_panic_hook(false);
+        let recorder = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let lab_thread = thread.name().is_some_and(|n| n == "vcpu0" || n.starts_with("check-"));
+            if IN_CHECK.with(|c| c.get()) || lab_thread {
+                recorder(info);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs one check in this process and returns its outcome as JSON (`outcome`, `message`): the
+/// child's side of `run_isolated`, and what the seeded-mistake tests call.
 pub fn run_check_here(check: &Check, ctx: &Ctx) -> Value {
-    kvm_hello::vmm::install_panic_hook(false);
+    install_check_panic_hook();
+    let _ = kvm_hello::vmm::take_last_panic();
+    IN_CHECK.with(|c| c.set(true));
     let result = catch_unwind(AssertUnwindSafe(|| (check.run)(ctx)));
+    IN_CHECK.with(|c| c.set(false));
     let (outcome, message) = match result {
         Ok(Ok(())) => ("passed", String::new()),
         Ok(Err(message)) => ("failed", message),
@@ -90,44 +162,63 @@ pub fn run_check_here(check: &Check, ctx: &Ctx) -> Value {
             None => ("failed", "the check panicked".to_owned()),
         },
     };
-    json!({"check": check.name, "outcome": outcome, "message": message})
+    json!({"outcome": outcome, "message": message})
 }
 
-fn parse_child_line(stdout: &str) -> Option<Outcome> {
-    let line: Value = serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{'))?).ok()?;
-    let message = line["message"].as_str().unwrap_or_default().to_owned();
-    match line["outcome"].as_str()? {
-        "passed" => Some(Outcome::Passed),
-        "not_implemented" => Some(Outcome::NotImplemented(message)),
-        _ => Some(Outcome::Failed(message)),
+/// The child's side: reads the check's name, seed and secret on stdin, runs the check and
+/// reports on `RESULT_FD`. Returns the process's exit status.
+pub fn child_main(vmm: (std::path::PathBuf, Vec<String>)) -> u8 {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        eprintln!("grader: {RUN_CHECK_ARG} reads the check from the grader, not from a terminal");
+        return 2;
     }
-}
-
-/// Runs one check in a child process of `grader_exe`, killed with everything it started when the
-/// check's time limit is up.
-pub fn run_isolated(grader_exe: &Path, check: &Check) -> Outcome {
-    let mut command = Command::new(grader_exe);
-    command.args([RUN_CHECK_ARG, check.name]);
-    match run_with_limit(command, check.time_limit()) {
-        Ok(Finished { status, stdout }) => parse_child_line(&stdout).unwrap_or_else(|| {
-            Outcome::Failed(format!(
-                "the check's process ended ({status}) without a result: did lab code abort the process?"
-            ))
-        }),
-        Err(RunError::TimedOut(limit)) => Outcome::TimedOut(limit),
-        Err(RunError::Spawn(err)) => {
-            Outcome::Failed(format!("the grader cannot start {}: {err}", grader_exe.display()))
-        }
+    // Lab code must not read the rest of the grader's input: stdin is /dev/null from here on.
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        // SAFETY: dup2 onto descriptor 0, which this process owns; `null` stays valid meanwhile.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
     }
+    let mut lines = input.lines();
+    let (Some(name), Some(seed), Some(secret)) = (lines.next(), lines.next(), lines.next()) else {
+        eprintln!("grader: {RUN_CHECK_ARG} needs a check's name, a seed and a secret on stdin");
+        return 2;
+    };
+    let (Some(check), Ok(seed)) = (crate::find_check(name), seed.parse::<u64>()) else {
+        eprintln!("grader: {RUN_CHECK_ARG}: no check {name:?} or a bad seed");
+        return 2;
+    };
+    // SAFETY: fcntl on the descriptor the grader passed; the result pipe must not leak into
+    // the programs lab code or the checks start.
+    let fd_ok = unsafe { libc::fcntl(RESULT_FD, libc::F_SETFD, libc::FD_CLOEXEC) } == 0;
+    if !fd_ok {
+        eprintln!("grader: {RUN_CHECK_ARG} runs under the grader only (descriptor {RESULT_FD} is not open)");
+        return 2;
+    }
+    // SAFETY: the grader opened RESULT_FD for us; nothing else in this process owns it.
+    let mut channel = unsafe { std::fs::File::from_raw_fd(RESULT_FD) };
+    let secret = secret.to_owned();
+    let ctx = Ctx {
+        labs: crate::Labs::BUILT,
+        vmm,
+        seed,
+    };
+    let result = run_check_here(&check, &ctx);
+    let _ = std::io::stdout().flush();
+    let _ = writeln!(channel, "{secret} {result}");
+    0
 }
 
 /// A child process that ended in time.
 #[derive(Debug)]
 pub struct Finished {
     /// How it ended.
-    pub status: std::process::ExitStatus,
-    /// All it wrote on stdout.
-    pub stdout: String,
+    pub status: ExitStatus,
+    /// The last bytes it wrote on stdout.
+    pub stdout: Vec<u8>,
+    /// The last bytes it wrote on stderr.
+    pub stderr: Vec<u8>,
+    /// What it wrote on the result pipe.
+    pub result: Vec<u8>,
 }
 
 /// Why a child gave no result.
@@ -135,55 +226,331 @@ pub struct Finished {
 pub enum RunError {
     /// It could not be started.
     Spawn(std::io::Error),
-    /// It ran past the limit; it and every process it started were killed.
-    TimedOut(Duration),
+    /// It and every process it started were stopped at a limit: the message says which.
+    TimedOut(String),
+    /// SIGINT or SIGTERM reached the grader: the check and its processes were stopped.
+    Interrupted(i32),
 }
 
-/// Runs `command` in a process group of its own, with stdout captured (drained as it comes, so a
-/// chatty child cannot block) and stderr discarded; kills the whole group at `limit`.
-pub fn run_with_limit(mut command: Command, limit: Duration) -> Result<Finished, RunError> {
+/// The limits of one child.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// CPU time of the child and everything it starts.
+    pub cpu: Duration,
+    /// Wall-clock backstop.
+    pub wall: Duration,
+}
+
+impl Check {
+    /// Its limits: CPU time, then twice that of wall clock as a backstop.
+    pub fn limits(&self) -> Limits {
+        let cpu = self.time_limit();
+        Limits { cpu, wall: cpu * 2 }
+    }
+}
+
+/// Set by the SIGINT/SIGTERM handler.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM stop the running check (forwarded to it, then everything it started
+/// is killed) and the run, instead of leaving the check orphaned.
+pub fn forward_interrupts() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, on_interrupt as *const () as libc::sighandler_t) };
+    }
+}
+
+/// The signal that interrupted the run, if one did.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// One check at a time per process: a check's processes are found among this process's.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`, which we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+/// A stream read without ever blocking; keeps its last `cap` bytes.
+struct Drain {
+    fd: Option<OwnedFd>,
+    tail: Vec<u8>,
+    cap: usize,
+}
+
+impl Drain {
+    fn new(fd: OwnedFd, cap: usize) -> Drain {
+        set_nonblocking(fd.as_raw_fd());
+        Drain {
+            fd: Some(fd),
+            tail: Vec::new(),
+            cap,
+        }
+    }
+
+    /// Reads what is there now; closes the stream at its end.
+    fn read_available(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let mut buffer = [0u8; 8192];
+        loop {
+            // SAFETY: read into a buffer of the given length from a descriptor we own.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+            if n > 0 {
+                self.tail.extend_from_slice(&buffer[..n as usize]);
+                if self.tail.len() > self.cap {
+                    self.tail.drain(..self.tail.len() - self.cap);
+                }
+            } else if n == 0 {
+                self.fd = None;
+                return;
+            } else {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+}
+
+/// Runs `command` with `input` on its stdin, stdout and stderr kept (their tails), a result pipe
+/// on `RESULT_FD`, its own process group, the sandbox's limits, and a parent-death signal. Stops
+/// it and everything it started when its CPU time (summed over them all) or the wall-clock
+/// backstop runs out, or when the grader is interrupted; never waits on a pipe past that.
+pub fn run_with_limit(mut command: Command, input: &[u8], limits: Limits) -> Result<Finished, RunError> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    sandbox::become_subreaper();
+    let (result_read, result_write) = pipe().map_err(RunError::Spawn)?;
+    let result_write_fd = result_write.as_raw_fd();
+    let nproc = sandbox::nproc_limit();
+    let cpu_seconds = limits.cpu.as_secs() + 2;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (dup2, fcntl, prctl, setrlimit).
+    unsafe {
+        command.pre_exec(move || {
+            if result_write_fd == RESULT_FD {
+                libc::fcntl(RESULT_FD, libc::F_SETFD, 0);
+            } else if libc::dup2(result_write_fd, RESULT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            sandbox::limit_child(nproc, cpu_seconds)
+        });
+    }
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .map_err(RunError::Spawn)?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                // A grandchild that outlives the child keeps the pipe open: kill the group first.
-                kill_group(child.id());
-                return Ok(Finished {
-                    status,
-                    stdout: reader.join().unwrap_or_default(),
-                });
-            }
-            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(2)),
-            _ => break,
-        }
+    drop(result_write);
+    let mut sandbox = Sandbox::new(child.id());
+    if let Some(mut stdin) = child.stdin.take() {
+        // The child reads this before it runs lab code; a write error means it is already gone.
+        let _ = stdin.write_all(input);
     }
-    kill_group(child.id());
-    let _ = child.wait();
-    let _ = reader.join();
-    Err(RunError::TimedOut(limit))
+    let mut streams = [
+        Drain::new(OwnedFd::from(child.stdout.take().expect("stdout is piped")), OUTPUT_TAIL),
+        Drain::new(OwnedFd::from(child.stderr.take().expect("stderr is piped")), OUTPUT_TAIL),
+        Drain::new(result_read, 64 * 1024),
+    ];
+    let started = Instant::now();
+    let stop = |sandbox: &Sandbox, child: &mut std::process::Child| {
+        sandbox.kill_all();
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let status = loop {
+        for stream in &mut streams {
+            stream.read_available();
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(err) => {
+                stop(&sandbox, &mut child);
+                return Err(RunError::Spawn(err));
+            }
+        }
+        if let Some(signal) = interrupted() {
+            sandbox.signal(signal);
+            std::thread::sleep(Duration::from_millis(50));
+            stop(&sandbox, &mut child);
+            return Err(RunError::Interrupted(signal));
+        }
+        let cpu = sandbox.cpu_time();
+        let wall = started.elapsed();
+        if cpu > limits.cpu || wall > limits.wall {
+            stop(&sandbox, &mut child);
+            let message = if cpu > limits.cpu {
+                format!(
+                    "used more than {} s of CPU time and was stopped with everything it started: does a loop of yours never end (run_until_halt without a way out, a page walk that never stops)?",
+                    limits.cpu.as_secs()
+                )
+            } else {
+                format!(
+                    "did not finish within {} s (it used {:.1} s of CPU time) and was stopped with everything it started: does your code wait for something that never comes (a sleep, a read, a lock, a child process)?",
+                    limits.wall.as_secs(),
+                    cpu.as_secs_f64()
+                )
+            };
+            return Err(RunError::TimedOut(message));
+        }
+        let mut fds: Vec<libc::pollfd> = streams
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.raw(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: poll reads and writes the array we pass, of the length we pass.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL.as_millis() as i32) };
+    };
+    // The check is over: whatever it left behind goes now, then what reached the pipes is read
+    // without waiting for their ends.
+    sandbox.kill_all();
+    for stream in &mut streams {
+        stream.read_available();
+    }
+    let [stdout, stderr, result] = streams;
+    Ok(Finished {
+        status,
+        stdout: stdout.tail,
+        stderr: stderr.tail,
+        result: result.tail,
+    })
 }
 
-fn kill_group(leader: u32) {
-    // SAFETY: kill(2) sends a signal to our child's process group; it touches no memory here.
-    unsafe { libc::kill(-(leader as libc::pid_t), libc::SIGKILL) };
+/// A fresh secret for one check: 128 bits from the kernel's random source.
+fn secret() -> String {
+    let mut bytes = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if ok.is_err() {
+        let mut rng = Rng::new(crate::rng::fresh_seed());
+        bytes.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs the selected checks (and, silently, those of the labs they need) in order. Returns the
-/// results of the selected ones.
-pub fn run_suite(grader_exe: &Path, selected: impl Fn(&Check) -> bool) -> Vec<CheckResult> {
+/// The verdict on the result pipe: the line after the secret. Lab code does not know the
+/// secret, so it cannot write a verdict; a line without it is ignored.
+fn parse_result(result: &[u8], secret: &str) -> Option<Outcome> {
+    let text = String::from_utf8_lossy(result);
+    let marker = format!("{secret} ");
+    let at = text.rfind(&marker)?;
+    let line = text[at + marker.len()..].lines().next()?;
+    let value: Value = serde_json::from_str(line).ok()?;
+    let message = value["message"].as_str().unwrap_or_default().to_owned();
+    match value["outcome"].as_str()? {
+        "passed" => Some(Outcome::Passed),
+        "not_implemented" => Some(Outcome::NotImplemented(message)),
+        "failed" => Some(Outcome::Failed(message)),
+        _ => None,
+    }
+}
+
+/// What lab code printed, trimmed for a message: `""` when nothing.
+pub fn printed(stdout: &[u8], stderr: &[u8]) -> String {
+    let mut parts = Vec::new();
+    for (name, bytes) in [("stdout", stdout), ("stderr", stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let chars: Vec<char> = text.chars().collect();
+        let shown: String = if chars.len() > OUTPUT_SHOWN {
+            format!("…{}", chars[chars.len() - OUTPUT_SHOWN..].iter().collect::<String>())
+        } else {
+            text.to_owned()
+        };
+        parts.push(format!("on {name}: {shown:?}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" (your code printed {})", parts.join(", "))
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (_, Some(libc::SIGKILL)) => "was killed (SIGKILL: out of memory, or a limit)".to_owned(),
+        (_, Some(libc::SIGXCPU)) => "was killed at its CPU-time limit (SIGXCPU)".to_owned(),
+        (_, Some(libc::SIGSEGV)) => "crashed (SIGSEGV: a bad memory access or a stack overflow)".to_owned(),
+        (_, Some(libc::SIGABRT)) => "aborted (SIGABRT: a failed allocation, abort(), or a panic while panicking)".to_owned(),
+        (_, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Runs one check in a child process of `grader_exe` with the check's limits.
+pub fn run_isolated(grader_exe: &Path, check: &Check, seed: u64) -> Result<Outcome, i32> {
+    let mut command = Command::new(grader_exe);
+    command.arg(RUN_CHECK_ARG);
+    let secret = secret();
+    let input = format!("{}\n{seed}\n{secret}\n", check.name);
+    match run_with_limit(command, input.as_bytes(), check.limits()) {
+        Ok(finished) => {
+            let shown = printed(&finished.stdout, &finished.stderr);
+            let verdict = parse_result(&finished.result, &secret);
+            Ok(match verdict {
+                Some(outcome) if finished.status.success() => match outcome {
+                    Outcome::Failed(message) => Outcome::Failed(format!("{message}{shown}")),
+                    other => other,
+                },
+                Some(_) => Outcome::Failed(format!(
+                    "the check's process {} after the check had finished: lab code must not end the process{shown}",
+                    describe_status(finished.status)
+                )),
+                None => Outcome::Failed(format!(
+                    "the check's process {} before the check finished: did lab code end the process (std::process::exit, abort, a crash or an overflowed stack)?{shown}",
+                    describe_status(finished.status)
+                )),
+            })
+        }
+        Err(RunError::TimedOut(message)) => Ok(Outcome::TimedOut(message)),
+        Err(RunError::Interrupted(signal)) => Err(signal),
+        Err(RunError::Spawn(err)) => Ok(Outcome::Failed(format!(
+            "the grader cannot start {}: {err}",
+            grader_exe.display()
+        ))),
+    }
+}
+
+/// Runs the selected checks (and, silently, those of the labs they need) in order, each with
+/// its own seed drawn from `seed`. Returns the results of the selected ones.
+pub fn run_suite(grader_exe: &Path, seed: u64, selected: impl Fn(&Check) -> bool) -> Suite {
+    let host = Host::probe();
     let checks = all_checks();
     let wanted: Vec<bool> = checks.iter().map(&selected).collect();
     let needed_labs: BTreeSet<u8> = checks
@@ -193,24 +560,61 @@ pub fn run_suite(grader_exe: &Path, selected: impl Fn(&Check) -> bool) -> Vec<Ch
         .flat_map(|(c, _)| c.needs.iter().copied())
         .collect();
     let mut failed_labs = BTreeSet::new();
-    let mut results = Vec::new();
+    let mut suite = Suite {
+        results: Vec::new(),
+        seed,
+        host_limits: Vec::new(),
+        interrupted: None,
+    };
     for (check, wanted) in checks.into_iter().zip(wanted) {
         let needed = matches!(check.part, Part::Lab(n) if needed_labs.contains(&n));
         if !wanted && !needed {
             continue;
         }
-        let outcome = match check.needs.iter().find(|lab| failed_labs.contains(*lab)) {
-            Some(lab) => Outcome::Blocked(*lab),
-            None => run_isolated(grader_exe, &check),
+        let check_seed = check_seed(seed, check.name);
+        let outcome = if let Some(reason) = host.cannot_run(check.host) {
+            if wanted && !suite.host_limits.contains(&reason) {
+                suite.host_limits.push(reason.clone());
+            }
+            Outcome::NotRun(reason)
+        } else if let Some(lab) = check.needs.iter().find(|lab| failed_labs.contains(*lab)) {
+            Outcome::Blocked(*lab)
+        } else {
+            match run_isolated(grader_exe, &check, check_seed) {
+                Ok(outcome) => outcome,
+                Err(signal) => {
+                    suite.interrupted = Some(signal);
+                    return suite;
+                }
+            }
         };
-        if let (Part::Lab(n), false) = (check.part, outcome.passed()) {
+        if let (Part::Lab(n), false) = (check.part, outcome.passed() || outcome.not_run()) {
             failed_labs.insert(n);
         }
         if wanted {
-            results.push(CheckResult { check, outcome });
+            suite.results.push(CheckResult {
+                check,
+                outcome,
+                seed: check_seed,
+            });
         }
     }
-    results
+    suite
+}
+
+/// The seed a check's inputs come from, in a run with `seed`.
+pub fn check_seed(seed: u64, check: &str) -> u64 {
+    Rng::for_check(seed, check).next_u64()
+}
+
+/// `--strict`: a check this host could not run fails, with the same reason.
+pub fn strict(mut suite: Suite) -> Suite {
+    for result in &mut suite.results {
+        if let Outcome::NotRun(reason) = &result.outcome {
+            result.outcome = Outcome::Failed(format!("not run on this host (--strict): {reason}"));
+        }
+    }
+    suite
 }
 
 /// Whether a check is selected by the words on the command line (`lab2`, `e2e`, a check's name,
@@ -222,58 +626,7 @@ pub fn matches_filter(check: &Check, words: &[String]) -> bool {
             .any(|w| check.part.key() == *w || check.name.contains(w.as_str()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn child_lines_are_read_back() {
-        assert_eq!(
-            parse_child_line("noise\n{\"outcome\":\"passed\",\"message\":\"\"}\n"),
-            Some(Outcome::Passed)
-        );
-        assert_eq!(
-            parse_child_line("{\"outcome\":\"not_implemented\",\"message\":\"m\"}"),
-            Some(Outcome::NotImplemented("m".into()))
-        );
-        assert_eq!(parse_child_line(""), None);
-    }
-
-    #[test]
-    fn a_hanging_child_and_its_children_are_killed_at_the_limit() {
-        let pid_file = std::env::temp_dir().join(format!("grader-runner-test-{}", std::process::id()));
-        let mut command = Command::new("sh");
-        command.args(["-c", &format!("sleep 30 & echo $! > {}; sleep 30", pid_file.display())]);
-        let started = Instant::now();
-        let result = run_with_limit(command, Duration::from_millis(300));
-        assert!(matches!(result, Err(RunError::TimedOut(_))), "{result:?}");
-        assert!(started.elapsed() < Duration::from_secs(3));
-        let grandchild = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-        let _ = std::fs::remove_file(&pid_file);
-        let gone = (0..100).any(|_| {
-            let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-            let state = stat.rsplit(") ").next().and_then(|rest| rest.chars().next());
-            std::thread::sleep(Duration::from_millis(10));
-            matches!(state, None | Some('Z'))
-        });
-        assert!(gone, "the grandchild {grandchild} is still running");
-    }
-
-    #[test]
-    fn output_of_a_finished_child_is_kept() {
-        let mut command = Command::new("sh");
-        command.args(["-c", "echo one; echo two"]);
-        let finished = run_with_limit(command, Duration::from_secs(10)).unwrap();
-        assert!(finished.status.success());
-        assert_eq!(finished.stdout, "one\ntwo\n");
-    }
-
-    #[test]
-    fn filters_pick_parts_and_names() {
-        let check = crate::find_check("lab2_pd_entry").unwrap();
-        assert!(matches_filter(&check, &[]));
-        assert!(matches_filter(&check, &["lab2".into()]));
-        assert!(matches_filter(&check, &["pd_entry".into()]));
-        assert!(!matches_filter(&check, &["lab3".into()]));
-    }
+/// Whether a check's host needs allow it here (used by `Host::cannot_run`).
+pub fn needs_kvm(need: HostNeed) -> bool {
+    need != HostNeed::Nothing
 }

@@ -1,42 +1,58 @@
-//! The scoreboard (like xv6's `make grade`) and the Gradescope report.
+//! The scoreboard (like xv6's `make grade`) and the Gradescope report. A check this host could
+//! not run counts neither in the score nor in the maximum; one banner line says so.
 
 use std::fmt::Write;
 
 use serde_json::{Value, json};
 
 use crate::Part;
-use crate::runner::CheckResult;
+use crate::runner::{CheckResult, Suite};
 
-/// Points scored and possible.
+/// Points scored and possible (checks not run count in neither).
 pub fn score(results: &[CheckResult]) -> (u32, u32) {
-    results.iter().fold((0, 0), |(got, max), r| {
-        (
-            got + if r.outcome.passed() { r.check.points } else { 0 },
-            max + r.check.points,
+    results
+        .iter()
+        .filter(|r| !r.outcome.not_run())
+        .fold((0, 0), |(got, max), r| {
+            (
+                got + if r.outcome.passed() { r.check.points } else { 0 },
+                max + r.check.points,
+            )
+        })
+}
+
+/// The banner line about checks this host could not run, if any.
+pub fn banner(suite: &Suite) -> Option<String> {
+    let not_run = suite.results.iter().filter(|r| r.outcome.not_run()).count();
+    (not_run > 0).then(|| {
+        format!(
+            "{not_run} check(s) not run on this host, counted neither in the score nor in the maximum: {}",
+            suite.host_limits.join("; ")
         )
     })
 }
 
 /// The scoreboard, part by part.
-pub fn text(results: &[CheckResult]) -> String {
+pub fn text(suite: &Suite) -> String {
+    let results = &suite.results;
     let mut out = String::new();
+    if let Some(banner) = banner(suite) {
+        let _ = writeln!(out, "NOTE: {banner}");
+    }
     let mut part: Option<Part> = None;
     for (i, result) in results.iter().enumerate() {
         if part != Some(result.check.part) {
             part = Some(result.check.part);
             let _ = writeln!(out, "\n{}", result.check.part.title());
         }
-        let points = if result.outcome.passed() {
-            result.check.points
+        let (mark, points) = if result.outcome.passed() {
+            ("ok  ", format!("{}/{}", result.check.points, result.check.points))
+        } else if result.outcome.not_run() {
+            ("--  ", "not run".to_owned())
         } else {
-            0
+            ("FAIL", format!("0/{}", result.check.points))
         };
-        let mark = if result.outcome.passed() { "ok  " } else { "FAIL" };
-        let _ = writeln!(
-            out,
-            "  {mark} [{points}/{}] {}  ({})",
-            result.check.points, result.check.title, result.check.name
-        );
+        let _ = writeln!(out, "  {mark} [{points}] {}  ({})", result.check.title, result.check.name);
         if !result.outcome.passed() {
             let _ = writeln!(out, "         {}", result.outcome.message());
         }
@@ -55,33 +71,63 @@ pub fn text(results: &[CheckResult]) -> String {
     }
     let (got, max) = score(results);
     let _ = writeln!(out, "\nScore: {got}/{max}");
+    let _ = writeln!(out, "Seed: {} (cargo grade --seed {} repeats these inputs)", suite.seed, suite.seed);
     out
 }
 
-/// Gradescope's results.json: `score` and one entry per check.
-pub fn gradescope(results: &[CheckResult]) -> Value {
-    let (got, max) = score(results);
-    let tests: Vec<Value> = results
+/// Gradescope's results.json: `score`, the run's `output` (seed, banner) and one entry per check;
+/// a check not run is listed with 0 of 0 points and the reason.
+pub fn gradescope(suite: &Suite) -> Value {
+    let (got, max) = score(&suite.results);
+    let tests: Vec<Value> = suite
+        .results
+        .iter()
+        .map(|r| {
+            let (score, max_score) = if r.outcome.not_run() {
+                (0, 0)
+            } else if r.outcome.passed() {
+                (r.check.points, r.check.points)
+            } else {
+                (0, r.check.points)
+            };
+            let mut test = json!({
+                "name": format!("{}: {}", r.check.part.key(), r.check.title),
+                "number": r.check.name,
+                "score": score,
+                "max_score": max_score,
+                "output": r.outcome.message(),
+            });
+            // A check not run is neither passed nor failed: Gradescope shows it without a status.
+            if !r.outcome.not_run() {
+                test["status"] = Value::from(if r.outcome.passed() { "passed" } else { "failed" });
+            }
+            test
+        })
+        .collect();
+    let mut output = format!("Seed: {} (cargo grade --seed {} repeats these inputs)", suite.seed, suite.seed);
+    if let Some(banner) = banner(suite) {
+        output = format!("{banner}\n{output}");
+    }
+    json!({"score": got, "max_score": max, "output": output, "tests": tests})
+}
+
+/// Every result as JSON, for scripts and the kit's own tests: one object per check.
+pub fn json_lines(suite: &Suite) -> Value {
+    let checks: Vec<Value> = suite
+        .results
         .iter()
         .map(|r| {
             json!({
-                "name": format!("{}: {}", r.check.part.key(), r.check.title),
-                "number": r.check.name,
+                "check": r.check.name,
+                "part": r.check.part.key(),
+                "outcome": r.outcome.kind(),
+                "points": r.check.points,
                 "score": if r.outcome.passed() { r.check.points } else { 0 },
-                "max_score": r.check.points,
-                "status": if r.outcome.passed() { "passed" } else { "failed" },
-                "output": r.outcome.message(),
+                "message": r.outcome.message(),
+                "seed": suite.seed,
+                "check_seed": r.seed,
             })
         })
-        .collect();
-    json!({"score": got, "max_score": max, "tests": tests})
-}
-
-/// Every result as JSON, for scripts and the kit's own tests.
-pub fn json_lines(results: &[CheckResult]) -> Value {
-    let checks: Vec<Value> = results
-        .iter()
-        .map(|r| json!({"check": r.check.name, "outcome": r.outcome.kind(), "points": r.check.points, "message": r.outcome.message()}))
         .collect();
     Value::from(checks)
 }

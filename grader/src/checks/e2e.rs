@@ -1,6 +1,5 @@
 //! End to end: kvm-hello as a program (assert_cmd + predicates), in every mode.
 
-use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -8,7 +7,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use super::Group;
-use crate::{Check, Ctx, Part};
+use crate::{Check, Ctx, HostNeed, Part};
 
 /// kvm-hello as a program needs every core lab.
 const E2E: Group = Group {
@@ -25,12 +24,10 @@ pub const CHECKS: &[Check] = &[
     E2E.check("e2e_long_mode", "kvm-hello --mode long", 2, long_mode),
     E2E.check("e2e_protected_mode", "kvm-hello --mode protected", 2, protected_mode),
     E2E.check("e2e_real_mode", "kvm-hello --mode real", 2, real_mode),
-    E2E.check(
-        "e2e_paged32_mode",
-        "kvm-hello --mode paged32 (explained on PVM hosts)",
-        1,
-        paged32_mode,
-    ),
+    Check {
+        host: HostNeed::Paged32,
+        ..E2E.check("e2e_paged32_mode", "kvm-hello --mode paged32", 1, paged32_mode)
+    },
     E2E.check(
         "e2e_json_report",
         "kvm-hello --json agrees with the run",
@@ -53,6 +50,7 @@ pub const LWN: Check = Check {
     points: 1,
     needs: &[0],
     runs_guest: true,
+    host: HostNeed::Kvm,
     run: lab_lwn,
 };
 
@@ -64,6 +62,7 @@ pub const HYPERCALLS: Check = Check {
     points: 2,
     needs: &[1, 2, 3, 5],
     runs_guest: true,
+    host: HostNeed::Kvm,
     run: lab_hypercalls,
 };
 
@@ -199,21 +198,8 @@ fn real_mode(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn paged32_mode(ctx: &Ctx) -> Result<(), String> {
-    if !Path::new("/sys/module/kvm_pvm").exists() {
-        return expect_hello(ctx, "paged32");
-    }
-    let args = ["--mode", "paged32"];
-    let run = kvm_hello(ctx, &args)?;
-    let explained = predicate::str::contains("PVM").and(predicate::str::contains("paging only in long mode"));
-    if run.code == Some(4) && explained.eval(run.stderr.as_str()) {
-        Ok(())
-    } else {
-        Err(e2e_fail(
-            &args,
-            "on this PVM host paged32 must end with status 4 and the line that explains why",
-            &run,
-        ))
-    }
+    // On PVM hosts the runner reports this check as not run: 32-bit paging is refused there.
+    expect_hello(ctx, "paged32")
 }
 
 fn json_report(ctx: &Ctx) -> Result<(), String> {

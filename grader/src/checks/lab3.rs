@@ -2,11 +2,12 @@
 
 use kit_common::{GUEST_MEMORY_SIZE, Mode};
 use lab3_registers::{
-    CODE_SELECTOR, CR0_AM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, DATA_SELECTOR, EFER_LMA,
+    CODE_SELECTOR, CR0_AM, CR0_CD, CR0_ET, CR0_NW, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, DATA_SELECTOR, EFER_LMA,
     EFER_LME, FLAT_LIMIT, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment, kvm_sregs,
 };
 
 use super::{Group, expect_field, fail};
+use crate::rng::Rng;
 use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 3;
@@ -21,8 +22,6 @@ const GENERAL: &str = "general_registers";
 const SEGMENT: &str = "flat_segment";
 /// CR0 of both paged modes.
 const CR0_PAGED: u64 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
-/// The CR3 the checks pass in.
-const CR3: u64 = 0x2000;
 
 /// The checks of lab 3.
 pub const CHECKS: &[Check] = &[
@@ -71,12 +70,26 @@ pub const CHECKS: &[Check] = &[
     ),
 ];
 
-/// What KVM_GET_SREGS gives for a fresh vCPU, as far as the checks need it.
-fn reset_state() -> kvm_sregs {
+/// A state as KVM_GET_SREGS might give it, with random values where a VMM must keep what it got
+/// (descriptor tables, APIC base, CR2, CR8, CR0's cache bits).
+fn reset_state(rng: &mut Rng) -> kvm_sregs {
+    let mut cr0 = CR0_ET;
+    for bit in [CR0_CD, CR0_NW, CR0_NE, CR0_MP] {
+        if rng.chance(50) {
+            cr0 |= bit;
+        }
+    }
     let mut s = kvm_sregs {
-        cr0: 0x6000_0010,
+        cr0,
+        cr2: rng.next_u64() & 0xffff_ffff_f000,
+        cr8: rng.range(0, 16),
+        apic_base: 0xfee0_0000 | rng.range(0, 2) << 11 | 1 << 8,
         ..Default::default()
     };
+    s.gdt.base = rng.range(0, 0x10_0000);
+    s.gdt.limit = rng.range(0, 0x1_0000) as u16;
+    s.idt.base = rng.range(0, 0x10_0000);
+    s.idt.limit = rng.range(0, 0x1_0000) as u16;
     for seg in [&mut s.ds, &mut s.es, &mut s.fs, &mut s.gs, &mut s.ss] {
         *seg = kvm_segment {
             limit: 0xffff,
@@ -98,17 +111,28 @@ fn reset_state() -> kvm_sregs {
     s
 }
 
-fn cr0_why(found: u64, expected: u64) -> &'static str {
+fn cr0_why(found: u64, expected: u64, mode: Mode) -> String {
     let missing = expected & !found;
     if missing & CR0_PE != 0 {
-        "without PE the CPU stays in real mode"
+        "without PE the CPU stays in real mode".into()
     } else if missing & CR0_PG != 0 {
-        "without PG paging is off, and long mode is only active with paging"
+        "without PG paging is off, and long mode is only active with paging".into()
     } else if found & CR0_PG != 0 && expected & CR0_PG == 0 {
-        "PG turns paging on, but this mode has no page tables"
+        "PG turns paging on, but this mode has no page tables".into()
+    } else if mode == Mode::Protected {
+        format!(
+            "protected mode keeps the CR0 it is given ({}) and only adds PE: bits {} were lost or added",
+            describe::cr0(expected & !CR0_PE),
+            describe::cr0(found ^ expected)
+        )
     } else {
-        "kvm-hello-world sets exactly PE|MP|ET|NE|WP|AM|PG in the paged modes"
+        "kvm-hello-world sets exactly PE|MP|ET|NE|WP|AM|PG in the paged modes".into()
     }
+}
+
+/// A page-aligned CR3 for the checks: the tables may be anywhere, not only at 0x2000.
+fn random_cr3(rng: &mut Rng) -> u64 {
+    rng.range(1, 0x1_0000) << 12
 }
 
 /// Compares one segment field by field, naming the first that differs.
@@ -216,7 +240,9 @@ fn flat_segments(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn long_mode_control_registers(ctx: &Ctx) -> Result<(), String> {
-    let s = (ctx.labs.special_registers)(Mode::Long, reset_state(), CR3);
+    let mut rng = ctx.rng();
+    let cr3 = random_cr3(&mut rng);
+    let s = (ctx.labs.special_registers)(Mode::Long, reset_state(&mut rng), cr3);
     expect_field(
         LAB,
         SPECIAL,
@@ -224,14 +250,14 @@ fn long_mode_control_registers(ctx: &Ctx) -> Result<(), String> {
         s.cr0,
         CR0_PAGED,
         describe::cr0,
-        cr0_why(s.cr0, CR0_PAGED),
+        &cr0_why(s.cr0, CR0_PAGED, Mode::Long),
     )?;
     expect_field(
         LAB,
         SPECIAL,
         "CR3 in long mode",
         s.cr3,
-        CR3,
+        cr3,
         describe::hex,
         "CR3 must hold the PML4 address it is given",
     )?;
@@ -258,13 +284,19 @@ fn long_mode_control_registers(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn long_mode_code_segment(ctx: &Ctx) -> Result<(), String> {
-    let s = (ctx.labs.special_registers)(Mode::Long, reset_state(), CR3);
+    let mut rng = ctx.rng();
+    let cr3 = random_cr3(&mut rng);
+    let s = (ctx.labs.special_registers)(Mode::Long, reset_state(&mut rng), cr3);
     expect_segment(SPECIAL, "CS", &s.cs, &expected_segment(Mode::Long, true), Mode::Long)
 }
 
 fn data_segments(ctx: &Ctx) -> Result<(), String> {
-    for mode in [Mode::Long, Mode::Protected, Mode::Paged32] {
-        let s = (ctx.labs.special_registers)(mode, reset_state(), CR3);
+    let mut rng = ctx.rng();
+    let mut modes = [Mode::Long, Mode::Protected, Mode::Paged32];
+    rng.shuffle(&mut modes);
+    for mode in modes {
+        let cr3 = random_cr3(&mut rng);
+        let s = (ctx.labs.special_registers)(mode, reset_state(&mut rng), cr3);
         let expected = expected_segment(mode, false);
         for (name, seg) in [
             ("DS", &s.ds),
@@ -280,8 +312,9 @@ fn data_segments(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn protected_mode(ctx: &Ctx) -> Result<(), String> {
-    let reset = reset_state();
-    let s = (ctx.labs.special_registers)(Mode::Protected, reset, CR3);
+    let mut rng = ctx.rng();
+    let reset = reset_state(&mut rng);
+    let s = (ctx.labs.special_registers)(Mode::Protected, reset, random_cr3(&mut rng));
     let cr0 = reset.cr0 | CR0_PE;
     expect_field(
         LAB,
@@ -290,7 +323,7 @@ fn protected_mode(ctx: &Ctx) -> Result<(), String> {
         s.cr0,
         cr0,
         describe::cr0,
-        cr0_why(s.cr0, cr0),
+        &cr0_why(s.cr0, cr0, Mode::Protected),
     )?;
     expect_field(
         LAB,
@@ -329,11 +362,13 @@ fn protected_mode(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn paged32_mode(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
     let reset = kvm_sregs {
         efer: EFER_LME,
-        ..reset_state()
+        ..reset_state(&mut rng)
     };
-    let s = (ctx.labs.special_registers)(Mode::Paged32, reset, CR3);
+    let cr3 = random_cr3(&mut rng);
+    let s = (ctx.labs.special_registers)(Mode::Paged32, reset, cr3);
     expect_field(
         LAB,
         SPECIAL,
@@ -341,14 +376,14 @@ fn paged32_mode(ctx: &Ctx) -> Result<(), String> {
         s.cr0,
         CR0_PAGED,
         describe::cr0,
-        cr0_why(s.cr0, CR0_PAGED),
+        &cr0_why(s.cr0, CR0_PAGED, Mode::Paged32),
     )?;
     expect_field(
         LAB,
         SPECIAL,
         "CR3 in paged32 mode",
         s.cr3,
-        CR3,
+        cr3,
         describe::hex,
         "CR3 must hold the page directory address it is given",
     )?;
@@ -385,8 +420,9 @@ fn paged32_mode(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn real_mode(ctx: &Ctx) -> Result<(), String> {
-    let reset = reset_state();
-    let s = (ctx.labs.special_registers)(Mode::Real, reset, CR3);
+    let mut rng = ctx.rng();
+    let reset = reset_state(&mut rng);
+    let s = (ctx.labs.special_registers)(Mode::Real, reset, random_cr3(&mut rng));
     expect_field(
         LAB,
         SPECIAL,
@@ -420,19 +456,26 @@ fn real_mode(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn general_registers(ctx: &Ctx) -> Result<(), String> {
-    for mode in Mode::ALL {
-        let r = (ctx.labs.general_registers)(mode, GUEST_MEMORY_SIZE);
-        let rsp = if mode == Mode::Real {
-            0
-        } else {
-            GUEST_MEMORY_SIZE as u64
-        };
+    let mut rng = ctx.rng();
+    let mut modes = Mode::ALL;
+    rng.shuffle(&mut modes);
+    // The kit's 2 MiB first, then a memory size the lab cannot know in advance.
+    for mem_size in [GUEST_MEMORY_SIZE, rng.range(0x100, 0x4000) as usize * 0x1000] {
+        general_registers_for(ctx, &modes, mem_size)?;
+    }
+    Ok(())
+}
+
+fn general_registers_for(ctx: &Ctx, modes: &[Mode], mem_size: usize) -> Result<(), String> {
+    for &mode in modes {
+        let r = (ctx.labs.general_registers)(mode, mem_size);
+        let rsp = if mode == Mode::Real { 0 } else { mem_size as u64 };
         let rsp_why = if mode == Mode::Real {
             "SP = 0 wraps to 0xfffe on the first push: the top of the 64 KiB that SS = 0 reaches"
         } else if r.rsp == 0 {
             "with RSP = 0 the first push or call writes below guest physical 0, where there is no memory"
         } else {
-            "the stack starts at the top of guest memory (2 MiB) and grows down"
+            "the stack starts at the top of guest memory (mem_size) and grows down"
         };
         expect_field(
             LAB,

@@ -10,7 +10,7 @@ pub mod lab5;
 
 use std::fmt::Display;
 
-use crate::{Check, Ctx, Part};
+use crate::{Check, Ctx, HostNeed, Part};
 
 /// What the checks of a group share: the part they grade, the labs they need, whether they run
 /// a guest.
@@ -40,6 +40,7 @@ impl Group {
             points,
             needs: self.needs,
             runs_guest: self.runs_guest,
+            host: if self.runs_guest { HostNeed::Kvm } else { HostNeed::Nothing },
             run,
         }
     }

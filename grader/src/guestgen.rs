@@ -1,0 +1,127 @@
+//! Guests made at grading time: the few x86 instructions a check needs, emitted with a fresh
+//! text, length, number of exits and result on every run, so memorised output cannot pass.
+
+use kit_common::{CONSOLE_PORT, RESULT_ADDR};
+
+/// `hlt`.
+const HLT: u8 = 0xf4;
+/// `mov al, imm8`.
+const MOV_AL: u8 = 0xb0;
+/// `out imm8, al`.
+const OUT_IMM8_AL: u8 = 0xe6;
+/// `out dx, al`.
+const OUT_DX_AL: u8 = 0xee;
+
+/// A generated guest and what a correct VMM sees when it runs it.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// The flat image.
+    pub image: Vec<u8>,
+    /// The bytes it prints.
+    pub output: Vec<u8>,
+    /// Exits of a correct run when each OUT is one exit: one per OUT, and the HLT.
+    pub exits: u64,
+    /// RAX when it halts.
+    pub rax: u64,
+    /// The value at the result slot when it halts.
+    pub result: u64,
+}
+
+fn print_bytes(code: &mut Vec<u8>, text: &[u8]) {
+    for &byte in text {
+        code.extend_from_slice(&[MOV_AL, byte, OUT_IMM8_AL, CONSOLE_PORT as u8]);
+    }
+}
+
+/// A 64-bit guest: one OUT to 0xE9 per byte of `text`, RAX = `rax`, the 8 bytes at 0x400 =
+/// `result`, HLT (both values below 2^31).
+pub fn long_mode(text: &[u8], rax: u32, result: u32) -> Guest {
+    let mut code = Vec::new();
+    print_bytes(&mut code, text);
+    // mov rax, imm32 (sign-extended; the value is below 2^31)
+    code.extend_from_slice(&[0x48, 0xc7, 0xc0]);
+    code.extend_from_slice(&rax.to_le_bytes());
+    // mov qword [RESULT_ADDR], imm32
+    code.extend_from_slice(&[0x48, 0xc7, 0x04, 0x25]);
+    code.extend_from_slice(&(RESULT_ADDR as u32).to_le_bytes());
+    code.extend_from_slice(&result.to_le_bytes());
+    code.push(HLT);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: text.len() as u64 + 1,
+        rax: rax.into(),
+        result: result.into(),
+    }
+}
+
+/// A 16-bit real-mode guest: one OUT to 0xE9 per byte, AX = `ax`, the word at 0x400 = `result`.
+pub fn real_mode(text: &[u8], ax: u16, result: u16) -> Guest {
+    let mut code = Vec::new();
+    print_bytes(&mut code, text);
+    code.push(0xb8); // mov ax, imm16
+    code.extend_from_slice(&ax.to_le_bytes());
+    code.extend_from_slice(&[0xc7, 0x06]); // mov word [disp16], imm16
+    code.extend_from_slice(&(RESULT_ADDR as u16).to_le_bytes());
+    code.extend_from_slice(&result.to_le_bytes());
+    code.push(HLT);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: text.len() as u64 + 1,
+        rax: ax.into(),
+        result: result.into(),
+    }
+}
+
+/// A 64-bit guest printing `text` with one `rep outsb` (the number of exits depends on the host).
+pub fn long_mode_rep_outsb(text: &[u8]) -> Guest {
+    // mov esi, DATA; mov ecx, len; mov dx, 0xE9; rep outsb; mov rax, 42; mov qword [0x400], 42; hlt
+    const CODE_LEN: usize = 5 + 5 + 4 + 2 + 7 + 12 + 1;
+    let mut code = vec![0xbe];
+    code.extend_from_slice(&(CODE_LEN as u32).to_le_bytes());
+    code.push(0xb9);
+    code.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    code.extend_from_slice(&[0x66, 0xba]);
+    code.extend_from_slice(&CONSOLE_PORT.to_le_bytes());
+    code.extend_from_slice(&[0xf3, 0x6e]);
+    let tail = long_mode(b"", 42, 42).image;
+    code.extend_from_slice(&tail);
+    debug_assert_eq!(code.len(), CODE_LEN);
+    code.extend_from_slice(text);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: 0,
+        rax: 42,
+        result: 42,
+    }
+}
+
+/// LWN-style real-mode code for lab 0 (loaded at 0x1000): one `out dx, al` to `port` per byte.
+pub fn lwn(text: &[u8], port: u16) -> Guest {
+    let mut code = vec![0xba]; // mov dx, imm16
+    code.extend_from_slice(&port.to_le_bytes());
+    for &byte in text {
+        code.extend_from_slice(&[MOV_AL, byte, OUT_DX_AL]);
+    }
+    code.push(HLT);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: text.len() as u64 + 1,
+        rax: 0,
+        result: 0,
+    }
+}
+
+/// Real-mode code (at 0) that reads the byte at `probe` into AL, stores `value` at `probe`, and
+/// halts: where the vCPU stops tells whether the memory is there, writable and the VMM's.
+pub fn probe_memory(probe: u16, value: u8) -> Vec<u8> {
+    let [lo, hi] = probe.to_le_bytes();
+    vec![
+        0xa0, lo, hi, // mov al, [probe]
+        0xc6, 0x06, lo, hi, value, // mov byte [probe], value
+        HLT,
+    ]
+}
