@@ -52,6 +52,12 @@ impl Rng {
         }
     }
 
+    /// Printable ASCII text of `low..high` bytes.
+    pub fn text_between(&mut self, low: u64, high: u64) -> Vec<u8> {
+        let len = self.range(low, high) as usize;
+        self.text(len)
+    }
+
     /// Printable ASCII text of `len` bytes (no NUL, no newline), as a guest might print.
     pub fn text(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.range(0x20, 0x7f) as u8).collect()

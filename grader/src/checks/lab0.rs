@@ -3,11 +3,16 @@
 use std::time::Duration;
 
 use kit_common::Status;
-use lab0_lwn::{CODE, CODE_ADDR, LwnVm, PAGE_SIZE};
+use kvm_ioctls::VcpuExit;
+use lab0_lwn::{CODE, CODE_ADDR, LwnVm, PAGE_SIZE, SERIAL_PORT};
+use lab4_exit_loop::ExitCounts;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{Group, expect_field, fail};
-use crate::{Check, Ctx, Part, describe};
+use crate::{Check, Ctx, Part, describe, guestgen};
+
+/// How long the lab's loop may take on code made for a run.
+const MADE_RUN_LIMIT: Duration = Duration::from_secs(5);
 
 const LAB: u8 = 0;
 /// Lab 0's checks all create a VM.
@@ -31,7 +36,18 @@ pub const CHECKS: &[Check] = &[
         2,
         setup_vcpu,
     ),
-    KVM.check("lab0_run", "run prints \"4\\n\" in 3 exits (2 io, 1 hlt)", 2, run),
+    KVM.check(
+        "lab0_memory_slot",
+        "create_vm registers its page at 0x1000, writable, as that memory",
+        1,
+        memory_slot,
+    ),
+    KVM.check(
+        "lab0_run",
+        "run prints \"4\\n\" in 3 exits, and a guest made for this run",
+        2,
+        run,
+    ),
     super::e2e::LWN,
 ];
 
@@ -120,8 +136,137 @@ fn setup_vcpu(ctx: &Ctx) -> Result<(), String> {
     )
 }
 
+/// Runs `exit` through a probe: where the vCPU stopped says how the slot is registered.
+fn slot_problem(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, probe: u64) -> Option<String> {
+    match exit {
+        Ok(VcpuExit::Hlt) => None,
+        Ok(VcpuExit::MmioRead(addr, _)) if addr & !0xfff == CODE_ADDR && addr < probe => Some(format!(
+            "the vCPU found no memory at guest physical {addr:#x} to fetch the code from: register the page as slot 0 at guest_phys_addr 0x1000"
+        )),
+        Ok(VcpuExit::MmioRead(addr, _)) => Some(format!(
+            "the vCPU found no memory at guest physical {addr:#x}: the slot must cover the whole page at 0x1000 (memory_size 0x1000)"
+        )),
+        Ok(VcpuExit::MmioWrite(addr, _)) => Some(format!(
+            "the guest could read but not write guest physical {addr:#x}: the slot is registered read-only (flags must be 0, not KVM_MEM_READONLY)"
+        )),
+        Ok(other) => Some(format!(
+            "the vCPU did not run the code written at 0x1000 of the memory create_vm returned (it ended with {other:?}): register that memory's host address as the slot's userspace_addr"
+        )),
+        Err(err) => Some(format!("KVM_RUN of a probe failed: {err}: is the page registered with KVM?")),
+    }
+}
+
+fn memory_slot(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let vm = vm(ctx)?;
+    let probe = CODE_ADDR + rng.range(0x200, 0xff0);
+    let value = rng.range(1, 256) as u8;
+    let code = guestgen::probe_memory(probe as u16, value);
+    vm.memory
+        .write_slice(&code, GuestAddress(CODE_ADDR))
+        .map_err(|err| format!("the grader cannot write its probe at 0x1000: {err}"))?;
+    let mut vcpu = (ctx.labs.lwn_setup_vcpu)(&vm).map_err(|err| fail(LAB, "setup_vcpu", err))?;
+    if let Some(problem) = slot_problem(vcpu.run(), probe) {
+        return Err(fail(LAB, "create_vm", problem));
+    }
+    let stored: u8 = vm
+        .memory
+        .read_obj(GuestAddress(probe))
+        .map_err(|err| format!("reading {probe:#x}: {err}"))?;
+    if stored != value {
+        return Err(fail(
+            LAB,
+            "create_vm",
+            format!(
+                "the guest stored {value} at guest physical {probe:#x}, but the memory create_vm returned holds {stored} there: the slot's userspace_addr must be that memory's host address"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs LWN-style code made for this run through the lab's create_vm, setup_vcpu and run (the
+/// code is written over the LWN code at 0x1000), on a thread with a deadline.
+fn run_made(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let text = rng.text_between(2, 24);
+    let guest = guestgen::lwn(&text, SERIAL_PORT);
+    let labs = ctx.labs;
+    let image = guest.image.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("check-lwn".into())
+        .spawn(move || {
+            let outcome = (|| {
+                let vm = (labs.lwn_create_vm)().map_err(|err| fail(LAB, "create_vm", err))?;
+                vm.memory
+                    .write_slice(&image, GuestAddress(CODE_ADDR))
+                    .map_err(|err| format!("the grader cannot write its code at 0x1000: {err}"))?;
+                let mut vcpu = (labs.lwn_setup_vcpu)(&vm).map_err(|err| fail(LAB, "setup_vcpu", err))?;
+                let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
+                (labs.lwn_run)(&mut vcpu, &mut console, &mut counts, &mut |_| {})
+                    .map_err(|err| fail(LAB, "run", format!("code made for this run: {err}")))?;
+                Ok::<_, String>((console, counts))
+            })();
+            let _ = tx.send(outcome);
+        })
+        .map_err(|err| format!("the grader cannot start a thread: {err}"))?;
+    let (console, counts) = match rx.recv_timeout(MADE_RUN_LIMIT) {
+        Ok(outcome) => outcome?,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            return Err(fail(
+                LAB,
+                "run",
+                format!("code made for this run had not halted after {} s: leave the loop at HLT", MADE_RUN_LIMIT.as_secs()),
+            ));
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match kvm_hello::vmm::take_last_panic() {
+            Some(kit_common::LabPanic::NotImplemented(stub)) => {
+                super::stub_reached(&format!("not implemented yet: {stub}"))
+            }
+            Some(panic) => return Err(format!("lab code panicked: {panic}")),
+            None => return Err("the run's thread ended without a result".into()),
+        },
+    };
+    if console != guest.output {
+        return Err(fail(
+            LAB,
+            "run",
+            format!(
+                "code made for this run (one OUT to 0x3f8 per byte) {}",
+                super::output_difference(&console, &guest.output)
+            ),
+        ));
+    }
+    let out = guest.exits - 1;
+    if (counts.total(), counts.io_out, counts.hlt) != (guest.exits, out, 1) {
+        return Err(fail(
+            LAB,
+            "run",
+            format!(
+                "code made for this run made {} exits (io_out {}, hlt {}), expected {} (io_out {out}, hlt 1): count every exit once, under its reason",
+                counts.total(),
+                counts.io_out,
+                counts.hlt,
+                guest.exits
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn run(ctx: &Ctx) -> Result<(), String> {
     super::lab1::require_kvm()?;
+    if ctx.rng().chance(50) {
+        run_made(ctx)?;
+        run_kit(ctx)
+    } else {
+        run_kit(ctx)?;
+        run_made(ctx)
+    }
+}
+
+fn run_kit(ctx: &Ctx) -> Result<(), String> {
     let report = kvm_hello::vmm::run_lwn(ctx.labs, true, false, Duration::from_secs(3));
     if let Some(failure) = &report.failure {
         return Err(match failure.status {
@@ -135,7 +280,10 @@ fn run(ctx: &Ctx) -> Result<(), String> {
         return Err(fail(
             LAB,
             "run",
-            format!("the guest printed {output:?}, expected \"4\\n\": print every byte of an OUT to 0x3f8"),
+            format!(
+                "the LWN guest {}: print every byte of an OUT to 0x3f8",
+                super::output_difference(&report.output, b"4\n")
+            ),
         ));
     }
     let c = report.counts;

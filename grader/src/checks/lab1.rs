@@ -17,6 +17,13 @@ const KVM: Group = Group {
     runs_guest: true,
 };
 
+/// Lab 1's checks of plain guest memory: no KVM.
+const PURE: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: false,
+};
+
 /// The checks of lab 1.
 pub const CHECKS: &[Check] = &[
     KVM.check(
@@ -49,7 +56,7 @@ pub const CHECKS: &[Check] = &[
         1,
         guest_memory_host_address,
     ),
-    KVM.check(
+    PURE.check(
         "lab1_load_image",
         "load_image copies to 0 and refuses oversized images",
         2,
@@ -69,7 +76,15 @@ pub fn require_kvm() -> Result<(), String> {
 
 fn vm(ctx: &Ctx) -> Result<Vm, String> {
     require_kvm()?;
-    (ctx.labs.vm_init)(GUEST_MEMORY_SIZE).map_err(|err| fail(LAB, "vm_init", err))
+    (ctx.labs.vm_init)(GUEST_MEMORY_SIZE).map_err(|err| {
+        let text = err.to_string();
+        let hint = if text.contains("KVM_SET_USER_MEMORY_REGION") && text.contains("Invalid argument") {
+            ": KVM refuses a slot whose memory_size, guest_phys_addr or userspace_addr is not a multiple of the page size (4 KiB): register exactly the mem_size bytes vm-memory allocated"
+        } else {
+            ""
+        };
+        fail(LAB, "vm_init", format!("{text}{hint}"))
+    })
 }
 
 fn vcpu<'vm>(ctx: &Ctx, vm: &'vm Vm) -> Result<Vcpu<'vm>, String> {
@@ -108,18 +123,23 @@ fn vm_init_memory(ctx: &Ctx) -> Result<(), String> {
     }
 }
 
-/// A 32-bit program: stores 42 in the last 16 bytes of guest memory and at 0x500, then halts.
-const PROBE: [u8; 15] = [
-    0xc6, 0x05, 0xf0, 0xff, 0x1f, 0x00, 0x2a, // movb $42, 0x1ffff0
-    0xc6, 0x05, 0x00, 0x05, 0x00, 0x00, 0x2a, // movb $42, 0x500
-    0xf4, // hlt
-];
+/// A 32-bit program: reads the last 16 bytes of guest memory, stores `value` there and at 0x500,
+/// then halts. Where it stops tells how the memory is registered.
+fn probe(value: u8) -> [u8; 20] {
+    [
+        0xa0, 0xf0, 0xff, 0x1f, 0x00, // mov al, [0x1ffff0]
+        0xc6, 0x05, 0xf0, 0xff, 0x1f, 0x00, value, // movb $value, 0x1ffff0
+        0xc6, 0x05, 0x00, 0x05, 0x00, 0x00, value, // movb $value, 0x500
+        0xf4, // hlt
+    ]
+}
 
 fn memory_seen_by_vcpu(ctx: &Ctx) -> Result<(), String> {
+    let value = ctx.rng().range(1, 256) as u8;
     let vm = vm(ctx)?;
     let mut vcpu = vcpu(ctx, &vm)?;
     vm.memory
-        .write_slice(&PROBE, GuestAddress(0))
+        .write_slice(&probe(value), GuestAddress(0))
         .map_err(|err| format!("the grader cannot write the probe: {err}"))?;
     // The grader sets up flat 32-bit protected mode itself, so this check needs no other lab.
     let mut sregs = vcpu
@@ -150,12 +170,21 @@ fn memory_seen_by_vcpu(ctx: &Ctx) -> Result<(), String> {
         .map_err(|err| format!("KVM_SET_REGS failed: {err}"))?;
     match vcpu.fd.run() {
         Ok(VcpuExit::Hlt) => {}
-        Ok(VcpuExit::MmioWrite(addr, _)) => {
+        Ok(VcpuExit::MmioRead(addr, _)) => {
             return Err(fail(
                 LAB,
                 "vm_init",
                 format!(
                     "the vCPU found no memory at guest physical {addr:#x}: register all of guest memory with KVM (memory_size = mem_size, guest_phys_addr = 0)"
+                ),
+            ));
+        }
+        Ok(VcpuExit::MmioWrite(addr, _)) => {
+            return Err(fail(
+                LAB,
+                "vm_init",
+                format!(
+                    "the guest could read guest physical {addr:#x} but not write it: the memory is registered read-only (flags must be 0, not KVM_MEM_READONLY)"
                 ),
             ));
         }
@@ -181,12 +210,12 @@ fn memory_seen_by_vcpu(ctx: &Ctx) -> Result<(), String> {
             .memory
             .read_obj(GuestAddress(addr))
             .map_err(|err| format!("reading {addr:#x}: {err}"))?;
-        if byte != 42 {
+        if byte != value {
             return Err(fail(
                 LAB,
                 "vm_init",
                 format!(
-                    "the vCPU wrote 42 at guest physical {addr:#x}, but the memory you allocated holds {byte} there: userspace_addr must be that memory's host address"
+                    "the vCPU wrote {value} at guest physical {addr:#x}, but the memory you allocated holds {byte} there: userspace_addr must be that memory's host address"
                 ),
             ));
         }
@@ -258,7 +287,8 @@ fn guest_memory_host_address(ctx: &Ctx) -> Result<(), String> {
 
 fn load_image(ctx: &Ctx) -> Result<(), String> {
     let memory = super::lab2::fresh_memory();
-    let image: Vec<u8> = (0..=255u8).cycle().take(MAX_IMAGE_SIZE).collect();
+    let mut rng = ctx.rng();
+    let image: Vec<u8> = (0..MAX_IMAGE_SIZE).map(|_| rng.range(1, 256) as u8).collect();
     (ctx.labs.load_image)(&memory, &image).map_err(|err| {
         fail(
             LAB,

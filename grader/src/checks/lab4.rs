@@ -9,6 +9,8 @@ use lab4_exit_loop::{ExitCounts, ExitLoopError, Flow, ResultError, UnexpectedExi
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{Group, expect_field, fail};
+use crate::guestgen::{self, Guest};
+use crate::rng::Rng;
 use crate::{Check, Ctx, Part, describe};
 
 const LAB: u8 = 4;
@@ -24,7 +26,15 @@ const GUEST: Group = Group {
     needs: &[1, 2, 3],
     runs_guest: true,
 };
+/// Checks that need KVM but no other lab: the grader makes the vCPU itself.
+const KVM_ONLY: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[],
+    runs_guest: true,
+};
 const HANDLE: &str = "handle_exit";
+/// How long run_until_halt may take to return a failed KVM_RUN before it counts as retrying.
+const RETURN_WAIT: Duration = Duration::from_secs(2);
 const RUN: &str = "run_until_halt";
 /// How long a guest of these checks may run.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -92,18 +102,34 @@ pub const CHECKS: &[Check] = &[
         2,
         wrong_results_are_caught,
     ),
+    GUEST.check(
+        "lab4_trace_every_exit",
+        "run_until_halt calls its trace callback once per exit",
+        1,
+        trace_every_exit,
+    ),
+    KVM_ONLY.check(
+        "lab4_kvm_run_errors",
+        "run_until_halt returns a failed KVM_RUN (EINTR) as an error",
+        1,
+        kvm_run_errors,
+    ),
 ];
 
 fn console_output(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let text = rng.text_between(2, 64);
     let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-    let flow = (ctx.labs.handle_exit)(VcpuExit::IoOut(0xE9, b"Hell"), &mut console, &mut counts)
+    let flow = (ctx.labs.handle_exit)(VcpuExit::IoOut(0xE9, &text), &mut console, &mut counts)
         .map_err(|err| fail(LAB, HANDLE, format!("an OUT to 0xE9 gave {err}")))?;
-    if console != b"Hell" {
+    if console != text {
         return Err(fail(
             LAB,
             HANDLE,
             format!(
-                "an OUT of 4 bytes \"Hell\" to 0xE9 printed {:?}: print the whole data slice (size x count bytes: a 4-byte OUT or a rep outsb brings several)",
+                "an OUT of {} bytes {:?} to 0xE9 printed {:?}: print the whole data slice (size x count bytes: a 4-byte OUT or a rep outsb brings several)",
+                text.len(),
+                String::from_utf8_lossy(&text),
                 String::from_utf8_lossy(&console)
             ),
         ));
@@ -218,14 +244,22 @@ fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn result_slot(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
     let memory = super::lab2::fresh_memory();
+    // Every byte non-zero, so a read of the wrong width or place shows.
+    let value = rng.next_u64() | 0x0101_0101_0101_0101;
     memory
-        .write_obj::<u64>(0x1122_3344_5566_002a, GuestAddress(0x400))
+        .write_obj::<u64>(value, GuestAddress(0x400))
         .expect("inside guest memory");
     memory
-        .write_obj::<u64>(0x7777, GuestAddress(0x408))
+        .write_obj::<u64>(rng.next_u64() | 1, GuestAddress(0x408))
         .expect("inside guest memory");
-    for (width, expected) in [(2, 0x2a), (4, 0x5566_002a), (8, 0x1122_3344_5566_002a)] {
+    memory
+        .write_obj::<u64>(rng.next_u64() | 1, GuestAddress(0x3f8))
+        .expect("inside guest memory");
+    let mut widths = [(2, value & 0xffff), (4, value & 0xffff_ffff), (8, value)];
+    rng.shuffle(&mut widths);
+    for (width, expected) in widths {
         let found = (ctx.labs.read_result_slot)(&memory, width).map_err(|err| {
             fail(
                 LAB,
@@ -248,12 +282,21 @@ fn result_slot(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn check_results(ctx: &Ctx) -> Result<(), String> {
-    let cases = [
+    let mut rng = ctx.rng();
+    let wrong = |rng: &mut Rng| loop {
+        let value = rng.range(0, 1 << 40);
+        if value != 42 {
+            break value;
+        }
+    };
+    let (a, b, c) = (wrong(&mut rng), wrong(&mut rng), wrong(&mut rng));
+    let mut cases = [
         ((42, 42), Ok(())),
-        ((41, 42), Err(ResultError::Rax(41))),
-        ((42, 7), Err(ResultError::Memory(7))),
-        ((0, 0), Err(ResultError::Rax(0))),
+        ((a, 42), Err(ResultError::Rax(a))),
+        ((42, b), Err(ResultError::Memory(b))),
+        ((c, c), Err(ResultError::Rax(c))),
     ];
+    rng.shuffle(&mut cases);
     for ((rax, memory), expected) in cases {
         let found = (ctx.labs.check_results)(rax, memory);
         if found != expected {
@@ -298,31 +341,54 @@ fn run_failure(report: &RunReport, what: &str) -> Option<String> {
     Some(fail(LAB, RUN, message))
 }
 
-fn expect_hello(ctx: &Ctx, mode: Mode, image: &[u8], what: &str) -> Result<(), String> {
-    let report = run_guest(ctx, mode, image);
+/// Runs `guest` and compares its output and, when `exact_exits`, its exits with a correct run's.
+fn expect_run(ctx: &Ctx, mode: Mode, guest: &Guest, what: &str, exact_exits: bool) -> Result<RunReport, String> {
+    let report = run_guest(ctx, mode, &guest.image);
     if let Some(message) = run_failure(&report, what) {
         return Err(message);
     }
-    let output = String::from_utf8_lossy(&report.output);
-    if output != "Hello, world!\n" {
-        return Err(fail(
-            LAB,
-            RUN,
-            format!("{what} printed {output:?}, expected \"Hello, world!\\n\""),
-        ));
+    if report.output != guest.output {
+        return Err(fail(LAB, RUN, format!("{what} {}", super::output_difference(&report.output, &guest.output))));
     }
     let c = report.counts;
-    if (c.total(), c.io_out, c.hlt) != (15, 14, 1) {
+    let out = guest.exits.saturating_sub(1);
+    if exact_exits && (c.total(), c.io_out, c.hlt) != (guest.exits, out, 1) {
         return Err(fail(
             LAB,
             RUN,
             format!(
-                "{what} made {} exits (io_out {}, hlt {}), expected 15 (io_out 14, hlt 1): one KVM_RUN per exit, counted once",
+                "{what} made {} exits (io_out {}, hlt {}), expected {} (io_out {out}, hlt 1): one KVM_RUN per exit, each counted once under its reason",
                 c.total(),
                 c.io_out,
-                c.hlt
+                c.hlt,
+                guest.exits
             ),
         ));
+    }
+    Ok(report)
+}
+
+/// The kit's guest (the assignment's greeting and 42s) and a guest made for this run, in a
+/// random order: memorised output or counts cannot pass both.
+fn expect_hello(ctx: &Ctx, mode: Mode, image: &[u8], what: &str) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let text = rng.text_between(3, 40);
+    let made = match mode {
+        Mode::Real => guestgen::real_mode(&text, 42, 42),
+        _ => guestgen::long_mode(&text, 42, 42),
+    };
+    let kit = Guest {
+        image: image.to_vec(),
+        output: b"Hello, world!\n".to_vec(),
+        exits: 15,
+        rax: 42,
+        result: 42,
+    };
+    let made_what = format!("a {mode}-mode guest made for this run ({} bytes of text)", text.len());
+    let mut runs = [(kit, what.to_owned()), (made, made_what)];
+    rng.shuffle(&mut runs);
+    for (guest, what) in &runs {
+        expect_run(ctx, mode, guest, what, true)?;
     }
     Ok(())
 }
@@ -344,6 +410,23 @@ fn corpus(name: &str) -> &'static [u8] {
 }
 
 fn string_io(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let text = rng.text_between(5, 60);
+    let what = format!("a guest made for this run, printing {} bytes with one rep outsb", text.len());
+    let report = run_guest(ctx, Mode::Long, &guestgen::long_mode_rep_outsb(&text).image);
+    if let Some(message) = run_failure(&report, &what) {
+        return Err(message);
+    }
+    if report.output != text {
+        return Err(fail(
+            LAB,
+            HANDLE,
+            format!(
+                "{what} {}; an OUT exit carries size x count bytes: print them all",
+                super::output_difference(&report.output, &text)
+            ),
+        ));
+    }
     for (name, what) in [
         ("rep-outsb", "a guest printing with rep outsb"),
         ("out-wide", "a guest printing with 4- and 2-byte OUTs"),
@@ -399,6 +482,14 @@ fn stops_at_hlt(ctx: &Ctx) -> Result<(), String> {
 fn unexpected_exit_ends_the_run(ctx: &Ctx) -> Result<(), String> {
     let report = run_guest(ctx, Mode::Long, corpus("odd-port"));
     match &report.failure {
+        Some(failure) if failure.status == Status::WrongResult => Err(fail(
+            LAB,
+            HANDLE,
+            format!(
+                "the run of a guest writing to port 0x3f8 ended as if the guest had halted there (then: {}): an exit other than OUT to 0xE9 and HLT was swallowed; it must end the run with ExitLoopError::Unexpected",
+                failure.message
+            ),
+        )),
         Some(failure) if failure.status == Status::GuestFault && failure.message.contains("port 0x3f8") => {
             expect_field(LAB, HANDLE, "counts.io_out", report.counts.io_out, 1, describe::hex, "the refused OUT is counted too")
         }
@@ -409,14 +500,28 @@ fn unexpected_exit_ends_the_run(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn wrong_results_are_caught(ctx: &Ctx) -> Result<(), String> {
-    for (name, mode, needle) in [
-        ("wrong-rax", Mode::Long, "RAX is 41"),
-        ("wrong-memory", Mode::Long, "memory at 0x400 is 7"),
-        ("wrong-width", Mode::Real, "memory at 0x400 is 298"),
-    ] {
-        let report = run_guest(ctx, mode, corpus(name));
+    let mut rng = ctx.rng();
+    let wrong = |rng: &mut Rng| loop {
+        let value = rng.range(0, 1 << 31) as u32;
+        if value != 42 {
+            break value;
+        }
+    };
+    let (rax, memory) = (wrong(&mut rng), wrong(&mut rng));
+    let made_rax = guestgen::long_mode(b"", rax, 42).image;
+    let made_memory = guestgen::long_mode(b"", 42, memory).image;
+    let mut cases = vec![
+        ("wrong-rax".to_owned(), Mode::Long, "RAX is 41 (".to_owned(), corpus("wrong-rax").to_vec()),
+        ("wrong-memory".to_owned(), Mode::Long, "memory at 0x400 is 7 (".to_owned(), corpus("wrong-memory").to_vec()),
+        ("wrong-width".to_owned(), Mode::Real, "memory at 0x400 is 298 (".to_owned(), corpus("wrong-width").to_vec()),
+        (format!("made for this run with RAX = {rax}"), Mode::Long, format!("RAX is {rax} ("), made_rax),
+        (format!("made for this run with {memory} at 0x400"), Mode::Long, format!("memory at 0x400 is {memory} ("), made_memory),
+    ];
+    rng.shuffle(&mut cases);
+    for (name, mode, needle, image) in cases {
+        let report = run_guest(ctx, mode, &image);
         match &report.failure {
-            Some(failure) if failure.status == Status::WrongResult && failure.message.contains(needle) => {}
+            Some(failure) if failure.status == Status::WrongResult && failure.message.contains(needle.as_str()) => {}
             Some(failure) if failure.status != Status::WrongResult => {
                 return Err(
                     run_failure(&report, &format!("the guest {name}")).unwrap_or_else(|| failure.message.clone())
@@ -427,7 +532,8 @@ fn wrong_results_are_caught(ctx: &Ctx) -> Result<(), String> {
                     LAB,
                     "check_results",
                     format!(
-                        "the guest {name} should fail with \"{needle}\", got {:?}: read the slot at the mode's width and compare both values with 42",
+                        "the guest {name} should fail with \"{}\", got {:?}: read the slot at the mode's width and compare both values with 42",
+                        needle.trim_end_matches(" ("),
                         other.as_ref().map(|f| f.message.as_str())
                     ),
                 ));
@@ -435,4 +541,94 @@ fn wrong_results_are_caught(ctx: &Ctx) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn trace_every_exit(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let text = rng.text_between(3, 30);
+    let guest = guestgen::long_mode(&text, 42, 42);
+    let report = vmm::run(RunConfig {
+        labs: ctx.labs,
+        mode: Mode::Long,
+        image: guest.image.clone(),
+        capture_output: true,
+        trace: false,
+        timeout: GUEST_TIMEOUT,
+        // The explanation records every exit through the trace callback.
+        explain_walk: Some(kit_common::RESULT_ADDR),
+        program: vmm::Program::Hello,
+    });
+    if let Some(message) = run_failure(&report, "a guest made for this run") {
+        return Err(message);
+    }
+    let traced = report.explanation.map(|e| e.exits.len() as u64).unwrap_or_default();
+    let exits = report.counts.total();
+    if traced != exits || exits != guest.exits {
+        return Err(fail(
+            LAB,
+            RUN,
+            format!(
+                "a guest with {} exits ran {exits} exits but the trace callback saw {traced}: call trace(&exit) once for every exit, before handling it (--trace and --explain show exits through it)",
+                guest.exits
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What the lab's loop did with a KVM_RUN that fails at once.
+fn run_with_failing_kvm_run(labs: crate::Labs) -> Result<Result<(), ExitLoopError>, String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|err| format!("the grader cannot open /dev/kvm: {err}"))?;
+    let vm = kvm.create_vm().map_err(|err| format!("the grader cannot create a VM: {err}"))?;
+    let mut vcpu = vm
+        .create_vcpu(0)
+        .map_err(|err| format!("the grader cannot create a vCPU: {err}"))?;
+    // With immediate_exit set, KVM_RUN returns EINTR before it enters the guest, every time:
+    // what a VMM sees when its vCPU is kicked (the watchdog does exactly this).
+    vcpu.set_kvm_immediate_exit(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("check-kvm-run".into())
+        .spawn(move || {
+            let _vm = vm;
+            let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
+            let result = (labs.run_until_halt)(&mut vcpu, &mut console, &mut counts, &mut |_| {});
+            let _ = tx.send(result);
+        })
+        .map_err(|err| format!("the grader cannot start a thread: {err}"))?;
+    match rx.recv_timeout(RETURN_WAIT) {
+        Ok(result) => Ok(result),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(fail(
+            LAB,
+            RUN,
+            format!(
+                "KVM_RUN failed with EINTR and run_until_halt had not returned after {} s: it retries a failed KVM_RUN; return the error (ExitLoopError::Run), or a kicked vCPU is never stopped",
+                RETURN_WAIT.as_secs()
+            ),
+        )),
+        // The loop panicked: the panic is the check's outcome.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match kvm_hello::vmm::take_last_panic() {
+            Some(kit_common::LabPanic::NotImplemented(stub)) => super::stub_reached(&format!("not implemented yet: {stub}")),
+            Some(panic) => Err(format!("lab code panicked: {panic}")),
+            None => Err("the exit loop's thread ended without a result".into()),
+        },
+    }
+}
+
+fn kvm_run_errors(ctx: &Ctx) -> Result<(), String> {
+    match run_with_failing_kvm_run(ctx.labs)? {
+        Err(ExitLoopError::Run(err)) if err.errno() == libc::EINTR => Ok(()),
+        Ok(()) => Err(fail(
+            LAB,
+            RUN,
+            "KVM_RUN failed with EINTR and run_until_halt returned Ok(()): a failed KVM_RUN was swallowed; return it as Err(ExitLoopError::Run(err))",
+        )),
+        Err(other) => Err(fail(
+            LAB,
+            RUN,
+            format!(
+                "KVM_RUN failed with EINTR and run_until_halt returned Err({other:?}): return the ioctl's own error, as ExitLoopError::Run(err)"
+            ),
+        )),
+    }
 }

@@ -6,7 +6,7 @@ use kit_common::{Mode, Status};
 use kvm_hello::vmm::{self, Program, RunConfig, RunReport};
 use kvm_ioctls::VcpuExit;
 use lab4_exit_loop::{ExitCounts, Flow};
-use lab5_hypercalls::{Host, HypercallRecord, Lab5Error, REPORT_ADDR};
+use lab5_hypercalls::{Host, HypercallRecord, Lab5Error, MAX_STRING, REPORT_ADDR};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{Group, fail};
@@ -64,6 +64,12 @@ pub const CHECKS: &[Check] = &[
         2,
         gva_to_hva,
     ),
+    WALK.check(
+        "lab5_gva_to_hva_outside_memory",
+        "gva_to_hva: None for a guest physical address past guest memory",
+        1,
+        gva_to_hva_outside_memory,
+    ),
     GUEST.check(
         "lab5_hypercall_guest",
         "the hypercall guest's whole output",
@@ -102,25 +108,46 @@ fn serve(
     Ok((console, host.records, host.counts, flow))
 }
 
+/// Why a printed number differs from `value` in decimal with a newline.
+fn number_format(printed: &[u8], value: u32) -> &'static str {
+    let text = String::from_utf8_lossy(printed);
+    let swapped = u32::from_be_bytes(value.to_le_bytes());
+    if text == value.to_string() {
+        "the newline is missing"
+    } else if text.trim_end() == format!("{value:x}") || text.trim_end() == format!("{value:#x}") {
+        "the number was printed in hex"
+    } else if text.trim_end() == swapped.to_string() {
+        "the data bytes were read big-endian"
+    } else if text.trim_end() == (value as i32).to_string() {
+        "the number was printed as signed"
+    } else {
+        "the number is not the OUT's value"
+    }
+}
+
 fn print32bit(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    // A value with a high bit set now and then, and every byte significant.
+    let value = rng.range(0x0101_0101, 0xffff_ffff) as u32;
     let (console, records, counts, flow) = serve(
         ctx,
-        VcpuExit::IoOut(0xEA, &2048u32.to_le_bytes()),
+        VcpuExit::IoOut(0xEA, &value.to_le_bytes()),
         ExitCounts::default(),
     )?;
-    if console != b"2048\n" {
+    if console != format!("{value}\n").as_bytes() {
         return Err(fail(
             LAB,
             "handle_hypercall",
             format!(
-                "print32bit(2048) printed {:?}, expected \"2048\\n\": the value is the OUT's 4 data bytes, little-endian, printed in decimal with a newline",
-                String::from_utf8_lossy(&console)
+                "print32bit({value}) printed {:?}, expected \"{value}\\n\": {}; the value is the OUT's 4 data bytes, little-endian, printed in decimal with a newline",
+                String::from_utf8_lossy(&console),
+                number_format(&console, value)
             ),
         ));
     }
     let expected = [HypercallRecord {
         name: "print32bit",
-        args: vec![2048],
+        args: vec![value.into()],
         result: None,
     }];
     if records != expected || counts.io_out != 1 || flow != Flow::Continue {
@@ -128,7 +155,7 @@ fn print32bit(ctx: &Ctx) -> Result<(), String> {
             LAB,
             "handle_hypercall",
             format!(
-                "print32bit(2048) gave records {records:?}, io_out {}, {flow:?}; expected {expected:?}, 1, Continue: record each hypercall with host.record",
+                "print32bit({value}) gave records {records:?}, io_out {}, {flow:?}; expected {expected:?}, 1, Continue: record each hypercall with host.record",
                 counts.io_out
             ),
         ));
@@ -137,19 +164,23 @@ fn print32bit(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn num_exits(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
     let mut data = [0u8; 4];
     let before = ExitCounts {
-        io_out: 9,
+        io_out: rng.range(1, 500),
+        io_in: rng.range(0, 50),
         ..ExitCounts::default()
     };
+    let prior = before.total();
+    let expected = prior + 1;
     let (_, records, _, _) = serve(ctx, VcpuExit::IoIn(0xEB, &mut data), before)?;
     let answered = u32::from_le_bytes(data);
-    if answered != 10 {
+    if u64::from(answered) != expected {
         return Err(fail(
             LAB,
             "handle_hypercall",
             format!(
-                "num_exits after 9 exits answered {answered}, expected 10: count the exit first; the answer includes this one (the guest relies on it: two calls around one print_str differ by 2)"
+                "num_exits after {prior} exits answered {answered}, expected {expected}: count the exit first; the answer includes this one (the guest relies on it: two calls around one print_str differ by 2)"
             ),
         ));
     }
@@ -157,24 +188,25 @@ fn num_exits(ctx: &Ctx) -> Result<(), String> {
         [
             HypercallRecord {
                 name: "num_exits",
-                result: Some(10),
+                result: Some(result),
                 ..
             },
-        ] => Ok(()),
+        ] if *result == expected => Ok(()),
         other => Err(fail(
             LAB,
             "handle_hypercall",
-            format!("num_exits was recorded as {other:?}, expected one record with result 10"),
+            format!("num_exits was recorded as {other:?}, expected one record with result {expected}"),
         )),
     }
 }
 
 fn exit_report(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
     let memory = super::lab2::fresh_memory();
     let counts = ExitCounts {
-        io_in: 3,
-        io_out: 37,
-        hlt: 0,
+        io_in: rng.range(1, 100_000),
+        io_out: rng.range(1, 100_000),
+        hlt: rng.range(0, 2),
         ..ExitCounts::default()
     };
     let addr = (ctx.labs.write_exit_report)(&memory, &counts).map_err(|err| fail(LAB, "write_exit_report", err))?;
@@ -185,12 +217,13 @@ fn exit_report(ctx: &Ctx) -> Result<(), String> {
             format!("returned {addr:#x}, expected {REPORT_ADDR:#x}, where the report is"),
         ));
     }
-    let expected = b"IO in: 3\nIO out: 37\n\0";
-    let mut found = [0u8; 21];
+    let expected = format!("IO in: {}\nIO out: {}\n\0", counts.io_in, counts.io_out).into_bytes();
+    let expected = expected.as_slice();
+    let mut found = vec![0u8; expected.len()];
     memory
         .read_slice(&mut found, GuestAddress(REPORT_ADDR))
         .expect("inside guest memory");
-    if &found != expected {
+    if found != expected {
         return Err(fail(
             LAB,
             "write_exit_report",
@@ -215,33 +248,67 @@ fn identity_map() -> vm_memory::GuestMemoryMmap {
 }
 
 fn guest_string(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
     let memory = identity_map();
+    let text = rng.text_between(2, 60);
+    // Across a page boundary, at a place the lab cannot know.
+    let page = rng.range(6, 0x1e0) * 0x1000;
+    let at = page - rng.range(1, text.len() as u64);
+    memory.write_slice(&text, GuestAddress(at)).expect("inside guest memory");
+    memory.write_obj(0u8, GuestAddress(at + text.len() as u64)).expect("inside guest memory");
+    let longest = vec![b'y'; MAX_STRING];
+    let too_long_at = 0x1e_0000 + rng.range(0, 0x1000);
+    memory.write_slice(&[b'x'; MAX_STRING + 8], GuestAddress(too_long_at)).expect("inside guest memory");
+    let longest_at = 0x1f_0000 - rng.range(0x1000, 0x2000);
+    memory.write_slice(&longest, GuestAddress(longest_at)).expect("inside guest memory");
     memory
-        .write_slice(b"across a page\0", GuestAddress(0x6ffa))
+        .write_obj(0u8, GuestAddress(longest_at + MAX_STRING as u64))
         .expect("inside guest memory");
-    let found =
-        (ctx.labs.read_guest_string)(&memory, 0x2000, 0x6ffa).map_err(|err| fail(LAB, "read_guest_string", err))?;
-    if found != b"across a page" {
-        return Err(fail(
-            LAB,
-            "read_guest_string",
-            format!(
-                "the string at 0x6ffa (it crosses into the next page) read as {:?}, expected \"across a page\" without its NUL",
-                String::from_utf8_lossy(&found)
-            ),
-        ));
-    }
-    memory
-        .write_slice(&[b'x'; 5000], GuestAddress(0x8000))
-        .expect("inside guest memory");
-    let cases = [
-        (0x8000, "a string with no NUL within 4096 bytes"),
-        (0x4000_0000, "an address no page table entry maps"),
+    let mut cases: Vec<(u64, Option<Vec<u8>>, String)> = vec![
+        (at, Some(text.clone()), format!("a {}-byte string across a page boundary", text.len())),
+        (longest_at, Some(longest), format!("a string of exactly MAX_STRING = {MAX_STRING} bytes")),
+        (too_long_at, None, format!("a string with no NUL within {MAX_STRING} bytes")),
+        (0x4000_0000 + rng.range(0, 0x1000), None, "an address no page table entry maps".to_owned()),
     ];
-    for (gva, what) in cases {
-        match (ctx.labs.read_guest_string)(&memory, 0x2000, gva) {
-            Err(Lab5Error::BadAddress { .. }) => {}
-            other => {
+    rng.shuffle(&mut cases);
+    for (gva, expected, what) in cases {
+        let found = (ctx.labs.read_guest_string)(&memory, 0x2000, gva);
+        match (expected, found) {
+            (Some(want), Ok(got)) if got == want => {}
+            (Some(want), Ok(got)) => {
+                return Err(fail(
+                    LAB,
+                    "read_guest_string",
+                    format!(
+                        "{what} at {gva:#x} read as {} bytes {:?}, expected {} bytes without the NUL{}",
+                        got.len(),
+                        String::from_utf8_lossy(&got).chars().take(40).collect::<String>(),
+                        want.len(),
+                        if got.len() < want.len() && want.len() > 100 {
+                            ": a string may be up to MAX_STRING bytes long"
+                        } else {
+                            ": read up to the NUL, across pages, translating each page"
+                        }
+                    ),
+                ));
+            }
+            (Some(want), Err(err)) => {
+                return Err(fail(
+                    LAB,
+                    "read_guest_string",
+                    format!(
+                        "{what} at {gva:#x} gave Err({err}), expected its {} bytes{}",
+                        want.len(),
+                        if want.len() == MAX_STRING {
+                            ": the limit is MAX_STRING bytes before the NUL, so a string of exactly that length is fine"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            (None, Err(Lab5Error::BadAddress { .. })) => {}
+            (None, other) => {
                 return Err(fail(
                     LAB,
                     "read_guest_string",
@@ -257,20 +324,57 @@ fn guest_string(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn gva_to_hva(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
     let memory = identity_map();
-    let base = 0x7f12_3400_0000;
-    for (gva, expected) in [
+    let base = rng.range(0x1000, 0x7fff_0000) << 12;
+    let inside = rng.range(0, 0x20_0000);
+    let mut cases = [
         (0x400, Some(base + 0x400)),
+        (inside, Some(base + inside)),
+        (0x4000_0000 + rng.range(0, 0x4000_0000), None),
+    ];
+    rng.shuffle(&mut cases);
+    for (gva, expected) in cases {
+        let found = (ctx.labs.gva_to_hva)(&memory, 0x2000, base, gva);
+        if found != expected {
+            let cause = match found {
+                Some(hva) if hva == gva && expected.is_some() => ": that is the guest physical address itself",
+                _ => "",
+            };
+            return Err(fail(
+                LAB,
+                "gva_to_hva",
+                format!(
+                    "gva_to_hva({gva:#x}) with host_base {base:#x} gave {found:x?}, expected {expected:x?}{cause}: translate to the guest physical address, then add host_base"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn gva_to_hva_outside_memory(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let memory = identity_map();
+    // PD[1] maps the 2 MiB page just past the end of the guest's 2 MiB of memory.
+    memory
+        .write_obj::<u64>(0x20_0000 | 0x87, GuestAddress(0x4008))
+        .expect("inside guest memory");
+    let base = rng.range(0x1000, 0x7fff_0000) << 12;
+    let mut cases = [
+        (0x20_0000, None),
+        (0x20_0000 + rng.range(0, 0x20_0000), None),
         (0x1f_fff8, Some(base + 0x1f_fff8)),
-        (0x4000_0000, None),
-    ] {
+    ];
+    rng.shuffle(&mut cases);
+    for (gva, expected) in cases {
         let found = (ctx.labs.gva_to_hva)(&memory, 0x2000, base, gva);
         if found != expected {
             return Err(fail(
                 LAB,
                 "gva_to_hva",
                 format!(
-                    "gva_to_hva({gva:#x}) with host_base {base:#x} gave {found:x?}, expected {expected:x?}: translate to the guest physical address, then add host_base"
+                    "gva_to_hva({gva:#x}) gave {found:x?}, expected {expected:x?}: a page table entry maps guest physical {gva:#x}, past the end of guest memory (2 MiB); the host address would point outside the VM's memory, so answer None"
                 ),
             ));
         }

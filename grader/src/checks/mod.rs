@@ -95,3 +95,34 @@ pub fn stub_reached(message: &str) -> ! {
     let stub = message.strip_prefix("not implemented yet: ").unwrap_or(message);
     panic!("not yet implemented: {stub}")
 }
+
+/// The first difference between what a guest printed and what it should have, and what that
+/// difference usually means.
+pub fn output_difference(found: &[u8], expected: &[u8]) -> String {
+    let show = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
+    let doubled: Vec<u8> = expected.iter().flat_map(|&b| [b, b]).collect();
+    let cause = if found.is_empty() {
+        "nothing: write the data of every OUT to the console port".to_owned()
+    } else if found == doubled.as_slice() || found == [expected, expected].concat().as_slice() {
+        "every byte twice: print an OUT's data once (handle_exit prints it; the loop must not print it again)".to_owned()
+    } else if expected.starts_with(found) {
+        format!(
+            "only the first {} of {} bytes: the run stopped early, or an OUT's bytes were not all printed",
+            found.len(),
+            expected.len()
+        )
+    } else if found.starts_with(expected) {
+        format!(
+            "{} bytes more than the guest wrote, after all of its {}",
+            found.len() - expected.len(),
+            expected.len()
+        )
+    } else {
+        let at = found.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(0);
+        format!(
+            "a different byte at offset {at}: {:?} where the guest wrote {:?}",
+            found[at] as char, expected[at] as char
+        )
+    };
+    format!("printed {}, expected {}: {cause}", show(found), show(expected))
+}
