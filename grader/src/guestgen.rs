@@ -125,3 +125,57 @@ pub fn probe_memory(probe: u16, value: u8) -> Vec<u8> {
         HLT,
     ]
 }
+
+/// A 64-bit guest for lab 5 made for one run: random print8bit, print32bit and print_str
+/// hypercalls (the strings placed after the code), then RAX = 42, 42 at 0x400, HLT.
+pub fn hypercalls(rng: &mut crate::rng::Rng) -> Guest {
+    use lab5_hypercalls::{PRINT_STR_PORT, PRINT8_PORT, PRINT32_PORT};
+    enum Call {
+        Byte(u8),
+        Number(u32),
+        Text(Vec<u8>),
+    }
+    let calls: Vec<Call> = (0..rng.range(3, 9))
+        .map(|_| match rng.range(0, 3) {
+            0 => Call::Byte(rng.range(0x20, 0x7f) as u8),
+            1 => Call::Number(rng.next_u64() as u32),
+            _ => Call::Text(rng.text_between(1, 40)),
+        })
+        .collect();
+    // Each call is 7 bytes of code: mov eax, imm32 (5) and out imm8, eax or al (2).
+    const CALL_LEN: usize = 7;
+    let code_len = calls.len() * CALL_LEN + long_mode(b"", 42, 42).image.len();
+    let (mut code, mut data, mut output) = (Vec::new(), Vec::new(), Vec::new());
+    for call in &calls {
+        let (value, port, wide) = match call {
+            Call::Byte(b) => {
+                output.push(*b);
+                (u32::from(*b), PRINT8_PORT, false)
+            }
+            Call::Number(n) => {
+                output.extend_from_slice(format!("{n}\n").as_bytes());
+                (*n, PRINT32_PORT, true)
+            }
+            Call::Text(text) => {
+                let at = (code_len + data.len()) as u32;
+                data.extend_from_slice(text);
+                data.push(0);
+                output.extend_from_slice(text);
+                (at, PRINT_STR_PORT, true)
+            }
+        };
+        code.push(0xb8); // mov eax, imm32
+        code.extend_from_slice(&value.to_le_bytes());
+        code.extend_from_slice(&[if wide { 0xe7 } else { OUT_IMM8_AL }, port as u8]);
+    }
+    code.extend_from_slice(&long_mode(b"", 42, 42).image);
+    debug_assert_eq!(code.len(), code_len);
+    code.extend_from_slice(&data);
+    Guest {
+        image: code,
+        output,
+        exits: calls.len() as u64 + 1,
+        rax: 42,
+        result: 42,
+    }
+}

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, Once, PoisonError};
@@ -32,7 +32,7 @@ use crate::{Check, Ctx, HostNeed, Part, all_checks};
 pub const RUN_CHECK_ARG: &str = "--run-check";
 /// The child's descriptor for its result.
 pub const RESULT_FD: RawFd = 3;
-/// How much of what lab code printed is kept (its last bytes) for a message.
+/// How much of what lab code printed is kept (its first and its last bytes) for a message.
 const OUTPUT_TAIL: usize = 2048;
 /// How much of it a message shows.
 const OUTPUT_SHOWN: usize = 300;
@@ -168,6 +168,11 @@ pub fn run_check_here(check: &Check, ctx: &Ctx) -> Value {
 /// The child's side: reads the check's name, seed and secret on stdin, runs the check and
 /// reports on `RESULT_FD`. Returns the process's exit status.
 pub fn child_main(vmm: (std::path::PathBuf, Vec<String>)) -> u8 {
+    child_main_with(crate::Labs::BUILT, vmm)
+}
+
+/// `child_main` with the lab functions given (the isolation tests seed forgeries this way).
+pub fn child_main_with(labs: crate::Labs, vmm: (std::path::PathBuf, Vec<String>)) -> u8 {
     let mut input = String::new();
     if std::io::stdin().read_to_string(&mut input).is_err() {
         eprintln!("grader: {RUN_CHECK_ARG} reads the check from the grader, not from a terminal");
@@ -197,11 +202,7 @@ pub fn child_main(vmm: (std::path::PathBuf, Vec<String>)) -> u8 {
     // SAFETY: the grader opened RESULT_FD for us; nothing else in this process owns it.
     let mut channel = unsafe { std::fs::File::from_raw_fd(RESULT_FD) };
     let secret = secret.to_owned();
-    let ctx = Ctx {
-        labs: crate::Labs::BUILT,
-        vmm,
-        seed,
-    };
+    let ctx = Ctx { labs, vmm, seed };
     let result = run_check_here(&check, &ctx);
     let _ = std::io::stdout().flush();
     let _ = writeln!(channel, "{secret} {result}");
@@ -213,9 +214,9 @@ pub fn child_main(vmm: (std::path::PathBuf, Vec<String>)) -> u8 {
 pub struct Finished {
     /// How it ended.
     pub status: ExitStatus,
-    /// The last bytes it wrote on stdout.
+    /// The first and the last bytes it wrote on stdout.
     pub stdout: Vec<u8>,
-    /// The last bytes it wrote on stderr.
+    /// The first and the last bytes it wrote on stderr.
     pub stderr: Vec<u8>,
     /// What it wrote on the result pipe.
     pub result: Vec<u8>,
@@ -294,10 +295,13 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
-/// A stream read without ever blocking; keeps its last `cap` bytes.
+/// A stream read without ever blocking; keeps its first and its last `cap` bytes.
 struct Drain {
     fd: Option<OwnedFd>,
+    head: Vec<u8>,
     tail: Vec<u8>,
+    /// Whether bytes between the head and the tail were dropped.
+    cut: bool,
     cap: usize,
 }
 
@@ -306,7 +310,9 @@ impl Drain {
         set_nonblocking(fd.as_raw_fd());
         Drain {
             fd: Some(fd),
+            head: Vec::new(),
             tail: Vec::new(),
+            cut: false,
             cap,
         }
     }
@@ -319,9 +325,15 @@ impl Drain {
             // SAFETY: read into a buffer of the given length from a descriptor we own.
             let n = unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
             if n > 0 {
-                self.tail.extend_from_slice(&buffer[..n as usize]);
+                let mut bytes = &buffer[..n as usize];
+                let room = self.cap.saturating_sub(self.head.len());
+                let to_head = room.min(bytes.len());
+                self.head.extend_from_slice(&bytes[..to_head]);
+                bytes = &bytes[to_head..];
+                self.tail.extend_from_slice(bytes);
                 if self.tail.len() > self.cap {
                     self.tail.drain(..self.tail.len() - self.cap);
+                    self.cut = true;
                 }
             } else if n == 0 {
                 self.fd = None;
@@ -333,6 +345,16 @@ impl Drain {
                 }
             }
         }
+    }
+
+    /// What was kept: the head, then the tail (with `…` where bytes were dropped).
+    fn kept(self) -> Vec<u8> {
+        let mut bytes = self.head;
+        if self.cut {
+            bytes.extend_from_slice("…".as_bytes());
+        }
+        bytes.extend_from_slice(&self.tail);
+        bytes
     }
 
     fn raw(&self) -> RawFd {
@@ -443,9 +465,9 @@ pub fn run_with_limit(mut command: Command, input: &[u8], limits: Limits) -> Res
     let [stdout, stderr, result] = streams;
     Ok(Finished {
         status,
-        stdout: stdout.tail,
-        stderr: stderr.tail,
-        result: result.tail,
+        stdout: stdout.kept(),
+        stderr: stderr.kept(),
+        result: result.kept(),
     })
 }
 
@@ -482,13 +504,19 @@ pub fn printed(stdout: &[u8], stderr: &[u8]) -> String {
     let mut parts = Vec::new();
     for (name, bytes) in [("stdout", stdout), ("stderr", stderr)] {
         let text = String::from_utf8_lossy(bytes);
+        // A backtrace says nothing to a student that the line before it does not.
+        let text = text.split("\nstack backtrace:").next().unwrap_or_default();
+        let text = text.split("\nnote: run with `RUST_BACKTRACE").next().unwrap_or_default();
         let text = text.trim();
         if text.is_empty() {
             continue;
         }
         let chars: Vec<char> = text.chars().collect();
+        let half = OUTPUT_SHOWN / 2;
         let shown: String = if chars.len() > OUTPUT_SHOWN {
-            format!("…{}", chars[chars.len() - OUTPUT_SHOWN..].iter().collect::<String>())
+            let head: String = chars[..half].iter().collect();
+            let tail: String = chars[chars.len() - half..].iter().collect();
+            format!("{head}…{tail}")
         } else {
             text.to_owned()
         };
@@ -517,9 +545,16 @@ fn describe_status(status: ExitStatus) -> String {
 pub fn run_isolated(grader_exe: &Path, check: &Check, seed: u64) -> Result<Outcome, i32> {
     let mut command = Command::new(grader_exe);
     command.arg(RUN_CHECK_ARG);
+    run_isolated_with(command, check.name, seed, check.limits())
+}
+
+/// Runs the check `name` in `command` (a program that behaves as `grader --run-check`) within
+/// `limits`; `Err(signal)` when SIGINT or SIGTERM interrupted it.
+pub fn run_isolated_with(command: Command, name: &str, seed: u64, limits: Limits) -> Result<Outcome, i32> {
+    let grader_exe = PathBuf::from(command.get_program());
     let secret = secret();
-    let input = format!("{}\n{seed}\n{secret}\n", check.name);
-    match run_with_limit(command, input.as_bytes(), check.limits()) {
+    let input = format!("{name}\n{seed}\n{secret}\n");
+    match run_with_limit(command, input.as_bytes(), limits) {
         Ok(finished) => {
             let shown = printed(&finished.stdout, &finished.stderr);
             let verdict = parse_result(&finished.result, &secret);
@@ -629,4 +664,104 @@ pub fn matches_filter(check: &Check, words: &[String]) -> bool {
 /// Whether a check's host needs allow it here (used by `Host::cannot_run`).
 pub fn needs_kvm(need: HostNeed) -> bool {
     need != HostNeed::Nothing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    /// The timing tests run one at a time, so none waits for another inside its measurement.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    const SHORT: Limits = Limits {
+        cpu: Duration::from_secs(1),
+        wall: Duration::from_secs(2),
+    };
+
+    #[test]
+    fn only_a_line_with_the_secret_is_a_verdict() {
+        assert_eq!(
+            parse_result(b"s3cret {\"outcome\":\"passed\",\"message\":\"\"}\n", "s3cret"),
+            Some(Outcome::Passed)
+        );
+        assert_eq!(
+            parse_result(b"garbage{\"outcome\":\"passed\"}s3cret {\"outcome\":\"failed\",\"message\":\"m\"}\n", "s3cret"),
+            Some(Outcome::Failed("m".into()))
+        );
+        assert_eq!(parse_result(b"{\"outcome\":\"passed\",\"message\":\"\"}\n", "s3cret"), None);
+        assert_eq!(parse_result(b"", "s3cret"), None);
+    }
+
+    #[test]
+    fn a_hanging_child_and_its_escaped_children_are_killed_at_the_limit() {
+        let _serial = serial();
+        let pid_file = std::env::temp_dir().join(format!("grader-runner-test-{}", std::process::id()));
+        let script = format!(
+            "setsid sh -c 'sleep 30' & echo $! > {}; while :; do :; done",
+            pid_file.display()
+        );
+        let started = Instant::now();
+        let result = run_with_limit(sh(&script), b"", SHORT);
+        assert!(matches!(result, Err(RunError::TimedOut(ref m)) if m.contains("CPU time")), "{result:?}");
+        assert!(started.elapsed() < SHORT.wall + Duration::from_secs(1), "{:?}", started.elapsed());
+        let escaped = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let _ = std::fs::remove_file(&pid_file);
+        let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z"), "the escaped process {escaped} still runs: {stat}");
+    }
+
+    #[test]
+    fn a_sleeping_child_is_stopped_at_the_wall_clock_backstop() {
+        let _serial = serial();
+        let started = Instant::now();
+        let result = run_with_limit(sh("sleep 30"), b"", SHORT);
+        assert!(matches!(result, Err(RunError::TimedOut(ref m)) if m.contains("did not finish within 2 s")), "{result:?}");
+        assert!(started.elapsed() < SHORT.wall + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn output_input_and_the_result_pipe_of_a_finished_child_are_kept() {
+        let _serial = serial();
+        let finished = run_with_limit(sh("read a; echo out $a; echo err >&2; echo res >&3"), b"hi\n", SHORT).unwrap();
+        assert!(finished.status.success());
+        assert_eq!(finished.stdout, b"out hi\n");
+        assert_eq!(finished.stderr, b"err\n");
+        assert_eq!(finished.result, b"res\n");
+    }
+
+    #[test]
+    fn a_child_that_leaves_a_writer_behind_is_not_waited_for() {
+        let _serial = serial();
+        let started = Instant::now();
+        let finished = run_with_limit(sh("(sleep 30; echo late) & echo early"), b"", SHORT).unwrap();
+        assert_eq!(finished.stdout, b"early\n");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn printed_output_is_trimmed_and_shown_as_the_students() {
+        assert_eq!(printed(b"", b""), "");
+        assert_eq!(printed(b"dbg\n", b""), " (your code printed on stdout: \"dbg\")");
+        let long = vec![b'x'; 1000];
+        assert!(printed(&long, b"").len() < 400);
+    }
+
+    #[test]
+    fn filters_pick_parts_and_names() {
+        let check = crate::find_check("lab2_pd_entry").unwrap();
+        assert!(matches_filter(&check, &[]));
+        assert!(matches_filter(&check, &["lab2".into()]));
+        assert!(matches_filter(&check, &["pd_entry".into()]));
+        assert!(!matches_filter(&check, &["lab3".into()]));
+    }
 }

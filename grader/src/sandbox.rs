@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How many processes and threads a check may have at once (where a pids cgroup can be made).
-pub const MAX_TASKS: u64 = 256;
+pub const MAX_TASKS: u64 = 128;
+/// The niceness of a check's processes: a fork loop or a busy loop of lab code must not starve
+/// the grader, which watches and stops it.
+pub const CHECK_NICENESS: i32 = 10;
 /// The address space of each of a check's processes (KVM, its threads and lab code fit well).
 pub const MAX_ADDRESS_SPACE: u64 = 4 << 30;
 /// Processes the grader's user may start while a check runs, over the number running before
@@ -218,8 +221,11 @@ pub fn limit_child(nproc: u64, cpu_seconds: u64) -> std::io::Result<()> {
         // SAFETY: setrlimit reads the struct we pass; it changes this (child) process only.
         unsafe { libc::setrlimit(resource, &rlimit) };
     };
-    // SAFETY: prctl(PR_SET_PDEATHSIG) sets a flag of this process only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and setpriority change this (child) process only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, CHECK_NICENESS);
+    }
     set(libc::RLIMIT_AS, MAX_ADDRESS_SPACE);
     set(libc::RLIMIT_NPROC, nproc);
     // Per process, a backstop behind the grader's count over the whole tree.
