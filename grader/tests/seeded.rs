@@ -197,7 +197,7 @@ fn efer_without_lma() {
     assert_names(
         &message,
         "lab3 special_registers: EFER in long mode = 0x100 (LME), expected 0x500 (LME|LMA)",
-        &["without LMA", "EINVAL"],
+        &["not LMA", "EINVAL"],
     );
 }
 
