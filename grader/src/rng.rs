@@ -9,9 +9,9 @@ impl Rng {
     /// A generator for one check: the run's seed mixed with the check's name, so each check gets
     /// its own inputs and one check can be rerun alone with the same ones.
     pub fn for_check(seed: u64, check: &str) -> Rng {
-        let name = check
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let name = check.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         Rng(seed ^ name)
     }
 
@@ -79,14 +79,18 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_numbers_and_checks_differ() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = Rng::for_check(7, "lab2_x");
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = Rng::for_check(7, "lab2_x");
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::for_check(7, "lab2_x");
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::for_check(7, "lab2_x");
+                move |_| r.next_u64()
+            })
+            .collect();
         let c = Rng::for_check(7, "lab2_y").next_u64();
         assert_eq!(a, b);
         assert_ne!(a[0], c);

@@ -84,9 +84,7 @@ impl Outcome {
     pub fn message(&self) -> String {
         match self {
             Outcome::Passed => String::new(),
-            Outcome::Failed(message) | Outcome::NotImplemented(message) | Outcome::TimedOut(message) => {
-                message.clone()
-            }
+            Outcome::Failed(message) | Outcome::NotImplemented(message) | Outcome::TimedOut(message) => message.clone(),
             Outcome::Blocked(lab) => {
                 format!("blocked by lab {lab}: make lab {lab} pass first (cargo grade lab{lab})")
             }
@@ -399,8 +397,14 @@ pub fn run_with_limit(mut command: Command, input: &[u8], limits: Limits) -> Res
         let _ = stdin.write_all(input);
     }
     let mut streams = [
-        Drain::new(OwnedFd::from(child.stdout.take().expect("stdout is piped")), OUTPUT_TAIL),
-        Drain::new(OwnedFd::from(child.stderr.take().expect("stderr is piped")), OUTPUT_TAIL),
+        Drain::new(
+            OwnedFd::from(child.stdout.take().expect("stdout is piped")),
+            OUTPUT_TAIL,
+        ),
+        Drain::new(
+            OwnedFd::from(child.stderr.take().expect("stderr is piped")),
+            OUTPUT_TAIL,
+        ),
         Drain::new(result_read, 64 * 1024),
     ];
     let started = Instant::now();
@@ -506,7 +510,10 @@ pub fn printed(stdout: &[u8], stderr: &[u8]) -> String {
         let text = String::from_utf8_lossy(bytes);
         // A backtrace says nothing to a student that the line before it does not.
         let text = text.split("\nstack backtrace:").next().unwrap_or_default();
-        let text = text.split("\nnote: run with `RUST_BACKTRACE").next().unwrap_or_default();
+        let text = text
+            .split("\nnote: run with `RUST_BACKTRACE")
+            .next()
+            .unwrap_or_default();
         let text = text.trim();
         if text.is_empty() {
             continue;
@@ -535,7 +542,9 @@ fn describe_status(status: ExitStatus) -> String {
         (_, Some(libc::SIGKILL)) => "was killed (SIGKILL: out of memory, or a limit)".to_owned(),
         (_, Some(libc::SIGXCPU)) => "was killed at its CPU-time limit (SIGXCPU)".to_owned(),
         (_, Some(libc::SIGSEGV)) => "crashed (SIGSEGV: a bad memory access or a stack overflow)".to_owned(),
-        (_, Some(libc::SIGABRT)) => "aborted (SIGABRT: a failed allocation, abort(), or a panic while panicking)".to_owned(),
+        (_, Some(libc::SIGABRT)) => {
+            "aborted (SIGABRT: a failed allocation, abort(), or a panic while panicking)".to_owned()
+        }
         (_, Some(signal)) => format!("was killed by signal {signal}"),
         _ => status.to_string(),
     }
@@ -695,10 +704,16 @@ mod tests {
             Some(Outcome::Passed)
         );
         assert_eq!(
-            parse_result(b"garbage{\"outcome\":\"passed\"}s3cret {\"outcome\":\"failed\",\"message\":\"m\"}\n", "s3cret"),
+            parse_result(
+                b"garbage{\"outcome\":\"passed\"}s3cret {\"outcome\":\"failed\",\"message\":\"m\"}\n",
+                "s3cret"
+            ),
             Some(Outcome::Failed("m".into()))
         );
-        assert_eq!(parse_result(b"{\"outcome\":\"passed\",\"message\":\"\"}\n", "s3cret"), None);
+        assert_eq!(
+            parse_result(b"{\"outcome\":\"passed\",\"message\":\"\"}\n", "s3cret"),
+            None
+        );
         assert_eq!(parse_result(b"", "s3cret"), None);
     }
 
@@ -712,12 +727,22 @@ mod tests {
         );
         let started = Instant::now();
         let result = run_with_limit(sh(&script), b"", SHORT);
-        assert!(matches!(result, Err(RunError::TimedOut(ref m)) if m.contains("CPU time")), "{result:?}");
-        assert!(started.elapsed() < SHORT.wall + Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            matches!(result, Err(RunError::TimedOut(ref m)) if m.contains("CPU time")),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < SHORT.wall + Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         let escaped = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
         let _ = std::fs::remove_file(&pid_file);
         let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z"), "the escaped process {escaped} still runs: {stat}");
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "the escaped process {escaped} still runs: {stat}"
+        );
     }
 
     #[test]
@@ -725,7 +750,10 @@ mod tests {
         let _serial = serial();
         let started = Instant::now();
         let result = run_with_limit(sh("sleep 30"), b"", SHORT);
-        assert!(matches!(result, Err(RunError::TimedOut(ref m)) if m.contains("did not finish within 2 s")), "{result:?}");
+        assert!(
+            matches!(result, Err(RunError::TimedOut(ref m)) if m.contains("did not finish within 2 s")),
+            "{result:?}"
+        );
         assert!(started.elapsed() < SHORT.wall + Duration::from_secs(1));
     }
 

@@ -52,7 +52,11 @@ pub fn text(suite: &Suite) -> String {
         } else {
             ("FAIL", format!("0/{}", result.check.points))
         };
-        let _ = writeln!(out, "  {mark} [{points}] {}  ({})", result.check.title, result.check.name);
+        let _ = writeln!(
+            out,
+            "  {mark} [{points}] {}  ({})",
+            result.check.title, result.check.name
+        );
         if !result.outcome.passed() {
             let _ = writeln!(out, "         {}", result.outcome.message());
         }
@@ -71,7 +75,11 @@ pub fn text(suite: &Suite) -> String {
     }
     let (got, max) = score(results);
     let _ = writeln!(out, "\nScore: {got}/{max}");
-    let _ = writeln!(out, "Seed: {} (cargo grade --seed {} repeats these inputs)", suite.seed, suite.seed);
+    let _ = writeln!(
+        out,
+        "Seed: {} (cargo grade --seed {} repeats these inputs)",
+        suite.seed, suite.seed
+    );
     out
 }
 
@@ -104,7 +112,10 @@ pub fn gradescope(suite: &Suite) -> Value {
             test
         })
         .collect();
-    let mut output = format!("Seed: {} (cargo grade --seed {} repeats these inputs)", suite.seed, suite.seed);
+    let mut output = format!(
+        "Seed: {} (cargo grade --seed {} repeats these inputs)",
+        suite.seed, suite.seed
+    );
     if let Some(banner) = banner(suite) {
         output = format!("{banner}\n{output}");
     }

@@ -27,7 +27,10 @@ pub fn walk(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
         let index = (gva >> level.shift()) & 0x1ff;
         let entry_addr = table + index * 8;
         let Ok(entry) = memory.read_obj::<u64>(GuestAddress(entry_addr)) else {
-            walk.result = Err(WalkFault::TableOutsideMemory { level, addr: entry_addr });
+            walk.result = Err(WalkFault::TableOutsideMemory {
+                level,
+                addr: entry_addr,
+            });
             return walk;
         };
         walk.steps.push(WalkStep {
@@ -97,11 +100,17 @@ impl RandomTables {
     /// 1 GiB page, a PD and a hole; each PD with a 2 MiB page, a PT and a hole; each PT with two
     /// 4 KiB pages and a hole.
     pub fn build(memory: &GuestMemoryMmap, rng: &mut Rng) -> RandomTables {
-        let mut pages: Vec<u64> = (TABLE_AREA.0 / 0x1000..TABLE_AREA.1 / 0x1000).map(|p| p * 0x1000).collect();
+        let mut pages: Vec<u64> = (TABLE_AREA.0 / 0x1000..TABLE_AREA.1 / 0x1000)
+            .map(|p| p * 0x1000)
+            .collect();
         rng.shuffle(&mut pages);
         let mut next_page = pages.into_iter();
         let mut table = || next_page.next().expect("enough pages for the tables");
-        let write = |addr: u64, value: u64| memory.write_obj(value, GuestAddress(addr)).expect("inside guest memory");
+        let write = |addr: u64, value: u64| {
+            memory
+                .write_obj(value, GuestAddress(addr))
+                .expect("inside guest memory")
+        };
         let distinct = |rng: &mut Rng, n: usize, low: u64| -> Vec<u64> {
             let mut picked: Vec<u64> = Vec::new();
             while picked.len() < n {
@@ -128,7 +137,9 @@ impl RandomTables {
             let pdpt = table();
             write(cr3 + i4 * 8, pdpt | PTE_PRESENT | noise(rng, false));
             let base4 = i4 << 39;
-            let [giant, to_pd, hole3] = distinct(rng, 3, 0)[..] else { unreachable!() };
+            let [giant, to_pd, hole3] = distinct(rng, 3, 0)[..] else {
+                unreachable!()
+            };
             let giant_page = rng.range(0, 1 << 10) << 30;
             write(pdpt + giant * 8, giant_page | PTE_PRESENT | PTE_PS | noise(rng, true));
             addresses.push(sign_extend(base4 | (giant << 30) | offset(rng, 30)));
@@ -137,7 +148,9 @@ impl RandomTables {
             let pd = table();
             write(pdpt + to_pd * 8, pd | PTE_PRESENT | noise(rng, false));
             let base3 = base4 | (to_pd << 30);
-            let [large, to_pt, hole2] = distinct(rng, 3, 0)[..] else { unreachable!() };
+            let [large, to_pt, hole2] = distinct(rng, 3, 0)[..] else {
+                unreachable!()
+            };
             let large_page = rng.range(0, 1 << 19) << 21;
             write(pd + large * 8, large_page | PTE_PRESENT | PTE_PS | noise(rng, true));
             addresses.push(sign_extend(base3 | (large << 21) | offset(rng, 21)));
@@ -176,7 +189,13 @@ impl RandomTables {
 }
 
 fn step_text(s: &WalkStep) -> String {
-    format!("{}[{}] at {:#x} = {}", s.level.name(), s.index, s.entry_addr, describe::entry(s.entry))
+    format!(
+        "{}[{}] at {:#x} = {}",
+        s.level.name(),
+        s.index,
+        s.entry_addr,
+        describe::entry(s.entry)
+    )
 }
 
 /// A walk in one line: its steps and its result.
@@ -204,11 +223,19 @@ pub fn diagnose(cr3: u64, gva: u64, expected: &Walk, found: &Walk) -> Option<Str
         return None;
     }
     let (e, f) = (&expected.steps, &found.steps);
-    let first = e.iter().zip(f).position(|(a, b)| a != b).unwrap_or(e.len().min(f.len()));
+    let first = e
+        .iter()
+        .zip(f)
+        .position(|(a, b)| a != b)
+        .unwrap_or(e.len().min(f.len()));
     let cause = if e.is_empty() && matches!(expected.result, Err(WalkFault::NonCanonical(_))) {
         format!(
             "{gva:#x} is not canonical (bits 63..48 must all copy bit 47), yet the walk {}: check that the address is canonical before reading any table, and fail with WalkFault::NonCanonical",
-            if f.is_empty() { format!("gave {}", walk_text(found)) } else { format!("read {}", step_text(&f[0])) }
+            if f.is_empty() {
+                format!("gave {}", walk_text(found))
+            } else {
+                format!("read {}", step_text(&f[0]))
+            }
         )
     } else if f.is_empty() && matches!(found.result, Err(WalkFault::NonCanonical(_))) {
         format!(
@@ -237,7 +264,9 @@ fn differing_step(cr3: u64, gva: u64, e: &[WalkStep], f: &WalkStep, k: usize) ->
     }
     if f.index != want.index {
         let shift = want.level.shift();
-        let other = Level::WALK.iter().find(|l| (gva >> l.shift()) & 0x1ff == f.index && **l != want.level);
+        let other = Level::WALK
+            .iter()
+            .find(|l| (gva >> l.shift()) & 0x1ff == f.index && **l != want.level);
         let hint = other.map_or(String::new(), |l| format!(" (that is the {}'s index)", l.name()));
         return format!(
             "the {} index is {}{hint}, expected {}: it is the 9 bits of the address from bit {shift} (bits {}..{shift})",
@@ -251,7 +280,10 @@ fn differing_step(cr3: u64, gva: u64, e: &[WalkStep], f: &WalkStep, k: usize) ->
         let (table, holder) = if k == 0 {
             (cr3 & ENTRY_ADDR_MASK, "CR3".to_owned())
         } else {
-            (e[k - 1].entry & ENTRY_ADDR_MASK, format!("the {} entry {}", e[k - 1].level, describe::entry(e[k - 1].entry)))
+            (
+                e[k - 1].entry & ENTRY_ADDR_MASK,
+                format!("the {} entry {}", e[k - 1].level, describe::entry(e[k - 1].entry)),
+            )
         };
         if f.entry_addr == table + want.index {
             return format!(
@@ -259,9 +291,7 @@ fn differing_step(cr3: u64, gva: u64, e: &[WalkStep], f: &WalkStep, k: usize) ->
                 want.level, want.index, f.entry_addr, want.entry_addr
             );
         }
-        if k > 0 && f.entry_addr & !ENTRY_ADDR_MASK & !0xff8 != 0
-            || k > 0 && f.entry_addr & 0xfff != want.entry_addr & 0xfff
-        {
+        if k > 0 && (f.entry_addr & !ENTRY_ADDR_MASK & !0xff8 != 0 || f.entry_addr & 0xfff != want.entry_addr & 0xfff) {
             return format!(
                 "{}[{}] was read at {:#x}, expected {:#x}: flag bits were left in the table's address; {holder} holds the next table's address in bits 12..51 only (mask with {ENTRY_ADDR_MASK:#x})",
                 want.level, want.index, f.entry_addr, want.entry_addr
@@ -312,7 +342,10 @@ fn stopped_early(next: &WalkStep, last: Option<&WalkStep>, result: &Result<u64, 
             last.entry & ENTRY_ADDR_MASK
         );
     }
-    format!("the walk stopped after {}[{}], expected it to go on to {}[{}]", last.level, last.index, next.level, next.index)
+    format!(
+        "the walk stopped after {}[{}], expected it to go on to {}[{}]",
+        last.level, last.index, next.level, next.index
+    )
 }
 
 fn went_on(last: Option<&WalkStep>, extra: &WalkStep) -> String {
@@ -337,10 +370,18 @@ fn went_on(last: Option<&WalkStep>, extra: &WalkStep) -> String {
             describe::entry(last.entry),
             page_size(last.level),
             step_text(extra),
-            if last.level == Level::Pdpt { " (PS counts in the PDPT too: 1 GiB pages)" } else { "" }
+            if last.level == Level::Pdpt {
+                " (PS counts in the PDPT too: 1 GiB pages)"
+            } else {
+                ""
+            }
         );
     }
-    format!("the walk went on after {} to read {}", step_text(last), step_text(extra))
+    format!(
+        "the walk went on after {} to read {}",
+        step_text(last),
+        step_text(extra)
+    )
 }
 
 fn wrong_result(

@@ -42,7 +42,10 @@ fn paged32_explained() {
         .expect("the grader runs as kvm-hello");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("PVM") && stderr.contains("paging only in long mode"), "{stderr}");
+    assert!(
+        stderr.contains("PVM") && stderr.contains("paging only in long mode"),
+        "{stderr}"
+    );
 }
 
 macro_rules! checks {

@@ -33,7 +33,10 @@ fn without_kvm_the_reference_passes_every_pure_check_and_nothing_fails() {
             passed += 1;
         } else {
             assert_eq!(r["outcome"], "not_run", "{r}");
-            assert!(message.starts_with("not run: this host has no usable KVM ("), "{message}");
+            assert!(
+                message.starts_with("not run: this host has no usable KVM ("),
+                "{message}"
+            );
             assert!(message.contains("KVM_GET_API_VERSION"), "{message}");
             assert!(!message.contains("lab0") && !message.contains("blocked"), "{message}");
             not_run += 1;
@@ -42,21 +45,35 @@ fn without_kvm_the_reference_passes_every_pure_check_and_nothing_fails() {
     assert!(passed >= 25 && not_run >= 20, "{passed} passed, {not_run} not run");
     // The scoreboard: a banner, and a score over the checks that ran only.
     let script = format!("mount --bind /dev/null /dev/kvm && exec {GRADER} --seed 99");
-    let out = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
     let board = String::from_utf8_lossy(&out.stdout);
     assert!(board.starts_with("NOTE: "), "{board}");
-    assert!(board.contains("not run on this host, counted neither in the score nor in the maximum"), "{board}");
+    assert!(
+        board.contains("not run on this host, counted neither in the score nor in the maximum"),
+        "{board}"
+    );
     let score = board.lines().find(|l| l.starts_with("Score: ")).unwrap();
     let (got, max) = score["Score: ".len()..].split_once('/').unwrap();
     assert_eq!(got, max, "{board}");
     // --strict makes "not run" a failure.
     let script = format!("mount --bind /dev/null /dev/kvm && exec {GRADER} lab1 --strict --json");
-    let out = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let results: Value = serde_json::from_slice(&out.stdout).unwrap();
     let first = &results.as_array().unwrap()[0];
     assert_eq!(first["outcome"], "failed", "{first}");
-    assert!(first["message"].as_str().unwrap().starts_with("not run on this host (--strict): "));
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not run on this host (--strict): ")
+    );
 }
 
 fn children_of(pid: u32) -> Vec<u32> {

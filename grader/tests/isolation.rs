@@ -128,7 +128,10 @@ fn gone(pid_file: &std::path::Path) {
     let _ = std::fs::remove_file(pid_file);
     assert!(!pid.is_empty(), "the escapee never started");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(stat.is_empty() || stat.contains(") Z"), "the escaped process {pid} outlived its check: {stat}");
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "the escaped process {pid} outlived its check: {stat}"
+    );
 }
 
 fn failed(outcome: &Outcome) -> &str {
@@ -167,7 +170,10 @@ fn chatter_with_or_without_a_newline_is_judged_as_silence() {
 fn a_late_verdict_from_an_escaped_child_is_ignored_and_the_child_killed() {
     let (outcome, took) = run("escapee-printing-late");
     let message = failed(&outcome);
-    assert!(message.starts_with("lab3 special_registers: CR0 in long mode"), "{message}");
+    assert!(
+        message.starts_with("lab3 special_registers: CR0 in long mode"),
+        "{message}"
+    );
     assert!(took < Duration::from_secs(2), "{took:?}");
     gone(&pid_file_of("escapee-printing-late"));
 }
@@ -175,7 +181,10 @@ fn a_late_verdict_from_an_escaped_child_is_ignored_and_the_child_killed() {
 #[test]
 fn a_hanging_check_with_an_escaped_child_ends_within_its_limits() {
     let (outcome, took) = run("escapee-and-hang");
-    assert!(matches!(outcome, Outcome::TimedOut(ref m) if m.contains("CPU time")), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::TimedOut(ref m) if m.contains("CPU time")),
+        "{outcome:?}"
+    );
     assert!(took < LIMITS.wall + Duration::from_secs(1), "{took:?}");
     gone(&pid_file_of("escapee-and-hang"));
 }

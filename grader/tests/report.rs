@@ -57,7 +57,10 @@ fn one_lab_can_be_graded_alone() {
     let results = results.as_array().unwrap();
     assert_eq!(results.len(), 9);
     for r in results {
-        assert!(r["check"].as_str().unwrap().starts_with("lab2_") && r["outcome"] == "passed", "{r}");
+        assert!(
+            r["check"].as_str().unwrap().starts_with("lab2_") && r["outcome"] == "passed",
+            "{r}"
+        );
         for key in ["part", "points", "message", "seed"] {
             assert!(r.get(key).is_some(), "{r} has no {key}");
         }
@@ -67,7 +70,10 @@ fn one_lab_can_be_graded_alone() {
 #[test]
 fn a_seed_repeats_the_inputs_and_is_printed() {
     let run = |seed: &str| {
-        let out = grader().args(["lab2_translate_other", "--seed", seed]).assert().success();
+        let out = grader()
+            .args(["lab2_translate_other", "--seed", seed])
+            .assert()
+            .success();
         String::from_utf8_lossy(&out.get_output().stdout).into_owned()
     };
     let board = run("4242");
@@ -75,7 +81,12 @@ fn a_seed_repeats_the_inputs_and_is_printed() {
     let json = |seed: &str| {
         let out = grader().args(["lab2", "--json", "--seed", seed]).assert().success();
         let value: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-        value.as_array().unwrap().iter().map(|r| r["check_seed"].clone()).collect::<Vec<_>>()
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["check_seed"].clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(json("7"), json("7"));
     assert_ne!(json("7"), json("8"));

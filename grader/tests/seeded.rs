@@ -167,7 +167,11 @@ fn walk_that_ignores_ps() {
         walk
     }
     let message = failure_of("lab2_translate_identity", |labs| labs.translate = seeded);
-    assert_names(&message, "lab2 translate: the walk of 0x", &["has PS: it maps a 2 MiB page and the walk ends there"]);
+    assert_names(
+        &message,
+        "lab2 translate: the walk of 0x",
+        &["has PS: it maps a 2 MiB page and the walk ends there"],
+    );
 }
 
 // ---- lab 3 ----
@@ -607,12 +611,22 @@ fn walk_with(
         let entry: u64 = memory.read_obj(GuestAddress(entry_addr)).unwrap_or(0);
         if entry & 1 == 0 {
             if record_not_present {
-                walk.steps.push(WalkStep { level, index, entry_addr, entry });
+                walk.steps.push(WalkStep {
+                    level,
+                    index,
+                    entry_addr,
+                    entry,
+                });
             }
             walk.result = Err(WalkFault::NotPresent(level));
             return walk;
         }
-        walk.steps.push(WalkStep { level, index, entry_addr, entry });
+        walk.steps.push(WalkStep {
+            level,
+            index,
+            entry_addr,
+            entry,
+        });
         if leaf(level, entry) {
             let offset = (1u64 << level.shift()) - 1;
             walk.result = Ok((entry & 0x000f_ffff_ffff_f000 & !offset) | (gva & offset));
@@ -639,7 +653,11 @@ fn walk_without_the_canonical_check() {
         walk
     }
     let message = failure_of("lab2_translate_faults", |labs| labs.translate = seeded);
-    assert_names(&message, "lab2 translate: the walk of 0x", &["is not canonical", "WalkFault::NonCanonical"]);
+    assert_names(
+        &message,
+        "lab2 translate: the walk of 0x",
+        &["is not canonical", "WalkFault::NonCanonical"],
+    );
 }
 
 #[test]
@@ -657,13 +675,25 @@ fn walk_that_keeps_flag_bits_in_the_table_address() {
         walk_with(memory, cr3, gva, |entry| entry, right_leaf, 8, true)
     }
     let message = failure_of("lab2_translate_other_pages", |labs| labs.translate = seeded);
-    assert_names(&message, "lab2 translate: the walk of 0x", &["flag bits were left in the table's address"]);
+    assert_names(
+        &message,
+        "lab2 translate: the walk of 0x",
+        &["flag bits were left in the table's address"],
+    );
 }
 
 #[test]
 fn walk_that_honours_ps_only_in_the_pd() {
     fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
-        walk_with(memory, cr3, gva, masked, |level, entry| level == Level::Pt || (level == Level::Pd && entry & 0x80 != 0), 8, true)
+        walk_with(
+            memory,
+            cr3,
+            gva,
+            masked,
+            |level, entry| level == Level::Pt || (level == Level::Pd && entry & 0x80 != 0),
+            8,
+            true,
+        )
     }
     let message = failure_of("lab2_translate_other_pages", |labs| labs.translate = seeded);
     assert_names(&message, "lab2 translate: the walk of 0x", &["maps a 1 GiB page"]);
@@ -675,7 +705,11 @@ fn walk_that_does_not_record_the_non_present_entry() {
         walk_with(memory, cr3, gva, masked, right_leaf, 8, false)
     }
     let message = failure_of("lab2_translate_faults", |labs| labs.translate = seeded);
-    assert_names(&message, "lab2 translate: the walk of 0x", &["stopped before recording the non-present"]);
+    assert_names(
+        &message,
+        "lab2 translate: the walk of 0x",
+        &["stopped before recording the non-present"],
+    );
 }
 
 #[test]
@@ -731,7 +765,11 @@ fn an_unexpected_exit_treated_as_hlt() {
         }
     }
     let message = failure_of("lab4_unexpected_exit_ends_the_run", |labs| labs.run_until_halt = seeded);
-    assert_names(&message, "lab4 handle_exit: ", &["as if the guest had halted", "was swallowed"]);
+    assert_names(
+        &message,
+        "lab4 handle_exit: ",
+        &["as if the guest had halted", "was swallowed"],
+    );
 }
 
 #[test]
@@ -745,7 +783,11 @@ fn trace_callback_never_called() {
         lab4_exit_loop::run_until_halt(vcpu, console, counts, &mut |_| {})
     }
     let message = failure_of("lab4_trace_every_exit", |labs| labs.run_until_halt = seeded);
-    assert_names(&message, "lab4 run_until_halt: ", &["the trace callback saw 0", "once for every exit"]);
+    assert_names(
+        &message,
+        "lab4 run_until_halt: ",
+        &["the trace callback saw 0", "once for every exit"],
+    );
 }
 
 #[test]
@@ -799,7 +841,11 @@ fn a_string_of_exactly_the_maximum_length_refused() {
         Ok(bytes)
     }
     let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
-    assert_names(&message, "lab5 read_guest_string: a string of exactly MAX_STRING = 4096 bytes", &["a string of exactly that length is fine"]);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a string of exactly MAX_STRING = 4096 bytes",
+        &["a string of exactly that length is fine"],
+    );
 }
 
 #[test]
@@ -845,7 +891,11 @@ fn memory_registered_read_only() {
         Ok(Vm { kvm, fd, memory })
     }
     let message = failure_of("lab1_memory_seen_by_vcpu", |labs| labs.vm_init = seeded);
-    assert_names(&message, "lab1 vm_init: the guest could read guest physical 0x1ffff0 but not write it", &["read-only"]);
+    assert_names(
+        &message,
+        "lab1 vm_init: the guest could read guest physical 0x1ffff0 but not write it",
+        &["read-only"],
+    );
 }
 
 // ---- cheats: none gains a point over the stub it replaces ----
@@ -860,7 +910,10 @@ fn hard_coded_hello_output_and_counts() {
     ) -> Result<(), ExitLoopError> {
         console.write_all(b"Hello, world!\n").map_err(ExitLoopError::Console)?;
         (counts.io_out, counts.hlt) = (14, 1);
-        let regs = kvm_regs { rax: 42, ..vcpu.get_regs().unwrap() };
+        let regs = kvm_regs {
+            rax: 42,
+            ..vcpu.get_regs().unwrap()
+        };
         vcpu.set_regs(&regs).unwrap();
         Ok(())
     }

@@ -152,7 +152,9 @@ fn slot_problem(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, probe: u64) -> Op
         Ok(other) => Some(format!(
             "the vCPU did not run the code written at 0x1000 of the memory create_vm returned (it ended with {other:?}): register that memory's host address as the slot's userspace_addr"
         )),
-        Err(err) => Some(format!("KVM_RUN of a probe failed: {err}: is the page registered with KVM?")),
+        Err(err) => Some(format!(
+            "KVM_RUN of a probe failed: {err}: is the page registered with KVM?"
+        )),
     }
 }
 
@@ -217,7 +219,10 @@ fn run_made(ctx: &Ctx) -> Result<(), String> {
             return Err(fail(
                 LAB,
                 "run",
-                format!("code made for this run had not halted after {} s: leave the loop at HLT", MADE_RUN_LIMIT.as_secs()),
+                format!(
+                    "code made for this run had not halted after {} s: leave the loop at HLT",
+                    MADE_RUN_LIMIT.as_secs()
+                ),
             ));
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match kvm_hello::vmm::take_last_panic() {

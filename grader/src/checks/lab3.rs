@@ -2,8 +2,8 @@
 
 use kit_common::{GUEST_MEMORY_SIZE, Mode};
 use lab3_registers::{
-    CODE_SELECTOR, CR0_AM, CR0_CD, CR0_ET, CR0_NW, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, DATA_SELECTOR, EFER_LMA,
-    EFER_LME, FLAT_LIMIT, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment, kvm_sregs,
+    CODE_SELECTOR, CR0_AM, CR0_CD, CR0_ET, CR0_MP, CR0_NE, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE,
+    DATA_SELECTOR, EFER_LMA, EFER_LME, FLAT_LIMIT, SEG_TYPE_CODE, SEG_TYPE_DATA, kvm_regs, kvm_segment, kvm_sregs,
 };
 
 use super::{Group, expect_field, fail};

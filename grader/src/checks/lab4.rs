@@ -348,7 +348,11 @@ fn expect_run(ctx: &Ctx, mode: Mode, guest: &Guest, what: &str, exact_exits: boo
         return Err(message);
     }
     if report.output != guest.output {
-        return Err(fail(LAB, RUN, format!("{what} {}", super::output_difference(&report.output, &guest.output))));
+        return Err(fail(
+            LAB,
+            RUN,
+            format!("{what} {}", super::output_difference(&report.output, &guest.output)),
+        ));
     }
     let c = report.counts;
     let out = guest.exits.saturating_sub(1);
@@ -412,7 +416,10 @@ fn corpus(name: &str) -> &'static [u8] {
 fn string_io(ctx: &Ctx) -> Result<(), String> {
     let mut rng = ctx.rng();
     let text = rng.text_between(5, 60);
-    let what = format!("a guest made for this run, printing {} bytes with one rep outsb", text.len());
+    let what = format!(
+        "a guest made for this run, printing {} bytes with one rep outsb",
+        text.len()
+    );
     let report = run_guest(ctx, Mode::Long, &guestgen::long_mode_rep_outsb(&text).image);
     if let Some(message) = run_failure(&report, &what) {
         return Err(message);
@@ -511,11 +518,36 @@ fn wrong_results_are_caught(ctx: &Ctx) -> Result<(), String> {
     let made_rax = guestgen::long_mode(b"", rax, 42).image;
     let made_memory = guestgen::long_mode(b"", 42, memory).image;
     let mut cases = vec![
-        ("wrong-rax".to_owned(), Mode::Long, "RAX is 41 (".to_owned(), corpus("wrong-rax").to_vec()),
-        ("wrong-memory".to_owned(), Mode::Long, "memory at 0x400 is 7 (".to_owned(), corpus("wrong-memory").to_vec()),
-        ("wrong-width".to_owned(), Mode::Real, "memory at 0x400 is 298 (".to_owned(), corpus("wrong-width").to_vec()),
-        (format!("made for this run with RAX = {rax}"), Mode::Long, format!("RAX is {rax} ("), made_rax),
-        (format!("made for this run with {memory} at 0x400"), Mode::Long, format!("memory at 0x400 is {memory} ("), made_memory),
+        (
+            "wrong-rax".to_owned(),
+            Mode::Long,
+            "RAX is 41 (".to_owned(),
+            corpus("wrong-rax").to_vec(),
+        ),
+        (
+            "wrong-memory".to_owned(),
+            Mode::Long,
+            "memory at 0x400 is 7 (".to_owned(),
+            corpus("wrong-memory").to_vec(),
+        ),
+        (
+            "wrong-width".to_owned(),
+            Mode::Real,
+            "memory at 0x400 is 298 (".to_owned(),
+            corpus("wrong-width").to_vec(),
+        ),
+        (
+            format!("made for this run with RAX = {rax}"),
+            Mode::Long,
+            format!("RAX is {rax} ("),
+            made_rax,
+        ),
+        (
+            format!("made for this run with {memory} at 0x400"),
+            Mode::Long,
+            format!("memory at 0x400 is {memory} ("),
+            made_memory,
+        ),
     ];
     rng.shuffle(&mut cases);
     for (name, mode, needle, image) in cases {
@@ -579,7 +611,9 @@ fn trace_every_exit(ctx: &Ctx) -> Result<(), String> {
 /// What the lab's loop did with a KVM_RUN that fails at once.
 fn run_with_failing_kvm_run(labs: crate::Labs) -> Result<Result<(), ExitLoopError>, String> {
     let kvm = kvm_ioctls::Kvm::new().map_err(|err| format!("the grader cannot open /dev/kvm: {err}"))?;
-    let vm = kvm.create_vm().map_err(|err| format!("the grader cannot create a VM: {err}"))?;
+    let vm = kvm
+        .create_vm()
+        .map_err(|err| format!("the grader cannot create a VM: {err}"))?;
     let mut vcpu = vm
         .create_vcpu(0)
         .map_err(|err| format!("the grader cannot create a vCPU: {err}"))?;
@@ -608,7 +642,9 @@ fn run_with_failing_kvm_run(labs: crate::Labs) -> Result<Result<(), ExitLoopErro
         )),
         // The loop panicked: the panic is the check's outcome.
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match kvm_hello::vmm::take_last_panic() {
-            Some(kit_common::LabPanic::NotImplemented(stub)) => super::stub_reached(&format!("not implemented yet: {stub}")),
+            Some(kit_common::LabPanic::NotImplemented(stub)) => {
+                super::stub_reached(&format!("not implemented yet: {stub}"))
+            }
             Some(panic) => Err(format!("lab code panicked: {panic}")),
             None => Err("the exit loop's thread ended without a result".into()),
         },

@@ -129,11 +129,8 @@ fn print32bit(ctx: &Ctx) -> Result<(), String> {
     let mut rng = ctx.rng();
     // A value with a high bit set now and then, and every byte significant.
     let value = rng.range(0x0101_0101, 0xffff_ffff) as u32;
-    let (console, records, counts, flow) = serve(
-        ctx,
-        VcpuExit::IoOut(0xEA, &value.to_le_bytes()),
-        ExitCounts::default(),
-    )?;
+    let (console, records, counts, flow) =
+        serve(ctx, VcpuExit::IoOut(0xEA, &value.to_le_bytes()), ExitCounts::default())?;
     if console != format!("{value}\n").as_bytes() {
         return Err(fail(
             LAB,
@@ -254,21 +251,45 @@ fn guest_string(ctx: &Ctx) -> Result<(), String> {
     // Across a page boundary, at a place the lab cannot know.
     let page = rng.range(6, 0x1e0) * 0x1000;
     let at = page - rng.range(1, text.len() as u64);
-    memory.write_slice(&text, GuestAddress(at)).expect("inside guest memory");
-    memory.write_obj(0u8, GuestAddress(at + text.len() as u64)).expect("inside guest memory");
+    memory
+        .write_slice(&text, GuestAddress(at))
+        .expect("inside guest memory");
+    memory
+        .write_obj(0u8, GuestAddress(at + text.len() as u64))
+        .expect("inside guest memory");
     let longest = vec![b'y'; MAX_STRING];
     let too_long_at = 0x1e_0000 + rng.range(0, 0x1000);
-    memory.write_slice(&[b'x'; MAX_STRING + 8], GuestAddress(too_long_at)).expect("inside guest memory");
+    memory
+        .write_slice(&[b'x'; MAX_STRING + 8], GuestAddress(too_long_at))
+        .expect("inside guest memory");
     let longest_at = 0x1f_0000 - rng.range(0x1000, 0x2000);
-    memory.write_slice(&longest, GuestAddress(longest_at)).expect("inside guest memory");
+    memory
+        .write_slice(&longest, GuestAddress(longest_at))
+        .expect("inside guest memory");
     memory
         .write_obj(0u8, GuestAddress(longest_at + MAX_STRING as u64))
         .expect("inside guest memory");
     let mut cases: Vec<(u64, Option<Vec<u8>>, String)> = vec![
-        (at, Some(text.clone()), format!("a {}-byte string across a page boundary", text.len())),
-        (longest_at, Some(longest), format!("a string of exactly MAX_STRING = {MAX_STRING} bytes")),
-        (too_long_at, None, format!("a string with no NUL within {MAX_STRING} bytes")),
-        (0x4000_0000 + rng.range(0, 0x1000), None, "an address no page table entry maps".to_owned()),
+        (
+            at,
+            Some(text.clone()),
+            format!("a {}-byte string across a page boundary", text.len()),
+        ),
+        (
+            longest_at,
+            Some(longest),
+            format!("a string of exactly MAX_STRING = {MAX_STRING} bytes"),
+        ),
+        (
+            too_long_at,
+            None,
+            format!("a string with no NUL within {MAX_STRING} bytes"),
+        ),
+        (
+            0x4000_0000 + rng.range(0, 0x1000),
+            None,
+            "an address no page table entry maps".to_owned(),
+        ),
     ];
     rng.shuffle(&mut cases);
     for (gva, expected, what) in cases {
@@ -401,11 +422,7 @@ fn run_image(ctx: &Ctx, image: &[u8], what: &str) -> Result<RunReport, String> {
         None => Ok(report),
         Some(failure) if failure.status == Status::NotImplemented => super::stub_reached(&failure.message),
         Some(failure) if failure.status == Status::LabPanicked => Err(failure.message.clone()),
-        Some(failure) => Err(fail(
-            LAB,
-            "handle_hypercall",
-            format!("{what}: {}", failure.message),
-        )),
+        Some(failure) => Err(fail(LAB, "handle_hypercall", format!("{what}: {}", failure.message))),
     }
 }
 
@@ -426,7 +443,10 @@ fn made_hypercall_guest(ctx: &Ctx) -> Result<(), String> {
         return Err(fail(
             LAB,
             "run_hypercalls",
-            format!("{what} made {total} exits, expected {} (one per hypercall, and the HLT)", guest.exits),
+            format!(
+                "{what} made {total} exits, expected {} (one per hypercall, and the HLT)",
+                guest.exits
+            ),
         ));
     }
     Ok(())

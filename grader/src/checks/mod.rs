@@ -40,7 +40,11 @@ impl Group {
             points,
             needs: self.needs,
             runs_guest: self.runs_guest,
-            host: if self.runs_guest { HostNeed::Kvm } else { HostNeed::Nothing },
+            host: if self.runs_guest {
+                HostNeed::Kvm
+            } else {
+                HostNeed::Nothing
+            },
             run,
         }
     }
@@ -104,7 +108,8 @@ pub fn output_difference(found: &[u8], expected: &[u8]) -> String {
     let cause = if found.is_empty() {
         "nothing: write the data of every OUT to the console port".to_owned()
     } else if found == doubled.as_slice() || found == [expected, expected].concat().as_slice() {
-        "every byte twice: print an OUT's data once (handle_exit prints it; the loop must not print it again)".to_owned()
+        "every byte twice: print an OUT's data once (handle_exit prints it; the loop must not print it again)"
+            .to_owned()
     } else if expected.starts_with(found) {
         format!(
             "only the first {} of {} bytes: the run stopped early, or an OUT's bytes were not all printed",
