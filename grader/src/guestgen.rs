@@ -28,8 +28,29 @@ pub struct Guest {
 }
 
 fn print_bytes(code: &mut Vec<u8>, text: &[u8]) {
+    print_to(code, text, CONSOLE_PORT as u8);
+}
+
+fn print_to(code: &mut Vec<u8>, text: &[u8], port: u8) {
     for &byte in text {
-        code.extend_from_slice(&[MOV_AL, byte, OUT_IMM8_AL, CONSOLE_PORT as u8]);
+        code.extend_from_slice(&[MOV_AL, byte, OUT_IMM8_AL, port]);
+    }
+}
+
+/// A 64-bit guest that prints `text` on the console, then writes one byte to `port` (which
+/// nothing serves), then would print `after` and halt with the 42s.
+pub fn long_mode_odd_port(text: &[u8], port: u8, after: &[u8]) -> Guest {
+    let mut code = Vec::new();
+    print_bytes(&mut code, text);
+    print_to(&mut code, b"?", port);
+    let rest = long_mode(after, 42, 42);
+    code.extend_from_slice(&rest.image);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: text.len() as u64 + 1,
+        rax: 42,
+        result: 42,
     }
 }
 

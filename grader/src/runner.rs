@@ -364,13 +364,26 @@ impl Drain {
 /// on `RESULT_FD`, its own process group, the sandbox's limits, and a parent-death signal. Stops
 /// it and everything it started when its CPU time (summed over them all) or the wall-clock
 /// backstop runs out, or when the grader is interrupted; never waits on a pipe past that.
-pub fn run_with_limit(mut command: Command, input: &[u8], limits: Limits) -> Result<Finished, RunError> {
+pub fn run_with_limit(command: Command, input: &[u8], limits: Limits) -> Result<Finished, RunError> {
+    run_contained(command, input, limits, true)
+}
+
+/// `run_with_limit`, with or without trying a pids cgroup (without, the process tree alone finds
+/// the check's processes: what a machine without cgroups gets).
+pub fn run_contained(
+    mut command: Command,
+    input: &[u8],
+    limits: Limits,
+    try_cgroup: bool,
+) -> Result<Finished, RunError> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     sandbox::become_subreaper();
     let (result_read, result_write) = pipe().map_err(RunError::Spawn)?;
     let result_write_fd = result_write.as_raw_fd();
     let nproc = sandbox::nproc_limit();
     let cpu_seconds = limits.cpu.as_secs() + 2;
+    let cgroup = if try_cgroup { sandbox::Cgroup::prepare() } else { None };
+    let procs = cgroup.as_ref().map(sandbox::Cgroup::procs_path);
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
     // (dup2, fcntl, prctl, setrlimit).
     unsafe {
@@ -380,7 +393,7 @@ pub fn run_with_limit(mut command: Command, input: &[u8], limits: Limits) -> Res
             } else if libc::dup2(result_write_fd, RESULT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            sandbox::limit_child(nproc, cpu_seconds)
+            sandbox::limit_child(procs.as_deref(), nproc, cpu_seconds)
         });
     }
     let mut child = command
@@ -391,7 +404,7 @@ pub fn run_with_limit(mut command: Command, input: &[u8], limits: Limits) -> Res
         .spawn()
         .map_err(RunError::Spawn)?;
     drop(result_write);
-    let mut sandbox = Sandbox::new(child.id());
+    let mut sandbox = Sandbox::new(child.id(), cgroup);
     if let Some(mut stdin) = child.stdin.take() {
         // The child reads this before it runs lab code; a write error means it is already gone.
         let _ = stdin.write_all(input);
@@ -616,13 +629,14 @@ pub fn run_suite(grader_exe: &Path, seed: u64, selected: impl Fn(&Check) -> bool
             continue;
         }
         let check_seed = check_seed(seed, check.name);
-        let outcome = if let Some(reason) = host.cannot_run(check.host) {
+        // A failed lab blocks a check before the host is asked: the student's next step comes first.
+        let outcome = if let Some(lab) = check.needs.iter().find(|lab| failed_labs.contains(*lab)) {
+            Outcome::Blocked(*lab)
+        } else if let Some(reason) = host.cannot_run(check.host) {
             if wanted && !suite.host_limits.contains(&reason) {
                 suite.host_limits.push(reason.clone());
             }
             Outcome::NotRun(reason)
-        } else if let Some(lab) = check.needs.iter().find(|lab| failed_labs.contains(*lab)) {
-            Outcome::Blocked(*lab)
         } else {
             match run_isolated(grader_exe, &check, check_seed) {
                 Ok(outcome) => outcome,
@@ -736,6 +750,25 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+        let escaped = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let _ = std::fs::remove_file(&pid_file);
+        let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "the escaped process {escaped} still runs: {stat}"
+        );
+    }
+
+    #[test]
+    fn without_a_cgroup_the_process_tree_finds_escaped_children() {
+        let _serial = serial();
+        let pid_file = std::env::temp_dir().join(format!("grader-runner-tree-{}", std::process::id()));
+        let script = format!(
+            "setsid sh -c 'sleep 30' & echo $! > {}; (sh -c 'sleep 30' &) ; while :; do :; done",
+            pid_file.display()
+        );
+        let result = run_contained(sh(&script), b"", SHORT, false);
+        assert!(matches!(result, Err(RunError::TimedOut(_))), "{result:?}");
         let escaped = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
         let _ = std::fs::remove_file(&pid_file);
         let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();

@@ -69,9 +69,23 @@ pub fn become_subreaper() {
 
 /// A pids cgroup for one check (v2 where delegated, else v1's pids hierarchy).
 #[derive(Debug)]
-struct Cgroup(PathBuf);
+pub struct Cgroup(PathBuf);
 
 impl Cgroup {
+    /// A new cgroup for the next check, where one can be made here.
+    pub fn prepare() -> Option<Cgroup> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Cgroup::create(&format!("kvm-lab-grader-{}-{n}", std::process::id()))
+    }
+
+    /// The path a process writes "0" to, to join the cgroup (done between fork and exec, so the
+    /// check's process is inside before it runs anything).
+    pub fn procs_path(&self) -> std::ffi::CString {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(self.0.join("cgroup.procs").as_os_str().as_bytes()).unwrap_or_default()
+    }
+
     fn create(name: &str) -> Option<Cgroup> {
         let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
             .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"));
@@ -81,10 +95,6 @@ impl Cgroup {
         let cgroup = Cgroup(dir);
         std::fs::write(cgroup.0.join("pids.max"), MAX_TASKS.to_string()).ok()?;
         Some(cgroup)
-    }
-
-    fn add(&self, pid: u32) -> bool {
-        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).is_ok()
     }
 
     fn pids(&self) -> Vec<i32> {
@@ -116,10 +126,10 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Takes charge of `leader`, a child of this process that has not run lab code yet.
-    pub fn new(leader: u32) -> Sandbox {
-        let name = format!("kvm-lab-grader-{}-{leader}", std::process::id());
-        let cgroup = Cgroup::create(&name).filter(|c| c.add(leader));
+    /// Takes charge of `leader`, a child of this process that has not run lab code yet, and of
+    /// `cgroup` when the leader joined it.
+    pub fn new(leader: u32, cgroup: Option<Cgroup>) -> Sandbox {
+        let cgroup = cgroup.filter(|c| c.pids().contains(&(leader as i32)));
         Sandbox {
             leader: leader as i32,
             leader_start: read_proc(leader as i32).map(|p| p.start).unwrap_or_default(),
@@ -210,9 +220,19 @@ impl Sandbox {
     }
 }
 
-/// Called in the check's process between fork and exec: dies with the grader, and gets its
-/// limits. Only async-signal-safe calls.
-pub fn limit_child(nproc: u64, cpu_seconds: u64) -> std::io::Result<()> {
+/// Called in the check's process between fork and exec: joins its cgroup (`procs`, a
+/// cgroup.procs path), dies with the grader, and gets its limits. Only async-signal-safe calls.
+pub fn limit_child(procs: Option<&std::ffi::CStr>, nproc: u64, cpu_seconds: u64) -> std::io::Result<()> {
+    if let Some(path) = procs {
+        // SAFETY: open/write/close on a path prepared before fork; "0" means this process.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+        }
+    }
     let set = |resource, limit: u64| {
         let rlimit = libc::rlimit {
             rlim_cur: limit,

@@ -119,6 +119,7 @@ checks!(
     lab5_write_exit_report,
     lab5_read_guest_string,
     lab5_gva_to_hva,
+    lab5_gva_to_hva_hypercall,
     lab5_gva_to_hva_outside_memory,
     lab5_hypercall_guest,
     lab5_print_str_in_one_exit,

@@ -586,7 +586,8 @@ fn a_stub_reached_through_a_guest_run_is_reported_as_not_implemented() {
 // ---- causes named from the first departure (issue 9) ----
 
 /// The reference walk with one step changed: `next_table` gives the next table's address from
-/// an entry, `leaf` says whether an entry at a level maps a page, `scale` is the entry size.
+/// an entry, `leaf` says whether an entry at a level maps a page, `scale` is the entry size (0:
+/// 8 without the canonical check).
 fn walk_with(
     memory: &GuestMemoryMmap,
     cr3: u64,
@@ -601,9 +602,11 @@ fn walk_with(
         steps: Vec::new(),
         result: Err(WalkFault::NonCanonical(gva)),
     };
-    if ((gva << 16) as i64 >> 16) as u64 != gva {
+    if scale != 0 && ((gva << 16) as i64 >> 16) as u64 != gva {
         return walk;
     }
+    // A scale of 0 stands for "8, without the canonical check".
+    let scale = if scale == 0 { 8 } else { scale };
     let mut table = cr3 & 0x000f_ffff_ffff_f000;
     for level in Level::WALK {
         let index = (gva >> level.shift()) & 0x1ff;
@@ -648,9 +651,7 @@ fn right_leaf(level: Level, entry: u64) -> bool {
 #[test]
 fn walk_without_the_canonical_check() {
     fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
-        let mut walk = lab2_paging::translate(memory, cr3, gva & 0x0000_ffff_ffff_ffff);
-        walk.gva = gva;
-        walk
+        walk_with(memory, cr3, gva, masked, right_leaf, 0, true)
     }
     let message = failure_of("lab2_translate_faults", |labs| labs.translate = seeded);
     assert_names(
@@ -940,4 +941,106 @@ fn hard_coded_hypercall_output() {
     }
     let message = failure_of("lab5_hypercall_guest", |labs| labs.run_hypercalls = seeded);
     assert!(message.starts_with("lab5 "), "{message}");
+}
+
+#[test]
+fn lwn_memory_registered_at_guest_physical_0() {
+    fn seeded() -> Result<lab0_lwn::LwnVm, lab0_lwn::Lab0Error> {
+        let vm = lab0_lwn::create_vm()?;
+        let host = vm.memory.get_host_address(GuestAddress(0x1000)).unwrap() as u64;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0x1000,
+            userspace_addr: host,
+        };
+        // SAFETY: the region is the VM's own page, kept alive by `LwnVm`; slot 0 is moved.
+        unsafe { vm.fd.set_user_memory_region(region) }.unwrap();
+        Ok(vm)
+    }
+    let message = failure_of("lab0_memory_slot", |labs| labs.lwn_create_vm = seeded);
+    assert_names(
+        &message,
+        "lab0 create_vm: the vCPU ",
+        &["guest_phys_addr 0x1000"],
+    );
+}
+
+#[test]
+fn memory_registered_one_byte_short() {
+    fn seeded(mem_size: usize) -> Result<Vm, Lab1Error> {
+        let kvm = Kvm::new().map_err(Lab1Error::OpenKvm)?;
+        let fd = kvm.create_vm().map_err(|source| Lab1Error::Ioctl {
+            ioctl: "KVM_CREATE_VM",
+            source,
+        })?;
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap();
+        let host = memory.get_host_address(GuestAddress(0)).unwrap() as u64;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem_size as u64 - 1,
+            userspace_addr: host,
+        };
+        // SAFETY: the region lies inside `memory`, which `Vm` keeps alive as long as the VM.
+        unsafe { fd.set_user_memory_region(region) }.map_err(|source| Lab1Error::Ioctl {
+            ioctl: "KVM_SET_USER_MEMORY_REGION",
+            source,
+        })?;
+        Ok(Vm { kvm, fd, memory })
+    }
+    let message = failure_of("lab1_vm_init_memory", |labs| labs.vm_init = seeded);
+    assert_names(
+        &message,
+        "lab1 vm_init: KVM_SET_USER_MEMORY_REGION failed",
+        &["not a multiple of the page size"],
+    );
+}
+
+#[test]
+fn gva_to_hva_slot_not_dereferenced() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEE, data) => {
+                host.counts.io_out += 1;
+                let slot = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                // Translates the slot's own address instead of the GVA stored there.
+                let hva = lab5_hypercalls::gva_to_hva(host.memory, host.cr3, host.host_base, slot).unwrap_or(0);
+                host.memory.write_obj(hva, GuestAddress(slot)).unwrap();
+                host.record("gva_to_hva", &[slot], Some(hva));
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_gva_to_hva_hypercall", |labs| labs.handle_hypercall = seeded);
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: gva_to_hva with its slot at 0x",
+        &["translation of the slot's own address"],
+    );
+}
+
+#[test]
+fn gva_to_hva_written_back_in_4_bytes() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEE, data) => {
+                let slot = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                let flow = lab5_hypercalls::handle_hypercall(VcpuExit::IoOut(0xEE, data), host, console)?;
+                let hva: u64 = host.memory.read_obj(GuestAddress(slot)).unwrap();
+                host.memory.write_obj(hva & 0xffff_ffff, GuestAddress(slot)).unwrap();
+                Ok(flow)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_gva_to_hva_hypercall", |labs| labs.handle_hypercall = seeded);
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: gva_to_hva with its slot at 0x",
+        &["only the low 4 bytes"],
+    );
 }

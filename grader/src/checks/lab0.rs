@@ -136,23 +136,48 @@ fn setup_vcpu(ctx: &Ctx) -> Result<(), String> {
     )
 }
 
-/// Runs `exit` through a probe: where the vCPU stopped says how the slot is registered.
-fn slot_problem(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, probe: u64) -> Option<String> {
-    match exit {
-        Ok(VcpuExit::Hlt) => None,
-        Ok(VcpuExit::MmioRead(addr, _)) if addr & !0xfff == CODE_ADDR && addr < probe => Some(format!(
+/// Where the probe's vCPU stopped.
+enum Stop {
+    Hlt,
+    MmioRead(u64),
+    MmioWrite(u64),
+    Other(String),
+    Failed(String),
+}
+
+impl Stop {
+    fn of(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Stop {
+        match exit {
+            Ok(VcpuExit::Hlt) => Stop::Hlt,
+            Ok(VcpuExit::MmioRead(addr, _)) => Stop::MmioRead(addr),
+            Ok(VcpuExit::MmioWrite(addr, _)) => Stop::MmioWrite(addr),
+            Ok(other) => Stop::Other(format!("{other:?}")),
+            Err(err) => Stop::Failed(err.to_string()),
+        }
+    }
+}
+
+/// What the probe's stop says about the slot; `nothing_ran` when RIP never left the first
+/// instruction.
+fn slot_problem(stop: Stop, probe: u64, nothing_ran: bool) -> Option<String> {
+    match stop {
+        Stop::Hlt => None,
+        Stop::MmioRead(addr) if addr < probe || nothing_ran => Some(format!(
             "the vCPU found no memory at guest physical {addr:#x} to fetch the code from: register the page as slot 0 at guest_phys_addr 0x1000"
         )),
-        Ok(VcpuExit::MmioRead(addr, _)) => Some(format!(
+        Stop::MmioRead(addr) => Some(format!(
             "the vCPU found no memory at guest physical {addr:#x}: the slot must cover the whole page at 0x1000 (memory_size 0x1000)"
         )),
-        Ok(VcpuExit::MmioWrite(addr, _)) => Some(format!(
+        Stop::MmioWrite(addr) => Some(format!(
             "the guest could read but not write guest physical {addr:#x}: the slot is registered read-only (flags must be 0, not KVM_MEM_READONLY)"
         )),
-        Ok(other) => Some(format!(
-            "the vCPU did not run the code written at 0x1000 of the memory create_vm returned (it ended with {other:?}): register that memory's host address as the slot's userspace_addr"
+        Stop::Other(exit) if nothing_ran => Some(format!(
+            "the vCPU could not fetch the code at guest physical {CODE_ADDR:#x} (it ended with {exit}): no memory is registered there; register the page as slot 0 at guest_phys_addr 0x1000"
         )),
-        Err(err) => Some(format!(
+        Stop::Other(exit) => Some(format!(
+            "the vCPU did not run the code written at 0x1000 of the memory create_vm returned (it ended with {exit}): register that memory's host address as the slot's userspace_addr"
+        )),
+        Stop::Failed(err) => Some(format!(
             "KVM_RUN of a probe failed: {err}: is the page registered with KVM?"
         )),
     }
@@ -168,7 +193,9 @@ fn memory_slot(ctx: &Ctx) -> Result<(), String> {
         .write_slice(&code, GuestAddress(CODE_ADDR))
         .map_err(|err| format!("the grader cannot write its probe at 0x1000: {err}"))?;
     let mut vcpu = (ctx.labs.lwn_setup_vcpu)(&vm).map_err(|err| fail(LAB, "setup_vcpu", err))?;
-    if let Some(problem) = slot_problem(vcpu.run(), probe) {
+    let stop = Stop::of(vcpu.run());
+    let nothing_ran = vcpu.get_regs().is_ok_and(|regs| regs.rip == CODE_ADDR);
+    if let Some(problem) = slot_problem(stop, probe, nothing_ran) {
         return Err(fail(LAB, "create_vm", problem));
     }
     let stored: u8 = vm

@@ -65,6 +65,12 @@ pub const CHECKS: &[Check] = &[
         gva_to_hva,
     ),
     WALK.check(
+        "lab5_gva_to_hva_hypercall",
+        "the gva_to_hva hypercall reads the GVA from its slot and writes the HVA back",
+        2,
+        gva_to_hva_hypercall,
+    ),
+    WALK.check(
         "lab5_gva_to_hva_outside_memory",
         "gva_to_hva: None for a guest physical address past guest memory",
         1,
@@ -367,6 +373,89 @@ fn gva_to_hva(ctx: &Ctx) -> Result<(), String> {
                 "gva_to_hva",
                 format!(
                     "gva_to_hva({gva:#x}) with host_base {base:#x} gave {found:x?}, expected {expected:x?}{cause}: translate to the guest physical address, then add host_base"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why the slot of a gva_to_hva hypercall holds `found` instead of `expected`.
+fn slot_cause(found: u64, expected: u64, gva: u64, slot: u64, base: u64) -> &'static str {
+    if found == gva {
+        "the slot still holds the GVA: write the HVA back into it"
+    } else if found == base.wrapping_add(slot) || found == slot {
+        "that is the translation of the slot's own address: the OUT's value is where the GVA is stored; read the 8 bytes there and translate them"
+    } else if found == expected & 0xffff_ffff || found & 0xffff_ffff == expected & 0xffff_ffff {
+        "only the low 4 bytes are right: the slot holds 8 bytes, the whole HVA, little-endian"
+    } else if found == expected.swap_bytes() {
+        "the HVA was written big-endian: the guest reads it little-endian"
+    } else if found == gva.wrapping_add(base) && gva != expected.wrapping_sub(base) {
+        "the GVA plus host_base is not the HVA unless the page maps it there: translate it first"
+    } else {
+        "write gva_to_hva(the slot's GVA) into the slot, 8 bytes little-endian, and 0 when it does not translate"
+    }
+}
+
+fn gva_to_hva_hypercall(ctx: &Ctx) -> Result<(), String> {
+    let mut rng = ctx.rng();
+    let base = rng.range(0x1000, 0x7fff_0000) << 12;
+    let mut cases = [
+        (rng.range(0, 0x20_0000), true),
+        (0x4000_0000 + rng.range(0, 0x4000_0000), false),
+    ];
+    rng.shuffle(&mut cases);
+    for (gva, mapped) in cases {
+        let memory = identity_map();
+        let slot = rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
+        memory.write_obj(gva, GuestAddress(slot)).expect("inside guest memory");
+        let mut host = Host::new(&memory, 0x2000, base);
+        let mut console = Vec::new();
+        let port_value = (slot as u32).to_le_bytes();
+        (ctx.labs.handle_hypercall)(VcpuExit::IoOut(0xEE, &port_value), &mut host, &mut console).map_err(|err| {
+            fail(
+                LAB,
+                "handle_hypercall",
+                format!("gva_to_hva with its slot at {slot:#x}: {err}"),
+            )
+        })?;
+        let expected = if mapped { base + gva } else { 0 };
+        let found: u64 = memory.read_obj(GuestAddress(slot)).expect("inside guest memory");
+        if found != expected {
+            return Err(fail(
+                LAB,
+                "handle_hypercall",
+                format!(
+                    "gva_to_hva with its slot at {slot:#x} (holding GVA {gva:#x}; host_base {base:#x}) left {found:#x} in the slot, expected {expected:#x}: {}",
+                    slot_cause(found, expected, gva, slot, base)
+                ),
+            ));
+        }
+        let expected_output: &[u8] = if mapped { b"" } else { b"Invalid GVA\n" };
+        if console != expected_output {
+            return Err(fail(
+                LAB,
+                "handle_hypercall",
+                format!(
+                    "gva_to_hva of {} GVA printed {:?}, expected {:?}: only an address that does not translate prints \"Invalid GVA\"",
+                    if mapped { "a mapped" } else { "an unmapped" },
+                    String::from_utf8_lossy(&console),
+                    String::from_utf8_lossy(expected_output)
+                ),
+            ));
+        }
+        let record = HypercallRecord {
+            name: "gva_to_hva",
+            args: vec![gva],
+            result: Some(expected),
+        };
+        if host.records != [record.clone()] {
+            return Err(fail(
+                LAB,
+                "handle_hypercall",
+                format!(
+                    "gva_to_hva was recorded as {:x?}, expected [{record:x?}]: record the GVA read from the slot and the HVA written back",
+                    host.records
                 ),
             ));
         }
