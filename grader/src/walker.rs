@@ -135,7 +135,9 @@ impl RandomTables {
         addresses.push(sign_extend((pml4_hole << 39) | offset(rng, 39)));
         for i4 in pml4_indices {
             let pdpt = table();
-            write(cr3 + i4 * 8, pdpt | PTE_PRESENT | noise(rng, false));
+            // The upper half's PML4 entry always has NX: a walk must drop it from the address.
+            let nx = if i4 >= 256 { 1 << 63 } else { 0 };
+            write(cr3 + i4 * 8, pdpt | PTE_PRESENT | nx | noise(rng, false));
             let base4 = i4 << 39;
             let [giant, to_pd, hole3] = distinct(rng, 3, 0)[..] else {
                 unreachable!()
@@ -313,6 +315,20 @@ fn differing_step(cr3: u64, gva: u64, e: &[WalkStep], f: &WalkStep, k: usize) ->
 }
 
 fn stopped_early(next: &WalkStep, last: Option<&WalkStep>, result: &Result<u64, WalkFault>) -> String {
+    if let (Some(last), Err(WalkFault::TableOutsideMemory { addr, .. })) = (last, result)
+        && *addr != next.entry_addr
+        && *addr & !ENTRY_ADDR_MASK & !0xff8 != 0
+    {
+        return format!(
+            "the walk looked for {}[{}] at {addr:#x}, expected {:#x}: flag bits were left in the table's address; {}[{}] = {} holds the next table's address in bits 12..51 only (NX is bit 63; mask with {ENTRY_ADDR_MASK:#x})",
+            next.level,
+            next.index,
+            next.entry_addr,
+            last.level,
+            last.index,
+            describe::entry(last.entry)
+        );
+    }
     if next.entry & PTE_PRESENT == 0 {
         return format!(
             "the walk stopped before recording the non-present {}[{}] = {}: record the entry it reads, then fault with WalkFault::NotPresent({})",

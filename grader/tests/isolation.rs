@@ -117,7 +117,13 @@ fn run(scenario: &str) -> (Outcome, Duration) {
     assert!(find_check(CHECK).is_some());
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "check_process", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "check_process",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(SCENARIO, scenario);
     let started = Instant::now();
     let outcome = run_isolated_with(command, CHECK, 1234, LIMITS).expect("not interrupted");

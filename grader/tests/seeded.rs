@@ -960,11 +960,7 @@ fn lwn_memory_registered_at_guest_physical_0() {
         Ok(vm)
     }
     let message = failure_of("lab0_memory_slot", |labs| labs.lwn_create_vm = seeded);
-    assert_names(
-        &message,
-        "lab0 create_vm: the vCPU ",
-        &["guest_phys_addr 0x1000"],
-    );
+    assert_names(&message, "lab0 create_vm: the vCPU ", &["guest_phys_addr 0x1000"]);
 }
 
 #[test]
@@ -1042,5 +1038,54 @@ fn gva_to_hva_written_back_in_4_bytes() {
         &message,
         "lab5 handle_hypercall: gva_to_hva with its slot at 0x",
         &["only the low 4 bytes"],
+    );
+}
+
+#[test]
+fn walk_that_keeps_nx_in_the_table_address() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
+        let mut walk = Walk {
+            gva,
+            steps: Vec::new(),
+            result: Err(WalkFault::NonCanonical(gva)),
+        };
+        if ((gva << 16) as i64 >> 16) as u64 != gva {
+            return walk;
+        }
+        let mut table = cr3 & !0xfff;
+        for level in Level::WALK {
+            let index = (gva >> level.shift()) & 0x1ff;
+            let entry_addr = table + index * 8;
+            let Ok(entry) = memory.read_obj::<u64>(GuestAddress(entry_addr)) else {
+                walk.result = Err(WalkFault::TableOutsideMemory {
+                    level,
+                    addr: entry_addr,
+                });
+                return walk;
+            };
+            walk.steps.push(WalkStep {
+                level,
+                index,
+                entry_addr,
+                entry,
+            });
+            if entry & 1 == 0 {
+                walk.result = Err(WalkFault::NotPresent(level));
+                return walk;
+            }
+            if right_leaf(level, entry) {
+                let offset = (1u64 << level.shift()) - 1;
+                walk.result = Ok((entry & 0x000f_ffff_ffff_f000 & !offset) | (gva & offset));
+                return walk;
+            }
+            table = entry & !0xfff; // keeps NX (bit 63) and the bits an OS may use
+        }
+        walk
+    }
+    let message = failure_of("lab2_translate_other_pages", |labs| labs.translate = seeded);
+    assert_names(
+        &message,
+        "lab2 translate: the walk of 0x",
+        &["flag bits were left in the table's address", "NX is bit 63"],
     );
 }
