@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::host::Host;
 use crate::rng::Rng;
 use crate::sandbox::{self, Sandbox};
-use crate::{Check, Ctx, HostNeed, Part, all_checks};
+use crate::{Check, Ctx, Part, all_checks};
 
 /// The argument that makes the grader run one check in-process (its name comes on stdin).
 pub const RUN_CHECK_ARG: &str = "--run-check";
@@ -682,11 +682,6 @@ pub fn matches_filter(check: &Check, words: &[String]) -> bool {
         || words
             .iter()
             .any(|w| check.part.key() == *w || check.name.contains(w.as_str()))
-}
-
-/// Whether a check's host needs allow it here (used by `Host::cannot_run`).
-pub fn needs_kvm(need: HostNeed) -> bool {
-    need != HostNeed::Nothing
 }
 
 #[cfg(test)]

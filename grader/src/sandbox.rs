@@ -139,11 +139,6 @@ impl Sandbox {
         }
     }
 
-    /// Whether a cgroup lists the check's processes (rather than the process tree).
-    pub fn has_cgroup(&self) -> bool {
-        self.cgroup.is_some()
-    }
-
     /// The check's live processes: the cgroup's members, or else this process's descendants
     /// that started with or after the check (orphans come back to us as subreaper).
     fn members(&self) -> Vec<Proc> {

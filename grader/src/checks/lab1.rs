@@ -286,40 +286,52 @@ fn guest_memory_host_address(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn load_image(ctx: &Ctx) -> Result<(), String> {
-    let memory = super::lab2::fresh_memory();
     let mut rng = ctx.rng();
-    let image: Vec<u8> = (0..MAX_IMAGE_SIZE).map(|_| rng.range(1, 256) as u8).collect();
-    (ctx.labs.load_image)(&memory, &image).map_err(|err| {
-        fail(
-            LAB,
-            "load_image",
-            format!("an image of exactly {MAX_IMAGE_SIZE} bytes was refused: {err}"),
-        )
-    })?;
-    let mut back = vec![0u8; MAX_IMAGE_SIZE];
-    memory
-        .read_slice(&mut back, GuestAddress(0))
-        .expect("inside guest memory");
-    if let Some(at) = back.iter().zip(&image).position(|(a, b)| a != b) {
-        return Err(fail(
-            LAB,
-            "load_image",
-            format!(
-                "guest physical {at:#x} holds {:#x}, expected the image's byte {:#x}: copy the whole image to guest physical 0",
-                back[at], image[at]
-            ),
-        ));
+    let mut lengths = [
+        MAX_IMAGE_SIZE,
+        rng.range(1, MAX_IMAGE_SIZE as u64) as usize,
+        MAX_IMAGE_SIZE + rng.range(1, 0x1000) as usize,
+    ];
+    rng.shuffle(&mut lengths);
+    for len in lengths {
+        let memory = super::lab2::fresh_memory();
+        let image: Vec<u8> = (0..len).map(|_| rng.range(1, 256) as u8).collect();
+        let loaded = (ctx.labs.load_image)(&memory, &image);
+        if len > MAX_IMAGE_SIZE {
+            match loaded {
+                Err(Lab1Error::ImageTooLarge { len: found }) if found == len => continue,
+                other => {
+                    return Err(fail(
+                        LAB,
+                        "load_image",
+                        format!(
+                            "an image of {len} bytes gave {other:?}, expected Err(ImageTooLarge {{ len: {len} }}): more than {MAX_IMAGE_SIZE} bytes would overwrite the page tables at 0x2000"
+                        ),
+                    ));
+                }
+            }
+        }
+        loaded.map_err(|err| {
+            fail(
+                LAB,
+                "load_image",
+                format!("an image of {len} bytes (at most {MAX_IMAGE_SIZE} are allowed) was refused: {err}"),
+            )
+        })?;
+        let mut back = vec![0u8; len];
+        memory
+            .read_slice(&mut back, GuestAddress(0))
+            .expect("inside guest memory");
+        if let Some(at) = back.iter().zip(&image).position(|(a, b)| a != b) {
+            return Err(fail(
+                LAB,
+                "load_image",
+                format!(
+                    "after loading an image of {len} bytes, guest physical {at:#x} holds {:#x}, expected the image's byte {:#x}: copy the whole image to guest physical 0",
+                    back[at], image[at]
+                ),
+            ));
+        }
     }
-    match (ctx.labs.load_image)(&memory, &vec![0; MAX_IMAGE_SIZE + 1]) {
-        Err(Lab1Error::ImageTooLarge { len }) if len == MAX_IMAGE_SIZE + 1 => Ok(()),
-        other => Err(fail(
-            LAB,
-            "load_image",
-            format!(
-                "an image of {} bytes gave {other:?}, expected Err(ImageTooLarge {{ len: {} }}): it would overwrite the page tables at 0x2000",
-                MAX_IMAGE_SIZE + 1,
-                MAX_IMAGE_SIZE + 1
-            ),
-        )),
-    }
+    Ok(())
 }

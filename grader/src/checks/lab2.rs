@@ -280,6 +280,9 @@ fn translate_faults(ctx: &Ctx) -> Result<(), String> {
         // Not canonical, one just past the lower half.
         0x0000_8000_0000_0000 | rng.range(0, 1 << 47),
         rng.range(1, 0xffff) << 48 | rng.range(0, 1 << 47),
+        // And addresses that translate: a walk that always faults gains nothing.
+        rng.range(0, 0x20_0000),
+        rng.range(0, 0x20_0000),
     ];
     rng.shuffle(&mut addresses);
     for gva in addresses {

@@ -181,35 +181,81 @@ fn hlt_ends_the_loop(ctx: &Ctx) -> Result<(), String> {
     }
 }
 
+/// One exit of `unexpected_exits`, owned so the cases can be shuffled.
+enum ExitCase {
+    /// An OUT to the console: served.
+    Console(Vec<u8>),
+    Out(u16, Vec<u8>),
+    In(u16),
+    MmioRead(u64),
+    Shutdown,
+}
+
 fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
-    let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-    let mut byte = [0u8; 1];
-    let mut mmio = [0u8; 4];
-    let cases = [
-        (
-            VcpuExit::IoOut(0x3f8, b"x"),
-            UnexpectedExit::IoOut { port: 0x3f8, len: 1 },
-            "an OUT to port 0x3f8",
-        ),
-        (
-            VcpuExit::IoIn(0xE9, &mut byte),
-            UnexpectedExit::IoIn { port: 0xE9, len: 1 },
-            "an IN from port 0xE9",
-        ),
-        (
-            VcpuExit::MmioRead(0x1000_0000, &mut mmio),
-            UnexpectedExit::MmioRead {
-                addr: 0x1000_0000,
-                len: 4,
-            },
-            "an MMIO read",
-        ),
-        (VcpuExit::Shutdown, UnexpectedExit::Shutdown, "a triple fault"),
+    let mut rng = ctx.rng();
+    let port = loop {
+        let port = rng.range(0x10, 0x400) as u16;
+        if port != kit_common::CONSOLE_PORT {
+            break port;
+        }
+    };
+    let text = rng.text_between(1, 8);
+    let mmio = rng.range(0x20_0000, 0xf000_0000) & !3;
+    let mut cases = vec![
+        ExitCase::Console(text.clone()),
+        ExitCase::Out(port, rng.text_between(1, 4)),
+        ExitCase::In(kit_common::CONSOLE_PORT),
+        ExitCase::MmioRead(mmio),
+        ExitCase::Shutdown,
     ];
-    for (exit, expected, what) in cases {
-        match (ctx.labs.handle_exit)(exit, &mut console, &mut counts) {
-            Err(ExitLoopError::Unexpected(found)) if found == expected => {}
-            other => {
+    rng.shuffle(&mut cases);
+    let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
+    for case in cases {
+        let (mut byte, mut word) = ([0u8; 1], [0u8; 4]);
+        let (exit, expected, what) = match &case {
+            ExitCase::Console(data) => (
+                VcpuExit::IoOut(kit_common::CONSOLE_PORT, data),
+                None,
+                "an OUT to port 0xe9".to_owned(),
+            ),
+            ExitCase::Out(port, data) => (
+                VcpuExit::IoOut(*port, data),
+                Some(UnexpectedExit::IoOut {
+                    port: *port,
+                    len: data.len(),
+                }),
+                format!("an OUT of {} byte(s) to port {port:#x}", data.len()),
+            ),
+            ExitCase::In(port) => (
+                VcpuExit::IoIn(*port, &mut byte),
+                Some(UnexpectedExit::IoIn { port: *port, len: 1 }),
+                format!("an IN from port {port:#x}"),
+            ),
+            ExitCase::MmioRead(addr) => (
+                VcpuExit::MmioRead(*addr, &mut word),
+                Some(UnexpectedExit::MmioRead { addr: *addr, len: 4 }),
+                format!("an MMIO read at {addr:#x}"),
+            ),
+            ExitCase::Shutdown => (
+                VcpuExit::Shutdown,
+                Some(UnexpectedExit::Shutdown),
+                "a triple fault".to_owned(),
+            ),
+        };
+        let result = (ctx.labs.handle_exit)(exit, &mut console, &mut counts);
+        match (expected, result) {
+            (None, Ok(Flow::Continue)) => {}
+            (Some(expected), Err(ExitLoopError::Unexpected(found))) if found == expected => {}
+            (None, other) => {
+                return Err(fail(
+                    LAB,
+                    HANDLE,
+                    format!(
+                        "{what} gave {other:?}, expected Ok(Flow::Continue): the console is served, then the guest goes on"
+                    ),
+                ));
+            }
+            (Some(expected), other) => {
                 return Err(fail(
                     LAB,
                     HANDLE,
@@ -220,23 +266,24 @@ fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
             }
         }
     }
-    if !console.is_empty() {
+    if console != text {
         return Err(fail(
             LAB,
             HANDLE,
             format!(
-                "an OUT to port 0x3f8 printed {:?}: only port 0xE9 is the console",
-                String::from_utf8_lossy(&console)
+                "the console got {:?}, expected only the {:?} written to port 0xe9: only port 0xE9 is the console (port {port:#x} is not)",
+                String::from_utf8_lossy(&console),
+                String::from_utf8_lossy(&text)
             ),
         ));
     }
     let found = (counts.io_out, counts.io_in, counts.mmio, counts.shutdown);
-    if found != (1, 1, 1, 1) {
+    if found != (2, 1, 1, 1) {
         return Err(fail(
             LAB,
             HANDLE,
             format!(
-                "after one exit of each kind the counts are (io_out, io_in, mmio, shutdown) = {found:?}, expected (1, 1, 1, 1): count every exit by reason, also the ones you refuse"
+                "after two OUTs (one refused), an IN, an MMIO read and a triple fault the counts are (io_out, io_in, mmio, shutdown) = {found:?}, expected (2, 1, 1, 1): count every exit by reason, also the ones you refuse"
             ),
         ));
     }
