@@ -76,6 +76,15 @@ fn misbehaving(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
                 hog.push(Vec::with_capacity(1 << 30));
             }
         }
+        "stack-overflow" => {
+            fn deeper(n: u64) -> u64 {
+                let frame = [n; 64];
+                std::hint::black_box(&frame);
+                deeper(n + 1) + frame[0]
+            }
+            std::hint::black_box(deeper(0));
+            right
+        }
         "keyed-to-the-check" => {
             // Behaviour keyed to the check it runs in: nothing tells which one.
             let args: Vec<String> = std::env::args().collect();
@@ -210,6 +219,14 @@ fn a_memory_hog_costs_the_check_only() {
     assert!(message.contains("before the check finished"), "{message}");
     assert!(message.contains("memory allocation"), "{message}");
     assert!(took < LIMITS.wall + Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn a_stack_overflow_is_named_from_the_check_s_stderr() {
+    let (outcome, _) = run("stack-overflow");
+    let message = failed(&outcome);
+    assert!(message.contains("before the check finished"), "{message}");
+    assert!(message.contains("overflowed its stack"), "{message}");
 }
 
 #[test]
