@@ -77,6 +77,8 @@ fn misbehaving(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
             }
         }
         "stack-overflow" => {
+            // Recursion without a base case, as a buggy lab might have it.
+            #[allow(unconditional_recursion)]
             fn deeper(n: u64) -> u64 {
                 let frame = [n; 64];
                 std::hint::black_box(&frame);
