@@ -61,6 +61,8 @@ pub struct RandomTables {
     /// Addresses through every kind of entry: 1 GiB, 2 MiB and 4 KiB pages, a non-present entry
     /// at each level, non-canonical addresses, and a few at random.
     pub addresses: Vec<u64>,
+    /// 4 KiB pages mapped inside guest memory, on pages no table uses: (virtual, physical).
+    pub in_memory: Vec<(u64, u64)>,
 }
 
 /// Where the random tables go: pages of the 2 MiB guest memory above the kit's own tables.
@@ -123,6 +125,7 @@ impl RandomTables {
         };
         let cr3 = table();
         let mut addresses = Vec::new();
+        let mut in_memory = Vec::new();
         let offset = |rng: &mut Rng, shift: u32| rng.range(0, 1 << shift);
         let pml4_indices = [distinct(rng, 1, 0)[0], distinct(rng, 1, 256)[0]];
         let pml4_hole = loop {
@@ -164,6 +167,11 @@ impl RandomTables {
             for (i, index) in distinct(rng, 3, 0).into_iter().enumerate() {
                 if i == 2 {
                     write(pt + index * 8, not_present(rng));
+                } else if i == 0 {
+                    // A page of guest memory, mapped far from its physical address.
+                    let page = table();
+                    write(pt + index * 8, page | PTE_PRESENT | noise(rng, true));
+                    in_memory.push((sign_extend(base2 | (index << 12)), page));
                 } else {
                     // Bit 7 of a PT entry is PAT, not PS: set it at times.
                     let pat = if rng.chance(50) { PTE_PS } else { 0 };
@@ -185,8 +193,15 @@ impl RandomTables {
         for _ in 0..4 {
             addresses.push(sign_extend(rng.range(0, 1 << 48)));
         }
+        for &(gva, _) in &in_memory {
+            addresses.push(gva | rng.range(0, 0x1000));
+        }
         rng.shuffle(&mut addresses);
-        RandomTables { cr3, addresses }
+        RandomTables {
+            cr3,
+            addresses,
+            in_memory,
+        }
     }
 }
 

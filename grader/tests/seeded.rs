@@ -1089,3 +1089,36 @@ fn walk_that_keeps_nx_in_the_table_address() {
         &["flag bits were left in the table's address", "NX is bit 63"],
     );
 }
+
+#[test]
+fn gva_to_hva_that_ignores_the_page_tables() {
+    fn seeded(_memory: &GuestMemoryMmap, _cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
+        (gva < 0x20_0000).then(|| host_base + gva)
+    }
+    let message = failure_of("lab5_gva_to_hva", |labs| labs.gva_to_hva = seeded);
+    assert_names(&message, "lab5 gva_to_hva: gva_to_hva(0x", &["expected"]);
+}
+
+#[test]
+fn read_guest_string_that_ignores_the_page_tables() {
+    fn seeded(memory: &GuestMemoryMmap, _cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
+        let mut bytes = Vec::new();
+        let mut at = gva;
+        loop {
+            let Ok(byte) = memory.read_obj::<u8>(GuestAddress(at)) else {
+                return lab5_hypercalls::read_guest_string(memory, 0x2000, 1 << 46);
+            };
+            if byte == 0 || bytes.len() > lab5_hypercalls::MAX_STRING {
+                return Ok(bytes);
+            }
+            bytes.push(byte);
+            at += 1;
+        }
+    }
+    let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a ",
+        &["on a page the tables map elsewhere", "translate the address"],
+    );
+}

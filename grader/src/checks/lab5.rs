@@ -10,6 +10,7 @@ use lab5_hypercalls::{Host, HypercallRecord, Lab5Error, MAX_STRING, REPORT_ADDR}
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{Group, fail};
+use crate::walker::{self, RandomTables};
 use crate::{Check, Ctx, Part, guestgen};
 
 const LAB: u8 = 5;
@@ -275,6 +276,20 @@ fn guest_string(ctx: &Ctx) -> Result<(), String> {
     memory
         .write_obj(0u8, GuestAddress(longest_at + MAX_STRING as u64))
         .expect("inside guest memory");
+    // A page the tables map far from its physical address: reading the GVA as a GPA shows.
+    let (mapped_memory, mapped_cr3, mapped_gva, mapped_text) = remapped_string(&mut rng);
+    let found = (ctx.labs.read_guest_string)(&mapped_memory, mapped_cr3, mapped_gva);
+    if found.as_ref().ok() != Some(&mapped_text) {
+        return Err(fail(
+            LAB,
+            "read_guest_string",
+            format!(
+                "a {}-byte string at {mapped_gva:#x}, on a page the tables map elsewhere (CR3 {mapped_cr3:#x}), read as {:?}: translate the address through the guest's page tables (lab 2's translate), then read guest physical memory",
+                mapped_text.len(),
+                found.map(|b| String::from_utf8_lossy(&b).chars().take(40).collect::<String>())
+            ),
+        ));
+    }
     let mut cases: Vec<(u64, Option<Vec<u8>>, String)> = vec![
         (
             at,
@@ -350,6 +365,23 @@ fn guest_string(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// Random page tables and a string on one of their pages mapped inside guest memory: the
+/// memory, CR3, the string's GVA and the string.
+fn remapped_string(rng: &mut crate::rng::Rng) -> (vm_memory::GuestMemoryMmap, u64, u64, Vec<u8>) {
+    let memory = super::lab2::fresh_memory();
+    let tables = RandomTables::build(&memory, rng);
+    let (gva, gpa) = *rng.pick(&tables.in_memory);
+    let text = rng.text_between(2, 40);
+    let offset = rng.range(0, 0x1000 - text.len() as u64 - 1);
+    memory
+        .write_slice(&text, GuestAddress(gpa + offset))
+        .expect("inside guest memory");
+    memory
+        .write_obj(0u8, GuestAddress(gpa + offset + text.len() as u64))
+        .expect("inside guest memory");
+    (memory, tables.cr3, gva + offset, text)
+}
+
 fn gva_to_hva(ctx: &Ctx) -> Result<(), String> {
     let mut rng = ctx.rng();
     let memory = identity_map();
@@ -362,22 +394,49 @@ fn gva_to_hva(ctx: &Ctx) -> Result<(), String> {
     ];
     rng.shuffle(&mut cases);
     for (gva, expected) in cases {
-        let found = (ctx.labs.gva_to_hva)(&memory, 0x2000, base, gva);
-        if found != expected {
-            let cause = match found {
-                Some(hva) if hva == gva && expected.is_some() => ": that is the guest physical address itself",
-                _ => "",
-            };
-            return Err(fail(
-                LAB,
-                "gva_to_hva",
-                format!(
-                    "gva_to_hva({gva:#x}) with host_base {base:#x} gave {found:x?}, expected {expected:x?}{cause}: translate to the guest physical address, then add host_base"
-                ),
-            ));
-        }
+        expect_hva(ctx, &memory, 0x2000, base, gva, expected)?;
+    }
+    // Tables that are not an identity map: a GVA taken for a GPA shows.
+    let memory = super::lab2::fresh_memory();
+    let tables = RandomTables::build(&memory, &mut rng);
+    for &gva in tables.addresses.iter().take(8) {
+        let expected = walker::walk(&memory, tables.cr3, gva)
+            .result
+            .ok()
+            .filter(|gpa| *gpa < kit_common::GUEST_MEMORY_SIZE as u64)
+            .map(|gpa| base + gpa);
+        expect_hva(ctx, &memory, tables.cr3, base, gva, expected)?;
     }
     Ok(())
+}
+
+fn expect_hva(
+    ctx: &Ctx,
+    memory: &vm_memory::GuestMemoryMmap,
+    cr3: u64,
+    base: u64,
+    gva: u64,
+    expected: Option<u64>,
+) -> Result<(), String> {
+    let found = (ctx.labs.gva_to_hva)(memory, cr3, base, gva);
+    if found == expected {
+        return Ok(());
+    }
+    let cause = match found {
+        Some(hva) if Some(hva) == expected.map(|e| e - base) => ": that is the guest physical address itself",
+        Some(hva) if hva == base.wrapping_add(gva) => {
+            ": that is host_base plus the GVA itself; these page tables do not map it to the same physical address"
+        }
+        Some(_) if expected.is_none() => ": this address does not translate, or translates outside guest memory",
+        _ => "",
+    };
+    Err(fail(
+        LAB,
+        "gva_to_hva",
+        format!(
+            "gva_to_hva({gva:#x}) with host_base {base:#x} and CR3 {cr3:#x} gave {found:x?}, expected {expected:x?}{cause}: translate to the guest physical address, then add host_base"
+        ),
+    ))
 }
 
 /// Why the slot of a gva_to_hva hypercall holds `found` instead of `expected`.
