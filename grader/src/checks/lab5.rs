@@ -365,6 +365,12 @@ fn guest_string(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// A host address for guest physical 0 as mmap gives them (above 4 GiB, below 128 TiB, page
+/// aligned), different on every run.
+fn host_base(rng: &mut crate::rng::Rng) -> u64 {
+    rng.range(0x5_0000_0000 >> 12, 0x7fff_0000_0000 >> 12) << 12
+}
+
 /// Random page tables and a string on one of their pages mapped inside guest memory: the
 /// memory, CR3, the string's GVA and the string.
 fn remapped_string(rng: &mut crate::rng::Rng) -> (vm_memory::GuestMemoryMmap, u64, u64, Vec<u8>) {
@@ -385,7 +391,7 @@ fn remapped_string(rng: &mut crate::rng::Rng) -> (vm_memory::GuestMemoryMmap, u6
 fn gva_to_hva(ctx: &Ctx) -> Result<(), String> {
     let mut rng = ctx.rng();
     let memory = identity_map();
-    let base = rng.range(0x1000, 0x7fff_0000) << 12;
+    let base = host_base(&mut rng);
     let inside = rng.range(0, 0x20_0000);
     let mut cases = [
         (0x400, Some(base + 0x400)),
@@ -399,7 +405,14 @@ fn gva_to_hva(ctx: &Ctx) -> Result<(), String> {
     // Tables that are not an identity map: a GVA taken for a GPA shows.
     let memory = super::lab2::fresh_memory();
     let tables = RandomTables::build(&memory, &mut rng);
-    for &gva in tables.addresses.iter().take(8) {
+    let mut addresses: Vec<u64> = tables
+        .in_memory
+        .iter()
+        .map(|&(gva, _)| gva | rng.range(0, 0x1000))
+        .collect();
+    addresses.extend(tables.addresses.iter().take(8));
+    rng.shuffle(&mut addresses);
+    for gva in addresses {
         let expected = walker::walk(&memory, tables.cr3, gva)
             .result
             .ok()
@@ -458,7 +471,7 @@ fn slot_cause(found: u64, expected: u64, gva: u64, slot: u64, base: u64) -> &'st
 
 fn gva_to_hva_hypercall(ctx: &Ctx) -> Result<(), String> {
     let mut rng = ctx.rng();
-    let base = rng.range(0x1000, 0x7fff_0000) << 12;
+    let base = host_base(&mut rng);
     let mut cases = [
         (rng.range(0, 0x20_0000), true),
         (0x4000_0000 + rng.range(0, 0x4000_0000), false),
@@ -529,7 +542,7 @@ fn gva_to_hva_outside_memory(ctx: &Ctx) -> Result<(), String> {
     memory
         .write_obj::<u64>(0x20_0000 | 0x87, GuestAddress(0x4008))
         .expect("inside guest memory");
-    let base = rng.range(0x1000, 0x7fff_0000) << 12;
+    let base = host_base(&mut rng);
     let mut cases = [
         (0x20_0000, None),
         (0x20_0000 + rng.range(0, 0x20_0000), None),
