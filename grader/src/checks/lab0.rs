@@ -299,7 +299,7 @@ fn run(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn run_kit(ctx: &Ctx) -> Result<(), String> {
-    let report = kvm_hello::vmm::run_lwn(ctx.labs, true, false, Duration::from_secs(3));
+    let report = kvm_hello::vmm::run_lwn(ctx.labs, true, false, super::GUEST_TIMEOUT);
     if let Some(failure) = &report.failure {
         return Err(match failure.status {
             Status::NotImplemented => super::stub_reached(&failure.message),

@@ -8,7 +8,7 @@ use kvm_ioctls::VcpuExit;
 use lab4_exit_loop::{ExitCounts, ExitLoopError, Flow, ResultError, UnexpectedExit};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::{Group, expect_field, fail};
+use super::{GUEST_TIMEOUT, Group, expect_field, fail};
 use crate::guestgen::{self, Guest};
 use crate::rng::Rng;
 use crate::{Check, Ctx, Part, describe};
@@ -36,8 +36,6 @@ const HANDLE: &str = "handle_exit";
 /// How long run_until_halt may take to return a failed KVM_RUN before it counts as retrying.
 const RETURN_WAIT: Duration = Duration::from_secs(2);
 const RUN: &str = "run_until_halt";
-/// How long a guest of these checks may run.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The checks of lab 4.
 pub const CHECKS: &[Check] = &[

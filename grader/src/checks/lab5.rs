@@ -1,7 +1,5 @@
 //! Lab 5: the host side of hypercalls, checked on made-up exits, then on the hypercall guest.
 
-use std::time::Duration;
-
 use kit_common::{Mode, Status};
 use kvm_hello::vmm::{self, Program, RunConfig, RunReport};
 use kvm_ioctls::VcpuExit;
@@ -575,7 +573,7 @@ fn run_image(ctx: &Ctx, image: &[u8], what: &str) -> Result<RunReport, String> {
         image: image.to_vec(),
         capture_output: true,
         trace: false,
-        timeout: Duration::from_secs(3),
+        timeout: super::GUEST_TIMEOUT,
         explain_walk: None,
         program: Program::Hypercalls,
     });

@@ -9,6 +9,7 @@ pub mod lab4;
 pub mod lab5;
 
 use std::fmt::Display;
+use std::time::Duration;
 
 use crate::{Check, Ctx, HostNeed, Part};
 
@@ -49,6 +50,12 @@ impl Group {
         }
     }
 }
+
+/// The `--timeout` of a guest run inside a check: the vCPU thread's CPU time. kvm-hello's
+/// watchdog also stops a run that is blocked for 12 times that or lasts 60 times that (45 s),
+/// which stays within a guest check's wall-clock backstop (60 s), so a loop that sleeps is
+/// named by the watchdog, not cut off by the runner. The checks' guests need a few ms.
+pub const GUEST_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// The book chapter that explains a lab.
 pub fn chapter(lab: u8) -> &'static str {

@@ -246,8 +246,14 @@ mod tests {
     #[test]
     fn a_triple_fault_at_the_reset_rip_says_the_vcpu_was_reset() {
         let message = shutdown_at(RESET_RIP);
-        assert!(message.contains("at RIP 0xfff0") && message.contains("reset state"), "{message}");
+        assert!(
+            message.contains("at RIP 0xfff0") && message.contains("reset state"),
+            "{message}"
+        );
         let message = shutdown_at(0x0);
-        assert!(message.contains("at RIP 0x0") && !message.contains("reset state"), "{message}");
+        assert!(
+            message.contains("at RIP 0x0") && !message.contains("reset state"),
+            "{message}"
+        );
     }
 }
