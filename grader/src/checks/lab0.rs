@@ -222,44 +222,28 @@ fn run_made(ctx: &Ctx) -> Result<(), String> {
     let guest = guestgen::lwn(&text, SERIAL_PORT);
     let labs = ctx.labs;
     let image = guest.image.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("check-lwn".into())
-        .spawn(move || {
-            let outcome = (|| {
-                let vm = (labs.lwn_create_vm)().map_err(|err| fail(LAB, "create_vm", err))?;
-                vm.memory
-                    .write_slice(&image, GuestAddress(CODE_ADDR))
-                    .map_err(|err| format!("the grader cannot write its code at 0x1000: {err}"))?;
-                let mut vcpu = (labs.lwn_setup_vcpu)(&vm).map_err(|err| fail(LAB, "setup_vcpu", err))?;
-                let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-                (labs.lwn_run)(&mut vcpu, &mut console, &mut counts, &mut |_| {})
-                    .map_err(|err| fail(LAB, "run", format!("code made for this run: {err}")))?;
-                Ok::<_, String>((console, counts))
-            })();
-            let _ = tx.send(outcome);
-        })
-        .map_err(|err| format!("the grader cannot start a thread: {err}"))?;
-    let (console, counts) = match rx.recv_timeout(MADE_RUN_LIMIT) {
-        Ok(outcome) => outcome?,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            return Err(fail(
-                LAB,
-                "run",
-                format!(
-                    "code made for this run had not halted after {} s: leave the loop at HLT",
-                    MADE_RUN_LIMIT.as_secs()
-                ),
-            ));
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match kvm_hello::vmm::take_last_panic() {
-            Some(kit_common::LabPanic::NotImplemented(stub)) => {
-                super::stub_reached(&format!("not implemented yet: {stub}"))
-            }
-            Some(panic) => return Err(format!("lab code panicked: {panic}")),
-            None => return Err("the run's thread ended without a result".into()),
-        },
+    let ran = super::on_lab_thread("lwn", MADE_RUN_LIMIT, move || {
+        let vm = (labs.lwn_create_vm)().map_err(|err| fail(LAB, "create_vm", err))?;
+        vm.memory
+            .write_slice(&image, GuestAddress(CODE_ADDR))
+            .map_err(|err| format!("the grader cannot write its code at 0x1000: {err}"))?;
+        let mut vcpu = (labs.lwn_setup_vcpu)(&vm).map_err(|err| fail(LAB, "setup_vcpu", err))?;
+        let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
+        (labs.lwn_run)(&mut vcpu, &mut console, &mut counts, &mut |_| {})
+            .map_err(|err| fail(LAB, "run", format!("code made for this run: {err}")))?;
+        Ok::<_, String>((console, counts))
+    })?;
+    let Some(finished) = ran else {
+        return Err(fail(
+            LAB,
+            "run",
+            format!(
+                "code made for this run had not halted after {} s: leave the loop at HLT",
+                MADE_RUN_LIMIT.as_secs()
+            ),
+        ));
     };
+    let (console, counts) = finished?;
     if console != guest.output {
         return Err(fail(
             LAB,

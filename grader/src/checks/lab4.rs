@@ -730,35 +730,21 @@ fn run_with_failing_kvm_run(labs: crate::Labs) -> Result<Result<(), ExitLoopErro
     // With immediate_exit set, KVM_RUN returns EINTR before it enters the guest, every time:
     // what a VMM sees when its vCPU is kicked (the watchdog does exactly this).
     vcpu.set_kvm_immediate_exit(1);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("check-kvm-run".into())
-        .spawn(move || {
-            let _vm = vm;
-            let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-            let result = (labs.run_until_halt)(&mut vcpu, &mut console, &mut counts, &mut |_| {});
-            let _ = tx.send(result);
-        })
-        .map_err(|err| format!("the grader cannot start a thread: {err}"))?;
-    match rx.recv_timeout(RETURN_WAIT) {
-        Ok(result) => Ok(result),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(fail(
+    let returned = super::on_lab_thread("kvm-run", RETURN_WAIT, move || {
+        let _vm = vm;
+        let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
+        (labs.run_until_halt)(&mut vcpu, &mut console, &mut counts, &mut |_| {})
+    })?;
+    returned.ok_or_else(|| {
+        fail(
             LAB,
             RUN,
             format!(
                 "KVM_RUN failed with EINTR and run_until_halt had not returned after {} s: it retries a failed KVM_RUN; return the error (ExitLoopError::Run), or a kicked vCPU is never stopped",
                 RETURN_WAIT.as_secs()
             ),
-        )),
-        // The loop panicked: the panic is the check's outcome.
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match kvm_hello::vmm::take_last_panic() {
-            Some(kit_common::LabPanic::NotImplemented(stub)) => {
-                super::stub_reached(&format!("not implemented yet: {stub}"))
-            }
-            Some(panic) => Err(format!("lab code panicked: {panic}")),
-            None => Err("the exit loop's thread ended without a result".into()),
-        },
-    }
+        )
+    })
 }
 
 fn kvm_run_errors(ctx: &Ctx) -> Result<(), String> {
