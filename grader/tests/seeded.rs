@@ -232,6 +232,23 @@ fn long_mode_without_paging() {
 }
 
 #[test]
+fn paged32_without_paging() {
+    // Paged32 is the mode with CR4.PSE; without PG the guest still greets, so only lab 3 says it.
+    let seeded = long_sregs_with(|s| {
+        if s.cr4 & (1 << 4) != 0 {
+            s.cr0 &= !(1 << 31);
+        }
+    });
+    let message = failure_of("lab3_paged32_mode", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers: CR0 in paged32 mode = 0x50033",
+        &["without PG", "unpaged protected mode"],
+    );
+    assert!(!message.contains("long mode"), "{message}");
+}
+
+#[test]
 fn code_segment_32_bit_in_long_mode() {
     let seeded = long_sregs_with(|s| {
         s.cs.l = 0;

@@ -115,8 +115,12 @@ fn cr0_why(found: u64, expected: u64, mode: Mode) -> String {
     let missing = expected & !found;
     if missing & CR0_PE != 0 {
         "without PE the CPU stays in real mode".into()
-    } else if missing & CR0_PG != 0 {
+    } else if missing & CR0_PG != 0 && mode == Mode::Long {
         "without PG paging is off, and long mode is only active with paging".into()
+    } else if missing & CR0_PG != 0 {
+        "without PG paging is off: the guest still greets (its addresses are identity-mapped), but it runs in \
+         unpaged protected mode and CR3's page directory is never used"
+            .into()
     } else if found & CR0_PG != 0 && expected & CR0_PG == 0 {
         "PG turns paging on, but this mode has no page tables".into()
     } else if mode == Mode::Protected {
