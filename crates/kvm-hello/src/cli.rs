@@ -22,7 +22,14 @@ Usage: kvm-hello [OPTIONS]
 
 Options:
   --mode MODE        long (default), protected, paged32 or real
-  --lab LAB          run an extension lab instead: lwn (lab 0, the LWN warm-up) or hypercalls (lab 5)
+  --lab LAB          run an extension lab instead: lwn (lab 0, the LWN warm-up), hypercalls (lab 5)
+                     or schedule (lab 6: two VMs on one thread)
+  --policy POLICY    with --lab schedule: cooperative, round-robin (default) or weighted
+  --quantum-ms N     with --lab schedule: the slice length in milliseconds of guest time (default 10)
+  --share A:B        with --lab schedule --policy weighted: the two VMs' shares in percent, adding
+                     up to 100 (default 70:30)
+  --duration-ms N    with --lab schedule: the two VMs' guest time together, in milliseconds
+                     (default 1000)
   --guest IMAGE      a flat image loaded at guest physical 0 (default: the kit's guest for MODE)
   --json             print one JSON report on stdout instead of the guest's output
   --trace            print every exit on stderr
@@ -73,6 +80,36 @@ pub struct Options {
     pub walk: Option<u64>,
     /// Where `--explain` writes SVG pictures.
     pub svg: Option<PathBuf>,
+    pub schedule: ScheduleOptions,
+}
+
+/// The options of `--lab schedule` (lab 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleOptions {
+    /// The policy, with its quantum and shares.
+    pub policy: lab6_scheduling::Policy,
+    /// The two VMs' guest time together.
+    pub duration: Duration,
+}
+
+/// `--quantum-ms`'s default.
+pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);
+/// `--share`'s default.
+pub const DEFAULT_SHARES: [u32; 2] = [70, 30];
+/// `--duration-ms`'s default.
+pub const DEFAULT_DURATION: Duration = Duration::from_millis(1000);
+/// The longest `--quantum-ms` and `--duration-ms`: ten minutes.
+pub const MAX_SCHEDULE_MS: u64 = 600_000;
+
+impl Default for ScheduleOptions {
+    fn default() -> Self {
+        ScheduleOptions {
+            policy: lab6_scheduling::Policy::RoundRobin {
+                quantum: DEFAULT_QUANTUM,
+            },
+            duration: DEFAULT_DURATION,
+        }
+    }
 }
 
 impl Default for Options {
@@ -87,6 +124,7 @@ impl Default for Options {
             explain: false,
             walk: None,
             svg: None,
+            schedule: ScheduleOptions::default(),
         }
     }
 }
@@ -98,6 +136,7 @@ pub enum ExtraLab {
     Lwn,
     /// Lab 5: the hypercall guest.
     Hypercalls,
+    Schedule,
 }
 
 impl ExtraLab {
@@ -106,6 +145,7 @@ impl ExtraLab {
         match self {
             ExtraLab::Lwn => "lwn",
             ExtraLab::Hypercalls => "hypercalls",
+            ExtraLab::Schedule => "schedule",
         }
     }
 }
@@ -132,6 +172,67 @@ fn parse_address(text: &str) -> Result<u64, UsageError> {
     })
 }
 
+/// `--quantum-ms` and `--duration-ms`: whole milliseconds, 1 to `MAX_SCHEDULE_MS`.
+fn parse_millis(flag: &str, text: &str) -> Result<Duration, UsageError> {
+    match text.trim().parse::<u64>() {
+        Ok(ms) if (1..=MAX_SCHEDULE_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err(UsageError(format!(
+            "{flag} takes whole milliseconds from 1 to {MAX_SCHEDULE_MS}; got '{text}'"
+        ))),
+    }
+}
+
+/// `--share A:B`: two whole percentages, each at least 1, adding up to 100.
+fn parse_shares(text: &str) -> Result<[u32; 2], UsageError> {
+    let bad = |why: &str| UsageError(format!("--share takes A:B, two percentages adding up to 100 such as 70:30; got '{text}'{why}"));
+    let (a, b) = text.split_once(':').ok_or_else(|| bad(""))?;
+    let (a, b): (u32, u32) = (a.trim().parse().map_err(|_| bad(""))?, b.trim().parse().map_err(|_| bad(""))?);
+    if a == 0 || b == 0 {
+        return Err(bad(": a VM with share 0 would never run"));
+    }
+    if a.checked_add(b) != Some(100) {
+        return Err(bad(&format!(": they add up to {}", u64::from(a) + u64::from(b))));
+    }
+    Ok([a, b])
+}
+
+/// The schedule options from the values given (`None`: not given).
+fn schedule_options(
+    policy: Option<&str>,
+    quantum: Option<Duration>,
+    shares: Option<[u32; 2]>,
+    duration: Option<Duration>,
+) -> Result<ScheduleOptions, UsageError> {
+    use lab6_scheduling::Policy;
+    let quantum_given = quantum.is_some();
+    let quantum = quantum.unwrap_or(DEFAULT_QUANTUM);
+    let policy = match policy.unwrap_or("round-robin") {
+        "cooperative" => Policy::Cooperative,
+        "round-robin" => Policy::RoundRobin { quantum },
+        "weighted" => Policy::Weighted {
+            quantum,
+            shares: shares.unwrap_or(DEFAULT_SHARES),
+        },
+        other => {
+            return Err(UsageError(format!(
+                "unknown policy '{other}': expected cooperative, round-robin or weighted"
+            )));
+        }
+    };
+    if shares.is_some() && !matches!(policy, Policy::Weighted { .. }) {
+        return Err(UsageError("--share goes with --policy weighted".into()));
+    }
+    if quantum_given && policy == Policy::Cooperative {
+        return Err(UsageError(
+            "--quantum-ms does not go with --policy cooperative (its slices end at console exits)".into(),
+        ));
+    }
+    Ok(ScheduleOptions {
+        policy,
+        duration: duration.unwrap_or(DEFAULT_DURATION),
+    })
+}
+
 fn parse_timeout(text: &str) -> Result<Duration, UsageError> {
     let bad = || {
         UsageError(format!(
@@ -150,6 +251,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut options = Options::default();
     let mut seen: Vec<&'static str> = Vec::new();
     let mut args = args.into_iter();
+    let (mut policy, mut quantum, mut shares, mut duration) = (None, None, None, None);
     while let Some(arg) = args.next() {
         let arg = arg
             .into_string()
@@ -170,6 +272,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--walk" => "--walk",
             "--svg" => "--svg",
             "--lab" => "--lab",
+            "--policy" => "--policy",
+            "--quantum-ms" => "--quantum-ms",
+            "--share" => "--share",
+            "--duration-ms" => "--duration-ms",
             _ if arg.starts_with('-') => return Err(UsageError(format!("unknown option '{arg}'"))),
             _ => {
                 return Err(UsageError(format!(
@@ -181,7 +287,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             return Err(UsageError(format!("{flag} is given twice")));
         }
         seen.push(flag);
-        let takes_value = matches!(flag, "--mode" | "--guest" | "--timeout" | "--walk" | "--svg" | "--lab");
+        let takes_value = !matches!(flag, "--json" | "--explain" | "--trace");
         if !takes_value {
             if inline.is_some() {
                 return Err(UsageError(format!("{flag} takes no value")));
@@ -217,16 +323,34 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 options.lab = Some(match value.as_str() {
                     "lwn" => ExtraLab::Lwn,
                     "hypercalls" => ExtraLab::Hypercalls,
-                    other => return Err(UsageError(format!("unknown lab '{other}': expected lwn or hypercalls"))),
+                    "schedule" => ExtraLab::Schedule,
+                    other => {
+                        return Err(UsageError(format!(
+                            "unknown lab '{other}': expected lwn, hypercalls or schedule"
+                        )));
+                    }
                 })
             }
             "--svg" if value.is_empty() => return Err(UsageError("--svg needs a folder".into())),
             "--svg" => options.svg = Some(PathBuf::from(value)),
+            "--policy" => policy = Some(value),
+            "--quantum-ms" => quantum = Some(parse_millis(flag, &value)?),
+            "--share" => shares = Some(parse_shares(&value)?),
+            "--duration-ms" => duration = Some(parse_millis(flag, &value)?),
             _ => options.timeout = parse_timeout(&value)?,
         }
     }
     if (options.walk.is_some() || options.svg.is_some()) && !options.explain {
         return Err(UsageError("--walk and --svg go with --explain".into()));
+    }
+    let schedule_flags = ["--policy", "--quantum-ms", "--share", "--duration-ms"];
+    if let Some(flag) = schedule_flags.iter().find(|flag| seen.contains(flag))
+        && options.lab != Some(ExtraLab::Schedule)
+    {
+        return Err(UsageError(format!("{flag} goes with --lab schedule")));
+    }
+    if options.lab == Some(ExtraLab::Schedule) {
+        options.schedule = schedule_options(policy.as_deref(), quantum, shares, duration)?;
     }
     if let Some(lab) = options.lab {
         let conflict = if seen.contains(&"--mode") {
@@ -235,6 +359,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             Some("--explain")
         } else if lab == ExtraLab::Lwn && options.guest.is_some() {
             Some("--guest (lab 0 runs the LWN code)")
+        } else if lab == ExtraLab::Schedule && options.guest.is_some() {
+            Some("--guest (lab 6 runs its worker guest in both VMs)")
+        } else if lab == ExtraLab::Schedule && options.trace {
+            Some("--trace (the two VMs' exits would interleave)")
         } else {
             None
         };
