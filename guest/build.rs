@@ -35,6 +35,13 @@ const GUESTS: &[Guest] = &[
         compile: rust_object,
     },
     Guest {
+        name: "worker64",
+        sources: &["schedule/worker.rs"],
+        script: "hello64/link.ld",
+        emulation: "elf_x86_64",
+        compile: rust_object,
+    },
+    Guest {
         name: "hello32",
         sources: &["asm/hello32.S"],
         script: "asm/link.ld",

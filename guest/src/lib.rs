@@ -8,6 +8,9 @@
 pub const HELLO64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello64.bin"));
 /// The hypercall guest of lab 5, Rust `#![no_std]` (hypercalls/hypercalls.rs): long mode.
 pub const HYPERCALLS64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hypercalls64.bin"));
+/// The worker guest of lab 6, Rust `#![no_std]` (schedule/worker.rs): long mode, never halts;
+/// prints "<name> <round>" lines, its name read from 0x500, its progress stored at 0x508.
+pub const WORKER64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/worker64.bin"));
 /// The 32-bit guest for protected and paged32 modes (asm/hello32.S): stores 4 bytes at 0x400.
 pub const HELLO32: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello32.bin"));
 /// The real-mode guest (asm/hello16.S): stores 2 bytes at 0x400.
@@ -26,7 +29,7 @@ mod tests {
 
     #[test]
     fn every_image_is_small_and_carries_the_greeting_or_its_bytes() {
-        for image in [HELLO64, HYPERCALLS64, HELLO32, HELLO16, HELLO64_C] {
+        for image in [HELLO64, HYPERCALLS64, WORKER64, HELLO32, HELLO16, HELLO64_C] {
             assert!(
                 !image.is_empty() && image.len() <= 0x400,
                 "image of {} bytes",

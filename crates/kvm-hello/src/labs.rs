@@ -10,7 +10,10 @@ use lab1_memory::{KvmRunMapping, Lab1Error, Vcpu, Vm};
 use lab2_paging::Lab2Error;
 use lab4_exit_loop::{ExitCounts, ExitLoopError, ResultError};
 use lab5_hypercalls::{Host, Lab5Error};
+use lab6_scheduling::{Account, Choice, GuestVm, Lab6Error, Policy, Slice, SliceEnd, SliceTimer};
 use vm_memory::GuestMemoryMmap;
+
+use std::time::Duration;
 
 /// Every lab function, in the order kvm-hello-world's `main` needs them.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +68,20 @@ pub struct Labs {
     /// Lab 5: the hypercall loop.
     pub run_hypercalls:
         fn(&mut VcpuFd, &mut Host<'_>, &mut dyn Write, &mut dyn FnMut(&VcpuExit<'_>)) -> Result<(), Lab5Error>,
+    /// Lab 6: one VM of the pair, built with labs 1 to 3.
+    pub create_guest_vm: fn(&lab6_scheduling::Base, u8, &[u8]) -> Result<GuestVm, Lab6Error>,
+    /// Lab 6: the scheduler's decision.
+    pub next_slice: fn(&Policy, &[Account; 2], Option<usize>) -> Choice,
+    /// Lab 6: one slice.
+    pub run_slice: fn(&mut GuestVm, Option<Duration>, &mut SliceTimer, &mut dyn Write) -> Result<SliceEnd, Lab6Error>,
+    /// Lab 6: the scheduler's loop.
+    pub run_schedule: fn(
+        &lab6_scheduling::Parts,
+        &mut [GuestVm; 2],
+        &Policy,
+        Duration,
+        &mut dyn Write,
+    ) -> Result<Vec<Slice>, Lab6Error>,
     /// Lab 4: read the result slot.
     pub read_result_slot: fn(&GuestMemoryMmap, usize) -> Result<u64, ResultError>,
     /// Lab 4: the two 42 checks.
@@ -95,7 +112,33 @@ impl Labs {
         gva_to_hva: lab5_hypercalls::gva_to_hva,
         handle_hypercall: lab5_hypercalls::handle_hypercall,
         run_hypercalls: lab5_hypercalls::run_hypercalls,
+        create_guest_vm: lab6_scheduling::create_guest_vm,
+        next_slice: lab6_scheduling::next_slice,
+        run_slice: lab6_scheduling::run_slice,
+        run_schedule: lab6_scheduling::run_schedule,
         read_result_slot: lab4_exit_loop::read_result_slot,
         check_results: lab4_exit_loop::check_results,
     };
+}
+
+impl Labs {
+    /// Labs 1 to 3 as lab 6 builds its VMs with them.
+    pub fn base(&self) -> lab6_scheduling::Base {
+        lab6_scheduling::Base {
+            vm_init: self.vm_init,
+            vcpu_init: self.vcpu_init,
+            load_image: self.load_image,
+            setup_long_mode_page_tables: self.setup_long_mode_page_tables,
+            special_registers: self.special_registers,
+            general_registers: self.general_registers,
+        }
+    }
+
+    /// Lab 6's scheduler parts.
+    pub fn scheduler_parts(&self) -> lab6_scheduling::Parts {
+        lab6_scheduling::Parts {
+            next_slice: self.next_slice,
+            run_slice: self.run_slice,
+        }
+    }
 }

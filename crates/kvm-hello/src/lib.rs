@@ -89,6 +89,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
             program: vmm::Program::Hypercalls,
             ..config
         }),
+        Some(cli::ExtraLab::Schedule) => vmm::run_schedule(
+            labs::Labs::BUILT,
+            options.schedule.policy,
+            options.schedule.duration,
+            options.json,
+            options.timeout,
+        ),
         None => vmm::run(config),
     };
     if options.json {

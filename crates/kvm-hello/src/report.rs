@@ -26,9 +26,10 @@ pub fn status(report: &RunReport) -> Status {
 
 /// The one-line summary: what the guest did, or why the run failed.
 pub fn summary(report: &RunReport) -> String {
-    match &report.failure {
-        Some(failure) => failure.message.clone(),
-        None => {
+    match (&report.failure, &report.schedule) {
+        (Some(failure), _) => failure.message.clone(),
+        (None, Some(schedule)) => crate::vmm::schedule_summary(schedule),
+        (None, None) => {
             let c = &report.counts;
             let halted = format!("guest halted after {} exits (io {}, hlt {})", c.total(), c.io(), c.hlt);
             match (report.rax, report.memory_0x400) {
@@ -82,8 +83,11 @@ pub fn json(mode: Mode, lab: Option<crate::cli::ExtraLab>, report: &RunReport) -
         value["lab"] = Value::from(lab.name());
         value["mode"] = Value::from(match lab {
             crate::cli::ExtraLab::Lwn => "real",
-            crate::cli::ExtraLab::Hypercalls => "long",
+            crate::cli::ExtraLab::Hypercalls | crate::cli::ExtraLab::Schedule => "long",
         });
+    }
+    if let Some(schedule) = &report.schedule {
+        value["schedule"] = schedule_json(schedule);
     }
     if let Some(records) = &report.hypercalls {
         let calls: Vec<Value> = records
@@ -103,6 +107,62 @@ pub fn json(mode: Mode, lab: Option<crate::cli::ExtraLab>, report: &RunReport) -
         value["error"] = json!({"kind": kind(status), "message": failure.message});
     }
     value
+}
+
+/// Microseconds, for the slices.
+fn micros(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `schedule` in the `--json` report of `--lab schedule`: the policy, each VM's totals and
+/// measured share, and every slice (times in microseconds; `start` from the loop's start).
+fn schedule_json(schedule: &crate::vmm::ScheduleReport) -> Value {
+    use lab6_scheduling::{Policy, SliceEnd};
+    let (quantum, shares) = match schedule.policy {
+        Policy::Cooperative => (None, None),
+        Policy::RoundRobin { quantum } => (Some(quantum), None),
+        Policy::Weighted { quantum, shares } => (Some(quantum), Some(shares)),
+    };
+    let vms: Vec<Value> = (0..2)
+        .map(|i| {
+            let account = &schedule.accounts[i];
+            json!({
+                "name": char::from(schedule.names[i]).to_string(),
+                "guest_time_us": micros(account.guest_time),
+                "slices": account.slices,
+                "exits": account.exits.total(),
+                "progress": account.progress,
+                "share": schedule.share(i),
+            })
+        })
+        .collect();
+    let slices: Vec<Value> = schedule
+        .slices
+        .iter()
+        .map(|slice| {
+            json!({
+                "vm": slice.vm,
+                "start_us": micros(slice.start),
+                "wall_us": micros(slice.wall),
+                "guest_us": micros(slice.guest),
+                "exits": slice.exits,
+                "progress": slice.progress,
+                "ended_by": match slice.ended_by {
+                    SliceEnd::Timer => "timer",
+                    SliceEnd::Console => "console",
+                },
+            })
+        })
+        .collect();
+    json!({
+        "policy": schedule.policy.name(),
+        "quantum_us": quantum.map(micros),
+        "shares": shares,
+        "duration_us": micros(schedule.duration),
+        "wall_us": micros(schedule.wall),
+        "vms": vms,
+        "slices": slices,
+    })
 }
 
 /// The JSON report of a run that could not start (bad usage or input).

@@ -10,6 +10,7 @@
 
 mod diagnosis;
 mod panics;
+mod schedule;
 mod session;
 mod vcpu_thread;
 mod watchdog;
@@ -24,6 +25,7 @@ use crate::explain::Explanation;
 use crate::labs::Labs;
 
 pub use panics::{install_panic_hook, panic_status, take_last_panic};
+pub use schedule::{LAB6, ScheduleReport};
 pub use vcpu_thread::KICK_GRACE;
 pub use watchdog::{BLOCKED_FACTOR, CEILING_FACTOR};
 
@@ -98,6 +100,8 @@ pub struct RunReport {
     pub explanation: Option<Explanation>,
     /// The hypercalls served (only for `Program::Hypercalls`).
     pub hypercalls: Option<Vec<lab5_hypercalls::HypercallRecord>>,
+    /// What the scheduler did (only for lab 6's schedule).
+    pub schedule: Option<ScheduleReport>,
 }
 
 impl RunReport {
@@ -125,4 +129,24 @@ pub fn run_lwn(labs: Labs, capture_output: bool, trace: bool, timeout: Duration)
     vcpu_thread::run_session(timeout, capture_output, move |watchdog, console, report| {
         session::lwn_session(&labs, trace, watchdog, console, report)
     })
+}
+
+/// Runs lab 6: two worker VMs scheduled by the student's loop on one vCPU thread, for `duration`
+/// of guest time. The watchdog's budget is `timeout` on top of the duration.
+pub fn run_schedule(
+    labs: Labs,
+    policy: lab6_scheduling::Policy,
+    duration: Duration,
+    capture_output: bool,
+    timeout: Duration,
+) -> RunReport {
+    let budget = timeout.saturating_add(duration);
+    vcpu_thread::run_session(budget, capture_output, move |watchdog, console, report| {
+        schedule::schedule_session(&labs, policy, duration, watchdog, console, report)
+    })
+}
+
+/// The one-line summary of a schedule run that succeeded.
+pub fn schedule_summary(schedule: &ScheduleReport) -> String {
+    schedule::summary(schedule)
 }

@@ -1,0 +1,480 @@
+//! # Lab 6: scheduling two VMs
+//!
+//! One hypervisor thread, two VMs, one vCPU each: the thread runs one vCPU at a time with
+//! `KVM_RUN` until its slice ends, then switches to the other. A slice ends on a timer (a POSIX
+//! timer's signal to this thread gets the vCPU out of `KVM_RUN`, as the watchdog's kick does), or,
+//! in the cooperative policy, at the guest's next console exit. You write the four functions
+//! marked `TODO(lab6)`: create a VM from your labs 1 to 3, choose the next slice, run one slice,
+//! and the scheduler's loop. The worker guest (`guest/schedule/worker.rs`), the slice timer and
+//! everything else is given. Book: "Lab 6: Scheduling two VMs".
+//!
+//! Run it with `cargo run -p kvm-hello -- --lab schedule --policy round-robin`; check it with
+//! `cargo grade lab6`. (`--features solution` builds the reference in `solution.rs` instead of the
+//! functions marked `#[cfg(not(feature = "solution"))]`; you never need it.)
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::ptr::{self, NonNull};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::time::Duration;
+
+pub use std::io::Write;
+
+pub use kit_common::{CONSOLE_PORT, GUEST_MEMORY_SIZE, Mode};
+pub use kvm_bindings::{kvm_regs, kvm_sregs};
+pub use kvm_ioctls::{VcpuExit, VcpuFd};
+pub use lab1_memory::{Lab1Error, Vcpu, Vm};
+pub use lab2_paging::Lab2Error;
+pub use lab4_exit_loop::{ExitCounts, UnexpectedExit};
+pub use vm_memory::GuestMemoryMmap;
+
+// ANCHOR: constants
+/// Where the host writes a VM's name (one ASCII letter) before its first run; the guest reads it.
+pub const NAME_ADDR: u64 = 0x500;
+/// Where the guest stores its progress (u64): the rounds of work it has done.
+pub const PROGRESS_ADDR: u64 = 0x508;
+/// The two VMs' names.
+pub const VM_NAMES: [u8; 2] = [b'A', b'B'];
+// ANCHOR_END: constants
+
+/// The labs 1 to 3 functions a VM is built with: yours (kvm-hello fills this from its lab table).
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::type_complexity)]
+pub struct Base {
+    /// Lab 1: the VM and its memory.
+    pub vm_init: fn(usize) -> Result<Vm, Lab1Error>,
+    /// Lab 1: the vCPU.
+    pub vcpu_init: fn(&Vm) -> Result<Vcpu<'_>, Lab1Error>,
+    /// Lab 1: the image at guest physical 0.
+    pub load_image: fn(&GuestMemoryMmap, &[u8]) -> Result<(), Lab1Error>,
+    /// Lab 2: the long-mode page tables; returns CR3.
+    pub setup_long_mode_page_tables: fn(&GuestMemoryMmap) -> Result<u64, Lab2Error>,
+    /// Lab 3: the special registers.
+    pub special_registers: fn(Mode, kvm_sregs, u64) -> kvm_sregs,
+    /// Lab 3: the general registers.
+    pub general_registers: fn(Mode, usize) -> kvm_regs,
+}
+
+// ANCHOR: policy
+/// How the scheduler shares the thread between the two VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Switch at every console exit of the running guest; no timer.
+    Cooperative,
+    /// Take turns, one quantum of guest time each.
+    RoundRobin {
+        /// The slice length.
+        quantum: Duration,
+    },
+    /// Proportional shares: over a run, VM i gets `shares[i]` percent of the guest time. Slices
+    /// are one quantum long; the VM that is furthest behind its share runs next.
+    Weighted {
+        /// The slice length.
+        quantum: Duration,
+        /// Percentages; they add up to 100.
+        shares: [u32; 2],
+    },
+}
+// ANCHOR_END: policy
+
+impl Policy {
+    /// `cooperative`, `round-robin`, `weighted`: the name on kvm-hello's command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::Cooperative => "cooperative",
+            Policy::RoundRobin { .. } => "round-robin",
+            Policy::Weighted { .. } => "weighted",
+        }
+    }
+}
+
+// ANCHOR: account
+/// What one VM got and did so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// Guest time: the CPU time this thread spent inside `KVM_RUN` for this VM.
+    pub guest_time: Duration,
+    /// Slices run.
+    pub slices: u64,
+    /// Exits, by reason (an interrupted `KVM_RUN` is no exit).
+    pub exits: ExitCounts,
+    /// The guest's own progress, read at `PROGRESS_ADDR` at the end of each slice.
+    pub progress: u64,
+}
+// ANCHOR_END: account
+
+/// One VM of the pair: its memory, its vCPU, its half-written console line and its account.
+#[derive(Debug)]
+pub struct GuestVm {
+    /// `A` or `B`: the guest prints it, the host prefixes its lines with it.
+    pub name: u8,
+    /// The vCPU (declared before `vm`: dropped first).
+    pub vcpu: VcpuFd,
+    /// The VM and its memory.
+    pub vm: Vm,
+    /// What the guest printed since its last newline.
+    pub line: Vec<u8>,
+    /// Guest time, slices, exits, progress.
+    pub account: Account,
+}
+
+impl GuestVm {
+    /// How each of this VM's lines starts on the console: `[A] `.
+    pub fn prefix(&self) -> String {
+        format!("[{}] ", char::from(self.name))
+    }
+}
+
+/// Why a slice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceEnd {
+    /// The slice timer went off (`KVM_RUN` returned EINTR).
+    Timer,
+    /// The guest wrote to the console (the cooperative policy).
+    Console,
+}
+
+/// The scheduler's decision: which VM runs, for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// 0 or 1.
+    pub vm: usize,
+    /// The slice's guest time, or None: until the guest's next console exit.
+    pub length: Option<Duration>,
+}
+
+/// One slice, as the schedule records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// The VM that ran, 0 or 1.
+    pub vm: usize,
+    /// When it started, from the start of the schedule (wall clock).
+    pub start: Duration,
+    /// How long it lasted (wall clock).
+    pub wall: Duration,
+    /// The guest time it gave the VM.
+    pub guest: Duration,
+    /// The exits it had.
+    pub exits: u64,
+    /// The VM's progress at its end.
+    pub progress: u64,
+    /// Why it ended.
+    pub ended_by: SliceEnd,
+}
+
+impl Slice {
+    /// The slice of VM `vm` from the account it had `before` to the one it has `after`.
+    pub fn between(
+        vm: usize,
+        before: &Account,
+        after: &Account,
+        start: Duration,
+        wall: Duration,
+        ended_by: SliceEnd,
+    ) -> Slice {
+        Slice {
+            vm,
+            start,
+            wall,
+            guest: after.guest_time.saturating_sub(before.guest_time),
+            exits: after.exits.total().saturating_sub(before.exits.total()),
+            progress: after.progress,
+            ended_by,
+        }
+    }
+}
+
+/// The functions the scheduler's loop is built from: yours (the grader swaps one to check it).
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::type_complexity)]
+pub struct Parts {
+    /// Chooses the next slice.
+    pub next_slice: fn(&Policy, &[Account; 2], Option<usize>) -> Choice,
+    /// Runs one slice.
+    pub run_slice: fn(&mut GuestVm, Option<Duration>, &mut SliceTimer, &mut dyn Write) -> Result<SliceEnd, Lab6Error>,
+}
+
+/// What can go wrong in lab 6.
+#[derive(Debug, thiserror::Error)]
+pub enum Lab6Error {
+    /// Lab 1 failed.
+    #[error("{0}")]
+    Lab1(#[from] Lab1Error),
+    /// Lab 2 failed.
+    #[error("{0}")]
+    Lab2(#[from] Lab2Error),
+    /// A register ioctl was refused.
+    #[error("{ioctl} failed: {source}")]
+    Registers {
+        /// The ioctl.
+        ioctl: &'static str,
+        /// What KVM said.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be read or written.
+    #[error("guest memory: {0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+    /// `KVM_RUN` failed with something other than the slice timer's EINTR.
+    #[error("KVM_RUN failed: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+    /// An exit the worker guest never causes.
+    #[error("{0}")]
+    Unexpected(UnexpectedExit),
+    /// The output could not be written.
+    #[error("cannot write the guest's output: {0}")]
+    Console(#[source] io::Error),
+    /// The slice timer could not be created or set.
+    #[error("slice timer: {0}")]
+    Timer(#[source] io::Error),
+}
+
+/// The CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`): guest time is measured
+/// with it, so a busy machine slows a run down without changing its shares.
+pub fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid place for the answer; the clock exists on every Linux.
+    let _ = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or_default(),
+        u32::try_from(now.tv_nsec).unwrap_or_default(),
+    )
+}
+
+// ANCHOR: slice_timer
+/// The slice timer (given): a POSIX timer on this thread's CPU clock whose signal, sent to this
+/// thread only (`SIGEV_THREAD_ID`), ends the running slice. The signal interrupts a `KVM_RUN`
+/// under way (it returns EINTR); its handler also sets the armed vCPU's `immediate_exit`, so a
+/// signal that comes while the host handles an exit still ends the slice at the next `KVM_RUN`.
+///
+/// `arm` before the slice's first `KVM_RUN`, `disarm` when it ends (disarming clears
+/// `immediate_exit` again). It belongs to the thread that created it.
+#[derive(Debug)]
+pub struct SliceTimer {
+    timer: libc::timer_t,
+    page: Option<RunPage>,
+    on_this_thread: PhantomData<*const ()>,
+}
+// ANCHOR_END: slice_timer
+
+/// The slice timer's signal: the one after the watchdog's kick (`SIGRTMIN`).
+pub fn slice_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN() + 1
+}
+
+impl SliceTimer {
+    /// A disarmed timer for the calling thread.
+    pub fn new() -> Result<SliceTimer, Lab6Error> {
+        if !install_slice_handler() {
+            return Err(Lab6Error::Timer(io::Error::other("cannot install the slice signal's handler")));
+        }
+        // SAFETY: an all-zero sigevent is a valid value of this plain C struct; the fields that
+        // matter are set below.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = slice_signal();
+        // SAFETY: `gettid` has no preconditions.
+        event.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut timer: libc::timer_t = ptr::null_mut();
+        // SAFETY: `event` and `timer` are valid for the call; the timer is deleted in `drop`.
+        if unsafe { libc::timer_create(libc::CLOCK_THREAD_CPUTIME_ID, &mut event, &mut timer) } != 0 {
+            return Err(Lab6Error::Timer(io::Error::last_os_error()));
+        }
+        Ok(SliceTimer {
+            timer,
+            page: None,
+            on_this_thread: PhantomData,
+        })
+    }
+
+    /// Starts a slice of `length` of this thread's CPU time for `vcpu`.
+    pub fn arm(&mut self, vcpu: &VcpuFd, length: Duration) -> Result<(), Lab6Error> {
+        let page = RunPage::map(vcpu).map_err(Lab6Error::Timer)?;
+        SLICE_TARGET.with(|target| target.store(page.immediate_exit().as_ptr(), Ordering::Release));
+        // The old page (if `disarm` was skipped) goes only after the target moved off it.
+        self.page = Some(page);
+        // A zero it_value would disarm the timer: the shortest slice is one nanosecond.
+        self.set(length.max(Duration::from_nanos(1)))
+    }
+
+    /// Ends the slice: stops the timer and clears the vCPU's `immediate_exit`.
+    pub fn disarm(&mut self) -> Result<(), Lab6Error> {
+        let stopped = self.set(Duration::ZERO);
+        // The handler runs on this thread: once the target is null it cannot reach the page.
+        let _ = SLICE_TARGET.try_with(|target| target.store(ptr::null_mut(), Ordering::Release));
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if let Some(page) = self.page.take() {
+            page.clear_immediate_exit();
+        }
+        stopped
+    }
+
+    fn set(&self, value: Duration) -> Result<(), Lab6Error> {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: libc::time_t::try_from(value.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(value.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: `self.timer` is this timer, alive until `drop`; `spec` is valid for the call.
+        if unsafe { libc::timer_settime(self.timer, 0, &spec, ptr::null_mut()) } != 0 {
+            return Err(Lab6Error::Timer(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SliceTimer {
+    fn drop(&mut self) {
+        let _ = self.disarm();
+        // SAFETY: `self.timer` was created by `timer_create` and is deleted only here.
+        let _ = unsafe { libc::timer_delete(self.timer) };
+    }
+}
+
+/// A mapping of the first page of a vCPU's `kvm_run` of the timer's own, for `immediate_exit`.
+#[derive(Debug)]
+struct RunPage {
+    base: NonNull<u8>,
+}
+
+/// The first page of `kvm_run` holds `immediate_exit`.
+const RUN_PAGE_LEN: usize = 4096;
+const IMMEDIATE_EXIT_OFFSET: usize = std::mem::offset_of!(kvm_bindings::kvm_run, immediate_exit);
+
+impl RunPage {
+    fn map(vcpu: &VcpuFd) -> io::Result<RunPage> {
+        // SAFETY: a new shared mapping of the vCPU fd's page 0 (its kvm_run) at an address the
+        // kernel picks: it replaces nothing, and keeps the vCPU's file alive until `munmap`.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                RUN_PAGE_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                vcpu.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        NonNull::new(base.cast::<u8>())
+            .map(|base| RunPage { base })
+            .ok_or_else(|| io::Error::other("mmap of kvm_run returned address 0"))
+    }
+
+    fn immediate_exit(&self) -> NonNull<u8> {
+        // SAFETY: the offset is inside the first page of kvm_run, which this mapping spans.
+        unsafe { self.base.add(IMMEDIATE_EXIT_OFFSET) }
+    }
+
+    fn clear_immediate_exit(&self) {
+        // SAFETY: the byte lies in this live mapping; it is only written atomically.
+        unsafe { AtomicU8::from_ptr(self.immediate_exit().as_ptr()) }.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for RunPage {
+    fn drop(&mut self) {
+        // SAFETY: `base` is this mapping of RUN_PAGE_LEN bytes, unmapped only here; the slice
+        // target never points into a page that is dropped (`arm` moves it first, `disarm` clears it).
+        let _ = unsafe { libc::munmap(self.base.as_ptr().cast(), RUN_PAGE_LEN) };
+    }
+}
+
+thread_local! {
+    /// The `immediate_exit` byte of the vCPU whose slice runs on this thread, or null.
+    static SLICE_TARGET: AtomicPtr<u8> = const { AtomicPtr::new(ptr::null_mut()) };
+}
+
+/// The slice signal's handler: sets the running vCPU's `immediate_exit`. Async-signal-safe (a
+/// thread-local load and an atomic store).
+extern "C" fn on_slice_end(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let _ = SLICE_TARGET.try_with(|target| {
+        let byte = target.load(Ordering::Acquire);
+        if !byte.is_null() {
+            // SAFETY: the target points into the live page of the armed `SliceTimer` (see `arm`
+            // and `disarm`, which run on this same thread).
+            unsafe { AtomicU8::from_ptr(byte) }.store(1, Ordering::Release);
+        }
+    });
+}
+
+/// Installs `on_slice_end` once per process; returns whether it is installed.
+fn install_slice_handler() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| vmm_sys_util::signal::register_signal_handler(slice_signal(), on_slice_end).is_ok())
+}
+
+/// Reads the guest's progress counter.
+pub fn read_progress(memory: &GuestMemoryMmap) -> Result<u64, Lab6Error> {
+    use vm_memory::{Bytes, GuestAddress};
+    Ok(memory.read_obj::<u64>(GuestAddress(PROGRESS_ADDR))?)
+}
+
+// TODO(lab6): a VM of the pair, from your labs 1 to 3 through `base`: the VM and its memory, its
+// vCPU (keep its `fd`), the image, the long-mode page tables, the special and general registers
+// (KVM_GET_SREGS first, as in kvm-hello's session), then the VM's name at `NAME_ADDR`. Its line
+// buffer and account start empty.
+/// Creates VM `name` running `image` in long mode.
+#[cfg(not(feature = "solution"))]
+pub fn create_guest_vm(base: &Base, name: u8, image: &[u8]) -> Result<GuestVm, Lab6Error> {
+    let _ = (base, name, image);
+    todo!("lab6 create_guest_vm (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
+}
+
+// TODO(lab6): the scheduler's decision, a pure function. `last` is the VM that ran the previous
+// slice (None before the first). Cooperative: the other VM, until its next console exit (length
+// None). Round robin: the other VM, one quantum. Weighted: the VM furthest behind its share, one
+// quantum: VM 0 when guest_time[0] / shares[0] <= guest_time[1] / shares[1] (compare the cross
+// products, no division).
+/// Which VM runs next, and for how long.
+#[cfg(not(feature = "solution"))]
+pub fn next_slice(policy: &Policy, accounts: &[Account; 2], last: Option<usize>) -> Choice {
+    let _ = (policy, accounts, last);
+    todo!("lab6 next_slice (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
+}
+
+// TODO(lab6): run `vm` for one slice. With a length, arm `timer` for it; then `KVM_RUN` until the
+// slice ends: EINTR is the timer (not an error); a console OUT goes into the VM's own `line`,
+// and each complete line is written to `console` with the VM's `prefix()`; with no length the
+// slice ends after the first console exit. Count every exit in the account, add the CPU time of
+// each `KVM_RUN` (`thread_cpu_time` before and after) to its guest time, count the slice, read the
+// progress at its end, and disarm the timer on every path.
+/// Runs one slice of `vm`; returns why it ended.
+#[cfg(not(feature = "solution"))]
+pub fn run_slice(
+    vm: &mut GuestVm,
+    length: Option<Duration>,
+    timer: &mut SliceTimer,
+    console: &mut dyn Write,
+) -> Result<SliceEnd, Lab6Error> {
+    let _ = (vm, length, timer, console);
+    todo!("lab6 run_slice (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
+}
+
+// TODO(lab6): the scheduler's loop on this one thread: create the `SliceTimer`, then until the two
+// VMs' guest time together reaches `duration`: `parts.next_slice`, `parts.run_slice` on that VM,
+// and record the slice (`Slice::between` the VM's account before and after, with the wall-clock
+// start and length). Call the functions through `parts`, not directly.
+/// Runs the pair for `duration` of guest time; returns every slice in order.
+#[cfg(not(feature = "solution"))]
+pub fn run_schedule(
+    parts: &Parts,
+    vms: &mut [GuestVm; 2],
+    policy: &Policy,
+    duration: Duration,
+    console: &mut dyn Write,
+) -> Result<Vec<Slice>, Lab6Error> {
+    let _ = (parts, vms, policy, duration, console);
+    todo!("lab6 run_schedule (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
+}
+
+#[cfg(feature = "solution")]
+mod solution;
+#[cfg(feature = "solution")]
+pub use solution::*;
