@@ -90,6 +90,7 @@ impl Part {
             Part::Lab(4) => "Lab 4: The exit loop",
             Part::Lab(0) => "Lab 0 (extension): The LWN warm-up",
             Part::Lab(5) => "Lab 5 (extension): Hypercalls",
+            Part::Lab(6) => "Lab 6 (extension): Scheduling two VMs",
             Part::Lab(_) => "Lab",
             Part::EndToEnd => "End to end: kvm-hello",
         }
@@ -128,7 +129,7 @@ impl Check {
     }
 }
 
-/// Every check, in the order they run: lab 1 to lab 4, end to end, then the extension labs 0 and 5.
+/// Every check, in the order they run: lab 1 to lab 4, end to end, then the extension labs 0, 5 and 6.
 pub fn all_checks() -> Vec<Check> {
     [
         checks::lab1::CHECKS,
@@ -138,6 +139,7 @@ pub fn all_checks() -> Vec<Check> {
         checks::e2e::CHECKS,
         checks::lab0::CHECKS,
         checks::lab5::CHECKS,
+        checks::lab6::CHECKS,
     ]
     .concat()
 }

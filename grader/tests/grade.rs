@@ -125,4 +125,12 @@ checks!(
     lab5_print_str_in_one_exit,
     lab5_gva_to_hva_live,
     e2e_lab_hypercalls,
+    lab6_next_slice_turns,
+    lab6_next_slice_weighted,
+    lab6_both_progress,
+    lab6_cooperative_alternates,
+    lab6_round_robin_quantum,
+    lab6_weighted_shares,
+    lab6_state_survives_switches,
+    lab6_ends_at_duration,
 );

@@ -7,6 +7,7 @@ pub mod lab2;
 pub mod lab3;
 pub mod lab4;
 pub mod lab5;
+pub mod lab6;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -66,6 +67,7 @@ pub fn chapter(lab: u8) -> &'static str {
         3 => "Lab 3, Registers and CPU modes",
         4 => "Lab 4, The exit loop",
         5 => "Lab 5, Hypercalls",
+        6 => "Lab 6, Scheduling two VMs",
         _ => "kvm-hello reference",
     }
 }
