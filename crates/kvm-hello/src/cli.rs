@@ -39,7 +39,8 @@ Options:
   --explain          print pictures of the live VM instead of the guest's output: guest physical
                      memory, kvm-hello's virtual memory, the page tables, a page walk, every exit
   --walk GVA         the guest virtual address --explain walks (default 0x400; hex or decimal)
-  --svg DIR          with --explain, also write the pictures as SVG files into DIR
+  --svg DIR          with --explain, also write the pictures as SVG files into DIR; with
+                     --lab schedule, the picture of the slices (schedule-POLICY.svg)
   -h, --help         print this help
   -V, --version      print the version
 
@@ -340,8 +341,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             _ => options.timeout = parse_timeout(&value)?,
         }
     }
-    if (options.walk.is_some() || options.svg.is_some()) && !options.explain {
-        return Err(UsageError("--walk and --svg go with --explain".into()));
+    let svg_of_schedule = options.lab == Some(ExtraLab::Schedule) && options.walk.is_none();
+    if (options.walk.is_some() || options.svg.is_some()) && !options.explain && !svg_of_schedule {
+        return Err(UsageError(
+            "--walk and --svg go with --explain (--svg also with --lab schedule)".into(),
+        ));
     }
     let schedule_flags = ["--policy", "--quantum-ms", "--share", "--duration-ms"];
     if let Some(flag) = schedule_flags.iter().find(|flag| seen.contains(flag))

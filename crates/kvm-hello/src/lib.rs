@@ -7,6 +7,7 @@ pub mod cli;
 pub mod explain;
 pub mod labs;
 pub mod report;
+pub mod slices;
 pub mod vmm;
 
 use std::path::Path;
@@ -98,8 +99,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         ),
         None => vmm::run(config),
     };
+    let json = report::json(options.mode, options.lab, &result);
     if options.json {
-        report::print_stdout(&format!("{}\n", report::json(options.mode, options.lab, &result)));
+        report::print_stdout(&format!("{json}\n"));
+    }
+    if let (Some(dir), Some(svg)) = (&options.svg, slices::svg(&json)) {
+        let name = slices::file_name(options.schedule.policy.name());
+        if let Err(err) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&name), svg)) {
+            report::print_summary_line(&format!("cannot write {name} into '{}': {err}", dir.display()));
+            return Status::BadInput;
+        }
     }
     if let Some(explanation) = &result.explanation {
         report::print_stdout(&explain::text(explanation, &result.output));

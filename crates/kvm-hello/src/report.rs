@@ -160,6 +160,7 @@ fn schedule_json(schedule: &crate::vmm::ScheduleReport) -> Value {
         "shares": shares,
         "duration_us": micros(schedule.duration),
         "wall_us": micros(schedule.wall),
+        "cpu_us": micros(schedule.cpu),
         "vms": vms,
         "slices": slices,
     })
