@@ -192,6 +192,7 @@ fn every_lab_chapter_has_try_it_further_reading_and_a_whole_solution_block() {
         "lab3-registers",
         "lab4-exit-loop",
         "lab5-hypercalls",
+        "lab6-scheduling",
     ] {
         let text = read(&book_src().join(format!("{lab}.md")));
         for heading in ["\n## Try it\n", "\n## Further reading\n"] {

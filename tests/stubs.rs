@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const LABS: [&str; 6] = [
+const LABS: [&str; 7] = [
     "lab0-lwn",
     "lab1-memory",
     "lab2-paging",
     "lab3-registers",
     "lab4-exit-loop",
     "lab5-hypercalls",
+    "lab6-scheduling",
 ];
 
 fn workspace() -> PathBuf {

@@ -40,7 +40,10 @@ fn failure_of(check: &str, seed: impl FnOnce(&mut Labs)) -> (String, Duration) {
 /// Asserts that the message names the place and every expected phrase.
 fn assert_names(message: &str, place: &str, phrases: &[&str]) {
     assert!(message.starts_with(place), "{message:?} does not start with {place:?}");
-    assert!(message.contains("(book: Lab 6, Scheduling two VMs)"), "{message:?} names no chapter");
+    assert!(
+        message.contains("(book: Lab 6, Scheduling two VMs)"),
+        "{message:?} names no chapter"
+    );
     for phrase in phrases {
         assert!(message.contains(phrase), "{message:?} does not say {phrase:?}");
     }
@@ -145,7 +148,11 @@ fn shares_inverted() {
         &["expected 70% within 3 points"],
     );
     let (message, _) = failure_of("lab6_next_slice_weighted", |labs| labs.next_slice = seeded);
-    assert_names(&message, "lab6 next_slice: weighted 70:30 with guest times", &["furthest behind its share"]);
+    assert_names(
+        &message,
+        "lab6 next_slice: weighted 70:30 with guest times",
+        &["furthest behind its share"],
+    );
 }
 
 #[test]
@@ -165,5 +172,9 @@ fn one_line_buffer_for_both_vms() {
         ended
     }
     let (message, _) = failure_of("lab6_state_survives_switches", |labs| labs.run_slice = seeded);
-    assert_names(&message, "lab6 run_slice: the console line", &["keep each VM's half-written line in its own buffer"]);
+    assert_names(
+        &message,
+        "lab6 run_slice: the console line",
+        &["keep each VM's half-written line in its own buffer"],
+    );
 }

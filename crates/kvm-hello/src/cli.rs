@@ -185,9 +185,16 @@ fn parse_millis(flag: &str, text: &str) -> Result<Duration, UsageError> {
 
 /// `--share A:B`: two whole percentages, each at least 1, adding up to 100.
 fn parse_shares(text: &str) -> Result<[u32; 2], UsageError> {
-    let bad = |why: &str| UsageError(format!("--share takes A:B, two percentages adding up to 100 such as 70:30; got '{text}'{why}"));
+    let bad = |why: &str| {
+        UsageError(format!(
+            "--share takes A:B, two percentages adding up to 100 such as 70:30; got '{text}'{why}"
+        ))
+    };
     let (a, b) = text.split_once(':').ok_or_else(|| bad(""))?;
-    let (a, b): (u32, u32) = (a.trim().parse().map_err(|_| bad(""))?, b.trim().parse().map_err(|_| bad(""))?);
+    let (a, b): (u32, u32) = (
+        a.trim().parse().map_err(|_| bad(""))?,
+        b.trim().parse().map_err(|_| bad(""))?,
+    );
     if a == 0 || b == 0 {
         return Err(bad(": a VM with share 0 would never run"));
     }

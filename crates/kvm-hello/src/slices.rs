@@ -44,7 +44,12 @@ pub fn svg(report: &Value) -> Option<String> {
     let share = |vm: usize| 100.0 * vms.get(vm).and_then(|v| v["share"].as_f64()).unwrap_or(0.0);
     let end_us = slices
         .iter()
-        .map(|s| s["start_us"].as_u64().unwrap_or(0).saturating_add(s["wall_us"].as_u64().unwrap_or(0)))
+        .map(|s| {
+            s["start_us"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_add(s["wall_us"].as_u64().unwrap_or(0))
+        })
         .max()
         .unwrap_or(0);
     let window = WINDOW_US.min(end_us.max(1));
@@ -75,8 +80,8 @@ pub fn svg(report: &Value) -> Option<String> {
         window / 1000
     );
     text(&mut body, 16, 50, LABEL_SIZE, "normal", &subtitle);
-    for vm in 0..2 {
-        text(&mut body, 16, ROW_TOP[vm] + 21, LABEL_SIZE, "bold", &name(vm));
+    for (vm, top) in ROW_TOP.iter().enumerate() {
+        text(&mut body, 16, top + 21, LABEL_SIZE, "bold", &name(vm));
     }
     for slice in slices {
         let vm = slice["vm"].as_u64().unwrap_or(0).min(1) as usize;

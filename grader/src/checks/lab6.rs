@@ -290,9 +290,9 @@ fn weighted_shares(ctx: &Ctx) -> Result<(), String> {
         shares: SHARES,
     };
     let (_, schedule) = run_pair(ctx, policy, LONG_RUN)?;
-    for vm in 0..2 {
+    for (vm, &share) in SHARES.iter().enumerate() {
         let measured = 100.0 * schedule.share(vm);
-        let requested = f64::from(SHARES[vm]);
+        let requested = f64::from(share);
         if (measured - requested).abs() > SHARE_TOLERANCE_POINTS {
             return Err(fail(
                 LAB,
@@ -391,7 +391,14 @@ fn summarize(numbers: &[u64]) -> String {
     }
     let shown: Vec<String> = runs.iter().take(6).map(|(a, b)| format!("{a}..={b}")).collect();
     let more = if runs.len() > 6 { ", ..." } else { "" };
-    format!("{}{more}", if shown.is_empty() { "none".to_owned() } else { shown.join(", ") })
+    format!(
+        "{}{more}",
+        if shown.is_empty() {
+            "none".to_owned()
+        } else {
+            shown.join(", ")
+        }
+    )
 }
 
 fn ends_at_duration(ctx: &Ctx) -> Result<(), String> {

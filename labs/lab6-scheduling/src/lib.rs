@@ -268,7 +268,9 @@ impl SliceTimer {
     /// A disarmed timer for the calling thread.
     pub fn new() -> Result<SliceTimer, Lab6Error> {
         if !install_slice_handler() {
-            return Err(Lab6Error::Timer(io::Error::other("cannot install the slice signal's handler")));
+            return Err(Lab6Error::Timer(io::Error::other(
+                "cannot install the slice signal's handler",
+            )));
         }
         // SAFETY: an all-zero sigevent is a valid value of this plain C struct; the fields that
         // matter are set below.

@@ -1,14 +1,16 @@
 //! The reference solution of lab 6 (built with `--features solution`).
 
+// ANCHOR: imports
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuExit;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::{
-    Account, Base, CONSOLE_PORT, Choice, GUEST_MEMORY_SIZE, GuestVm, Lab6Error, Mode, NAME_ADDR, Parts, Policy,
-    Slice, SliceEnd, SliceTimer, UnexpectedExit, Write, read_progress, thread_cpu_time,
+    Account, Base, CONSOLE_PORT, Choice, GUEST_MEMORY_SIZE, GuestVm, Lab6Error, Mode, NAME_ADDR, Parts, Policy, Slice,
+    SliceEnd, SliceTimer, UnexpectedExit, Write, read_progress, thread_cpu_time,
 };
+// ANCHOR_END: imports
 
 // ANCHOR: create_guest_vm
 pub fn create_guest_vm(base: &Base, name: u8, image: &[u8]) -> Result<GuestVm, Lab6Error> {
@@ -37,7 +39,10 @@ pub fn create_guest_vm(base: &Base, name: u8, image: &[u8]) -> Result<GuestVm, L
 pub fn next_slice(policy: &Policy, accounts: &[Account; 2], last: Option<usize>) -> Choice {
     let other = last.map_or(0, |vm| 1 - vm);
     match *policy {
-        Policy::Cooperative => Choice { vm: other, length: None },
+        Policy::Cooperative => Choice {
+            vm: other,
+            length: None,
+        },
         Policy::RoundRobin { quantum } => Choice {
             vm: other,
             length: Some(quantum),
@@ -75,7 +80,11 @@ pub fn run_slice(
 }
 
 /// `KVM_RUN` until the timer's EINTR or, when `yield_on_console`, the first console exit.
-fn run_until_slice_ends(vm: &mut GuestVm, yield_on_console: bool, console: &mut dyn Write) -> Result<SliceEnd, Lab6Error> {
+fn run_until_slice_ends(
+    vm: &mut GuestVm,
+    yield_on_console: bool,
+    console: &mut dyn Write,
+) -> Result<SliceEnd, Lab6Error> {
     loop {
         let before = thread_cpu_time();
         let exit = vm.vcpu.run();
