@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{kvm_hello, require_kvm};
+use common::kvm_hello;
 use serde_json::Value;
 
 /// A bad schedule option: status 2, nothing on stdout, one line on stderr that says what is wrong.
@@ -56,7 +56,7 @@ fn bad_schedule_options_end_with_status_2_and_one_line() {
 #[cfg(feature = "solution")]
 #[test]
 fn both_vms_print_their_own_lines_and_the_summary_gives_their_shares() {
-    require_kvm();
+    common::require_kvm();
     let out = kvm_hello()
         .args(["--lab", "schedule", "--policy", "round-robin", "--duration-ms", "300"])
         .output()
@@ -89,7 +89,7 @@ fn both_vms_print_their_own_lines_and_the_summary_gives_their_shares() {
 #[cfg(feature = "solution")]
 #[test]
 fn the_json_report_gives_each_vm_and_every_slice() {
-    require_kvm();
+    common::require_kvm();
     let out = kvm_hello()
         .args([
             "--lab",
