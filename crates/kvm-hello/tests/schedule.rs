@@ -179,3 +179,18 @@ fn the_chapter_quotes_the_measured_shares_of_the_committed_runs() {
         );
     }
 }
+
+/// The untouched student kit stops at lab 6's first stub with status 6, naming it.
+#[cfg(not(feature = "solution"))]
+#[test]
+fn the_student_build_stops_at_lab_6s_first_stub() {
+    kvm_hello()
+        .args(["--lab", "schedule"])
+        .assert()
+        .code(6)
+        .stdout("")
+        .stderr(
+            "kvm-hello: not implemented yet: lab6 create_guest_vm (labs/lab6-scheduling/src/lib.rs; book: Lab 6, \
+         Scheduling two VMs)\n",
+        );
+}

@@ -33,10 +33,15 @@ const GUEST: Group = Group {
 /// 1 to 10 ms), short enough for 50 slices in a second.
 const QUANTUM: Duration = Duration::from_millis(20);
 /// A timer slice may be this much shorter than its quantum (host work between arming the timer
-/// and the first `KVM_RUN` is not guest time) ...
+/// and the first `KVM_RUN` is not guest time): never more, whatever the load.
 const SLICE_EARLY: Duration = Duration::from_millis(2);
-/// ... and this much longer (the CPU timer fires at the first tick after it expires).
-const SLICE_LATE: Duration = Duration::from_millis(15);
+/// How much longer the median slice may be: the CPU timer goes off at the first scheduler tick
+/// (1 to 10 ms) after it expired ...
+const MEDIAN_LATE: Duration = Duration::from_millis(10);
+/// ... and how much longer 9 slices in 10 may be: on a loaded machine the thread may run in
+/// bursts that miss a few ticks (measured on 2 cores with 3 busy loops beside it: medians
+/// 23-26 ms, the longest slice up to 60 ms, for a 20 ms quantum).
+const P90_LATE: Duration = Duration::from_millis(20);
 /// The weighted check's quantum and run: a hundred slices.
 const WEIGHTED_QUANTUM: Duration = Duration::from_millis(10);
 /// The length of the runs that measure (round robin, weighted).
@@ -77,7 +82,7 @@ pub const CHECKS: &[Check] = &[
     ),
     GUEST.check(
         "lab6_round_robin_quantum",
-        "round robin: every slice is one quantum of guest time",
+        "round robin: slices of one quantum of guest time",
         2,
         round_robin_quantum,
     ),
@@ -252,7 +257,7 @@ fn cooperative_alternates(ctx: &Ctx) -> Result<(), String> {
 
 fn round_robin_quantum(ctx: &Ctx) -> Result<(), String> {
     let (_, schedule) = run_pair(ctx, Policy::RoundRobin { quantum: QUANTUM }, LONG_RUN)?;
-    let (low, high) = (QUANTUM.saturating_sub(SLICE_EARLY), QUANTUM + SLICE_LATE);
+    let low = QUANTUM.saturating_sub(SLICE_EARLY);
     for (i, slice) in schedule.slices.iter().enumerate() {
         if slice.vm != i % 2 || slice.ended_by != SliceEnd::Timer {
             return Err(fail(
@@ -266,20 +271,36 @@ fn round_robin_quantum(ctx: &Ctx) -> Result<(), String> {
                 ),
             ));
         }
-        if slice.guest < low || slice.guest > high {
+        if slice.guest < low {
             return Err(fail(
                 LAB,
                 "run_slice",
                 format!(
-                    "round-robin slice {i} (VM {}) gave {} of guest time, expected {} to {} with a {} quantum: arm the slice timer with the slice's length before its first KVM_RUN and end the slice at its EINTR",
+                    "round-robin slice {i} (VM {}) gave {} of guest time, less than the {} quantum: arm the slice timer with the slice's length before its first KVM_RUN, end the slice only at its EINTR, and disarm it after",
                     slice.vm,
                     ms(slice.guest),
-                    ms(low),
-                    ms(high),
                     ms(QUANTUM)
                 ),
             ));
         }
+    }
+    let mut lengths: Vec<Duration> = schedule.slices.iter().map(|slice| slice.guest).collect();
+    lengths.sort();
+    let at = |fraction: f64| lengths.get(((lengths.len() as f64 - 1.0) * fraction) as usize).copied();
+    let (median, p90) = (at(0.5).unwrap_or_default(), at(0.9).unwrap_or_default());
+    if median > QUANTUM + MEDIAN_LATE || p90 > QUANTUM + P90_LATE {
+        return Err(fail(
+            LAB,
+            "run_slice",
+            format!(
+                "round-robin slices of a {} quantum: median {}, 9 in 10 up to {}; expected at most {} and {}: a slice ends when the timer armed with the quantum goes off",
+                ms(QUANTUM),
+                ms(median),
+                ms(p90),
+                ms(QUANTUM + MEDIAN_LATE),
+                ms(QUANTUM + P90_LATE)
+            ),
+        ));
     }
     Ok(())
 }
@@ -404,16 +425,18 @@ fn summarize(numbers: &[u64]) -> String {
 fn ends_at_duration(ctx: &Ctx) -> Result<(), String> {
     let (_, schedule) = run_pair(ctx, Policy::RoundRobin { quantum: QUANTUM }, LONG_RUN)?;
     let total = schedule.accounts[0].guest_time + schedule.accounts[1].guest_time;
-    let latest = LONG_RUN + QUANTUM + SLICE_LATE;
-    if total < LONG_RUN || total > latest {
+    let last = schedule.slices.last().map(|slice| slice.guest).unwrap_or_default();
+    // The last slice starts below the duration and reaches it; how far past depends on the timer.
+    let before_last = total.saturating_sub(last);
+    if total < LONG_RUN || before_last >= LONG_RUN {
         return Err(fail(
             LAB,
             "run_schedule",
             format!(
-                "the loop ended after {} of guest time, expected {} to {}: loop while the two VMs' guest time together is below the duration, and stop at once when it is reached",
+                "the loop ended after {} of guest time, {} before its last slice, for a duration of {}: loop while the two VMs' guest time together is below the duration, and stop at once when it is reached",
                 ms(total),
-                ms(LONG_RUN),
-                ms(latest)
+                ms(before_last),
+                ms(LONG_RUN)
             ),
         ));
     }
