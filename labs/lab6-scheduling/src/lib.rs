@@ -120,11 +120,10 @@ pub struct GuestVm {
     pub account: Account,
 }
 
-impl GuestVm {
-    /// How each of this VM's lines starts on the console: `[A] `.
-    pub fn prefix(&self) -> String {
-        format!("[{}] ", char::from(self.name))
-    }
+/// How each line of VM `name` starts on the console: `[A] `. (A function of the name, not of the
+/// `GuestVm`: while an exit's data borrows the vCPU, the VM's `name` field can still be read.)
+pub fn line_prefix(name: u8) -> String {
+    format!("[{}] ", char::from(name))
 }
 
 /// Why a slice ended.
@@ -443,7 +442,7 @@ pub fn next_slice(policy: &Policy, accounts: &[Account; 2], last: Option<usize>)
 
 // TODO(lab6): run `vm` for one slice. With a length, arm `timer` for it; then `KVM_RUN` until the
 // slice ends: EINTR is the timer (not an error); a console OUT goes into the VM's own `line`,
-// and each complete line is written to `console` with the VM's `prefix()`; with no length the
+// and each complete line is written to `console` after `line_prefix(vm.name)`; with no length the
 // slice ends after the first console exit. Count every exit in the account, add the CPU time of
 // each `KVM_RUN` (`thread_cpu_time` before and after) to its guest time, count the slice, read the
 // progress at its end, and disarm the timer on every path.

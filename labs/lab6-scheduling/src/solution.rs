@@ -8,7 +8,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::{
     Account, Base, CONSOLE_PORT, Choice, GUEST_MEMORY_SIZE, GuestVm, Lab6Error, Mode, NAME_ADDR, Parts, Policy, Slice,
-    SliceEnd, SliceTimer, UnexpectedExit, Write, read_progress, thread_cpu_time,
+    SliceEnd, SliceTimer, UnexpectedExit, Write, line_prefix, read_progress, thread_cpu_time,
 };
 // ANCHOR_END: imports
 
@@ -97,7 +97,7 @@ fn run_until_slice_ends(
                 for &byte in data {
                     vm.line.push(byte);
                     if byte == b'\n' {
-                        let prefix = format!("[{}] ", char::from(vm.name));
+                        let prefix = line_prefix(vm.name);
                         console.write_all(prefix.as_bytes()).map_err(Lab6Error::Console)?;
                         console.write_all(&vm.line).map_err(Lab6Error::Console)?;
                         vm.line.clear();
