@@ -317,7 +317,7 @@ impl SliceTimer {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
                 tv_sec: libc::time_t::try_from(value.as_secs()).unwrap_or(libc::time_t::MAX),
-                tv_nsec: libc::c_long::try_from(value.subsec_nanos()).unwrap_or(0),
+                tv_nsec: libc::c_long::from(value.subsec_nanos()),
             },
         };
         // SAFETY: `self.timer` is this timer, alive until `drop`; `spec` is valid for the call.
