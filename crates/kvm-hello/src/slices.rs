@@ -136,3 +136,53 @@ fn text(body: &mut String, x: u32, y: u32, size: u32, weight: &str, text: &str) 
         r#"<text x="{x}" y="{y}" font-size="{size}" font-weight="{weight}">{escaped}</text>"#
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn report(slices: Value) -> Value {
+        json!({"schedule": {
+            "policy": "round-robin", "quantum_us": 10_000, "shares": null,
+            "vms": [{"name": "A", "share": 0.5}, {"name": "B", "share": 0.5}],
+            "slices": slices,
+        }})
+    }
+
+    #[test]
+    fn a_report_without_a_schedule_draws_nothing() {
+        assert_eq!(svg(&json!({"mode": "long"})), None);
+    }
+
+    #[test]
+    fn each_slice_in_the_window_is_a_box_in_its_vms_row() {
+        let drawn = svg(&report(json!([
+            {"vm": 0, "start_us": 0, "wall_us": 10_000, "guest_us": 10_000},
+            {"vm": 1, "start_us": 10_000, "wall_us": 10_000, "guest_us": 9_500},
+            {"vm": 0, "start_us": 900_000, "wall_us": 10_000, "guest_us": 10_000},
+        ])))
+        .unwrap();
+        assert_eq!(
+            drawn.matches("<rect x=").count(),
+            2,
+            "the slice past 200 ms is left out: {drawn}"
+        );
+        assert!(drawn.contains(&format!(r#"y="{}""#, ROW_TOP[1])) && drawn.contains(">9.5</text>"));
+        assert!(drawn.contains("round-robin, quantum 10 ms: A 50.0%, B 50.0% of guest time"));
+    }
+
+    #[test]
+    fn any_values_draw_within_the_picture() {
+        let drawn = svg(&report(json!([
+            {"vm": 7, "start_us": 0, "wall_us": u64::MAX, "guest_us": u64::MAX},
+            {"vm": 0, "start_us": u64::MAX, "wall_us": u64::MAX, "guest_us": 0},
+        ])))
+        .unwrap();
+        for x in drawn.split(" x=\"").skip(1) {
+            let x: u32 = x.split('"').next().unwrap().parse().unwrap();
+            assert!(x <= WIDTH, "x = {x} in {drawn}");
+        }
+    }
+}
