@@ -19,6 +19,7 @@ fn failure_of(check: &str, seed: impl FnOnce(&mut Labs)) -> (String, Duration) {
     let ctx = Ctx {
         labs,
         vmm: (env!("CARGO_BIN_EXE_grader").into(), vec!["vmm".into()]),
+        seed: grader::rng::fresh_seed(),
     };
     let check = find_check(check).unwrap_or_else(|| panic!("no check {check}"));
     let started = Instant::now();
