@@ -8,6 +8,7 @@ pub mod explain;
 pub mod labs;
 pub mod report;
 pub mod slices;
+pub mod step;
 pub mod vmm;
 
 use std::path::Path;
@@ -73,8 +74,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         None if options.lab == Some(cli::ExtraLab::Hypercalls) => guests::HYPERCALLS64.to_vec(),
         None => builtin_guest(options.mode).to_vec(),
     };
-    if options.step || options.gdb.is_some() {
-        report::print_summary_line("--step and --gdb are not built yet");
+    if options.gdb.is_some() {
+        report::print_summary_line("--gdb is not built yet");
         return Status::BadInput;
     }
     vmm::install_panic_hook(true);
@@ -82,11 +83,18 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         labs: labs::Labs::BUILT,
         mode: options.mode,
         image,
-        capture_output: options.json || options.explain,
+        capture_output: options.json || options.explain || options.step,
         trace: options.trace,
         timeout: options.timeout,
         explain_walk: options.explain.then(|| options.walk.unwrap_or(kit_common::RESULT_ADDR)),
-        program: vmm::Program::Hello,
+        program: if options.step {
+            vmm::Program::Step(vmm::StepOptions {
+                max_steps: options.step_limit(),
+                json: options.json,
+            })
+        } else {
+            vmm::Program::Hello
+        },
     };
     let result = match options.lab {
         Some(cli::ExtraLab::Lwn) => vmm::run_lwn(labs::Labs::BUILT, options.json, options.trace, options.timeout),

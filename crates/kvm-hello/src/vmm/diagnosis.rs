@@ -226,6 +226,18 @@ pub(crate) fn loop_failure(
     }
 }
 
+/// `--step` ran `--max-steps` instructions and the guest has not halted.
+pub(crate) fn step_limit(steps: u64, rip: u64, report: &RunReport) -> Failure {
+    Failure::new(
+        Status::Timeout,
+        format!(
+            "step limit: the guest ran {steps} instructions (--max-steps) without halting; stopped at RIP {rip:#x} \
+             after {} exits (book: Debugging your guest)",
+            report.counts.total()
+        ),
+    )
+}
+
 pub(crate) fn result_failure(err: ResultError) -> Failure {
     Failure::new(Status::WrongResult, format!("{err} (book: Lab 4, The exit loop)"))
 }

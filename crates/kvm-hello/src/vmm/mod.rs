@@ -12,6 +12,7 @@ mod diagnosis;
 mod panics;
 mod schedule;
 mod session;
+mod stepper;
 mod vcpu_thread;
 mod watchdog;
 
@@ -26,6 +27,7 @@ use crate::labs::Labs;
 
 pub use panics::{install_panic_hook, panic_status, take_last_panic};
 pub use schedule::{LAB6, ScheduleReport};
+pub use stepper::StepOptions;
 pub use vcpu_thread::KICK_GRACE;
 pub use watchdog::{BLOCKED_FACTOR, CEILING_FACTOR};
 
@@ -50,13 +52,16 @@ pub struct RunConfig {
     pub program: Program,
 }
 
-/// The host side a guest runs against.
+/// The host side a guest runs against, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Program {
     /// Labs 1 to 4: the console on port 0xE9 (kvm-hello-world).
     Hello,
     /// Labs 1 to 3 and lab 5's hypercalls, in long mode.
     Hypercalls,
+    /// Labs 1 to 3 and lab 4's `handle_exit`, one instruction at a time (`--step`): the listing
+    /// goes to stdout, the guest's output into the report.
+    Step(StepOptions),
 }
 
 /// Why a run did not succeed.

@@ -8,6 +8,7 @@ use kvm_ioctls::VcpuExit;
 use lab4_exit_loop::{ExitLoopError, UnexpectedExit};
 
 use super::diagnosis::{self, lab0_failure, lab1_failure, refused};
+use super::stepper::{self, GuestView, StepEnd};
 use super::watchdog::{LabFn, Watchdog};
 use super::{Failure, Program, RunConfig, RunReport};
 use crate::explain::{self, ExitEvent, Explanation};
@@ -46,6 +47,7 @@ const TRANSLATE: LabFn = lab_fn("lab2 translate", LAB2);
 const SPECIAL_REGISTERS: LabFn = lab_fn("lab3 special_registers", LAB3);
 const GENERAL_REGISTERS: LabFn = lab_fn("lab3 general_registers", LAB3);
 const RUN_UNTIL_HALT: LabFn = exit_loop("lab4 run_until_halt", LAB4);
+const HANDLE_EXIT_STEPPED: LabFn = exit_loop("lab4 handle_exit (kvm-hello --step)", LAB4);
 const RUN_HYPERCALLS: LabFn = exit_loop("lab5 run_hypercalls", LAB5);
 const READ_RESULT_SLOT: LabFn = lab_fn("lab4 read_result_slot", LAB4);
 const CHECK_RESULTS: LabFn = lab_fn("lab4 check_results", LAB4);
@@ -147,6 +149,7 @@ pub(crate) fn session(
         (None, false) => &mut no_trace,
     };
     let mut bad_address = None;
+    let mut step_limit = None;
     let armed = watchdog.arm(&vcpu.fd).map_err(cannot_arm)?;
     let looped = match config.program {
         Program::Hello => {
@@ -162,6 +165,33 @@ pub(crate) fn session(
             report.hypercalls = Some(host.records);
             served.map_err(|err| diagnosis::lab5_loop_error(err, &mut bad_address))
         }
+        Program::Step(options) => {
+            enter(watchdog, HANDLE_EXIT_STEPPED, report)?;
+            let guest = GuestView {
+                labs,
+                mode: config.mode,
+                memory: &vm.memory,
+                cr3,
+            };
+            let mut listing = std::io::LineWriter::new(std::io::stdout());
+            let kvm_run = kvm_run_address;
+            let stepped = stepper::step_until_halt(
+                &mut vcpu.fd,
+                &guest,
+                options,
+                watchdog,
+                console,
+                &mut report.counts,
+                kvm_run,
+                &mut listing,
+            );
+            let _ = stepper::set_single_step(&vcpu.fd, false);
+            stepped.map(|(end, steps)| {
+                if end == StepEnd::Limit {
+                    step_limit = Some(steps);
+                }
+            })
+        }
     };
     drop(armed);
     if let (Some(explanation), Some(events)) = (report.explanation.as_mut(), events) {
@@ -174,6 +204,9 @@ pub(crate) fn session(
     if let (Some(message), Some(rip)) = (bad_address, report.rip) {
         let message = format!("guest fault: {message} at RIP {rip:#x} (book: {LAB5})");
         return Err(Failure::new(Status::GuestFault, message));
+    }
+    if let (Some(steps), Some(rip)) = (step_limit, report.rip) {
+        return Err(diagnosis::step_limit(steps, rip, report));
     }
     if let Err(err) = looped {
         let suberror = diagnosis::internal_error_suberror(&mut vcpu.fd);
