@@ -94,8 +94,23 @@ const NAMES_32: [&str; 17] = [
 
 fn general(regs: &kvm_regs) -> [u64; 17] {
     [
-        regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rsp, regs.rbp, regs.r8, regs.r9, regs.r10,
-        regs.r11, regs.r12, regs.r13, regs.r14, regs.r15, regs.rflags,
+        regs.rax,
+        regs.rbx,
+        regs.rcx,
+        regs.rdx,
+        regs.rsi,
+        regs.rdi,
+        regs.rsp,
+        regs.rbp,
+        regs.r8,
+        regs.r9,
+        regs.r10,
+        regs.r11,
+        regs.r12,
+        regs.r13,
+        regs.r14,
+        regs.r15,
+        regs.rflags,
     ]
 }
 
@@ -246,7 +261,13 @@ mod tests {
         };
         assert_eq!(
             changed_registers(&before, &after, 64),
-            vec![Change { name: "rax", value: 0x48 }, Change { name: "r9", value: 7 }]
+            vec![
+                Change {
+                    name: "rax",
+                    value: 0x48
+                },
+                Change { name: "r9", value: 7 }
+            ]
         );
         assert_eq!(changed_registers(&before, &after, 32)[0].name, "eax");
         assert!(changed_registers(&after, &after, 64).is_empty());

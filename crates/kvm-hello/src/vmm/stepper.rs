@@ -88,7 +88,11 @@ fn linear_rip(regs: &kvm_regs, sregs: &kvm_sregs) -> u64 {
 /// Turns single step on (or everything off).
 pub(crate) fn set_single_step(vcpu: &VcpuFd, on: bool) -> Result<(), ExitLoopError> {
     let debug = kvm_guest_debug {
-        control: if on { KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP } else { 0 },
+        control: if on {
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+        } else {
+            0
+        },
         ..Default::default()
     };
     vcpu.set_guest_debug(&debug).map_err(ExitLoopError::Run)
@@ -203,9 +207,7 @@ pub(crate) fn step_until_halt(
         } else {
             step::text(&step)
         };
-        listing
-            .write_all(shown.as_bytes())
-            .map_err(ExitLoopError::Console)?;
+        listing.write_all(shown.as_bytes()).map_err(ExitLoopError::Console)?;
         if ran? {
             return Ok((StepEnd::Halted, number));
         }
