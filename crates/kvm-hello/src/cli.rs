@@ -279,7 +279,9 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 fn parse_millis(flag: &str, text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(ms) if (1..=MAX_SCHEDULE_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
-        _ => Err(format!("{flag} takes whole milliseconds from 1 to {MAX_SCHEDULE_MS}; got '{text}'")),
+        _ => Err(format!(
+            "{flag} takes whole milliseconds from 1 to {MAX_SCHEDULE_MS}; got '{text}'"
+        )),
     }
 }
 
@@ -293,7 +295,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `--share A:B`: two whole percentages, each at least 1, adding up to 100.
 fn parse_shares(text: &str) -> Result<[u32; 2], String> {
-    let bad = |why: &str| format!("--share takes A:B, two percentages adding up to 100 such as 70:30; got '{text}'{why}");
+    let bad =
+        |why: &str| format!("--share takes A:B, two percentages adding up to 100 such as 70:30; got '{text}'{why}");
     let (a, b) = text.split_once(':').ok_or_else(|| bad(""))?;
     let (a, b): (u32, u32) = (
         a.trim().parse().map_err(|_| bad(""))?,
@@ -639,11 +642,20 @@ mod tests {
             (&["--policy", "weighted"][..], "--policy goes with --lab schedule"),
             (&["--lab", "schedule", "--policy", "fifo"][..], "unknown policy 'fifo'"),
             (&["--lab", "schedule", "--share", "70:40"][..], "they add up to 110"),
-            (&["--lab", "schedule", "--share", "70:30"][..], "goes with --policy weighted"),
-            (&["--lab", "schedule", "--policy", "cooperative", "--quantum-ms", "5"][..], "does not go with --policy cooperative"),
+            (
+                &["--lab", "schedule", "--share", "70:30"][..],
+                "goes with --policy weighted",
+            ),
+            (
+                &["--lab", "schedule", "--policy", "cooperative", "--quantum-ms", "5"][..],
+                "does not go with --policy cooperative",
+            ),
             (&["--lab", "schedule", "--duration-ms", "0"][..], "from 1 to 600000"),
             (&["--lab", "schedule", "--trace"][..], "does not go with --trace"),
-            (&["--lab", "schedule", "--guest", "x.bin"][..], "does not go with --guest"),
+            (
+                &["--lab", "schedule", "--guest", "x.bin"][..],
+                "does not go with --guest",
+            ),
             (&["--lab", "lwn", "--mode", "real"][..], "does not go with --mode"),
             (&["--lab", "lwn", "--guest", "x.bin"][..], "does not go with --guest"),
             (&["--lab", "hypercalls", "--explain"][..], "does not go with --explain"),

@@ -74,8 +74,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         None if options.lab == Some(cli::ExtraLab::Hypercalls) => guests::HYPERCALLS64.to_vec(),
         None => builtin_guest(options.mode).to_vec(),
     };
-    if options.gdb.is_some() {
-        report::print_summary_line("--gdb is not built yet");
+    if options.gdb.is_some() && options.mode == kit_common::Mode::Real {
+        report::print_summary_line(
+            "--gdb does not support real mode (gdb's x86 targets are 32- and 64-bit): use --step --mode real, or \
+             --mode long or protected (book: Debugging your guest)",
+        );
         return Status::BadInput;
     }
     vmm::install_panic_hook(true);
@@ -87,7 +90,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         trace: options.trace,
         timeout: options.timeout,
         explain_walk: options.explain.then(|| options.walk.unwrap_or(kit_common::RESULT_ADDR)),
-        program: if options.step {
+        program: if let Some(address) = options.gdb {
+            vmm::Program::Gdb(vmm::GdbOptions { address })
+        } else if options.step {
             vmm::Program::Step(vmm::StepOptions {
                 max_steps: options.step_limit(),
                 json: options.json,

@@ -9,6 +9,7 @@
 //! once, both stateless): runs in one process do not see each other.
 
 mod diagnosis;
+mod gdb;
 mod panics;
 mod schedule;
 mod session;
@@ -25,6 +26,7 @@ use lab4_exit_loop::ExitCounts;
 use crate::explain::Explanation;
 use crate::labs::Labs;
 
+pub use gdb::GdbOptions;
 pub use panics::{install_panic_hook, panic_status, take_last_panic};
 pub use schedule::{LAB6, ScheduleReport};
 pub use stepper::StepOptions;
@@ -62,6 +64,9 @@ pub enum Program {
     /// Labs 1 to 3 and lab 4's `handle_exit`, one instruction at a time (`--step`): the listing
     /// goes to stdout, the guest's output into the report.
     Step(StepOptions),
+    /// Labs 1 to 3 and lab 4's `handle_exit` under gdb (`--gdb`): the GDB remote protocol on a
+    /// loopback address, the guest's output on stdout.
+    Gdb(GdbOptions),
 }
 
 /// Why a run did not succeed.
@@ -124,16 +129,23 @@ impl RunReport {
 /// Never hangs, never returns without a report.
 pub fn run(config: RunConfig) -> RunReport {
     let (timeout, capture_output) = (config.timeout, config.capture_output);
-    vcpu_thread::run_session(timeout, capture_output, move |watchdog, console, report| {
+    // Under gdb the vCPU thread waits for the person at the debugger: only CPU time counts.
+    let limits = match config.program {
+        Program::Gdb(_) => watchdog::Limits::interactive(timeout),
+        _ => watchdog::Limits::of_timeout(timeout),
+    };
+    vcpu_thread::run_session(limits, capture_output, move |watchdog, console, report| {
         session::session(&config, watchdog, console, report)
     })
 }
 
 /// Runs lab 0, the LWN warm-up VM, on a vCPU thread under its own watchdog.
 pub fn run_lwn(labs: Labs, capture_output: bool, trace: bool, timeout: Duration) -> RunReport {
-    vcpu_thread::run_session(timeout, capture_output, move |watchdog, console, report| {
-        session::lwn_session(&labs, trace, watchdog, console, report)
-    })
+    vcpu_thread::run_session(
+        watchdog::Limits::of_timeout(timeout),
+        capture_output,
+        move |watchdog, console, report| session::lwn_session(&labs, trace, watchdog, console, report),
+    )
 }
 
 /// Runs lab 6: two worker VMs scheduled by the student's loop on one vCPU thread, for `duration`
@@ -146,9 +158,11 @@ pub fn run_schedule(
     timeout: Duration,
 ) -> RunReport {
     let budget = timeout.saturating_add(duration);
-    vcpu_thread::run_session(budget, capture_output, move |watchdog, console, report| {
-        schedule::schedule_session(&labs, policy, duration, watchdog, console, report)
-    })
+    vcpu_thread::run_session(
+        watchdog::Limits::of_timeout(budget),
+        capture_output,
+        move |watchdog, console, report| schedule::schedule_session(&labs, policy, duration, watchdog, console, report),
+    )
 }
 
 /// The one-line summary of a schedule run that succeeded.

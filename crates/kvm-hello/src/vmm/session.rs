@@ -8,6 +8,7 @@ use kvm_ioctls::VcpuExit;
 use lab4_exit_loop::{ExitLoopError, UnexpectedExit};
 
 use super::diagnosis::{self, lab0_failure, lab1_failure, refused};
+use super::gdb::{self, GdbEnd};
 use super::stepper::{self, GuestView, StepEnd};
 use super::watchdog::{LabFn, Watchdog};
 use super::{Failure, Program, RunConfig, RunReport};
@@ -48,6 +49,7 @@ const SPECIAL_REGISTERS: LabFn = lab_fn("lab3 special_registers", LAB3);
 const GENERAL_REGISTERS: LabFn = lab_fn("lab3 general_registers", LAB3);
 const RUN_UNTIL_HALT: LabFn = exit_loop("lab4 run_until_halt", LAB4);
 const HANDLE_EXIT_STEPPED: LabFn = exit_loop("lab4 handle_exit (kvm-hello --step)", LAB4);
+const HANDLE_EXIT_UNDER_GDB: LabFn = exit_loop("lab4 handle_exit (kvm-hello --gdb)", LAB4);
 const RUN_HYPERCALLS: LabFn = exit_loop("lab5 run_hypercalls", LAB5);
 const READ_RESULT_SLOT: LabFn = lab_fn("lab4 read_result_slot", LAB4);
 const CHECK_RESULTS: LabFn = lab_fn("lab4 check_results", LAB4);
@@ -150,6 +152,7 @@ pub(crate) fn session(
     };
     let mut bad_address = None;
     let mut step_limit = None;
+    let mut gdb_ended = None;
     let armed = watchdog.arm(&vcpu.fd).map_err(cannot_arm)?;
     let looped = match config.program {
         Program::Hello => {
@@ -192,6 +195,33 @@ pub(crate) fn session(
                 }
             })
         }
+        Program::Gdb(options) => {
+            enter(watchdog, HANDLE_EXIT_UNDER_GDB, report)?;
+            let guest = GuestView {
+                labs,
+                mode: config.mode,
+                memory: &vm.memory,
+                cr3,
+            };
+            let served = gdb::serve(
+                options,
+                &mut vcpu.fd,
+                &guest,
+                watchdog,
+                console,
+                &mut report.counts,
+                kvm_run_address,
+            );
+            match served {
+                Ok(GdbEnd::Halted) => Ok(()),
+                Ok(GdbEnd::CannotListen(message)) => return Err(Failure::new(Status::BadInput, message)),
+                Ok(GdbEnd::Ended(message)) => {
+                    gdb_ended = Some(message);
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            }
+        }
     };
     drop(armed);
     if let (Some(explanation), Some(events)) = (report.explanation.as_mut(), events) {
@@ -203,6 +233,9 @@ pub(crate) fn session(
     report.rip = regs.map(|r| r.rip);
     if let (Some(message), Some(rip)) = (bad_address, report.rip) {
         let message = format!("guest fault: {message} at RIP {rip:#x} (book: {LAB5})");
+        return Err(Failure::new(Status::GuestFault, message));
+    }
+    if let Some(message) = gdb_ended {
         return Err(Failure::new(Status::GuestFault, message));
     }
     if let (Some(steps), Some(rip)) = (step_limit, report.rip) {

@@ -70,12 +70,11 @@ fn console(capture_output: bool) -> Console {
 }
 
 /// Runs `session` on a vCPU thread with its own watchdog: the vCPU is stopped when the thread
-/// has used `timeout` of CPU time, or has not run at all for `BLOCKED_FACTOR` x `timeout`, or
+/// has used `limits.budget` (`--timeout`) of CPU time, or has not run at all for `BLOCKED_FACTOR` x `timeout`, or
 /// after `CEILING_FACTOR` x `timeout` of wall-clock time (`Limits`); then the thread gets
 /// `KICK_GRACE` to come back. Never hangs, never returns without a report.
-pub(crate) fn run_session(timeout: Duration, capture_output: bool, session: impl Session) -> RunReport {
+pub(crate) fn run_session(limits: Limits, capture_output: bool, session: impl Session) -> RunReport {
     let watchdog = Arc::new(Watchdog::new());
-    let limits = Limits::of_timeout(timeout);
     let (done_tx, done_rx) = mpsc::channel();
     let on_thread = Arc::clone(&watchdog);
     let spawned = thread::Builder::new().name(VCPU_THREAD.into()).spawn(move || {

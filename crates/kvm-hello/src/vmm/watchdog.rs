@@ -68,6 +68,16 @@ impl Limits {
             ceiling: timeout.saturating_mul(CEILING_FACTOR),
         }
     }
+
+    /// The limits of a run that waits for a person (`--gdb`): `--timeout` of CPU time still
+    /// stops a spinning guest, but waiting is not a fault, so the wall-clock limits are off.
+    pub fn interactive(timeout: Duration) -> Limits {
+        Limits {
+            budget: timeout,
+            blocked: Duration::MAX,
+            ceiling: Duration::MAX,
+        }
+    }
 }
 
 /// A lab function, as a timeout names it.
@@ -203,6 +213,21 @@ impl Watchdog {
             let _ = unsafe { libc::pthread_kill(thread, SIGRTMIN()) };
         }
         stop
+    }
+
+    /// Interrupts the armed vCPU's `KVM_RUN` (it returns EINTR) without stopping the run: gdb's
+    /// Ctrl-C. The kick handler also sets `immediate_exit`, which the interrupted side clears
+    /// before it runs the guest again. Returns whether a vCPU was armed to be kicked.
+    pub fn interrupt(&self) -> bool {
+        let state = self.state();
+        match (state.armed_thread, self.signal_installed) {
+            (Some(thread), true) => {
+                // SAFETY: as in `stop`: the armed thread is alive while we hold the lock, and
+                // the signal has a handler.
+                unsafe { libc::pthread_kill(thread, SIGRTMIN()) == 0 }
+            }
+            _ => false,
+        }
     }
 
     /// The stop, if the run was stopped.
