@@ -231,8 +231,9 @@ pub(crate) fn step_limit(steps: u64, rip: u64, report: &RunReport) -> Failure {
     Failure::new(
         Status::Timeout,
         format!(
-            "step limit: the guest ran {steps} instructions (--max-steps) without halting; stopped at RIP {rip:#x} \
+            "step limit: the guest ran {steps} instruction{} (--max-steps) without halting; stopped at RIP {rip:#x} \
              after {} exits (book: Debugging your guest)",
+            if steps == 1 { "" } else { "s" },
             report.counts.total()
         ),
     )
