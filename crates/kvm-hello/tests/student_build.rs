@@ -24,3 +24,21 @@ fn the_json_report_names_the_stub() {
         .code(6)
         .stdout(predicate::str::contains(r#""kind":"not_implemented""#).and(predicate::str::contains("lab1 vm_init")));
 }
+
+#[test]
+fn step_and_gdb_run_the_students_labs_and_stop_at_the_first_stub() {
+    for args in [
+        &["--step"][..],
+        &["--step", "--mode", "real"],
+        &["--gdb", "127.0.0.1:0"],
+    ] {
+        kvm_hello()
+            .args(args)
+            .assert()
+            .code(6)
+            .stdout("")
+            .stderr(predicate::str::starts_with(
+                "kvm-hello: not implemented yet: lab1 vm_init",
+            ));
+    }
+}
