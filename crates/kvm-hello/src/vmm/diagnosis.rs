@@ -190,7 +190,7 @@ pub(crate) fn loop_failure(
         ExitLoopError::Unexpected(UnexpectedExit::Shutdown) => {
             let reset = if report.rip == Some(RESET_RIP) {
                 " (RIP 0xfff0 is the reset state: VMX and SVM hosts reset the vCPU after a shutdown, so it does not \
-                 say where the guest was; --trace shows its last exit)"
+                 say where the guest was; --trace shows its last exit, --step the instruction that faulted)"
             } else {
                 ""
             };

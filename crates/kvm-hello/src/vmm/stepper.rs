@@ -199,7 +199,11 @@ pub(crate) fn step_until_halt(
             },
             bytes: bytes[..instruction.len.min(fetched)].to_vec(),
             text: instruction.text,
-            changed: step::changed_registers(&before, &after, bitness),
+            // After a shutdown VMX and SVM hosts have reset the vCPU: its registers say nothing.
+            changed: match exits.last() {
+                Some(exit) if exit.kind == "shutdown" => Vec::new(),
+                _ => step::changed_registers(&before, &after, bitness),
+            },
             exits,
         };
         let shown = if options.json {
