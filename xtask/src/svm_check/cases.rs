@@ -51,6 +51,8 @@ pub enum Expect {
     Hello,
     /// `kvm-hello --json --lab L`: status 0 and `ok`.
     Lab,
+    /// `kvm-hello --step --json --mode M`: the greeting in the steps' exits, HLT last, `ok`.
+    Step,
     /// A hostile guest: the status, stdout and stderr its header promises.
     Corpus(&'static CorpusGuest),
     /// A probe: ends in time with one line on stderr, whatever its status.
@@ -107,6 +109,17 @@ pub fn all(corpus: &'static [CorpusGuest]) -> Vec<Case> {
             args: strings(&["--json", "--timeout", HELLO_TIMEOUT_SECS, "--mode", mode]),
             guest_image: None,
             expect: Expect::Hello,
+        });
+    }
+    // Single step differs between hosts (an OUT's debug exit, HLT's exit): --step must list the
+    // same program on both.
+    for mode in MODES {
+        cases.push(Case {
+            label: format!("kvm-hello --step --mode {mode}"),
+            program: Program::KvmHello,
+            args: strings(&["--step", "--json", "--timeout", HELLO_TIMEOUT_SECS, "--mode", mode]),
+            guest_image: None,
+            expect: Expect::Step,
         });
     }
     for lab in LABS {
@@ -198,6 +211,7 @@ pub fn judge(case: &Case, run: &Run) -> Vec<(String, Cell)> {
     match case.expect {
         Expect::Hello => vec![(case.label.clone(), judge_hello(run, Some(GREETING)))],
         Expect::Lab => vec![(case.label.clone(), judge_hello(run, None))],
+        Expect::Step => vec![(case.label.clone(), judge_step(run))],
         Expect::Corpus(guest) => vec![(case.label.clone(), judge_corpus(guest, run))],
         Expect::Probe => vec![(case.label.clone(), judge_probe(run))],
         Expect::Grader => judge_grader(run),
@@ -247,6 +261,41 @@ fn judge_hello(run: &Run, greeting: Option<&str>) -> Cell {
     }
     let summary = exits.map_or_else(|| "ok".to_owned(), |n| format!("ok, {}", plural(n, "exit")));
     Cell::pass(summary, &run.stderr)
+}
+
+/// `kvm-hello --step --json`: one record per instruction, then the report. Passes when the report
+/// is a hello run's and the records' OUT bytes spell the greeting, with HLT as the last step.
+fn judge_step(run: &Run) -> Cell {
+    let text = String::from_utf8_lossy(&run.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let Some((report, steps)) = lines.split_last() else {
+        return Cell::fail(status_text(run.status), run.stderr.trim());
+    };
+    let hello = judge_hello(
+        &Run {
+            stdout: report.as_bytes().to_vec(),
+            ..run.clone()
+        },
+        Some(GREETING),
+    );
+    if !hello.passed {
+        return hello;
+    }
+    let records: Vec<Value> = steps.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let printed: String = records
+        .iter()
+        .flat_map(|r| r["exits"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["kind"] == "io out")
+        .filter_map(|e| e["data"].as_str().map(str::to_owned))
+        .collect();
+    let last = records.last().and_then(|r| r["text"].as_str().map(str::to_owned));
+    if records.len() != steps.len() || printed != GREETING || last.as_deref() != Some("hlt") {
+        return Cell::fail(
+            "wrong listing".to_owned(),
+            format!("{} steps printing {printed:?}, the last {last:?}", records.len()),
+        );
+    }
+    Cell::pass(plural(records.len() as u64, "step"), &run.stderr)
 }
 
 /// `1 exit`, `15 exits`.
@@ -384,7 +433,7 @@ mod tests {
         ] {
             assert!(labels.contains(&label), "{label} in {labels:?}");
         }
-        assert_eq!(cases.len(), 4 + 2 + guests::CORPUS.len() + PROBES.len() + 1);
+        assert_eq!(cases.len(), 4 + 4 + 2 + guests::CORPUS.len() + PROBES.len() + 1);
         let files: Vec<String> = images(guests::CORPUS).into_iter().map(|(name, _)| name).collect();
         for case in &cases {
             if let Some(image) = &case.guest_image {
@@ -398,6 +447,20 @@ mod tests {
         );
         let spin = cases.iter().find(|c| c.label == "corpus spin-long").unwrap();
         assert!(spin.args(Path::new("/c")).windows(2).any(|w| w == ["--timeout", "1"]));
+    }
+
+    #[test]
+    fn a_step_listing_passes_only_when_its_outs_spell_the_greeting_and_it_ends_at_hlt() {
+        let report = r#"{"ok":true,"status":0,"output":"Hello, world!\n","exits":{"total":15}}"#;
+        let out = |data: &str| format!(r#"{{"step":1,"text":"out dx, al","exits":[{{"kind":"io out","data":"{data}"}}]}}"#);
+        let hlt = r#"{"step":2,"text":"hlt","exits":[{"kind":"hlt"}]}"#;
+        let listing = format!("{}\n{hlt}\n{report}\n", out("Hello, world!\\n"));
+        assert_eq!(judge_step(&run(0, &listing, "")), Cell::pass("2 steps".into(), ""));
+        let short = format!("{}\n{hlt}\n{report}\n", out("Hello"));
+        assert_eq!(judge_step(&run(0, &short, "")).summary, "wrong listing");
+        let no_hlt = format!("{}\n{report}\n", out("Hello, world!\\n"));
+        assert!(!judge_step(&run(0, &no_hlt, "")).passed);
+        assert!(!judge_step(&run(5, "", "kvm-hello: step limit")).passed);
     }
 
     #[test]
