@@ -91,7 +91,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         timeout: options.timeout,
         explain_walk: options.explain.then(|| options.walk.unwrap_or(kit_common::RESULT_ADDR)),
         program: if let Some(address) = options.gdb {
-            vmm::Program::Gdb(vmm::GdbOptions { address })
+            vmm::Program::Gdb(vmm::GdbOptions {
+                address,
+                step_to_breakpoints: false,
+            })
         } else if options.step {
             vmm::Program::Step(vmm::StepOptions {
                 max_steps: options.step_limit(),

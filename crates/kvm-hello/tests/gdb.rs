@@ -98,10 +98,16 @@ impl Stub {
 
 /// Runs gdb in batch mode on `commands` against the stub; returns what it printed.
 fn gdb(stub: &Stub, commands: &[String]) -> String {
+    gdb_on_port(stub.port, commands)
+}
+
+/// Runs gdb in batch mode on `commands` against a stub on `port` (gdb retries the connection
+/// for a while: `set tcp auto-retry` is on by default).
+fn gdb_on_port(port: u16, commands: &[String]) -> String {
     let mut cmd = Command::new("gdb");
     cmd.args(["-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"])
         .args(["-ex", "set disassembly-flavor intel"])
-        .args(["-ex", &format!("target remote 127.0.0.1:{}", stub.port)]);
+        .args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
     for command in commands {
         cmd.args(["-ex", command]);
     }
@@ -228,6 +234,56 @@ fn protected_mode_is_served_as_i386() {
     }
     let (status, stderr) = stub.finish();
     assert_eq!((status, stderr.as_str()), (Some(0), SUMMARY));
+}
+
+#[test]
+fn where_the_debug_registers_do_not_fire_continue_steps_to_the_breakpoint() {
+    use kvm_hello::labs::Labs;
+    use kvm_hello::vmm::{self, GdbOptions, Program, RunConfig};
+    require_kvm();
+    require_gdb();
+    let (first_out, _) = find(guests::HELLO64, 64, "out");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = std::thread::spawn(move || {
+        vmm::run(RunConfig {
+            labs: Labs::BUILT,
+            mode: kit_common::Mode::Long,
+            image: guests::HELLO64.to_vec(),
+            capture_output: true,
+            trace: false,
+            timeout: Duration::from_secs(30),
+            explain_walk: None,
+            program: Program::Gdb(GdbOptions {
+                address: ([127, 0, 0, 1], port).into(),
+                step_to_breakpoints: true,
+            }),
+        })
+    });
+    let text = gdb_on_port(
+        port,
+        &[
+            format!("hbreak *{first_out:#x}"),
+            "continue".into(),
+            "print/x $rip".into(),
+            "delete".into(),
+            "continue".into(),
+        ],
+    );
+    for line in [
+        format!("Breakpoint 1, {first_out:#018x} in ?? ()"),
+        format!("$1 = {first_out:#x}"),
+        "exited with code 052".to_owned(),
+    ] {
+        assert!(text.contains(&line), "gdb's session lacks {line:?}:\n{text}");
+    }
+    let report = run.join().expect("the run ends");
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    assert_eq!(report.output, b"Hello, world!\n");
+    assert_eq!(report.counts.total(), 15, "every exit was served while stepping");
 }
 
 #[test]

@@ -281,7 +281,10 @@ fn judge_step(run: &Run) -> Cell {
     if !hello.passed {
         return hello;
     }
-    let records: Vec<Value> = steps.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let records: Vec<Value> = steps
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
     let printed: String = records
         .iter()
         .flat_map(|r| r["exits"].as_array().cloned().unwrap_or_default())
@@ -452,7 +455,8 @@ mod tests {
     #[test]
     fn a_step_listing_passes_only_when_its_outs_spell_the_greeting_and_it_ends_at_hlt() {
         let report = r#"{"ok":true,"status":0,"output":"Hello, world!\n","exits":{"total":15}}"#;
-        let out = |data: &str| format!(r#"{{"step":1,"text":"out dx, al","exits":[{{"kind":"io out","data":"{data}"}}]}}"#);
+        let out =
+            |data: &str| format!(r#"{{"step":1,"text":"out dx, al","exits":[{{"kind":"io out","data":"{data}"}}]}}"#);
         let hlt = r#"{"step":2,"text":"hlt","exits":[{"kind":"hlt"}]}"#;
         let listing = format!("{}\n{hlt}\n{report}\n", out("Hello, world!\\n"));
         assert_eq!(judge_step(&run(0, &listing, "")), Cell::pass("2 steps".into(), ""));
