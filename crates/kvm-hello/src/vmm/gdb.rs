@@ -179,6 +179,9 @@ struct Guest<'a, 'g> {
     hw_breakpoints_fire: bool,
     /// Set once the guest halted or failed: the run's outcome.
     outcome: Option<Result<(), ExitLoopError>>,
+    /// Set by the Ctrl-C watcher before it kicks the vCPU: a kick can be lost between two
+    /// `KVM_RUN`s (completing an OUT clears `immediate_exit`), this flag cannot.
+    interrupted: std::sync::Arc<AtomicBool>,
 }
 
 /// A fatal error of the stub (KVM refused a register ioctl).
@@ -288,7 +291,12 @@ impl Guest<'_, '_> {
         match &err {
             ExitLoopError::Run(e) if e.errno() == libc::EINTR && self.watchdog.stopped().is_none() => {
                 self.vcpu.set_kvm_immediate_exit(0);
-                Ran::Interrupted
+                if self.interrupted.load(Ordering::Acquire) {
+                    Ran::Interrupted
+                } else {
+                    // A late kick of an earlier Ctrl-C watch: nothing ran, gdb sent nothing.
+                    Ran::Stopped(SingleThreadStopReason::DoneStep)
+                }
             }
             _ => self.finished(Err(err)),
         }
@@ -354,6 +362,15 @@ impl Guest<'_, '_> {
         loop {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,
+                // A late kick of an earlier Ctrl-C watch: run on.
+                Err(err)
+                    if err.errno() == libc::EINTR
+                        && self.watchdog.stopped().is_none()
+                        && !self.interrupted.load(Ordering::Acquire) =>
+                {
+                    self.vcpu.set_kvm_immediate_exit(0);
+                    continue;
+                }
                 Err(err) => return self.run_error(ExitLoopError::Run(err)),
             };
             if let VcpuExit::Debug(arch) = exit {
@@ -364,6 +381,7 @@ impl Guest<'_, '_> {
                 });
             }
             match (self.view.labs.handle_exit)(exit, self.console, self.counts) {
+                Ok(Flow::Continue) if self.interrupted.load(Ordering::Acquire) => return Ran::Interrupted,
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Halt) => return self.finished(Ok(())),
                 Err(err) => return self.finished(Err(err)),
@@ -378,6 +396,9 @@ impl Guest<'_, '_> {
             match self.step_once() {
                 Ran::Stopped(SingleThreadStopReason::DoneStep) => {}
                 other => return other,
+            }
+            if self.interrupted.load(Ordering::Acquire) {
+                return Ran::Interrupted;
             }
             let rip = self.vcpu.get_regs().map_or(0, |r| r.rip);
             match self.slots.at(rip) {
@@ -585,6 +606,7 @@ pub(crate) fn serve(
         resume: Resume::Step,
         hw_breakpoints_fire,
         outcome: None,
+        interrupted: std::sync::Arc::new(AtomicBool::new(false)),
     };
     let disconnected = if view.mode == Mode::Long {
         GdbStub::new(stream)
@@ -627,8 +649,10 @@ impl Guest<'_, '_> {
     fn run_watched(&mut self, fd: i32) -> Ran {
         let watchdog = self.watchdog;
         let done = AtomicBool::new(false);
+        let interrupted = std::sync::Arc::clone(&self.interrupted);
+        interrupted.store(false, Ordering::Release);
         std::thread::scope(|scope| {
-            scope.spawn(|| watch_for_ctrl_c(fd, &done, watchdog));
+            scope.spawn(|| watch_for_ctrl_c(fd, &done, &interrupted, watchdog));
             let ran = self.run_on();
             done.store(true, Ordering::Release);
             // The guest's output shows as gdb stops, not when a buffer fills.
@@ -668,7 +692,7 @@ fn narrow<U>(reason: SingleThreadStopReason<u64>) -> SingleThreadStopReason<U> {
 }
 
 /// Waits until gdb sends something (or `done`) and kicks the vCPU out of `KVM_RUN` then.
-fn watch_for_ctrl_c(fd: i32, done: &AtomicBool, watchdog: &Watchdog) {
+fn watch_for_ctrl_c(fd: i32, done: &AtomicBool, interrupted: &AtomicBool, watchdog: &Watchdog) {
     let mut poll = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -680,6 +704,7 @@ fn watch_for_ctrl_c(fd: i32, done: &AtomicBool, watchdog: &Watchdog) {
         let ready = unsafe { libc::poll(&mut poll, 1, WATCH_INTERVAL.as_millis() as libc::c_int) };
         if ready > 0 {
             if !done.load(Ordering::Acquire) {
+                interrupted.store(true, Ordering::Release);
                 watchdog.interrupt();
             }
             return;
