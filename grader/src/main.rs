@@ -3,26 +3,91 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{ArgAction, CommandFactory, Parser};
+
 use grader::runner::{self, RUN_CHECK_ARG, matches_filter, run_suite};
 use grader::{all_checks, rng, scoreboard};
 
-const USAGE: &str = "\
-grader: grades the labs of the KVM lab kit (cargo grade).
+/// The first lines of the help text.
+const ABOUT: &str = "grader: grades the labs of the KVM lab kit (cargo grade).";
 
-Usage: cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK ...] [OPTIONS]
-
-Options:
-  --gradescope PATH  also write Gradescope's results.json to PATH
-  --json             print every check's outcome as JSON instead of the scoreboard
-  --list             list the checks
-  --seed N           draw the checks' inputs from seed N (the scoreboard prints the seed of each run)
-  --strict           a check this host cannot run fails (for an official grading machine), and the
-                     grader exits with status 1 when a check does not pass
-  -h, --help         print this help
-
+/// The last lines of the help text.
+const STATUSES: &str = "\
 Exit status: 0 graded (whatever the score), 1 a check did not pass under --strict, 2 bad usage,
-130/143 interrupted by SIGINT/SIGTERM.
-";
+130/143 interrupted by SIGINT/SIGTERM.";
+
+/// The command line, parsed with clap as kvm-hello's is; every error is one line, status 2.
+#[derive(Debug, Parser)]
+#[command(
+    name = "grader",
+    about = ABOUT,
+    long_about = None,
+    after_help = STATUSES,
+    override_usage = "cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK ...] [OPTIONS]",
+    args_override_self = true,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    term_width = 100,
+    max_term_width = 100
+)]
+struct Cli {
+    /// which checks: lab1 to lab4, e2e, lab0, lab5 or part of a check's name (default: all)
+    #[arg(value_name = "CHECK")]
+    words: Vec<String>,
+    /// also write Gradescope's results.json to PATH
+    #[arg(long, allow_hyphen_values = true, value_name = "PATH", value_parser = parse_gradescope)]
+    gradescope: Option<PathBuf>,
+    /// print every check's outcome as JSON instead of the scoreboard
+    #[arg(long)]
+    json: bool,
+    /// list the checks
+    #[arg(long)]
+    list: bool,
+    /// draw the checks' inputs from seed N (the scoreboard prints the seed of each run)
+    #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// a check this host cannot run fails (for an official grading machine), and the grader
+    /// exits with status 1 when a check does not pass
+    #[arg(long)]
+    strict: bool,
+    /// print this help
+    #[arg(short = 'h', long = "help", action = ArgAction::SetTrue)]
+    help: bool,
+}
+
+const SEED_USAGE: &str = "--seed needs a number, e.g. --seed 12345 (the scoreboard prints it)";
+const GRADESCOPE_USAGE: &str = "--gradescope needs a file name, e.g. --gradescope results.json";
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| SEED_USAGE.to_owned())
+}
+
+fn parse_gradescope(text: &str) -> Result<PathBuf, String> {
+    match text {
+        "" => Err(GRADESCOPE_USAGE.to_owned()),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+/// clap's error as one line naming the cause.
+fn usage_error(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(text)) => text.split(' ').next().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    match err.kind() {
+        ErrorKind::ValueValidation => std::error::Error::source(err).map_or_else(String::new, |e| e.to_string()),
+        ErrorKind::InvalidValue if arg == "--seed" => SEED_USAGE.to_owned(),
+        ErrorKind::InvalidValue if arg == "--gradescope" => GRADESCOPE_USAGE.to_owned(),
+        ErrorKind::UnknownArgument => format!("unknown option '{arg}' (see --help)"),
+        _ => {
+            let text = err.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            format!("{} (see --help)", first.trim_start_matches("error: "))
+        }
+    }
+}
 
 /// The grader binary is also kvm-hello (`grader vmm ARGS`), so the end-to-end checks run the VMM
 /// built from the same labs without a second build.
@@ -45,43 +110,31 @@ fn main() -> ExitCode {
         _ => {}
     }
 
-    let (mut words, mut gradescope, mut json, mut strict, mut seed) = (Vec::new(), None, false, false, None);
-    let mut rest = args.into_iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--list" => {
-                for check in all_checks() {
-                    println!("{:<40} {} pt  {}", check.name, check.points, check.title);
-                }
-                return ExitCode::SUCCESS;
-            }
-            "--json" => json = true,
-            "--strict" => strict = true,
-            "--seed" => match rest.next().map(|s| s.parse::<u64>()) {
-                Some(Ok(n)) => seed = Some(n),
-                _ => {
-                    eprintln!("grader: --seed needs a number, e.g. --seed 12345 (the scoreboard prints it)");
-                    return ExitCode::from(2);
-                }
-            },
-            "--gradescope" => match rest.next() {
-                Some(path) => gradescope = Some(PathBuf::from(path)),
-                None => {
-                    eprintln!("grader: --gradescope needs a file name, e.g. --gradescope results.json");
-                    return ExitCode::from(2);
-                }
-            },
-            other if other.starts_with('-') => {
-                eprintln!("grader: unknown option '{other}' (see --help)");
-                return ExitCode::from(2);
-            }
-            word => words.push(word.to_owned()),
-        }
+    if args.iter().any(|arg| arg == "-h" || arg == "--help") {
+        print!("{}", Cli::command().render_help());
+        return ExitCode::SUCCESS;
     }
+    let cli = match Cli::try_parse_from(std::iter::once("grader".to_owned()).chain(args)) {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("grader: {}", usage_error(&err));
+            return ExitCode::from(2);
+        }
+    };
+    if cli.list {
+        for check in all_checks() {
+            println!("{:<40} {} pt  {}", check.name, check.points, check.title);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let Cli {
+        words,
+        gradescope,
+        json,
+        seed,
+        strict,
+        ..
+    } = cli;
     if !words.is_empty() && !all_checks().iter().any(|c| matches_filter(c, &words)) {
         eprintln!("grader: no check matches {words:?}: try lab1 to lab4, e2e, lab0, lab5 or a name from --list");
         return ExitCode::from(2);
