@@ -42,6 +42,8 @@ A closed stdout or stderr (`| head`) ends kvm-hello quietly by SIGPIPE (shell st
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
+// Parsed once per process: the size of `Options` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a guest.
     Run(Options),
