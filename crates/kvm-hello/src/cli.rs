@@ -471,6 +471,9 @@ fn check(options: &Options, mode_given: bool) -> Result<(), UsageError> {
             chosen[0], chosen[1]
         )));
     }
+    if options.trace && (options.step || options.gdb.is_some()) {
+        return usage("--trace does not go with --step or --gdb: --step lists every exit, gdb stops where you ask");
+    }
     if options.explain && options.json {
         return usage("--explain prints pictures and --json a report: choose one");
     }
@@ -599,6 +602,7 @@ mod tests {
             (&["--gdb", "127.0.0.1:0", "--json"][..], "choose one"),
             (&["--gdb", "localhost"][..], "got 'localhost'"),
             (&["--lab", "lwn", "--step"][..], "does not go with --step"),
+            (&["--step", "--trace"][..], "--trace does not go with --step"),
         ] {
             assert!(parse_str(args).unwrap_err().to_string().contains(needle), "{args:?}");
         }
