@@ -216,6 +216,7 @@ fn protected_mode_is_served_as_i386() {
         &stub,
         &[
             "print/x $eip".into(),
+            "monitor help".into(),
             format!("break *{first_out:#x}"),
             "continue".into(),
             "print/x $eip".into(),
@@ -226,6 +227,7 @@ fn protected_mode_is_served_as_i386() {
     );
     for line in [
         "$1 = 0x0",
+        "breakpoints (at most 4): ",
         &format!("$2 = {first_out:#x}"),
         "$3 = 0x48",
         "exited with code 052",

@@ -515,6 +515,12 @@ impl Guest<'_, '_> {
                     out,
                     "  monitor sregs            CR0, CR2, CR3, CR4, EFER and the code, data and stack segments"
                 );
+                let how = if self.hw_breakpoints_fire {
+                    "the debug registers DR0-DR3 (they fire on this host)"
+                } else {
+                    "RIP compared after each step (this host's debug registers do not fire)"
+                };
+                outputln!(out, "breakpoints (at most {HW_BREAKPOINTS}): {how}");
             }
         }
     }
