@@ -370,3 +370,17 @@ fn real_mode_is_not_supported_with_status_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn after_detach_the_guest_runs_on_to_its_end() {
+    require_kvm();
+    require_gdb();
+    let stub = Stub::start("detach", &[]);
+    let text = gdb(&stub, &["stepi".into(), "hbreak *0x11".into(), "detach".into()]);
+    assert!(text.contains("[Inferior 1 (process 1) detached]"), "{text}");
+    let stdout = stub.stdout.clone();
+    let (status, stderr) = stub.finish();
+    assert_eq!((status, stderr.as_str()), (Some(0), SUMMARY), "gdb said:\n{text}");
+    // The breakpoint gdb left behind does not stop the guest after the detach.
+    assert_eq!(std::fs::read_to_string(stdout).unwrap(), "Hello, world!\n");
+}
