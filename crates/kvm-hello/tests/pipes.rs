@@ -13,9 +13,10 @@ use common::{image_file, require_kvm};
 /// A long-mode guest that prints 'x' on port 0xE9 forever: `mov $'x', %al; out %al, $0xe9; jmp`.
 const PRINTS_FOREVER: [u8; 6] = [0xb0, b'x', 0xe6, 0xe9, 0xeb, 0xfa];
 
-fn kvm_hello(args: &[&str]) -> Command {
+/// `name`: the image's file, one per test (two tests rewriting one file race with the runs reading it).
+fn kvm_hello(name: &str, args: &[&str]) -> Command {
     let mut command = Command::new(assert_cmd::cargo::cargo_bin!("kvm-hello"));
-    let image = image_file("prints-forever.bin", &PRINTS_FOREVER);
+    let image = image_file(name, &PRINTS_FOREVER);
     // The timeout ends the run if SIGPIPE does not.
     command.args(["--timeout", "20", "--guest"]).arg(image).args(args);
     command
@@ -24,7 +25,7 @@ fn kvm_hello(args: &[&str]) -> Command {
 #[test]
 fn a_closed_stdout_ends_the_run_by_sigpipe_without_a_message() {
     require_kvm();
-    let mut child = kvm_hello(&[])
+    let mut child = kvm_hello("prints-forever-stdout.bin", &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -44,7 +45,7 @@ fn a_closed_stdout_ends_the_run_by_sigpipe_without_a_message() {
 #[test]
 fn a_closed_stderr_ends_a_trace_by_sigpipe_without_a_message() {
     require_kvm();
-    let mut child = kvm_hello(&["--trace"])
+    let mut child = kvm_hello("prints-forever-stderr.bin", &["--trace"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
