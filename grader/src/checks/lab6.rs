@@ -311,29 +311,15 @@ fn weighted_shares(ctx: &Ctx) -> Result<(), String> {
         shares: SHARES,
     };
     let (_, schedule) = run_pair(ctx, policy, LONG_RUN)?;
-    // No scheduler is finer than its longest slice: on a loaded machine a CPU-time timer can fire
-    // late, and the slice it ends then moves the shares by its own length.
-    let total = (schedule.accounts[0].guest_time + schedule.accounts[1].guest_time).as_secs_f64();
-    let longest = schedule
-        .slices
-        .iter()
-        .map(|slice| slice.guest)
-        .max()
-        .unwrap_or_default();
-    let tolerance = if total > 0.0 {
-        SHARE_TOLERANCE_POINTS.max(100.0 * longest.as_secs_f64() / total)
-    } else {
-        SHARE_TOLERANCE_POINTS
-    };
     for (vm, &share) in SHARES.iter().enumerate() {
         let measured = 100.0 * schedule.share(vm);
         let requested = f64::from(share);
-        if (measured - requested).abs() > tolerance {
+        if (measured - requested).abs() > SHARE_TOLERANCE_POINTS {
             return Err(fail(
                 LAB,
                 "next_slice",
                 format!(
-                    "weighted {}:{} over {}: VM {} got {measured:.1}% of the guest time ({}), expected {requested}% within {tolerance:.1} points (3, or the longest slice's share of the run)",
+                    "weighted {}:{} over {}: VM {} got {measured:.1}% of the guest time ({}), expected {requested}% within {SHARE_TOLERANCE_POINTS} points",
                     SHARES[0],
                     SHARES[1],
                     ms(LONG_RUN),
