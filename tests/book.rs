@@ -1,8 +1,13 @@
 //! The book is whole: every `{{#include}}` names a file and a non-empty anchor that exist (mdBook
-//! would leave a missing one silently in the output), every picture and chapter exists, and every
-//! question of the assignment is answered.
+//! would leave a missing one silently in the output), every picture and chapter exists and is
+//! readable. A student copy has this file too; what only the instructors' book has is checked by
+//! `answers.rs` (every question answered; a student copy has it only with its answers) and
+//! `reference_blocks.rs` (the reference solution blocks).
 
 use std::path::{Path, PathBuf};
+
+/// The includes of a student copy's book (the instructors' book has more: the reference code).
+const MIN_INCLUDES: usize = 10;
 
 fn book_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("book/src")
@@ -84,7 +89,7 @@ fn every_include_resolves_to_a_non_empty_anchor() {
         }
     }
     assert!(
-        includes >= 20,
+        includes >= MIN_INCLUDES,
         "only {includes} includes: the book must show code from the real files"
     );
 }
@@ -117,34 +122,9 @@ fn every_chapter_and_picture_exists() {
     assert!(pictures >= 4, "the book shows {pictures} pictures");
 }
 
+/// The warm-up walks through the KVM API without giving Lab 0's answer away.
 #[test]
-fn all_eight_questions_and_the_warm_up_are_answered() {
-    let questions = read(&book_src().join("questions.md"));
-    let sections: Vec<&str> = questions.split("\n## ").skip(1).collect();
-    assert_eq!(sections.len(), 8, "questions.md must have one section per question");
-    for (i, section) in sections.iter().enumerate() {
-        assert!(
-            section.starts_with(&format!("Q{}: ", i + 1)),
-            "section {} is {:?}",
-            i + 1,
-            &section[..20]
-        );
-        assert!(section.contains("\n> "), "Q{} does not quote the question", i + 1);
-        assert!(
-            section.contains("**Where to look:**"),
-            "Q{} does not say where to look",
-            i + 1
-        );
-        let answer = section
-            .split("<details>")
-            .nth(1)
-            .unwrap_or_else(|| panic!("Q{} has no collapsible answer", i + 1));
-        assert!(
-            answer.contains("</details>") && answer.len() > 300,
-            "Q{}'s answer is missing or short",
-            i + 1
-        );
-    }
+fn the_warm_up_covers_the_api_without_lab0s_answer() {
     let warm_up = read(&book_src().join("kvm-api.md"));
     for needle in ["0x1000", "0x3f8", "3 exits: 2 io, 1 hlt", "KVM_SET_USER_MEMORY_REGION"] {
         assert!(warm_up.contains(needle), "the warm-up does not mention {needle}");
@@ -153,12 +133,6 @@ fn all_eight_questions_and_the_warm_up_are_answered() {
     assert!(
         !warm_up.contains("lwn.rs:run") && !warm_up.contains("lwn.rs:vm}"),
         "the warm-up shows Lab 0's answer before the exercise"
-    );
-    let lab0 = read(&book_src().join("lab0-lwn.md"));
-    let answer = lab0.split("<details>").nth(1).expect("Lab 0 has a collapsed answer");
-    assert!(
-        answer.contains("lwn.rs:run}}"),
-        "Lab 0's answer shows the whole program"
     );
 }
 
@@ -181,10 +155,9 @@ fn chapter_numbers_are_lab_numbers() {
     }
 }
 
-/// Every lab chapter ends with experiments and reading, and a reference solution that can be
-/// removed whole (the student kit strips it).
+/// Every lab chapter ends with experiments and reading.
 #[test]
-fn every_lab_chapter_has_try_it_further_reading_and_a_whole_solution_block() {
+fn every_lab_chapter_has_try_it_and_further_reading() {
     for lab in [
         "lab0-lwn",
         "lab1-memory",
@@ -202,14 +175,6 @@ fn every_lab_chapter_has_try_it_further_reading_and_a_whole_solution_block() {
             text.matches("<details>").count(),
             text.matches("</details>").count(),
             "{lab}.md: an unclosed <details>"
-        );
-        let solution = text
-            .split("<details>")
-            .find(|block| block.contains("Reference solution"))
-            .unwrap_or_else(|| panic!("{lab}.md has no reference solution block"));
-        assert!(
-            solution.contains("</details>") && solution.contains("solution.rs:imports}}"),
-            "{lab}.md: the solution leaves out its imports"
         );
     }
     let under = read(&book_src().join("under-kvm-run.md"));

@@ -632,6 +632,8 @@ pub fn run_suite(grader_exe: &Path, seed: u64, selected: impl Fn(&Check) -> bool
         // A failed lab blocks a check before the host is asked: the student's next step comes first.
         let outcome = if let Some(lab) = check.needs.iter().find(|lab| failed_labs.contains(*lab)) {
             Outcome::Blocked(*lab)
+        } else if let Some(outcome) = does_not_compile(check.part) {
+            outcome
         } else if let Some(reason) = host.cannot_run(check.host) {
             if wanted && !suite.host_limits.contains(&reason) {
                 suite.host_limits.push(reason.clone());
@@ -673,6 +675,18 @@ pub fn strict(mut suite: Suite) -> Suite {
         }
     }
     suite
+}
+
+/// Set by `cargo grade` (xtask's `grade`), suffixed with a lab's number, when that lab's file does
+/// not compile: the grader was then built with the lab's untouched stub in its place, and the
+/// variable holds the compiler's first error.
+pub const DOES_NOT_COMPILE_ENV: &str = "KIT_DOES_NOT_COMPILE_LAB";
+
+/// The outcome of every check of a lab whose file does not compile (see `DOES_NOT_COMPILE_ENV`).
+fn does_not_compile(part: Part) -> Option<Outcome> {
+    let Part::Lab(n) = part else { return None };
+    let error = std::env::var(format!("{DOES_NOT_COMPILE_ENV}{n}")).ok()?;
+    Some(Outcome::Failed(format!("does not compile: {error} (book: Grading)")))
 }
 
 /// Whether a check is selected by the words on the command line (`lab2`, `e2e`, a check's name,

@@ -89,7 +89,7 @@ pub struct Labs {
 }
 
 impl Labs {
-    /// The labs as built: the student's functions, or the reference with `--features solution`.
+    /// The labs as built: the student's functions (the instructors' build can swap in the reference).
     pub const BUILT: Labs = Labs {
         vm_init: lab1_memory::vm_init,
         vcpu_init: lab1_memory::vcpu_init,

@@ -1,0 +1,291 @@
+//! `cargo grade` (`cargo xtask grade`): builds the grader and runs it, with partial credit across
+//! compile errors. This crate links no lab, so it builds whatever state the lab files are in.
+//! When a lab file does not compile, the grader is built in a shadow copy of the kit (under
+//! `target/grade-shadow/`) with that lab's untouched stub in its place, and the grader reports
+//! that lab's checks as "does not compile" with the compiler's first error; the checks that need
+//! the lab are blocked as usual, and every other lab is graded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::kit::{self, LABS, Lab, status};
+
+/// The environment variable, suffixed with a lab's number, that tells the grader a lab file does
+/// not compile (its value: the compiler's first error). Read by `grader::runner`.
+pub const DOES_NOT_COMPILE_ENV: &str = "KIT_DOES_NOT_COMPILE_LAB";
+/// Where the shadow copy and its build live, under the kit's `target/`.
+const SHADOW_DIR: &str = "grade-shadow";
+/// At most this many rounds of "stub out the labs that fail, build again" (one per lab, and one more).
+const MAX_ROUNDS: usize = LABS.len() + 1;
+
+/// `cargo grade [ARGS...]`: the grader's own arguments, passed through (`cargo grade --help` is
+/// the grader's help).
+#[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
+pub struct Args {
+    /// The grader's arguments: lab1 … lab5, e2e, a check's name, --json, --gradescope FILE, …
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    grader_args: Vec<String>,
+}
+
+/// What one `cargo build` of the grader gave.
+#[derive(Debug, Default)]
+struct Build {
+    /// The grader binary, when it was built.
+    grader: Option<PathBuf>,
+    /// The first error of each lab crate that did not compile.
+    broken_labs: BTreeMap<u8, String>,
+    /// Errors outside the lab crates, and cargo's own.
+    other_errors: Vec<String>,
+}
+
+pub fn run(args: Args) -> u8 {
+    let root = kit::root();
+    let (build, broken, grader_root) = match build_around_broken_labs(&root) {
+        Ok(found) => found,
+        Err(message) => return fail(status::IO, &message),
+    };
+    let Some(grader) = build.grader else {
+        let mut message = String::from("the kit does not build, outside your lab files:");
+        for error in build.other_errors.iter().take(3) {
+            message.push_str("\n  ");
+            message.push_str(error);
+        }
+        message.push_str("\n(restore any file you changed outside labs/*/src/lib.rs, e.g. with git checkout)");
+        return fail(status::KIT_BROKEN, &message);
+    };
+    for (number, error) in &broken {
+        let file = LABS
+            .iter()
+            .find(|lab| lab.number == *number)
+            .map(|lab| lab.file())
+            .unwrap_or_default();
+        eprintln!(
+            "cargo grade: {file} does not compile, so lab {number}'s checks score 0 and those that need it are blocked; \
+             every other lab is graded with its untouched stub in its place. First error: {error}"
+        );
+    }
+    let mut command = Command::new(grader);
+    command.args(&args.grader_args).current_dir(&grader_root);
+    for (number, error) in &broken {
+        command.env(format!("{DOES_NOT_COMPILE_ENV}{number}"), error);
+    }
+    match command.status() {
+        Ok(exit) => exit.code().map_or(status::IO, |code| code as u8),
+        Err(err) => fail(status::IO, &format!("cannot run the grader: {err}")),
+    }
+}
+
+/// Builds the grader; when lab files do not compile, builds it in the shadow copy with their
+/// untouched stubs instead. Returns the last build, the labs stubbed out with their first error,
+/// and the root of the kit that was built.
+fn build_around_broken_labs(root: &Path) -> Result<(Build, BTreeMap<u8, String>, PathBuf), String> {
+    let mut build = build_grader(root, &root.join("target"))?;
+    let mut broken = build.broken_labs.clone();
+    if build.grader.is_some() || broken.is_empty() || !build.other_errors.is_empty() {
+        return Ok((build, broken, root.to_path_buf()));
+    }
+    // Stub out the labs that fail, build again, until the kit builds (a lab that uses a broken
+    // one may only fail once that one is stubbed out, or the kit's own code may name a lab).
+    for _ in 0..MAX_ROUNDS {
+        build = build_shadow(root, &broken)?;
+        if build.grader.is_some() || !build.other_errors.is_empty() {
+            break;
+        }
+        if build.broken_labs.keys().all(|lab| broken.contains_key(lab)) {
+            // A stub of ours does not compile with the rest: nothing more to take out.
+            build.other_errors.extend(build.broken_labs.values().cloned());
+            break;
+        }
+        for (lab, error) in &build.broken_labs {
+            broken.entry(*lab).or_insert_with(|| error.clone());
+        }
+    }
+    // A lab may have failed only because a lab it uses changed (lab 5 calls lab 2): give each its
+    // own file back, one at a time, and keep it wherever the kit still builds.
+    if build.grader.is_some() && broken.len() > 1 {
+        let mut last_trial_built = true;
+        for lab in broken.keys().copied().collect::<Vec<_>>() {
+            let mut trial = broken.clone();
+            trial.remove(&lab);
+            let trial_build = build_shadow(root, &trial)?;
+            last_trial_built = trial_build.grader.is_some();
+            if last_trial_built {
+                (build, broken) = (trial_build, trial);
+            }
+        }
+        if !last_trial_built {
+            build = build_shadow(root, &broken)?;
+        }
+    }
+    Ok((build, broken, shadow_root(root)))
+}
+
+fn shadow_root(root: &Path) -> PathBuf {
+    root.join("target").join(SHADOW_DIR).join("kit")
+}
+
+/// Builds the grader in the shadow copy, with `broken` labs stubbed out.
+fn build_shadow(root: &Path, broken: &BTreeMap<u8, String>) -> Result<Build, String> {
+    prepare_shadow(root, &shadow_root(root), broken)?;
+    build_grader(&shadow_root(root), &root.join("target").join(SHADOW_DIR).join("target"))
+}
+
+fn fail(code: u8, message: &str) -> u8 {
+    eprintln!("cargo grade: {message}");
+    code
+}
+
+/// Builds the grader of the kit at `root` into `target`, going on past crates that fail, and
+/// sorts the errors by lab.
+fn build_grader(root: &Path, target: &Path) -> Result<Build, String> {
+    let out = Command::new(kit::cargo())
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--keep-going",
+            "--message-format=json-diagnostic-short",
+            "-p",
+            "grader",
+        ])
+        .arg("--target-dir")
+        .arg(target)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    let mut build = parse_build_messages(&String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() && build.broken_labs.is_empty() && build.other_errors.is_empty() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr
+            .lines()
+            .find(|line| line.starts_with("error"))
+            .unwrap_or("cargo build failed");
+        build.other_errors.push(first.to_owned());
+    }
+    if !out.status.success() {
+        build.grader = None;
+    }
+    Ok(build)
+}
+
+/// Reads cargo's JSON messages: the grader's executable, and the first error of each crate.
+fn parse_build_messages(stdout: &str) -> Build {
+    let mut build = Build::default();
+    for line in stdout.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match message["reason"].as_str() {
+            Some("compiler-artifact") if message["target"]["name"] == "grader" => {
+                if let Some(exe) = message["executable"].as_str() {
+                    build.grader = Some(PathBuf::from(exe));
+                }
+            }
+            Some("compiler-message") if message["message"]["level"] == "error" => {
+                let rendered = message["message"]["rendered"].as_str().unwrap_or_default().trim();
+                let first_line = rendered.lines().next().unwrap_or_default().to_owned();
+                let target = message["target"]["name"].as_str().unwrap_or_default();
+                // An error in the kit's own code that names a lab's item (`lab3_registers::…`)
+                // means that lab file no longer fits the kit, e.g. a changed signature.
+                let misfit = || {
+                    LABS.iter()
+                        .find(|lab| line.contains(&format!("{}::", lab.target_name())))
+                };
+                match LABS.iter().find(|lab| lab.target_name() == target) {
+                    Some(lab) => {
+                        build.broken_labs.entry(lab.number).or_insert(first_line);
+                    }
+                    None => match misfit() {
+                        Some(lab) => {
+                            build.broken_labs.entry(lab.number).or_insert(format!(
+                                "{first_line}: {} does not fit the kit (did you change a signature or a type the kit uses?)",
+                                lab.file()
+                            ));
+                        }
+                        None => build.other_errors.push(format!("{target}: {first_line}")),
+                    },
+                }
+            }
+            _ => {}
+        }
+    }
+    build
+}
+
+/// Copies the kit at `root` to `shadow` (files that did not change are left alone, so the shadow
+/// build stays incremental), with each broken lab's untouched stub in place of its file.
+fn prepare_shadow(root: &Path, shadow: &Path, broken: &BTreeMap<u8, String>) -> Result<(), String> {
+    let mut files = Vec::new();
+    for relative in kit::files(root).map_err(|err| kit::io_error("list the files of", root, err))? {
+        if relative.starts_with("book") {
+            continue;
+        }
+        let lab = LABS.iter().find(|lab| Path::new(&lab.file()) == relative);
+        let contents = match lab.filter(|lab| broken.contains_key(&lab.number)) {
+            Some(lab) => untouched_stub(root, *lab)?.into_bytes(),
+            None => {
+                let from = root.join(&relative);
+                std::fs::read(&from).map_err(|err| kit::io_error("read", &from, err))?
+            }
+        };
+        files.push((relative, contents));
+    }
+    kit::sync_tree(shadow, &files)
+}
+
+/// The untouched stub of `lab`: the copy a student kit keeps in `xtask/stubs/`, or, in the
+/// instructors' repository, the lab file as last committed.
+fn untouched_stub(root: &Path, lab: Lab) -> Result<String, String> {
+    if let Ok(stub) = std::fs::read_to_string(root.join(lab.stub_copy())) {
+        return Ok(stub);
+    }
+    let out = Command::new("git")
+        .current_dir(root)
+        .args(["show", &format!("HEAD:{}", lab.file())])
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        _ => Err(format!(
+            "{} does not compile, and there is no untouched copy of it ({} or git) to grade the other labs with",
+            lab.file(),
+            lab.stub_copy()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_sorted_by_lab_and_the_grader_is_found() {
+        let stdout = r#"{"reason":"compiler-message","target":{"name":"lab3_registers"},"message":{"level":"error","rendered":"labs/lab3-registers/src/lib.rs:9:1: error: expected item, found `}`\n"}}
+{"reason":"compiler-message","target":{"name":"lab3_registers"},"message":{"level":"error","rendered":"second"}}
+{"reason":"compiler-message","target":{"name":"lab1_memory"},"message":{"level":"warning","rendered":"a warning"}}
+{"reason":"compiler-message","target":{"name":"grader"},"message":{"level":"error","rendered":"grader/src/lib.rs:1:1: error: x"}}
+{"reason":"compiler-message","target":{"name":"kvm_hello"},"message":{"level":"error","rendered":"crates/kvm-hello/src/labs.rs:80:5: error[E0308]: mismatched types","children":[{"message":"found fn item `{lab2_paging::translate}`"}]}}
+{"reason":"compiler-artifact","target":{"name":"grader"},"executable":"/t/debug/grader"}
+not json"#;
+        let build = parse_build_messages(stdout);
+        assert_eq!(build.grader, Some(PathBuf::from("/t/debug/grader")));
+        assert_eq!(
+            build.broken_labs,
+            BTreeMap::from([
+                (
+                    2,
+                    "crates/kvm-hello/src/labs.rs:80:5: error[E0308]: mismatched types: labs/lab2-paging/src/lib.rs \
+                     does not fit the kit (did you change a signature or a type the kit uses?)"
+                        .to_owned()
+                ),
+                (
+                    3,
+                    "labs/lab3-registers/src/lib.rs:9:1: error: expected item, found `}`".to_owned()
+                ),
+            ])
+        );
+        assert_eq!(build.other_errors, ["grader: grader/src/lib.rs:1:1: error: x"]);
+    }
+}

@@ -1,0 +1,657 @@
+//! `cargo xtask student-kit DIR [--with-answers]`: the repository a class receives. No
+//! `solution.rs`, no `solution` feature, no reference code in the book (answers to the
+//! assignment's questions only with `--with-answers`), no instructor-only chapter, test or
+//! command; a README for students, the untouched stubs kept for `cargo grade`, and a CI workflow.
+//!
+//! Before writing anything it checks the stubs (each stubbed function is an untouched `todo!` that
+//! names its lab, file and book chapter, and the reference defines it); after writing, it checks
+//! that no line of a reference function body and no mention of the `solution` feature is left.
+
+use std::path::{Path, PathBuf};
+
+use crate::kit::{self, LABS};
+
+/// Bad usage: `DIR` exists and is not empty.
+const STATUS_USAGE: u8 = 2;
+/// The instructors' repository is not fit to export (a stub was edited, reference code leaks).
+const STATUS_NOT_EXPORTABLE: u8 = 5;
+
+/// The gate of a stub in an instructors' lab file.
+const STUB_GATE: &str = "#[cfg(not(feature = \"solution\"))]";
+/// The gate of the reference module.
+const SOLUTION_GATE: &str = "#[cfg(feature = \"solution\")]";
+/// The gate of the course staff's commands in xtask.
+const INSTRUCTOR_GATE: &str = "#[cfg(feature = \"instructor\")]";
+/// Text that must not survive the export anywhere: the feature that builds the reference, and the
+/// one of the course staff's commands. (Code may still look for a `solution.rs` to find out which
+/// copy it is in; the files students read may not name it: see the kit's round-trip test.)
+const FORBIDDEN: [&str; 3] = ["feature = \"solution\"", "features solution", "\"instructor\""];
+/// Book mark-up removed from the student copy, with what is inside (`<!-- answer -->` blocks are
+/// kept, without the markers, with `--with-answers`).
+const REMOVED_BLOCKS: [(&str, &str); 2] = [
+    ("<!-- reference -->", "<!-- /reference -->"),
+    ("<!-- instructors -->", "<!-- /instructors -->"),
+];
+const ANSWER_BLOCK: (&str, &str) = ("<!-- answer -->", "<!-- /answer -->");
+/// A block the instructors' book hides in a comment and the student copy shows.
+const STUDENT_BLOCK: (&str, &str) = ("<!-- student:", "-->");
+/// A `<details>` block whose summary starts so holds reference code; one whose summary is
+/// "Answer" holds the answer to a question.
+const REFERENCE_SUMMARY: &str = "<summary>Reference solution";
+const ANSWER_SUMMARY: &str = "<summary>Answer";
+/// Reference body lines shorter than this (`Ok(())`, `source,`) say nothing about the answer.
+const MIN_LEAK_LINE: usize = 16;
+/// Reference body lines that the kit's given code also has, word for word, because there is one
+/// way to write them (a match arm, a struct's rest), not because it copies the answer.
+const GENERIC_LINES: [&str; 8] = [
+    "Mode::Paged32 => {",
+    "..Default::default()",
+    "VcpuExit::Hlt => {",
+    "VcpuExit::IoOut(port, data) => {",
+    "if image.len() > MAX_IMAGE_SIZE {",
+    "let region = kvm_userspace_memory_region {",
+    "sregs.cs.selector = 0;",
+    "limit: FLAT_LIMIT,",
+];
+/// Lines the kit's given code shares with the reference: the grader computes some expected
+/// values the way the reference does, and kvm-hello's `--explain` turns a guest physical address
+/// into a host one (known; both are shipped, so a student can read them).
+const KIT_OVERLAP: [&str; 6] = [
+    "host_base.checked_add(gpa)",
+    "let address = vcpu.fd.get_kvm_run() as *const _ as u64;",
+    "const FLAGS: u64 = PTE_PRESENT | PTE_RW | PTE_USER;",
+    "let long_code = code && mode == Mode::Long;",
+    "selector: if code { CODE_SELECTOR } else { DATA_SELECTOR },",
+    "type_: if code { SEG_TYPE_CODE } else { SEG_TYPE_DATA },",
+];
+
+/// Lines the book teaches as facts (the long-mode state KVM_SET_SREGS accepts, in "Under
+/// KVM_RUN", from `crates/kvm-hello/tests/set_sregs.rs`) that the reference also has.
+const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME | EFER_LMA;"];
+
+/// Files and folders that stay with the instructors (besides every `solution.rs` and every test
+/// that builds the reference).
+const INSTRUCTOR_ONLY: [&str; 9] = [
+    ".ci",
+    "README.md",
+    "book/src/instructors.md",
+    "crates/kvm-hello/bench",
+    "grader/tests/grade.rs",
+    "tests/reference_blocks.rs",
+    "xtask/src/student_kit.rs",
+    "xtask/src/submissions.rs",
+    "xtask/src/gradescope.rs",
+];
+/// Instructor-only unless `--with-answers`: the test that every question has an answer.
+const ANSWERS_TEST: &str = "tests/answers.rs";
+/// xtask's own tests (the export's round trip, batch grading) stay with the instructors.
+const XTASK_TESTS: &str = "xtask/tests";
+
+/// `cargo xtask student-kit DIR [--with-answers]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to write the student copy (a new or empty folder).
+    dir: PathBuf,
+    /// Keep the answers to the assignment's questions in the book.
+    #[arg(long)]
+    with_answers: bool,
+}
+
+pub fn run(args: Args) -> u8 {
+    match export(&kit::root(), &args.dir, args.with_answers) {
+        Ok(written) => {
+            eprintln!("student-kit: wrote {written} files to {}", args.dir.display());
+            0
+        }
+        Err((status, message)) => {
+            eprintln!("student-kit: {message}");
+            status
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn io_failure(what: &str, path: &Path, err: std::io::Error) -> Failure {
+    (kit::status::IO, kit::io_error(what, path, err))
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|err| io_failure("read", path, err))
+}
+
+/// Writes the student copy of the kit at `root` into `dir`; returns how many files it wrote.
+pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<usize, Failure> {
+    check_stubs(root).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err((
+            STATUS_USAGE,
+            format!("{} is not empty: give a new or empty folder", dir.display()),
+        ));
+    }
+    let mut written = 0;
+    let files = kit::files(root).map_err(|err| io_failure("list the files of", root, err))?;
+    let dropped_chapters: Vec<String> = files
+        .iter()
+        .filter(|file| file.starts_with("book/src") && is_instructor_only(root, file, with_answers))
+        .filter_map(|file| file.file_name().map(|name| name.to_string_lossy().into_owned()))
+        .collect();
+    for relative in &files {
+        if is_instructor_only(root, relative, with_answers) {
+            continue;
+        }
+        let from = root.join(relative);
+        let contents = match transform(relative, &from, with_answers, &dropped_chapters)? {
+            Some(text) => text.into_bytes(),
+            None => std::fs::read(&from).map_err(|err| io_failure("read", &from, err))?,
+        };
+        write(dir, relative, &contents)?;
+        written += 1;
+    }
+    for lab in LABS {
+        let stub = student_lab_file(&read(&root.join(lab.file()))?);
+        write(dir, Path::new(&lab.stub_copy()), stub.as_bytes())?;
+        written += 1;
+    }
+    write(dir, Path::new("README.md"), student_readme().as_bytes())?;
+    write(dir, Path::new(".github/workflows/grade.yml"), GRADE_WORKFLOW.as_bytes())?;
+    written += 2;
+    check_export(root, dir).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
+    Ok(written)
+}
+
+fn write(dir: &Path, relative: &Path, contents: &[u8]) -> Result<(), Failure> {
+    let to = dir.join(relative);
+    kit::write_if_changed(&to, contents).map_err(|err| io_failure("write", &to, err))
+}
+
+/// Whether a file of the instructors' repository stays out of the student copy.
+fn is_instructor_only(root: &Path, relative: &Path, with_answers: bool) -> bool {
+    let text = relative.to_string_lossy();
+    let is_test = text.starts_with("tests/") || text.contains("/tests/");
+    INSTRUCTOR_ONLY.iter().any(|path| relative.starts_with(path))
+        || relative.starts_with(XTASK_TESTS)
+        || relative
+            .file_name()
+            .is_some_and(|name| name == "solution.rs" || name == "results.json")
+        || (!with_answers && relative == Path::new(ANSWERS_TEST))
+        || (is_test
+            && std::fs::read_to_string(root.join(relative))
+                .is_ok_and(|source| source.contains("feature = \"solution\"")))
+}
+
+/// The student's version of a file, or `None` to copy it as it is.
+fn transform(
+    relative: &Path,
+    from: &Path,
+    with_answers: bool,
+    dropped_chapters: &[String],
+) -> Result<Option<String>, Failure> {
+    let text = relative.to_string_lossy();
+    let is_lab_file = LABS.iter().any(|lab| lab.file() == text);
+    let transformed = if is_lab_file {
+        student_lab_file(&read(from)?)
+    } else if text.ends_with("Cargo.toml") {
+        let manifest = remove_feature(&read(from)?, "solution");
+        if text == "xtask/Cargo.toml" {
+            remove_table(&manifest, "[features]")
+        } else {
+            manifest
+        }
+    } else if text == "xtask/src/main.rs" {
+        remove_gated_items(&read(from)?, INSTRUCTOR_GATE)
+    } else if text.starts_with("book/src/") && text.ends_with(".md") {
+        let mut chapter = student_chapter(&read(from)?, with_answers);
+        if text == "book/src/SUMMARY.md" {
+            chapter = chapter
+                .lines()
+                .filter(|line| !dropped_chapters.iter().any(|name| line.contains(&format!("]({name})"))))
+                .map(|line| format!("{line}\n"))
+                .collect();
+        }
+        chapter
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(transformed))
+}
+
+/// A lab file without the gates of the stubs, the reference module and the note about it.
+pub fn student_lab_file(source: &str) -> String {
+    let mut out = Vec::new();
+    let mut lines = source.lines();
+    let mut in_note = false;
+    while let Some(line) = lines.next() {
+        if in_note || (line.starts_with("//! (") && line.contains("--features solution")) {
+            in_note = !line.trim_end().ends_with(')');
+            // The note ends a paragraph: drop the blank doc line before it too.
+            if out.last() == Some(&"//!") && !in_note {
+                out.pop();
+            }
+            continue;
+        }
+        match line.trim() {
+            STUB_GATE => {}
+            SOLUTION_GATE => {
+                lines.next();
+            }
+            _ => out.push(line),
+        }
+    }
+    while out.last().is_some_and(|line| line.trim().is_empty()) {
+        out.pop();
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// Removes feature `name` from a manifest (with the comment above it, and `[features]` if it ends
+/// up empty).
+pub fn remove_feature(manifest: &str, name: &str) -> String {
+    let lines: Vec<&str> = manifest.lines().collect();
+    let mut out: Vec<&str> = Vec::new();
+    let mut in_table = false;
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.starts_with('[') {
+            in_table = line.trim() == "[features]";
+        }
+        if in_table && line.starts_with(&format!("{name} = ")) {
+            while out.last().is_some_and(|l| l.starts_with('#')) {
+                out.pop();
+            }
+            if line.contains('[') && !line.contains(']') {
+                while i < lines.len() && lines[i].trim() != "]" {
+                    i += 1;
+                }
+            }
+            i += 1;
+            continue;
+        }
+        out.push(line);
+        i += 1;
+    }
+    let text = out.join("\n") + "\n";
+    if table_is_empty(&text, "[features]") {
+        remove_table(&text, "[features]")
+    } else {
+        text
+    }
+}
+
+fn table_is_empty(manifest: &str, header: &str) -> bool {
+    let mut lines = manifest.lines().skip_while(|line| line.trim() != header);
+    lines.next().is_some()
+        && lines
+            .take_while(|line| !line.starts_with('['))
+            .all(|line| line.trim().is_empty() || line.starts_with('#'))
+}
+
+/// Removes a table (its header, its entries, and the comment lines just above it).
+pub fn remove_table(manifest: &str, header: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut skipping = false;
+    for line in manifest.lines() {
+        if line.trim() == header {
+            while out.last().is_some_and(|l| l.starts_with('#')) {
+                out.pop();
+            }
+            while out.last().is_some_and(|l| l.trim().is_empty()) {
+                out.pop();
+            }
+            skipping = true;
+            continue;
+        }
+        // The table ends at the next header, or at the comment that introduces it.
+        if skipping && (line.starts_with('[') || line.starts_with('#')) {
+            skipping = false;
+            out.push("");
+        }
+        if !skipping {
+            out.push(line);
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// Removes every item gated by `gate`: the gate, the one line after it, and the doc comment above.
+pub fn remove_gated_items(source: &str, gate: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut lines = source.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == gate {
+            while out.last().is_some_and(|l| l.trim_start().starts_with("///")) {
+                out.pop();
+            }
+            lines.next();
+            continue;
+        }
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}
+
+/// A chapter without reference code, instructor-only blocks, and (unless `with_answers`) answers.
+pub fn student_chapter(text: &str, with_answers: bool) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim();
+        let summary = lines.get(i + 1).map(|next| next.trim()).unwrap_or_default();
+        let details = line.starts_with("<details>")
+            && (summary.starts_with(REFERENCE_SUMMARY)
+                || line.contains(REFERENCE_SUMMARY)
+                || (!with_answers && (summary.starts_with(ANSWER_SUMMARY) || line.contains(ANSWER_SUMMARY))));
+        let end = if details {
+            Some("</details>")
+        } else if let Some((_, end)) = REMOVED_BLOCKS.iter().find(|(start, _)| line == *start) {
+            Some(*end)
+        } else if line == ANSWER_BLOCK.0 && !with_answers {
+            Some(ANSWER_BLOCK.1)
+        } else {
+            None
+        };
+        if let Some(end) = end {
+            while i < lines.len() && !lines[i].trim().starts_with(end) {
+                i += 1;
+            }
+            i += 1;
+            // No double blank line where the block was.
+            if out.last().is_some_and(|l| l.trim().is_empty()) && lines.get(i).is_some_and(|l| l.trim().is_empty()) {
+                i += 1;
+            }
+            continue;
+        }
+        if line == STUDENT_BLOCK.0 {
+            i += 1;
+            while i < lines.len() && lines[i].trim() != STUDENT_BLOCK.1 {
+                out.push(lines[i]);
+                i += 1;
+            }
+        } else if line != ANSWER_BLOCK.0 && line != ANSWER_BLOCK.1 {
+            out.push(lines[i]);
+        }
+        i += 1;
+    }
+    out.join("\n") + "\n"
+}
+
+/// A stubbed function of an instructors' lab file.
+#[derive(Debug)]
+struct Stub {
+    name: String,
+    body: String,
+}
+
+fn gated_functions(source: &str) -> Vec<Stub> {
+    let mut found = Vec::new();
+    for (at, _) in source.match_indices(&format!("{STUB_GATE}\npub fn ")) {
+        let rest = &source[at + STUB_GATE.len() + "\npub fn ".len()..];
+        let name = rest.split(['(', '<']).next().unwrap_or_default().to_owned();
+        let body = rest.split("\n}\n").next().unwrap_or(rest).to_owned();
+        found.push(Stub { name, body });
+    }
+    found
+}
+
+/// The instructors' lab files are untouched stubs: each gated function is a `todo!` that names its
+/// lab, function, file and an existing book chapter, and the reference defines it.
+fn check_stubs(root: &Path) -> Result<(), String> {
+    let summary = std::fs::read_to_string(root.join("book/src/SUMMARY.md")).unwrap_or_default();
+    for lab in LABS {
+        let file = lab.file();
+        let source = std::fs::read_to_string(root.join(&file)).map_err(|err| format!("cannot read {file}: {err}"))?;
+        let solution_file = format!("labs/{}/src/solution.rs", lab.dir);
+        let solution = std::fs::read_to_string(root.join(&solution_file))
+            .map_err(|err| format!("cannot read {solution_file}: {err}"))?;
+        let stubs = gated_functions(&source);
+        if stubs.is_empty() {
+            return Err(format!("{file} has no stub gated by {STUB_GATE}"));
+        }
+        if !source.contains(&format!("// TODO(lab{})", lab.number)) {
+            return Err(format!("{file} has no TODO(lab{}) comment", lab.number));
+        }
+        for stub in stubs {
+            let prefix = format!("todo!(\"lab{} {} ({file}; book: ", lab.number, stub.name);
+            let Some(at) = stub.body.find(&prefix) else {
+                return Err(format!(
+                    "{file}: {} is not an untouched stub (no {prefix}…\")): the export ships the lab files as they are; restore it (git checkout {file})",
+                    stub.name
+                ));
+            };
+            let chapter = stub.body[at + prefix.len()..].split(")\")").next().unwrap_or_default();
+            let title = chapter.replacen(", ", ": ", 1);
+            if !summary.contains(&format!("[{title}]")) {
+                return Err(format!(
+                    "{file}: the stub of {} names chapter {title:?}, which is not in book/src/SUMMARY.md",
+                    stub.name
+                ));
+            }
+            if !solution.contains(&format!("pub fn {}(", stub.name))
+                && !solution.contains(&format!("pub fn {}<", stub.name))
+            {
+                return Err(format!("{solution_file} does not define pub fn {}", stub.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lines of every function body of the reference that say something (see `MIN_LEAK_LINE`)
+/// and that the stubs do not already show.
+pub fn reference_lines(root: &Path) -> Result<Vec<(String, String)>, String> {
+    let mut found = Vec::new();
+    for lab in LABS {
+        let solution_file = format!("labs/{}/src/solution.rs", lab.dir);
+        let solution = std::fs::read_to_string(root.join(&solution_file))
+            .map_err(|err| format!("cannot read {solution_file}: {err}"))?;
+        let stub = std::fs::read_to_string(root.join(lab.file())).unwrap_or_default();
+        let mut depth = 0usize;
+        let mut in_fn = false;
+        for line in solution.lines() {
+            let trimmed = line.trim();
+            if depth == 0 && (line.starts_with("pub fn ") || line.starts_with("fn ")) {
+                in_fn = true;
+            }
+            let body_line = in_fn && depth > 0;
+            depth = (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
+            if in_fn && depth == 0 && line.starts_with('}') {
+                in_fn = false;
+            }
+            if body_line
+                && trimmed.len() >= MIN_LEAK_LINE
+                && !trimmed.starts_with("//")
+                && !stub.lines().any(|l| l.trim() == trimmed)
+                && !GENERIC_LINES.contains(&trimmed)
+                && !KIT_OVERLAP.contains(&trimmed)
+                && !TAUGHT_LINES.contains(&trimmed)
+            {
+                found.push((solution_file.clone(), trimmed.to_owned()));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The written copy mentions no reference and contains no line of a reference function body.
+fn check_export(root: &Path, dir: &Path) -> Result<(), String> {
+    let reference = reference_lines(root)?;
+    let files = kit::files(dir).map_err(|err| kit::io_error("list the files of", dir, err))?;
+    for relative in files {
+        let Ok(text) = std::fs::read_to_string(dir.join(&relative)) else {
+            continue;
+        };
+        for (number, line) in text.lines().enumerate() {
+            if let Some(word) = FORBIDDEN.iter().find(|word| line.contains(*word)) {
+                return Err(format!(
+                    "the student copy's {}:{} still says {word:?}: mark it instructor-only (see the instructors chapter) or reword it",
+                    relative.display(),
+                    number + 1
+                ));
+            }
+            if let Some((file, _)) = reference.iter().find(|(_, body)| line.trim() == body) {
+                return Err(format!(
+                    "the student copy's {}:{} is a line of the reference in {file}: {}",
+                    relative.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn student_readme() -> String {
+    STUDENT_README.replace("{labs}", STUDENT_LABS)
+}
+
+/// The README of a student copy.
+const STUDENT_README: &str = r#"# The KVM lab kit
+
+Build your own hypervisor in Rust on the Linux KVM API: a tiny VMM creates a VM, puts its vCPU in
+64-bit long mode (or real, protected or paged 32-bit mode), lets the guest print "Hello, world!"
+through port I/O and checks that it returns 42. You write the VMM one lab at a time, in `todo!`
+stubs; `kvm-hello` runs your labs in order, and the grader tells you what is right to the bit.
+
+## Requirements
+
+- Linux on x86-64, with read/write access to `/dev/kvm` (the `kvm` group; the book's
+  Troubleshooting chapter says how).
+- Rust stable, 1.88 or newer; gcc and binutils (the guests are built from source).
+
+## Start
+
+```sh
+cargo run -p kvm-hello         # runs your VMM; at first it stops at lab 1 with status 6:
+# kvm-hello: not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)
+cargo test --workspace         # the kit's own tests: they pass whatever state your labs are in
+```
+
+Open the file it names, read its `TODO(labN)` comments and the book chapter, replace the
+`todo!`s, and run it again: each run goes one step further, until the guest says hello.
+
+## Grade your work
+
+```sh
+cargo grade            # every check, with points and what is wrong
+cargo grade lab2       # one lab (or e2e, or part of a check's name)
+cargo grade --json     # the same, as JSON
+```
+
+A failing check says which lab, function and field is wrong and which book chapter explains it.
+A check that reaches one of your stubs says `not implemented yet: …`; one whose lab
+prerequisites fail says `blocked by lab N`; a lab file that does not compile costs only that
+lab's checks (`does not compile: ` and the compiler's first error) and every other lab is still
+graded. Your repository's CI (`.github/workflows/grade.yml`) runs `cargo grade` on every push
+and keeps its JSON report. Your course grades the lab files only: change nothing else.
+
+{labs}
+
+## The book
+
+`mdbook serve book` (mdBook 0.5: `cargo install mdbook --locked --version '^0.5'`), then open
+http://localhost:3000: one chapter per lab, the assignment's questions, troubleshooting.
+"#;
+
+const STUDENT_LABS: &str = "\
+| lab | file you edit | what you build |
+| --- | --- | --- |
+| 1 | `labs/lab1-memory/src/lib.rs` | open KVM, create the VM, its 2 MiB of memory and its vCPU; load the guest |
+| 2 | `labs/lab2-paging/src/lib.rs` | the long-mode page tables, the paged32 directory, a software page walk |
+| 3 | `labs/lab3-registers/src/lib.rs` | special and general registers for real, protected, paged32 and long mode |
+| 4 | `labs/lab4-exit-loop/src/lib.rs` | the `KVM_RUN` loop: port 0xE9 output, exits counted by reason, HLT, the two 42 checks |
+| 0 (extension) | `labs/lab0-lwn/src/lib.rs` | the VM of LWN's \"Using the KVM API\" (`cargo run -p kvm-hello -- --lab lwn`) |
+| 5 (extension) | `labs/lab5-hypercalls/src/lib.rs` | the host side of six hypercalls (`cargo run -p kvm-hello -- --lab hypercalls`) |
+
+You never need another file.";
+
+/// The CI workflow of a student's repository: GitHub's Linux runners have `/dev/kvm`, readable by
+/// the runner user once a udev rule says so.
+const GRADE_WORKFLOW: &str = r#"# Grades the labs on every push: the scoreboard in the log, the JSON report as an artifact.
+name: grade
+on: [push, pull_request, workflow_dispatch]
+
+jobs:
+  grade:
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+    steps:
+      - uses: actions/checkout@v4
+      - name: Give the runner /dev/kvm
+        run: |
+          echo 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"' | sudo tee /etc/udev/rules.d/99-kvm4all.rules
+          sudo udevadm control --reload-rules
+          sudo udevadm trigger --name-match=kvm
+          ls -l /dev/kvm
+      - name: Tools (gcc and binutils build the guests)
+        run: sudo apt-get update && sudo apt-get install -y gcc binutils
+      - uses: dtolnay/rust-toolchain@stable
+      - uses: Swatinem/rust-cache@v2
+      - name: cargo grade
+        run: cargo grade --gradescope grade-report.json
+      - uses: actions/upload-artifact@v4
+        if: always()
+        with:
+          name: grade-report
+          path: grade-report.json
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_file_loses_its_gates_and_its_note() {
+        let source = "//! Lab.\n//!\n//! (`--features solution` builds the reference instead of\n//! `#[cfg(not(feature = \"solution\"))]`; you never need it.)\n\n// TODO(lab1): x\n#[cfg(not(feature = \"solution\"))]\npub fn f() {\n    todo!(\"x\")\n}\n\n#[cfg(feature = \"solution\")]\nmod solution;\n#[cfg(feature = \"solution\")]\npub use solution::*;\n";
+        assert_eq!(
+            student_lab_file(source),
+            "//! Lab.\n\n// TODO(lab1): x\npub fn f() {\n    todo!(\"x\")\n}\n"
+        );
+    }
+
+    #[test]
+    fn the_solution_feature_leaves_every_manifest() {
+        let lab =
+            "[package]\nname = \"l\"\n\n[features]\n# Build the reference.\nsolution = []\n\n[dependencies]\na = 1\n";
+        assert_eq!(
+            remove_feature(lab, "solution"),
+            "[package]\nname = \"l\"\n\n[dependencies]\na = 1\n"
+        );
+        let vmm = "[features]\n# why\nsolution = [\n    \"a/solution\",\n]\nother = []\n\n[dependencies]\n";
+        assert_eq!(
+            remove_feature(vmm, "solution"),
+            "[features]\nother = []\n\n[dependencies]\n"
+        );
+        let xtask = "[package]\n\n# instructor\n[features]\ndefault = [\"instructor\"]\ninstructor = []\n\n# deps\n[dependencies]\nclap = 1\n";
+        assert_eq!(
+            remove_table(xtask, "[features]"),
+            "[package]\n\n# deps\n[dependencies]\nclap = 1\n"
+        );
+    }
+
+    #[test]
+    fn instructor_items_leave_main_with_their_docs() {
+        let main = "mod grade;\n#[cfg(feature = \"instructor\")]\nmod student_kit;\nenum C {\n    /// Grades.\n    Grade,\n    /// Exports.\n    #[cfg(feature = \"instructor\")]\n    StudentKit,\n}\n";
+        assert_eq!(
+            remove_gated_items(main, INSTRUCTOR_GATE),
+            "mod grade;\nenum C {\n    /// Grades.\n    Grade,\n}\n"
+        );
+    }
+
+    #[test]
+    fn chapters_lose_reference_code_and_answers_unless_asked() {
+        let chapter = "Text.\n\n<details>\n<summary>Reference solution (open it after you tried)</summary>\n\ncode\n</details>\n\n## Q1\n\n<details>\n<summary>Answer</summary>\n\n42\n</details>\n\n<!-- instructors -->\nstaff only\n<!-- /instructors -->\n<!-- student:\nfor students\n-->\nEnd.\n";
+        assert_eq!(
+            student_chapter(chapter, false),
+            "Text.\n\n## Q1\n\nfor students\nEnd.\n"
+        );
+        assert_eq!(
+            student_chapter(chapter, true),
+            "Text.\n\n## Q1\n\n<details>\n<summary>Answer</summary>\n\n42\n</details>\n\nfor students\nEnd.\n"
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! `cargo xtask student-kit`: the round trip. Export a student copy; it leaks no reference code;
+//! untouched, it builds warning-free, its test command passes, kvm-hello stops at lab 1 with
+//! status 6 and the grader reports every check not implemented or blocked; solved by pasting the
+//! reference's functions into its lab files, its test command still passes and it gets full
+//! marks; with one lab file broken (a syntax error, a changed signature), only that lab and the
+//! checks that need it are lost.
+#![cfg(feature = "instructor")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// Reference body lines shorter than this (`Ok(())`) say nothing about the answer.
+const MIN_LEAK_LINE: usize = 16;
+
+/// The lines of every reference function body that the lab's stub file does not already show.
+fn reference_body_lines() -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for lab in LABS {
+        let dir = instructors().join("labs").join(lab).join("src");
+        let stub = read(&dir.join("lib.rs"));
+        let (mut depth, mut in_fn) = (0usize, false);
+        for line in read(&dir.join("solution.rs")).lines() {
+            if depth == 0 && (line.starts_with("pub fn ") || line.starts_with("fn ")) {
+                in_fn = true;
+            }
+            let body = in_fn && depth > 0;
+            depth = (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
+            in_fn &= depth > 0 || !line.starts_with('}');
+            let line = line.trim();
+            if body && line.len() >= MIN_LEAK_LINE && !line.starts_with("//") && !stub.lines().any(|l| l.trim() == line)
+            {
+                found.push((lab.to_owned(), line.to_owned()));
+            }
+        }
+    }
+    assert!(
+        found.len() > 100,
+        "the leak check knows only {} reference lines",
+        found.len()
+    );
+    found
+}
+
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// No `solution.rs`, no `solution` feature, no line of a reference function body in what students
+/// read (the book, the README, the lab files and their untouched copies).
+fn assert_no_leak(kit: &Path) {
+    let reference = reference_body_lines();
+    for path in files(kit) {
+        let relative = path.strip_prefix(kit).unwrap().to_string_lossy().into_owned();
+        assert!(!relative.ends_with("solution.rs"), "the student copy has {relative}");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for word in ["feature = \"solution\"", "--features solution"] {
+            assert!(!text.contains(word), "the student copy's {relative} mentions {word}");
+        }
+        let read_by_students = ["book/", "labs/", "xtask/stubs/", "README.md"]
+            .iter()
+            .any(|p| relative.starts_with(p));
+        if read_by_students {
+            assert!(
+                !text.contains("solution.rs"),
+                "the student copy's {relative} names a solution.rs"
+            );
+            for (lab, line) in &reference {
+                assert!(
+                    !text.lines().any(|l| l.trim() == line),
+                    "the student copy's {relative} has a line of {lab}'s reference: {line}"
+                );
+            }
+        }
+    }
+}
+
+fn assert_untouched(kit: &Path) {
+    let kvm_hello = Command::new(kit.join("target/debug/kvm-hello"))
+        .output()
+        .expect("kvm-hello runs");
+    assert_eq!(
+        kvm_hello.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&kvm_hello.stderr)
+    );
+    assert!(kvm_hello.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&kvm_hello.stderr),
+        "kvm-hello: not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)\n"
+    );
+    let results = grade(kit);
+    let mut not_implemented = 0;
+    for result in &results {
+        let message = result["message"].as_str().unwrap_or_default();
+        match result["outcome"].as_str() {
+            Some("not_implemented") => {
+                assert!(message.starts_with("not implemented yet: lab"), "{result}");
+                not_implemented += 1;
+            }
+            Some("blocked") => assert!(message.starts_with("blocked by lab "), "{result}"),
+            _ => panic!("a check of the untouched student copy must be not implemented or blocked: {result}"),
+        }
+    }
+    assert!(not_implemented >= 20, "only {not_implemented} checks report a stub");
+}
+
+/// One lab's file does not compile (`break_it` turns its solved source into a broken one): its
+/// checks say so with the compiler's first error and `expected` in it, the checks that need the lab
+/// are blocked, and every other check still passes.
+fn assert_partial_credit(kit: &Path, lab: &str, number: u8, expected: &str, break_it: impl Fn(&str) -> String) {
+    let file = format!("labs/{lab}/src/lib.rs");
+    let solved = read(&kit.join(&file));
+    let broken = break_it(&solved);
+    assert_ne!(broken, solved);
+    std::fs::write(kit.join(&file), broken).unwrap();
+    let results = grade(kit);
+    std::fs::write(kit.join(&file), solved).unwrap();
+    let mut own_checks = 0;
+    for result in &results {
+        let check = result["check"].as_str().unwrap();
+        let message = result["message"].as_str().unwrap_or_default();
+        if check.starts_with(&format!("lab{number}_")) {
+            assert!(message.starts_with("does not compile: "), "{result}");
+            assert!(message.contains(expected), "{result}");
+            own_checks += 1;
+        } else if result["outcome"] != "passed" {
+            assert_eq!(result["outcome"], "blocked", "{result}");
+            assert!(message.starts_with(&format!("blocked by lab {number}")), "{result}");
+        }
+    }
+    assert!(own_checks > 0);
+    let passed = results.iter().filter(|r| r["outcome"] == "passed").count();
+    assert!(passed >= 20, "only {passed} checks pass with {file} broken");
+}
+
+#[test]
+fn a_student_copy_leaks_nothing_and_grades_from_untouched_to_full_marks() {
+    let kit = export(&scratch("student-kit-round-trip").join("kit"));
+    assert_no_leak(&kit);
+    assert!(!kit.join("book/src/instructors.md").exists());
+    assert!(kit.join(".github/workflows/grade.yml").is_file());
+    for lab in LABS {
+        assert_eq!(
+            read(&kit.join(format!("labs/{lab}/src/lib.rs"))),
+            read(&kit.join(format!("xtask/stubs/{lab}.rs"))),
+            "the untouched copy of {lab} differs from its lab file"
+        );
+    }
+
+    assert_tests_pass(&kit, "untouched");
+    assert_untouched(&kit);
+    let help = cargo(&kit, &["xtask", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("grade") && !help.contains("student-kit") && !help.contains("grade-submissions"),
+        "{help}"
+    );
+
+    solve(&kit, "lab1-memory");
+    solve(&kit, "lab2-paging");
+    assert_tests_pass(&kit, "partly solved");
+    for lab in LABS.iter().filter(|lab| !["lab1-memory", "lab2-paging"].contains(lab)) {
+        solve(&kit, lab);
+    }
+    assert_tests_pass(&kit, "solved");
+    assert_full_marks(&grade(&kit));
+    // A half-typed function in lab 3.
+    assert_partial_credit(&kit, "lab3-registers", 3, "labs/lab3-registers/src/lib.rs:", |source| {
+        format!("{source}\npub fn half_typed( {{\n")
+    });
+    // Lab 2 compiles on its own but no longer fits the kit: translate takes one more argument.
+    assert_partial_credit(
+        &kit,
+        "lab2-paging",
+        2,
+        "labs/lab2-paging/src/lib.rs does not fit the kit",
+        |source| source.replacen("pub fn translate(", "pub fn translate(_extra: u8, ", 1),
+    );
+}
+
+/// A copy of the instructors' repository's sources (no build output), to break on purpose.
+fn instructors_copy(name: &str) -> std::path::PathBuf {
+    let copy = scratch(name).join("repo");
+    let root = instructors();
+    for path in files(&root) {
+        let relative = path.strip_prefix(&root).unwrap();
+        if relative.starts_with(".git") || relative.starts_with("book/book") {
+            continue;
+        }
+        let to = copy.join(relative);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&path, &to).unwrap();
+    }
+    copy
+}
+
+fn export_from(repo: &Path, dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["student-kit", dir.to_str().unwrap()])
+        .env("CARGO_MANIFEST_DIR", repo.join("xtask"))
+        .output()
+        .expect("xtask runs")
+}
+
+#[test]
+fn the_export_refuses_a_leak_and_an_edited_stub() {
+    let repo = instructors_copy("student-kit-refusals");
+    let chapter = repo.join("book/src/lab1-memory.md");
+    let original = read(&chapter);
+    let leaked = reference_body_lines()
+        .into_iter()
+        .find(|(lab, _)| lab == "lab1-memory")
+        .unwrap()
+        .1;
+    std::fs::write(&chapter, format!("{original}\n```rust\n{leaked}\n```\n")).unwrap();
+    let out = export_from(&repo, &repo.join("../leak"));
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("book/src/lab1-memory.md") && stderr.contains("a line of the reference"),
+        "{stderr}"
+    );
+    std::fs::write(&chapter, original).unwrap();
+
+    let lab2 = repo.join("labs/lab2-paging/src/lib.rs");
+    let source = read(&lab2);
+    let edited = source.replacen(
+        "    todo!(\"lab2 translate",
+        "    let _ = 1;\n    unimplemented!(\"lab2 translate",
+        1,
+    );
+    assert_ne!(edited, source);
+    std::fs::write(&lab2, edited).unwrap();
+    let out = export_from(&repo, &repo.join("../edited"));
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("labs/lab2-paging/src/lib.rs: translate is not an untouched stub"),
+        "{stderr}"
+    );
+    assert!(!repo.join("../edited").exists(), "a refused export wrote files");
+}
+
+#[test]
+fn the_export_wants_a_new_or_empty_folder() {
+    let dir = scratch("student-kit-not-empty");
+    std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+    let out = xtask(&["student-kit", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
+    assert_eq!(read(&dir.join("keep.txt")), "mine");
+}

@@ -1,0 +1,253 @@
+//! `cargo xtask grade-submissions`: a class of made-up submissions, graded into a CSV checked row
+//! by row: solved (a clone of the repository), untouched (just the lab files), one lab file that
+//! does not compile (flat files), one lab that hangs, one that starts processes in a loop, and one
+//! that edits the grader. Graded two at a time and one at a time, with the same scores.
+#![cfg(feature = "instructor")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+/// How many processes the forker starts (bounded: a machine without cgroups has no `pids.max`),
+/// and the argument of its
+/// `sleep`s, so that the test can look for any left behind.
+const FORKS: usize = 3000;
+const SLEEP: &str = "4321.5";
+
+/// The `sleep SLEEP` processes still running.
+fn forked_left() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| cmdline == format!("sleep\0{SLEEP}\0").as_bytes())
+        })
+        .count()
+}
+
+/// A student's CSV row, by column name.
+type Row = BTreeMap<String, String>;
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "target" {
+            continue;
+        }
+        let to = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
+
+fn put(path: &Path, contents: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+/// The class: five students, in the layouts a course meets.
+fn make_class(dir: &Path) {
+    let kit = export(&dir.join("kit"));
+    let untouched: BTreeMap<&str, String> = LABS
+        .iter()
+        .map(|lab| (*lab, read(&kit.join(format!("labs/{lab}/src/lib.rs")))))
+        .collect();
+    for lab in LABS {
+        solve(&kit, lab);
+    }
+    let solved: BTreeMap<&str, String> = LABS
+        .iter()
+        .map(|lab| (*lab, read(&kit.join(format!("labs/{lab}/src/lib.rs")))))
+        .collect();
+    let class = dir.join("class");
+
+    // solved: a clone of the whole repository
+    copy_tree(&kit, &class.join("solved"));
+    for lab in LABS {
+        // untouched: only the lab files, where the kit has them
+        put(&class.join(format!("untouched/labs/{lab}/src/lib.rs")), &untouched[lab]);
+        // broken: flat files, lab 3 half-typed
+        let text = if lab == "lab3-registers" {
+            format!("{}\npub fn half_typed( {{\n", solved[lab])
+        } else {
+            solved[lab].clone()
+        };
+        put(&class.join(format!("broken/{lab}.rs")), &text);
+        // hanging: lab 2's page walk never ends
+        let text = if lab == "lab2-paging" {
+            let at = solved[lab].find("pub fn translate(").unwrap();
+            let body = at + solved[lab][at..].find("{\n").unwrap() + 2;
+            let mut text = solved[lab].clone();
+            text.insert_str(
+                body,
+                "    #[allow(clippy::empty_loop)]\n    loop {}\n    #[allow(unreachable_code)]\n",
+            );
+            text
+        } else {
+            solved[lab].clone()
+        };
+        put(&class.join(format!("hanging/labs/{lab}/src/lib.rs")), &text);
+        // forker: lab 2's page walk starts processes in a loop (bounded, in case no cgroup holds it)
+        let text = if lab == "lab2-paging" {
+            let at = solved[lab].find("pub fn translate(").unwrap();
+            let body = at + solved[lab][at..].find("{\n").unwrap() + 2;
+            let mut text = solved[lab].clone();
+            text.insert_str(
+                body,
+                &format!("    for _ in 0..{FORKS} {{\n        let _ = std::process::Command::new(\"sleep\").arg(\"{SLEEP}\").spawn();\n    }}\n    #[allow(clippy::empty_loop)]\n    loop {{}}\n    #[allow(unreachable_code)]\n"),
+            );
+            text
+        } else {
+            solved[lab].clone()
+        };
+        put(&class.join(format!("forker/labs/{lab}/src/lib.rs")), &text);
+    }
+    // cheater: untouched labs, a grader that passes everything and an alias that prints full marks
+    copy_tree(&kit, &class.join("cheater"));
+    for lab in LABS {
+        put(&class.join(format!("cheater/labs/{lab}/src/lib.rs")), &untouched[lab]);
+    }
+    let runner = class.join("cheater/grader/src/runner.rs");
+    put(
+        &runner,
+        &read(&runner).replace(
+            "let outcome = match check.needs",
+            "let outcome = Outcome::Passed;\n        let _ = match check.needs",
+        ),
+    );
+    put(
+        &class.join("cheater/.cargo/config.toml"),
+        "[alias]\ngrade = \"version\"\n",
+    );
+    let _ = std::fs::remove_dir_all(&kit);
+}
+
+fn grade_class(class: &Path, csv: &Path, jobs: &str) -> Vec<Row> {
+    let out = xtask(&[
+        "grade-submissions",
+        class.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--jobs",
+        jobs,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "grade-submissions failed: {stderr}");
+    assert!(stderr.contains("[6/6] "), "no progress shown: {stderr}");
+    assert_eq!(forked_left(), 0, "processes of the forker outlived its grading");
+    let text = read(csv);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        header,
+        [
+            "student", "lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "total", "max", "not_run", "error"
+        ]
+    );
+    lines
+        .map(|line| {
+            header
+                .iter()
+                .map(|h| h.to_string())
+                .zip(line.splitn(header.len(), ',').map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+fn points(row: &Row, column: &str) -> u64 {
+    row[column].parse().unwrap_or_else(|_| panic!("{column} of {row:?}"))
+}
+
+#[test]
+fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
+    let dir = scratch("grade-submissions");
+    make_class(&dir);
+    let class = dir.join("class");
+    let rows = grade_class(&class, &dir.join("grades.csv"), "2");
+    let names: Vec<&str> = rows.iter().map(|r| r["student"].as_str()).collect();
+    assert_eq!(names, ["broken", "cheater", "forker", "hanging", "solved", "untouched"]);
+    let row = |name: &str| rows.iter().find(|r| r["student"] == name).unwrap().clone();
+    let (solved, untouched, cheater, broken, hanging, forker) = (
+        row("solved"),
+        row("untouched"),
+        row("cheater"),
+        row("broken"),
+        row("hanging"),
+        row("forker"),
+    );
+    let max = points(&solved, "max");
+    assert!(max >= 90, "{solved:?}");
+    for row in &rows {
+        assert_eq!(points(row, "max"), max, "{row:?}");
+        assert_eq!(row["error"], "", "{row:?}");
+        assert_eq!(row["not_run"], "0", "{row:?}");
+        let by_part: u64 = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5"]
+            .iter()
+            .map(|p| points(row, p))
+            .sum();
+        assert_eq!(by_part, points(row, "total"), "{row:?}");
+    }
+    assert_eq!(points(&solved, "total"), max, "{solved:?}");
+    assert_eq!(points(&untouched, "total"), 0, "{untouched:?}");
+    assert_eq!(points(&cheater, "total"), 0, "only the lab files count: {cheater:?}");
+    // Lab 3 does not compile: its checks say so, those that need it are blocked, every other
+    // check passes (labs 1, 2 and 0 in full).
+    assert_eq!(points(&broken, "lab3"), 0, "{broken:?}");
+    for part in ["lab1", "lab2", "lab0"] {
+        assert_eq!(points(&broken, part), points(&solved, part), "{part}: {broken:?}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&read(&dir.join("grades-reports/broken.json"))).unwrap();
+    for check in report["checks"].as_array().unwrap() {
+        let message = check["message"].as_str().unwrap_or_default();
+        let name = check["check"].as_str().unwrap();
+        if name.starts_with("lab3_") {
+            assert!(
+                message.starts_with("does not compile: labs/lab3-registers/src/lib.rs:"),
+                "{check}"
+            );
+        } else {
+            assert!(
+                check["outcome"] == "passed" || message.starts_with("blocked by lab 3"),
+                "{check}"
+            );
+        }
+    }
+    let report = read(&dir.join("grades-reports/broken.txt"));
+    assert!(
+        report.contains("does not compile: labs/lab3-registers/src/lib.rs:"),
+        "{report}"
+    );
+    // Lab 2's walk hangs: its translate checks time out; lab 1 still scores in full.
+    assert_eq!(points(&hanging, "lab1"), points(&solved, "lab1"), "{hanging:?}");
+    assert!(points(&hanging, "lab2") < points(&solved, "lab2"), "{hanging:?}");
+    let report = read(&dir.join("grades-reports/hanging.txt"));
+    assert!(
+        report.contains("lab2_translate") && report.contains("timed out"),
+        "{report}"
+    );
+    // The forker's page walk starts processes and never returns: it scores as the hanging one
+    // (its processes count against no other check), and nothing it started is left.
+    for part in ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "total"] {
+        assert_eq!(points(&forker, part), points(&hanging, part), "{part}: {forker:?}");
+    }
+    let report = read(&dir.join("grades-reports/forker.txt"));
+    assert!(
+        report.contains("lab2_translate") && report.contains("timed out"),
+        "{report}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&read(&dir.join("grades-reports/solved.json"))).unwrap();
+    assert_eq!(json["total"], max);
+    assert!(json["checks"].as_array().unwrap().len() >= 40);
+
+    let serial = grade_class(&class, &dir.join("serial.csv"), "1");
+    assert_eq!(serial, rows, "one at a time and two at a time disagree");
+}
