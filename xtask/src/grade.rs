@@ -9,13 +9,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::kit::{self, LABS, Lab, status};
+use crate::kit::{self, LABS, status};
 
 /// The environment variable, suffixed with a lab's number, that tells the grader a lab file does
 /// not compile (its value: the compiler's first error). Read by `grader::runner`.
 pub const DOES_NOT_COMPILE_ENV: &str = "KIT_DOES_NOT_COMPILE_LAB";
 /// Where the shadow copy and its build live, under the kit's `target/`.
 const SHADOW_DIR: &str = "grade-shadow";
+/// At most this many warnings about the lab files are shown before the scoreboard.
+const MAX_WARNINGS: usize = 10;
 /// At most this many rounds of "stub out the labs that fail, build again" (one per lab, and one more).
 const MAX_ROUNDS: usize = LABS.len() + 1;
 
@@ -38,6 +40,8 @@ struct Build {
     broken_labs: BTreeMap<u8, String>,
     /// Errors outside the lab crates, and cargo's own.
     other_errors: Vec<String>,
+    /// The compiler's warnings about the lab files (`file:line:col: warning: …`).
+    lab_warnings: Vec<String>,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -55,6 +59,7 @@ pub fn run(args: Args) -> u8 {
         message.push_str("\n(restore any file you changed outside labs/*/src/lib.rs, e.g. with git checkout)");
         return fail(status::KIT_BROKEN, &message);
     };
+    show_warnings(&build.lab_warnings);
     for (number, error) in &broken {
         let file = LABS
             .iter()
@@ -132,6 +137,19 @@ fn build_shadow(root: &Path, broken: &BTreeMap<u8, String>) -> Result<Build, Str
     build_grader(&shadow_root(root), &root.join("target").join(SHADOW_DIR).join("target"))
 }
 
+/// The compiler's warnings about the lab files, as `cargo build` would show them, short.
+fn show_warnings(warnings: &[String]) {
+    for warning in warnings.iter().take(MAX_WARNINGS) {
+        eprintln!("{warning}");
+    }
+    if warnings.len() > MAX_WARNINGS {
+        eprintln!(
+            "cargo grade: {} more warnings about your lab files (cargo build -p kvm-hello shows them all)",
+            warnings.len() - MAX_WARNINGS
+        );
+    }
+}
+
 fn fail(code: u8, message: &str) -> u8 {
     eprintln!("cargo grade: {message}");
     code
@@ -183,6 +201,21 @@ fn parse_build_messages(stdout: &str) -> Build {
                     build.grader = Some(PathBuf::from(exe));
                 }
             }
+            Some("compiler-message")
+                if message["message"]["level"] == "warning"
+                    && LABS
+                        .iter()
+                        .any(|lab| message["target"]["name"] == lab.target_name().as_str()) =>
+            {
+                let rendered = message["message"]["rendered"].as_str().unwrap_or_default().trim();
+                // The summary ("`lab1-memory` (lib) generated 2 warnings") has no place in a file.
+                if !message["message"]["spans"].as_array().is_some_and(Vec::is_empty) {
+                    let first_line = rendered.lines().next().unwrap_or_default().to_owned();
+                    if !build.lab_warnings.contains(&first_line) {
+                        build.lab_warnings.push(first_line);
+                    }
+                }
+            }
             Some("compiler-message") if message["message"]["level"] == "error" => {
                 let rendered = message["message"]["rendered"].as_str().unwrap_or_default().trim();
                 let first_line = rendered.lines().next().unwrap_or_default().to_owned();
@@ -224,7 +257,7 @@ fn prepare_shadow(root: &Path, shadow: &Path, broken: &BTreeMap<u8, String>) -> 
         }
         let lab = LABS.iter().find(|lab| Path::new(&lab.file()) == relative);
         let contents = match lab.filter(|lab| broken.contains_key(&lab.number)) {
-            Some(lab) => untouched_stub(root, *lab)?.into_bytes(),
+            Some(lab) => kit::pristine_stub(root, *lab)?.into_bytes(),
             None => {
                 let from = root.join(&relative);
                 std::fs::read(&from).map_err(|err| kit::io_error("read", &from, err))?
@@ -235,27 +268,6 @@ fn prepare_shadow(root: &Path, shadow: &Path, broken: &BTreeMap<u8, String>) -> 
     kit::sync_tree(shadow, &files)
 }
 
-/// The untouched stub of `lab`: the copy a student kit keeps in `xtask/stubs/`, or, in the
-/// instructors' repository, the lab file as last committed.
-fn untouched_stub(root: &Path, lab: Lab) -> Result<String, String> {
-    if let Ok(stub) = std::fs::read_to_string(root.join(lab.stub_copy())) {
-        return Ok(stub);
-    }
-    let out = Command::new("git")
-        .current_dir(root)
-        .args(["show", &format!("HEAD:{}", lab.file())])
-        .stderr(Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        _ => Err(format!(
-            "{} does not compile, and there is no untouched copy of it ({} or git) to grade the other labs with",
-            lab.file(),
-            lab.stub_copy()
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +276,9 @@ mod tests {
     fn errors_are_sorted_by_lab_and_the_grader_is_found() {
         let stdout = r#"{"reason":"compiler-message","target":{"name":"lab3_registers"},"message":{"level":"error","rendered":"labs/lab3-registers/src/lib.rs:9:1: error: expected item, found `}`\n"}}
 {"reason":"compiler-message","target":{"name":"lab3_registers"},"message":{"level":"error","rendered":"second"}}
-{"reason":"compiler-message","target":{"name":"lab1_memory"},"message":{"level":"warning","rendered":"a warning"}}
+{"reason":"compiler-message","target":{"name":"lab1_memory"},"message":{"level":"warning","rendered":"labs/lab1-memory/src/lib.rs:3:9: warning: unused variable: `x`\n","spans":[{}]}}
+{"reason":"compiler-message","target":{"name":"lab1_memory"},"message":{"level":"warning","rendered":"warning: 1 warning emitted","spans":[]}}
+{"reason":"compiler-message","target":{"name":"kvm_hello"},"message":{"level":"warning","rendered":"not a lab's","spans":[{}]}}
 {"reason":"compiler-message","target":{"name":"grader"},"message":{"level":"error","rendered":"grader/src/lib.rs:1:1: error: x"}}
 {"reason":"compiler-message","target":{"name":"kvm_hello"},"message":{"level":"error","rendered":"crates/kvm-hello/src/labs.rs:80:5: error[E0308]: mismatched types","children":[{"message":"found fn item `{lab2_paging::translate}`"}]}}
 {"reason":"compiler-artifact","target":{"name":"grader"},"executable":"/t/debug/grader"}
@@ -287,5 +301,9 @@ not json"#;
             ])
         );
         assert_eq!(build.other_errors, ["grader: grader/src/lib.rs:1:1: error: x"]);
+        assert_eq!(
+            build.lab_warnings,
+            ["labs/lab1-memory/src/lib.rs:3:9: warning: unused variable: `x`"]
+        );
     }
 }

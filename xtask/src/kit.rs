@@ -29,10 +29,15 @@ impl Lab {
     pub fn stub_copy(self) -> String {
         format!("{STUBS_DIR}/{}.rs", self.dir)
     }
+
+    /// The reference beside the lab file (instructors' repository only).
+    pub fn solution_file(self) -> String {
+        format!("labs/{}/src/solution.rs", self.dir)
+    }
 }
 
 /// Every lab, in the order of their numbers.
-pub const LABS: [Lab; 6] = [
+pub const LABS: [Lab; 7] = [
     Lab {
         number: 0,
         dir: "lab0-lwn",
@@ -57,11 +62,98 @@ pub const LABS: [Lab; 6] = [
         number: 5,
         dir: "lab5-hypercalls",
     },
+    Lab {
+        number: 6,
+        dir: "lab6-scheduling",
+    },
 ];
 
 /// Where a student copy keeps the untouched stubs (written by `student-kit`), so that `cargo grade`
 /// can grade the other labs when one lab file does not compile.
 pub const STUBS_DIR: &str = "xtask/stubs";
+
+/// The gate of a stub in an instructors' lab file.
+pub const STUB_GATE: &str = "#[cfg(not(feature = \"solution\"))]";
+
+/// The names of the functions a reference defines (`pub fn NAME` at the start of a line).
+pub fn reference_functions(solution: &str) -> Vec<&str> {
+    solution
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub fn "))
+        .filter_map(|rest| rest.split(['(', '<']).next())
+        .collect()
+}
+
+/// Why `source` is not the untouched exercise of `lab`, if it is not: every function its reference
+/// `solution` defines must still be there, gated out of the solution build, with the `todo!` that
+/// names it as its body.
+pub fn stub_problem(lab: Lab, source: &str, solution: &str) -> Option<String> {
+    let names = reference_functions(solution);
+    if names.is_empty() {
+        return Some(format!("{} defines no pub fn", lab.solution_file()));
+    }
+    for name in names {
+        let head = format!("{STUB_GATE}\npub fn {name}");
+        let Some(at) = source.find(&head) else {
+            return Some(format!("{name} is not a stub gated by {STUB_GATE}"));
+        };
+        let body = source[at..].split("\n}\n").next().unwrap_or_default();
+        if !body.contains(&format!("todo!(\"lab{} {name} (", lab.number)) {
+            return Some(format!("{name} is not its todo! stub"));
+        }
+    }
+    None
+}
+
+/// The untouched exercise of `lab` in the kit at `root`, from a pristine source, never from
+/// whatever a student or an instructor trying the labs put in the lab file: the copy a student
+/// kit keeps in `xtask/stubs/`; in the instructors' repository the lab file if it is untouched,
+/// else its newest committed version that is (`git rev-list HEAD -- FILE`). Fails with one line.
+pub fn pristine_stub(root: &Path, lab: Lab) -> Result<String, String> {
+    if let Ok(stub) = std::fs::read_to_string(root.join(lab.stub_copy())) {
+        return Ok(stub);
+    }
+    let file = lab.file();
+    let solution_path = root.join(lab.solution_file());
+    let solution = std::fs::read_to_string(&solution_path).map_err(|err| {
+        format!(
+            "no untouched copy of {file}: neither {} nor {} ({err})",
+            lab.stub_copy(),
+            lab.solution_file()
+        )
+    })?;
+    let working = std::fs::read_to_string(root.join(&file)).map_err(|err| io_error("read", &root.join(&file), err))?;
+    let Some(problem) = stub_problem(lab, &working, &solution) else {
+        return Ok(working);
+    };
+    for rev in git(root, &["rev-list", "HEAD", "--", &file])
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(old) = git(root, &["show", &format!("{rev}:{file}")])
+            && stub_problem(lab, &old, &solution).is_none()
+        {
+            return Ok(old);
+        }
+    }
+    Err(format!(
+        "{file} is not the untouched exercise ({problem}), and no committed version of it is: restore it from a clean checkout of the kit"
+    ))
+}
+
+/// `git ARGS` in `root`: its output, or `None` when git fails or is missing.
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
 
 /// Exit statuses of `cargo xtask` (the grader's own statuses pass through `cargo grade`; the
 /// instructors' commands add 2, bad usage or input, and 5, a repository not fit to export).

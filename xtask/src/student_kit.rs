@@ -7,17 +7,18 @@
 //! names its lab, file and book chapter, and the reference defines it); after writing, it checks
 //! that no line of a reference function body and no mention of the `solution` feature is left.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::kit::{self, LABS};
+use crate::kit::{self, LABS, STUB_GATE};
 
 /// Bad usage: `DIR` exists and is not empty.
 const STATUS_USAGE: u8 = 2;
 /// The instructors' repository is not fit to export (a stub was edited, reference code leaks).
 const STATUS_NOT_EXPORTABLE: u8 = 5;
 
-/// The gate of a stub in an instructors' lab file.
-const STUB_GATE: &str = "#[cfg(not(feature = \"solution\"))]";
+/// The gate of a test file that runs in the student build only.
+const STUDENT_BUILD_TEST_GATE: &str = "#![cfg(not(feature = \"solution\"))]";
 /// The gate of the reference module.
 const SOLUTION_GATE: &str = "#[cfg(feature = \"solution\")]";
 /// The gate of the course staff's commands in xtask.
@@ -56,14 +57,25 @@ const GENERIC_LINES: [&str; 8] = [
 /// Lines the kit's given code shares with the reference: the grader computes some expected
 /// values the way the reference does, and kvm-hello's `--explain` turns a guest physical address
 /// into a host one (known; both are shipped, so a student can read them).
-const KIT_OVERLAP: [&str; 6] = [
+const KIT_OVERLAP: [&str; 10] = [
     "host_base.checked_add(gpa)",
     "let address = vcpu.fd.get_kvm_run() as *const _ as u64;",
     "const FLAGS: u64 = PTE_PRESENT | PTE_RW | PTE_USER;",
     "let long_code = code && mode == Mode::Long;",
     "selector: if code { CODE_SELECTOR } else { DATA_SELECTOR },",
     "type_: if code { SEG_TYPE_CODE } else { SEG_TYPE_DATA },",
+    "let accounts = [vms[0].account, vms[1].account];",
+    "let started = Instant::now();",
+    "let version = kvm.get_api_version();",
+    "if version != KVM_API_VERSION {",
 ];
+
+/// Given files that hold a reference's answer by design, and why (known, and reported to the
+/// course staff: a student can read them). The leak check skips them.
+pub const SHIPPED_ANSWERS: [(&str, &str); 1] = [(
+    "grader/src/walker.rs",
+    "the grader's own page walker, which judges lab 2's translate on random page tables, is lab 2's answer",
+)];
 
 /// Lines the book teaches as facts (the long-mode state KVM_SET_SREGS accepts, in "Under
 /// KVM_RUN", from `crates/kvm-hello/tests/set_sregs.rs`) that the reference also has.
@@ -71,11 +83,14 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 9] = [
+const INSTRUCTOR_ONLY: [&str; 10] = [
     ".ci",
     "README.md",
     "book/src/instructors.md",
     "crates/kvm-hello/bench",
+    // Lab 0's answer as one program (the book's reference block shows it; the warm-up's guest
+    // bytes, which it also holds, are written into the student book instead).
+    "crates/kvm-hello/tests/lwn.rs",
     "grader/tests/grade.rs",
     "tests/reference_blocks.rs",
     "xtask/src/student_kit.rs",
@@ -122,7 +137,8 @@ fn read(path: &Path) -> Result<String, Failure> {
 
 /// Writes the student copy of the kit at `root` into `dir`; returns how many files it wrote.
 pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<usize, Failure> {
-    check_stubs(root).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
+    let stubs = pristine_stubs(root).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
+    check_stubs(root, &stubs).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err((
             STATUS_USAGE,
@@ -141,7 +157,7 @@ pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<usize, Fail
             continue;
         }
         let from = root.join(relative);
-        let contents = match transform(relative, &from, with_answers, &dropped_chapters)? {
+        let contents = match transform(root, relative, with_answers, &dropped_chapters, &stubs)? {
             Some(text) => text.into_bytes(),
             None => std::fs::read(&from).map_err(|err| io_failure("read", &from, err))?,
         };
@@ -149,14 +165,14 @@ pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<usize, Fail
         written += 1;
     }
     for lab in LABS {
-        let stub = student_lab_file(&read(&root.join(lab.file()))?);
+        let stub = student_lab_file(&stubs[lab.dir]);
         write(dir, Path::new(&lab.stub_copy()), stub.as_bytes())?;
         written += 1;
     }
     write(dir, Path::new("README.md"), student_readme().as_bytes())?;
     write(dir, Path::new(".github/workflows/grade.yml"), GRADE_WORKFLOW.as_bytes())?;
     written += 2;
-    check_export(root, dir).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
+    check_export(root, dir, &stubs).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
     Ok(written)
 }
 
@@ -177,20 +193,38 @@ fn is_instructor_only(root: &Path, relative: &Path, with_answers: bool) -> bool 
         || (!with_answers && relative == Path::new(ANSWERS_TEST))
         || (is_test
             && std::fs::read_to_string(root.join(relative))
-                .is_ok_and(|source| source.contains("feature = \"solution\"")))
+                .is_ok_and(|source| source.contains("feature = \"solution\"") && !is_student_build_test(&source)))
+}
+
+/// A test of the student build only (`#![cfg(not(feature = "solution"))]` its one mention of the
+/// feature): it ships, without that line.
+fn is_student_build_test(source: &str) -> bool {
+    let mentions: Vec<&str> = source
+        .lines()
+        .filter(|line| line.contains("feature = \"solution\""))
+        .collect();
+    mentions == [STUDENT_BUILD_TEST_GATE]
 }
 
 /// The student's version of a file, or `None` to copy it as it is.
 fn transform(
+    root: &Path,
     relative: &Path,
-    from: &Path,
     with_answers: bool,
     dropped_chapters: &[String],
+    stubs: &Stubs,
 ) -> Result<Option<String>, Failure> {
+    let from = &root.join(relative);
     let text = relative.to_string_lossy();
-    let is_lab_file = LABS.iter().any(|lab| lab.file() == text);
-    let transformed = if is_lab_file {
-        student_lab_file(&read(from)?)
+    let transformed = if let Some(lab) = LABS.iter().find(|lab| lab.file() == text) {
+        // The exercise as shipped, whatever the lab file here holds now.
+        student_lab_file(&stubs[lab.dir])
+    } else if text.ends_with(".rs") && is_student_build_test(&read(from)?) {
+        read(from)?
+            .lines()
+            .filter(|line| *line != STUDENT_BUILD_TEST_GATE)
+            .map(|line| format!("{line}\n"))
+            .collect()
     } else if text.ends_with("Cargo.toml") {
         let manifest = remove_feature(&read(from)?, "solution");
         if text == "xtask/Cargo.toml" {
@@ -201,7 +235,7 @@ fn transform(
     } else if text == "xtask/src/main.rs" {
         remove_gated_items(&read(from)?, INSTRUCTOR_GATE)
     } else if text.starts_with("book/src/") && text.ends_with(".md") {
-        let mut chapter = student_chapter(&read(from)?, with_answers);
+        let mut chapter = inline_instructor_includes(root, &student_chapter(&read(from)?, with_answers), with_answers)?;
         if text == "book/src/SUMMARY.md" {
             chapter = chapter
                 .lines()
@@ -214,6 +248,48 @@ fn transform(
         return Ok(None);
     };
     Ok(Some(transformed))
+}
+
+/// A chapter whose includes of files that stay with the instructors are replaced by the lines they
+/// include, so that the student book still shows them and has no dangling include.
+fn inline_instructor_includes(root: &Path, chapter: &str, with_answers: bool) -> Result<String, Failure> {
+    let mut out = String::new();
+    for line in chapter.lines() {
+        let spec = line
+            .trim()
+            .strip_prefix("{{#include ../../")
+            .and_then(|rest| rest.strip_suffix("}}"));
+        let Some((file, anchor)) = spec.and_then(|spec| spec.split_once(':')) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        if !is_instructor_only(root, Path::new(file), with_answers) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let source = read(&root.join(file))?;
+        let mut inside = false;
+        let mut found = false;
+        for source_line in source.lines() {
+            if source_line.trim().ends_with(&format!("ANCHOR: {anchor}")) {
+                (inside, found) = (true, true);
+            } else if source_line.trim().ends_with(&format!("ANCHOR_END: {anchor}")) {
+                inside = false;
+            } else if inside && !source_line.contains("ANCHOR: ") && !source_line.contains("ANCHOR_END: ") {
+                out.push_str(source_line);
+                out.push('\n');
+            }
+        }
+        if !found {
+            return Err((
+                STATUS_NOT_EXPORTABLE,
+                format!("the book includes {file}:{anchor}, an anchor that file does not have"),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// A lab file without the gates of the stubs, the reference module and the note about it.
@@ -397,17 +473,27 @@ fn gated_functions(source: &str) -> Vec<Stub> {
     found
 }
 
-/// The instructors' lab files are untouched stubs: each gated function is a `todo!` that names its
-/// lab, function, file and an existing book chapter, and the reference defines it.
-fn check_stubs(root: &Path) -> Result<(), String> {
+/// Each lab's untouched exercise (by folder), from a pristine source (see `kit::pristine_stub`): an
+/// instructor may have tried the labs in this repository's lab files.
+type Stubs = BTreeMap<&'static str, String>;
+
+fn pristine_stubs(root: &Path) -> Result<Stubs, String> {
+    LABS.iter()
+        .map(|lab| Ok((lab.dir, kit::pristine_stub(root, *lab)?)))
+        .collect()
+}
+
+/// The exercises are fit to ship: each gated function is a `todo!` that names its lab, function,
+/// file and an existing book chapter, and the reference defines it.
+fn check_stubs(root: &Path, stubs: &Stubs) -> Result<(), String> {
     let summary = std::fs::read_to_string(root.join("book/src/SUMMARY.md")).unwrap_or_default();
     for lab in LABS {
         let file = lab.file();
-        let source = std::fs::read_to_string(root.join(&file)).map_err(|err| format!("cannot read {file}: {err}"))?;
+        let source = &stubs[lab.dir];
         let solution_file = format!("labs/{}/src/solution.rs", lab.dir);
         let solution = std::fs::read_to_string(root.join(&solution_file))
             .map_err(|err| format!("cannot read {solution_file}: {err}"))?;
-        let stubs = gated_functions(&source);
+        let stubs = gated_functions(source);
         if stubs.is_empty() {
             return Err(format!("{file} has no stub gated by {STUB_GATE}"));
         }
@@ -442,13 +528,13 @@ fn check_stubs(root: &Path) -> Result<(), String> {
 
 /// The lines of every function body of the reference that say something (see `MIN_LEAK_LINE`)
 /// and that the stubs do not already show.
-pub fn reference_lines(root: &Path) -> Result<Vec<(String, String)>, String> {
+fn reference_lines(root: &Path, stubs: &Stubs) -> Result<Vec<(String, String)>, String> {
     let mut found = Vec::new();
     for lab in LABS {
         let solution_file = format!("labs/{}/src/solution.rs", lab.dir);
         let solution = std::fs::read_to_string(root.join(&solution_file))
             .map_err(|err| format!("cannot read {solution_file}: {err}"))?;
-        let stub = std::fs::read_to_string(root.join(lab.file())).unwrap_or_default();
+        let stub = &stubs[lab.dir];
         let mut depth = 0usize;
         let mut in_fn = false;
         for line in solution.lines() {
@@ -477,10 +563,13 @@ pub fn reference_lines(root: &Path) -> Result<Vec<(String, String)>, String> {
 }
 
 /// The written copy mentions no reference and contains no line of a reference function body.
-fn check_export(root: &Path, dir: &Path) -> Result<(), String> {
-    let reference = reference_lines(root)?;
+fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
+    let reference = reference_lines(root, stubs)?;
     let files = kit::files(dir).map_err(|err| kit::io_error("list the files of", dir, err))?;
     for relative in files {
+        if SHIPPED_ANSWERS.iter().any(|(file, _)| relative == Path::new(file)) {
+            continue;
+        }
         let Ok(text) = std::fs::read_to_string(dir.join(&relative)) else {
             continue;
         };
@@ -566,6 +655,7 @@ const STUDENT_LABS: &str = "\
 | 4 | `labs/lab4-exit-loop/src/lib.rs` | the `KVM_RUN` loop: port 0xE9 output, exits counted by reason, HLT, the two 42 checks |
 | 0 (extension) | `labs/lab0-lwn/src/lib.rs` | the VM of LWN's \"Using the KVM API\" (`cargo run -p kvm-hello -- --lab lwn`) |
 | 5 (extension) | `labs/lab5-hypercalls/src/lib.rs` | the host side of six hypercalls (`cargo run -p kvm-hello -- --lab hypercalls`) |
+| 6 (extension) | `labs/lab6-scheduling/src/lib.rs` | two VMs on one thread: a time-slice scheduler and its policies (`cargo run -p kvm-hello -- --lab schedule`) |
 
 You never need another file.";
 

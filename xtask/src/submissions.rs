@@ -27,7 +27,7 @@ use crate::student_kit;
 /// Bad usage: `DIR` is not a folder of folders.
 const STATUS_USAGE: u8 = 2;
 /// The parts of the scoreboard, in the CSV's column order.
-const PARTS: [&str; 7] = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5"];
+const PARTS: [&str; 8] = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6"];
 /// Where the pristine kit and the jobs' copies live, under this repository's `target/`.
 const WORK_DIR: &str = "grade-submissions";
 /// At most this many processes (threads included) per student: a fork loop stops there, and a
@@ -463,14 +463,16 @@ fn score(graded: &mut Graded) {
     }
     for result in &graded.results {
         let points = result["points"].as_u64().unwrap_or_default();
-        graded.max += points;
+        // As in the grader's score: a check this host could not run is in neither the score nor
+        // the maximum.
         match result["outcome"].as_str() {
             Some("passed") => {
                 *graded.points.entry(part_of(result)).or_default() += points;
                 graded.total += points;
+                graded.max += points;
             }
             Some("not_run") => graded.not_run += 1,
-            _ => {}
+            _ => graded.max += points,
         }
     }
 }
@@ -581,10 +583,10 @@ mod tests {
             seconds: 0.0,
         };
         score(&mut graded);
-        assert_eq!((graded.total, graded.max, graded.not_run), (6, 10, 1));
+        assert_eq!((graded.total, graded.max, graded.not_run), (6, 9, 1));
         assert_eq!(
             csv(&[graded]),
-            "student,lab1,lab2,lab3,lab4,e2e,lab0,lab5,total,max,not_run,error\n\"a, b\",2,0,0,0,4,0,0,6,10,1,\n"
+            "student,lab1,lab2,lab3,lab4,e2e,lab0,lab5,lab6,total,max,not_run,error\n\"a, b\",2,0,0,0,4,0,0,0,6,9,1,\n"
         );
     }
 }

@@ -21,7 +21,7 @@ fn reference_body_lines() -> Vec<(String, String)> {
     let mut found = Vec::new();
     for lab in LABS {
         let dir = instructors().join("labs").join(lab).join("src");
-        let stub = read(&dir.join("lib.rs"));
+        let stub = pristine_stub(lab);
         let (mut depth, mut in_fn) = (0usize, false);
         for line in read(&dir.join("solution.rs")).lines() {
             if depth == 0 && (line.starts_with("pub fn ") || line.starts_with("fn ")) {
@@ -197,7 +197,8 @@ fn a_student_copy_leaks_nothing_and_grades_from_untouched_to_full_marks() {
     );
 }
 
-/// A copy of the instructors' repository's sources (no build output), to break on purpose.
+/// A copy of the instructors' repository's sources (no build output, no git history), with the
+/// untouched exercises in its lab files, to break on purpose.
 fn instructors_copy(name: &str) -> std::path::PathBuf {
     let copy = scratch(name).join("repo");
     let root = instructors();
@@ -210,6 +211,9 @@ fn instructors_copy(name: &str) -> std::path::PathBuf {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&path, &to).unwrap();
     }
+    for lab in LABS {
+        std::fs::write(copy.join(format!("labs/{lab}/src/lib.rs")), pristine_stub(lab)).unwrap();
+    }
     copy
 }
 
@@ -221,9 +225,27 @@ fn export_from(repo: &Path, dir: &Path) -> std::process::Output {
         .expect("xtask runs")
 }
 
+fn git(repo: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(repo)
+        .args(["-c", "user.name=kit", "-c", "user.email=kit@example.org"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
-fn the_export_refuses_a_leak_and_an_edited_stub() {
+fn the_export_refuses_a_leak_and_a_lab_without_an_untouched_version() {
     let repo = instructors_copy("student-kit-refusals");
+    git(&repo, &["init", "--quiet"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "kit"]);
+
     let chapter = repo.join("book/src/lab1-memory.md");
     let original = read(&chapter);
     let leaked = reference_body_lines()
@@ -241,6 +263,8 @@ fn the_export_refuses_a_leak_and_an_edited_stub() {
     );
     std::fs::write(&chapter, original).unwrap();
 
+    // An instructor tried lab 2 here, and even committed it: the export ships the newest committed
+    // untouched exercise, not the attempt.
     let lab2 = repo.join("labs/lab2-paging/src/lib.rs");
     let source = read(&lab2);
     let edited = source.replacen(
@@ -249,13 +273,25 @@ fn the_export_refuses_a_leak_and_an_edited_stub() {
         1,
     );
     assert_ne!(edited, source);
-    std::fs::write(&lab2, edited).unwrap();
+    std::fs::write(&lab2, &edited).unwrap();
+    git(&repo, &["commit", "--quiet", "-am", "lab 2 tried"]);
+    let out = export_from(&repo, &repo.join("../tried"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shipped = read(&repo.join("../tried/labs/lab2-paging/src/lib.rs"));
+    assert!(
+        shipped.contains("    todo!(\"lab2 translate") && !shipped.contains("let _ = 1;"),
+        "{shipped}"
+    );
+
+    // Without an untouched version anywhere, the export refuses in one line.
+    std::fs::remove_dir_all(repo.join(".git")).unwrap();
     let out = export_from(&repo, &repo.join("../edited"));
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("labs/lab2-paging/src/lib.rs: translate is not an untouched stub"),
-        "{stderr}"
+    assert_eq!(
+        stderr.trim(),
+        "student-kit: labs/lab2-paging/src/lib.rs is not the untouched exercise (translate is not its todo! stub), \
+         and no committed version of it is: restore it from a clean checkout of the kit"
     );
     assert!(!repo.join("../edited").exists(), "a refused export wrote files");
 }

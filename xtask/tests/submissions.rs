@@ -149,7 +149,8 @@ fn grade_class(class: &Path, csv: &Path, jobs: &str) -> Vec<Row> {
     assert_eq!(
         header,
         [
-            "student", "lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "total", "max", "not_run", "error"
+            "student", "lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "total", "max", "not_run",
+            "error"
         ]
     );
     lines
@@ -190,7 +191,7 @@ fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
         assert_eq!(points(row, "max"), max, "{row:?}");
         assert_eq!(row["error"], "", "{row:?}");
         assert_eq!(row["not_run"], "0", "{row:?}");
-        let by_part: u64 = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5"]
+        let by_part: u64 = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6"]
             .iter()
             .map(|p| points(row, p))
             .sum();
@@ -236,7 +237,7 @@ fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
     );
     // The forker's page walk starts processes and never returns: it scores as the hanging one
     // (its processes count against no other check), and nothing it started is left.
-    for part in ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "total"] {
+    for part in ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "total"] {
         assert_eq!(points(&forker, part), points(&hanging, part), "{part}: {forker:?}");
     }
     let report = read(&dir.join("grades-reports/forker.txt"));

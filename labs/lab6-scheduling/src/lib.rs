@@ -9,8 +9,9 @@
 //! everything else is given. Book: "Lab 6: Scheduling two VMs".
 //!
 //! Run it with `cargo run -p kvm-hello -- --lab schedule --policy round-robin`; check it with
-//! `cargo grade lab6`. (`--features solution` builds the reference in `solution.rs` instead of the
-//! functions marked `#[cfg(not(feature = "solution"))]`; you never need it.)
+//! `cargo grade lab6`.
+//! (`--features solution` builds the reference in `solution.rs` instead of the functions marked
+//! `#[cfg(not(feature = "solution"))]`; you never need it.)
 
 use std::io;
 use std::time::Duration;

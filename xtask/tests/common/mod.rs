@@ -8,13 +8,14 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 /// The labs, by folder.
-pub const LABS: [&str; 6] = [
+pub const LABS: [&str; 7] = [
     "lab0-lwn",
     "lab1-memory",
     "lab2-paging",
     "lab3-registers",
     "lab4-exit-loop",
     "lab5-hypercalls",
+    "lab6-scheduling",
 ];
 
 /// The instructors' repository (this workspace).
@@ -24,6 +25,45 @@ pub fn instructors() -> PathBuf {
 
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+}
+
+/// The untouched exercise of `lab` in the instructors' repository: the lab file if every function
+/// of the reference is still its `todo!` stub there, else the newest committed version that is
+/// (an instructor may be trying the labs in this repository).
+pub fn pristine_stub(lab: &str) -> String {
+    let root = instructors();
+    let file = format!("labs/{lab}/src/lib.rs");
+    let solution = read(&root.join(format!("labs/{lab}/src/solution.rs")));
+    let number = &lab[3..4];
+    let untouched = |source: &str| {
+        solution
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub fn "))
+            .filter_map(|rest| rest.split(['(', '<']).next())
+            .all(|name| source.contains(&format!("todo!(\"lab{number} {name} (")))
+    };
+    let working = read(&root.join(&file));
+    if untouched(&working) {
+        return working;
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["rev-list", "HEAD", "--", &file])
+        .lines()
+        .map(|rev| git(&["show", &format!("{rev}:{file}")]))
+        .find(|old| untouched(old))
+        .unwrap_or_else(|| panic!("{file}: no untouched version, in the working tree or in git"))
 }
 
 /// A fresh folder for one test under cargo's temporary directory.
@@ -230,12 +270,20 @@ pub fn solve(kit: &Path, lab: &str) {
     std::fs::write(&path, source).unwrap();
 }
 
-/// Every check of a `cargo grade --json` report passed, for full marks.
+/// Where the host's KVM is PVM (no hardware virtualisation): it refuses 32-bit paging.
+const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// Every check of a `cargo grade --json` report passed, for full marks (on a PVM host the paged32
+/// end-to-end check is not run, as the grader says, and counts neither way).
 pub fn assert_full_marks(results: &[Value]) {
     assert!(results.len() >= 40, "only {} checks", results.len());
     for result in results {
-        assert_eq!(
-            result["outcome"], "passed",
+        let pvm_paged32 = Path::new(PVM_MODULE).exists()
+            && result["check"] == "e2e_paged32_mode"
+            && result["outcome"] == "not_run"
+            && result["message"].as_str().is_some_and(|m| m.contains("PVM"));
+        assert!(
+            result["outcome"] == "passed" || pvm_paged32,
             "the solved student copy fails a check: {result}"
         );
     }
