@@ -107,9 +107,11 @@ pub fn stub_problem(lab: Lab, source: &str, solution: &str) -> Option<String> {
 
 /// The untouched exercise of `lab` in the kit at `root`, from a pristine source, never from
 /// whatever a student or an instructor trying the labs put in the lab file: the copy a student
-/// kit keeps in `xtask/stubs/`; in the instructors' repository the lab file if it is untouched,
-/// else its newest committed version that is (`git rev-list HEAD -- FILE`). Fails with one line.
-pub fn pristine_stub(root: &Path, lab: Lab) -> Result<String, String> {
+/// kit keeps in `xtask/stubs/`; in the instructors' repository the lab file if it is untouched
+/// (and `working_tree` allows it: a lab file that does not compile is not untouched, whatever its
+/// stubs look like), else its newest committed version that is (`git rev-list HEAD -- FILE`).
+/// Fails with one line.
+pub fn pristine_stub(root: &Path, lab: Lab, working_tree: bool) -> Result<String, String> {
     if let Ok(stub) = std::fs::read_to_string(root.join(lab.stub_copy())) {
         return Ok(stub);
     }
@@ -123,8 +125,10 @@ pub fn pristine_stub(root: &Path, lab: Lab) -> Result<String, String> {
         )
     })?;
     let working = std::fs::read_to_string(root.join(&file)).map_err(|err| io_error("read", &root.join(&file), err))?;
-    let Some(problem) = stub_problem(lab, &working, &solution) else {
-        return Ok(working);
+    let problem = match stub_problem(lab, &working, &solution) {
+        None if working_tree => return Ok(working),
+        None => "it does not compile".to_owned(),
+        Some(problem) => problem,
     };
     for rev in git(root, &["rev-list", "HEAD", "--", &file])
         .unwrap_or_default()

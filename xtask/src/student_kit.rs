@@ -479,7 +479,7 @@ type Stubs = BTreeMap<&'static str, String>;
 
 fn pristine_stubs(root: &Path) -> Result<Stubs, String> {
     LABS.iter()
-        .map(|lab| Ok((lab.dir, kit::pristine_stub(root, *lab)?)))
+        .map(|lab| Ok((lab.dir, kit::pristine_stub(root, *lab, true)?)))
         .collect()
 }
 
