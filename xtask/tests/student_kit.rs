@@ -132,8 +132,18 @@ fn assert_partial_credit(kit: &Path, lab: &str, number: u8, expected: &str, brea
     let broken = break_it(&solved);
     assert_ne!(broken, solved);
     std::fs::write(kit.join(&file), broken).unwrap();
-    let results = grade(kit);
+    let (results, stderr) = grade_with_stderr(kit);
     std::fs::write(kit.join(&file), solved).unwrap();
+    // The student sees the compiler's first error, with its file and line, before the scoreboard.
+    let said = stderr
+        .lines()
+        .find(|line| line.starts_with(&format!("cargo grade: {file} does not compile")))
+        .unwrap_or_else(|| panic!("cargo grade does not say that {file} does not compile: {stderr}"));
+    let first_error = said.split("First error: ").nth(1).unwrap_or_default();
+    assert!(
+        first_error.contains(expected) && first_error.contains(": error"),
+        "no first error with its place: {said}"
+    );
     let mut own_checks = 0;
     for result in &results {
         let check = result["check"].as_str().unwrap();

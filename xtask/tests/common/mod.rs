@@ -119,6 +119,11 @@ pub fn assert_tests_pass(kit: &Path, state: &str) {
 
 /// `cargo grade --json` in `kit`: every check's result.
 pub fn grade(kit: &Path) -> Vec<Value> {
+    grade_with_stderr(kit).0
+}
+
+/// `cargo grade --json` in `kit`: every check's result, and what it said on stderr.
+pub fn grade_with_stderr(kit: &Path) -> (Vec<Value>, String) {
     let out = cargo(kit, &["grade", "--json"]);
     assert!(
         out.status.success(),
@@ -131,7 +136,8 @@ pub fn grade(kit: &Path) -> Vec<Value> {
             String::from_utf8_lossy(&out.stdout)
         )
     });
-    results.as_array().expect("a list of checks").clone()
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (results.as_array().expect("a list of checks").clone(), stderr)
 }
 
 /// The reference's `use` lines, flattened to one path per name (`use crate::…` left out: lab
