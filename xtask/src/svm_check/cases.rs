@@ -13,7 +13,7 @@ const GREETING: &str = "Hello, world!\n";
 /// The modes of `kvm-hello --mode`.
 const MODES: [&str; 4] = ["long", "protected", "paged32", "real"];
 /// The extension labs of `kvm-hello --lab`.
-const LABS: [&str; 2] = ["lwn", "hypercalls"];
+const LABS: [&str; 3] = ["lwn", "hypercalls", "schedule"];
 /// kvm-hello's own limit for the kit's guests: generous, an emulated CPU is slow.
 const HELLO_TIMEOUT_SECS: &str = "20";
 /// The limit for a corpus guest that must be stopped (status 5): the tests use 1 s too.
