@@ -432,11 +432,15 @@ mod tests {
             "kvm-hello --mode paged32",
             "kvm-hello --mode real",
             "kvm-hello --lab hypercalls",
+            "kvm-hello --lab schedule",
             "grader",
         ] {
             assert!(labels.contains(&label), "{label} in {labels:?}");
         }
-        assert_eq!(cases.len(), 4 + 4 + 2 + guests::CORPUS.len() + PROBES.len() + 1);
+        assert_eq!(
+            cases.len(),
+            4 + 4 + LABS.len() + guests::CORPUS.len() + PROBES.len() + 1
+        );
         let files: Vec<String> = images(guests::CORPUS).into_iter().map(|(name, _)| name).collect();
         for case in &cases {
             if let Some(image) = &case.guest_image {
