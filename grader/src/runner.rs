@@ -759,8 +759,13 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        let escaped = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-        let _ = std::fs::remove_file(&pid_file);
+        assert_escaped_process_gone(&pid_file);
+    }
+
+    /// The process whose pid the check wrote to `pid_file` is gone (or a zombie).
+    fn assert_escaped_process_gone(pid_file: &Path) {
+        let escaped = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
+        let _ = std::fs::remove_file(pid_file);
         let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
         assert!(
             stat.is_empty() || stat.contains(") Z"),
@@ -778,13 +783,7 @@ mod tests {
         );
         let result = run_contained(sh(&script), b"", SHORT, false);
         assert!(matches!(result, Err(RunError::TimedOut(_))), "{result:?}");
-        let escaped = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-        let _ = std::fs::remove_file(&pid_file);
-        let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
-        assert!(
-            stat.is_empty() || stat.contains(") Z"),
-            "the escaped process {escaped} still runs: {stat}"
-        );
+        assert_escaped_process_gone(&pid_file);
     }
 
     #[test]
