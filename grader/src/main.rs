@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser};
 
-use grader::runner::{self, RUN_CHECK_ARG, matches_filter, run_suite};
+use grader::runner::{self, ProbeProgram, matches_filter, run_suite};
 use grader::{all_checks, rng, scoreboard};
 
 /// The first lines of the help text.
@@ -50,6 +50,10 @@ struct Cli {
     /// exits with status 1 when a check does not pass
     #[arg(long)]
     strict: bool,
+    /// the probe program that runs the labs (default: grader-probe beside this program; cargo
+    /// grade builds both)
+    #[arg(long, value_name = "PATH")]
+    probe: Option<PathBuf>,
     /// print this help
     #[arg(short = 'h', long = "help", action = ArgAction::SetTrue)]
     help: bool,
@@ -89,26 +93,14 @@ fn usage_error(err: &clap::Error) -> String {
     }
 }
 
-/// The grader binary is also kvm-hello (`grader vmm ARGS`), so the end-to-end checks run the VMM
-/// built from the same labs without a second build.
-const VMM_ARG: &str = "vmm";
-
-fn this_exe() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("grader"))
+/// The probe beside this program: `cargo build -p grader` builds both.
+fn default_probe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("grader"));
+    exe.with_file_name("grader-probe")
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some(VMM_ARG) => {
-            let status = kvm_hello::main_with_args(args[1..].iter().map(Into::into));
-            return ExitCode::from(status.code() as u8);
-        }
-        Some(RUN_CHECK_ARG) => {
-            return ExitCode::from(runner::child_main((this_exe(), vec![VMM_ARG.to_owned()])));
-        }
-        _ => {}
-    }
 
     if args.iter().any(|arg| arg == "-h" || arg == "--help") {
         print!("{}", Cli::command().render_help());
@@ -133,21 +125,32 @@ fn main() -> ExitCode {
         json,
         seed,
         strict,
+        probe,
         ..
     } = cli;
+    let probe = probe.unwrap_or_else(default_probe);
+    if !probe.is_file() {
+        eprintln!(
+            "grader: no probe at {}: build it with `cargo build -p grader` (cargo grade does), or name it with --probe",
+            probe.display()
+        );
+        return ExitCode::from(2);
+    }
     if !words.is_empty() && !all_checks().iter().any(|c| matches_filter(c, &words)) {
         eprintln!("grader: no check matches {words:?}: try lab1 to lab4, e2e, lab0, lab5 or a name from --list");
         return ExitCode::from(2);
     }
 
     runner::forward_interrupts();
-    // Lab code runs as the same user: without this it could open the grader's own stdout
-    // through /proc/<grader>/fd and print a scoreboard of its own (non-dumpable, /proc/<pid>
-    // belongs to root). Children are dumpable again after exec.
+    // Unjailed, lab code runs as the same user: without this it could open the grader's own
+    // stdout through /proc/<grader>/fd (non-dumpable, /proc/<pid> belongs to root). Children are
+    // dumpable again after exec.
     // SAFETY: prctl(PR_SET_DUMPABLE) changes a flag of this process only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let seed = seed.unwrap_or_else(rng::fresh_seed);
-    let mut suite = run_suite(&this_exe(), seed, |check| matches_filter(check, &words));
+    let mut suite = run_suite(&mut ProbeProgram { exe: probe }, seed, |check| {
+        matches_filter(check, &words)
+    });
     if let Some(signal) = suite.interrupted {
         let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
         eprintln!("grader: interrupted ({name}): the running check and everything it started were stopped; no score");
