@@ -93,7 +93,7 @@ fn usage_error(err: &clap::Error) -> String {
     }
 }
 
-/// The probe beside this program: `cargo build -p grader` builds both.
+/// The probe beside this program: `cargo build -p grader --features probe` builds both.
 fn default_probe() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("grader"));
     exe.with_file_name("grader-probe")
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     let probe = probe.unwrap_or_else(default_probe);
     if !probe.is_file() {
         eprintln!(
-            "grader: no probe at {}: build it with `cargo build -p grader` (cargo grade does), or name it with --probe",
+            "grader: no probe at {}: build it with `cargo build -p grader --features probe` (cargo grade does), or name it with --probe",
             probe.display()
         );
         return ExitCode::from(2);

@@ -1,6 +1,8 @@
 //! `cargo test -p grader`: every check of the grader as a test. The suite runs once (each request
 //! in a fresh probe process, in lab order, blocked checks not run) and each test reports its check.
 
+#![cfg(feature = "probe")]
+
 use std::sync::OnceLock;
 
 use grader::HostNeed;

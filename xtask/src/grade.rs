@@ -44,9 +44,25 @@ struct Build {
     lab_warnings: Vec<String>,
 }
 
-pub fn run(args: Args) -> u8 {
+/// `cargo grade --solution`: grade the reference solutions (the instructors' repository only).
+const SOLUTION_ARG: &str = "--solution";
+
+pub fn run(mut args: Args) -> u8 {
     let root = kit::root();
-    let (build, broken, grader_root) = match build_around_broken_labs(&root) {
+    let solution = args.grader_args.iter().any(|arg| arg == SOLUTION_ARG);
+    args.grader_args.retain(|arg| arg != SOLUTION_ARG);
+    if solution && !root.join("labs/lab1-memory/src/solution.rs").is_file() {
+        return fail(
+            status::USAGE,
+            "--solution grades the reference solutions, which only the instructors' repository has",
+        );
+    }
+    let features = if solution {
+        "grader/probe grader/solution"
+    } else {
+        "grader/probe"
+    };
+    let (build, broken, grader_root) = match build_around_broken_labs(&root, features) {
         Ok(found) => found,
         Err(message) => return fail(status::IO, &message),
     };
@@ -85,8 +101,8 @@ pub fn run(args: Args) -> u8 {
 /// Builds the grader; when lab files do not compile, builds it in the shadow copy with their
 /// untouched stubs instead. Returns the last build, the labs stubbed out with their first error,
 /// and the root of the kit that was built.
-fn build_around_broken_labs(root: &Path) -> Result<(Build, BTreeMap<u8, String>, PathBuf), String> {
-    let mut build = build_grader(root, &root.join("target"))?;
+fn build_around_broken_labs(root: &Path, features: &str) -> Result<(Build, BTreeMap<u8, String>, PathBuf), String> {
+    let mut build = build_grader(root, &root.join("target"), features)?;
     let mut broken = build.broken_labs.clone();
     if build.grader.is_some() || broken.is_empty() || !build.other_errors.is_empty() {
         return Ok((build, broken, root.to_path_buf()));
@@ -94,7 +110,7 @@ fn build_around_broken_labs(root: &Path) -> Result<(Build, BTreeMap<u8, String>,
     // Stub out the labs that fail, build again, until the kit builds (a lab that uses a broken
     // one may only fail once that one is stubbed out, or the kit's own code may name a lab).
     for _ in 0..MAX_ROUNDS {
-        build = build_shadow(root, &broken)?;
+        build = build_shadow(root, &broken, features)?;
         if build.grader.is_some() || !build.other_errors.is_empty() {
             break;
         }
@@ -114,14 +130,14 @@ fn build_around_broken_labs(root: &Path) -> Result<(Build, BTreeMap<u8, String>,
         for lab in broken.keys().copied().collect::<Vec<_>>() {
             let mut trial = broken.clone();
             trial.remove(&lab);
-            let trial_build = build_shadow(root, &trial)?;
+            let trial_build = build_shadow(root, &trial, features)?;
             last_trial_built = trial_build.grader.is_some();
             if last_trial_built {
                 (build, broken) = (trial_build, trial);
             }
         }
         if !last_trial_built {
-            build = build_shadow(root, &broken)?;
+            build = build_shadow(root, &broken, features)?;
         }
     }
     Ok((build, broken, shadow_root(root)))
@@ -132,9 +148,13 @@ fn shadow_root(root: &Path) -> PathBuf {
 }
 
 /// Builds the grader in the shadow copy, with `broken` labs stubbed out.
-fn build_shadow(root: &Path, broken: &BTreeMap<u8, String>) -> Result<Build, String> {
+fn build_shadow(root: &Path, broken: &BTreeMap<u8, String>, features: &str) -> Result<Build, String> {
     prepare_shadow(root, &shadow_root(root), broken)?;
-    build_grader(&shadow_root(root), &root.join("target").join(SHADOW_DIR).join("target"))
+    build_grader(
+        &shadow_root(root),
+        &root.join("target").join(SHADOW_DIR).join("target"),
+        features,
+    )
 }
 
 /// The compiler's warnings about the lab files, as `cargo build` would show them, short.
@@ -157,7 +177,7 @@ fn fail(code: u8, message: &str) -> u8 {
 
 /// Builds the grader of the kit at `root` into `target`, going on past crates that fail, and
 /// sorts the errors by lab.
-fn build_grader(root: &Path, target: &Path) -> Result<Build, String> {
+fn build_grader(root: &Path, target: &Path, features: &str) -> Result<Build, String> {
     let out = Command::new(kit::cargo())
         .current_dir(root)
         .args([
@@ -167,6 +187,9 @@ fn build_grader(root: &Path, target: &Path) -> Result<Build, String> {
             "--message-format=json-diagnostic-short",
             "-p",
             "grader",
+            // Both binaries: the judge (no lab code) and the probe (the labs).
+            "--features",
+            features,
         ])
         .arg("--target-dir")
         .arg(target)
