@@ -43,6 +43,9 @@ struct Cli {
     /// list the checks
     #[arg(long)]
     list: bool,
+    /// print the number of hidden checks and their points (for cargo xtask student-kit)
+    #[arg(long, hide = true)]
+    hidden_summary: bool,
     /// draw the checks' inputs from seed N (the scoreboard prints the seed of each run)
     #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = parse_seed)]
     seed: Option<u64>,
@@ -113,9 +116,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.hidden_summary {
+        let hidden: Vec<_> = all_checks().into_iter().filter(|c| c.hidden).collect();
+        println!("{} {}", hidden.len(), hidden.iter().map(|c| c.points).sum::<u32>());
+        return ExitCode::SUCCESS;
+    }
     if cli.list {
         for check in all_checks() {
-            println!("{:<40} {} pt  {}", check.name, check.points, check.title);
+            let hidden = if check.hidden { " (hidden)" } else { "" };
+            println!("{:<40} {} pt  {}{hidden}", check.name, check.points, check.title);
         }
         return ExitCode::SUCCESS;
     }

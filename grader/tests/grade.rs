@@ -87,6 +87,8 @@ checks!(
     lab2_translate_identity,
     lab2_translate_faults,
     lab2_translate_other_pages,
+    lab2_translate_hidden_cr3_flags,
+    lab2_translate_hidden_many_addresses,
     lab3_flat_segment,
     lab3_long_mode_control_registers,
     lab3_long_mode_code_segment,

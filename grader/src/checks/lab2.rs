@@ -12,7 +12,7 @@ use crate::{Check, Ctx, Part, Stop, describe};
 
 const LAB: u8 = 2;
 /// Lab 2's checks need no KVM and no other lab.
-const PURE: Group = Group {
+pub(super) const PURE: Group = Group {
     part: Part::Lab(LAB),
     needs: &[],
     runs_guest: false,
@@ -255,4 +255,17 @@ fn translate_faults(ctx: &mut Ctx) -> Result<(), Stop> {
 fn translate_other_pages(ctx: &mut Ctx) -> Result<(), Stop> {
     let tables = RandomTables::build(&mut ctx.rng());
     expect_walks(ctx, tables.memory, tables.cr3, &tables.walks)
+}
+
+/// Hidden: the random tables with CR3's cache-control bits (PWT, bit 3; PCD, bit 4) set: the
+/// walk takes the PML4's address from bits 12..51 only.
+pub(super) fn translate_with_cr3_flags(ctx: &mut Ctx) -> Result<(), Stop> {
+    let tables = RandomTables::build(&mut ctx.rng());
+    expect_walks(ctx, tables.memory, tables.cr3 | 0x18, &tables.walks)
+}
+
+/// Hidden: many more addresses through the identity map, in it and around it.
+pub(super) fn translate_many_addresses(ctx: &mut Ctx) -> Result<(), Stop> {
+    let walks = walker::identity_walks(&mut ctx.rng(), 64, true);
+    expect_walks(ctx, walker::identity_map(), PML4_ADDR, &walks)
 }
