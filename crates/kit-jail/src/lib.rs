@@ -165,7 +165,10 @@ impl Jail {
             reason: err,
             fix: "report this: the seccomp filter does not compile for this architecture".to_owned(),
         })?;
-        let jail = Jail { bwrap, seccomp: seccomp.into() };
+        let jail = Jail {
+            bwrap,
+            seccomp: seccomp.into(),
+        };
         jail.prove()?;
         Ok(jail)
     }
@@ -195,7 +198,11 @@ impl Jail {
             reason: err.to_string(),
             fix: "check that /usr is readable and memfd_create works".to_owned(),
         })?;
-        let output = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output();
+        let output = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
         let output = output.map_err(|err| Unavailable {
             reason: format!("cannot run {}: {err}", self.bwrap.display()),
             fix: "install bubblewrap (apt-get install bubblewrap)".to_owned(),
@@ -204,7 +211,12 @@ impl Jail {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let said = stderr.lines().find(|line| !line.trim().is_empty()).unwrap_or("").trim().to_owned();
+        let said = stderr
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned();
         Err(diagnose(&said, output.status))
     }
 }
@@ -212,7 +224,11 @@ impl Jail {
 /// Names the cause of a failed trial jail from what bwrap said and what the host's settings show.
 fn diagnose(said: &str, status: std::process::ExitStatus) -> Unavailable {
     let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned());
-    let bwrap_said = if said.is_empty() { format!("bwrap exited with {status}") } else { format!("bwrap: {said}") };
+    let bwrap_said = if said.is_empty() {
+        format!("bwrap exited with {status}")
+    } else {
+        format!("bwrap: {said}")
+    };
     if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
         return Unavailable {
             reason: format!("unprivileged user namespaces are disabled ({bwrap_said})"),
@@ -247,7 +263,9 @@ fn find_bwrap() -> Option<PathBuf> {
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .map(|dir| dir.join("bwrap"));
-    on_path.chain([PathBuf::from(DEFAULT_BWRAP)]).find(|candidate| is_executable(candidate))
+    on_path
+        .chain([PathBuf::from(DEFAULT_BWRAP)])
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -314,16 +332,24 @@ impl JailBuilder<'_> {
     /// descriptor contract. stdin, stdout and stderr are the caller's to set.
     pub fn build(self) -> Result<Command, BuildError> {
         let absolute = |path: &Path| -> Result<PathBuf, BuildError> {
-            let canonical =
-                path.canonicalize().map_err(|err| BuildError::Path(path.to_owned(), err.to_string()))?;
+            let canonical = path
+                .canonicalize()
+                .map_err(|err| BuildError::Path(path.to_owned(), err.to_string()))?;
             Ok(canonical)
         };
-        let read_only = self.read_only.iter().map(|path| absolute(path)).collect::<Result<Vec<_>, _>>()?;
+        let read_only = self
+            .read_only
+            .iter()
+            .map(|path| absolute(path))
+            .collect::<Result<Vec<_>, _>>()?;
         let scratch = match &self.scratch {
             Some(dir) => {
                 let dir = absolute(dir)?;
                 if !dir.is_dir() {
-                    return Err(BuildError::Path(dir, "the scratch directory is not a directory".to_owned()));
+                    return Err(BuildError::Path(
+                        dir,
+                        "the scratch directory is not a directory".to_owned(),
+                    ));
                 }
                 Some(dir)
             }
@@ -335,7 +361,10 @@ impl JailBuilder<'_> {
         let program = Path::new(&self.program);
         if program.is_absolute() {
             let inside = program.starts_with("/usr")
-                || read_only.iter().chain(scratch.iter()).any(|dir| program.starts_with(dir));
+                || read_only
+                    .iter()
+                    .chain(scratch.iter())
+                    .any(|dir| program.starts_with(dir));
             if !inside {
                 return Err(BuildError::Path(
                     program.to_owned(),
@@ -348,7 +377,11 @@ impl JailBuilder<'_> {
         let mut command = Command::new(&self.jail.bwrap);
         command.args(["--unshare-all", "--unshare-user", "--disable-userns"]);
         command.args(["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
-        command.arg("--uid").arg(JAIL_UID.to_string()).arg("--gid").arg(JAIL_GID.to_string());
+        command
+            .arg("--uid")
+            .arg(JAIL_UID.to_string())
+            .arg("--gid")
+            .arg(JAIL_GID.to_string());
         command.args(["--hostname", "jail"]);
         for path in ROOT_PATHS {
             let path = Path::new(path);
@@ -382,7 +415,11 @@ impl JailBuilder<'_> {
                 OsString::from("/tmp")
             }
         };
-        command.args(["--clearenv", "--setenv", "PATH", JAIL_PATH]).arg("--setenv").arg("HOME").arg(home);
+        command
+            .args(["--clearenv", "--setenv", "PATH", JAIL_PATH])
+            .arg("--setenv")
+            .arg("HOME")
+            .arg(home);
         for (key, value) in &self.env {
             command.arg("--setenv").arg(key).arg(value);
         }
@@ -437,6 +474,10 @@ mod tests {
         assert!(fd.as_raw_fd() >= FIRST_JAIL_FD);
         // SAFETY: F_GETFD on a descriptor we own.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
-        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "close-on-exec in the caller");
+        assert_eq!(
+            flags & libc::FD_CLOEXEC,
+            libc::FD_CLOEXEC,
+            "close-on-exec in the caller"
+        );
     }
 }

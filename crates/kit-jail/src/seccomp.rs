@@ -104,8 +104,13 @@ pub(crate) fn program_bytes() -> Result<Vec<u8>, String> {
         .map(|&flag| rule(0, SeccompCmpOp::MaskedEq(flag as u64), flag as u64));
     rules.insert(libc::SYS_clone, clones.collect::<Result<_, _>>()?);
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|err| format!("seccomp: {err}"))?;
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
-        .map_err(|err| format!("seccomp filter: {err}"))?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|err| format!("seccomp filter: {err}"))?;
     let compiled: BpfProgram = filter.try_into().map_err(|err| format!("seccomp filter: {err}"))?;
     let mut program = x32_guard();
     program.extend(compiled);
@@ -125,9 +130,24 @@ fn x32_guard() -> BpfProgram {
         return Vec::new();
     }
     vec![
-        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: NR_OFFSET },
-        sock_filter { code: BPF_JGE_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
-        sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32 },
+        sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: NR_OFFSET,
+        },
+        sock_filter {
+            code: BPF_JGE_K,
+            jt: 0,
+            jf: 1,
+            k: X32_SYSCALL_BIT,
+        },
+        sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
     ]
 }
 
