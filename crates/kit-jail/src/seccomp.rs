@@ -1,0 +1,173 @@
+//! The seccomp filter of the jailed program: a deny list (EPERM, not a kill) of the system calls
+//! that reach other processes' memory, the kernel's attack surface, or the mount and namespace
+//! setup bwrap has made; everything else (KVM's ioctls, mmap, threads, signals, timers, fork and
+//! exec, pipes, prctl) is allowed, so a Rust VMM runs unchanged.
+//!
+//! `kill`, `tgkill`, `pidfd_open` and friends are allowed: the jail's pid namespace already keeps
+//! them inside (a process outside has no pid in the jail, so no call can name it), and a VMM
+//! signals its own vCPU threads (lab 6's POSIX timer signal).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch, sock_filter,
+};
+
+/// System calls refused with EPERM whatever their arguments.
+const REFUSED: &[(&str, libc::c_long)] = &[
+    // Other processes' memory and descriptors.
+    ("ptrace", libc::SYS_ptrace),
+    ("process_vm_readv", libc::SYS_process_vm_readv),
+    ("process_vm_writev", libc::SYS_process_vm_writev),
+    ("kcmp", libc::SYS_kcmp),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
+    // The mount namespace bwrap built stays as it is.
+    ("mount", libc::SYS_mount),
+    ("umount2", libc::SYS_umount2),
+    ("pivot_root", libc::SYS_pivot_root),
+    ("chroot", libc::SYS_chroot),
+    ("open_tree", libc::SYS_open_tree),
+    ("move_mount", libc::SYS_move_mount),
+    ("fsopen", libc::SYS_fsopen),
+    ("fsconfig", libc::SYS_fsconfig),
+    ("fsmount", libc::SYS_fsmount),
+    ("fspick", libc::SYS_fspick),
+    ("mount_setattr", libc::SYS_mount_setattr),
+    // No new namespaces and no way into another one.
+    ("unshare", libc::SYS_unshare),
+    ("setns", libc::SYS_setns),
+    // Kernel attack surface a VMM has no use for.
+    ("bpf", libc::SYS_bpf),
+    ("perf_event_open", libc::SYS_perf_event_open),
+    ("keyctl", libc::SYS_keyctl),
+    ("add_key", libc::SYS_add_key),
+    ("request_key", libc::SYS_request_key),
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
+    ("userfaultfd", libc::SYS_userfaultfd),
+    ("open_by_handle_at", libc::SYS_open_by_handle_at),
+    ("name_to_handle_at", libc::SYS_name_to_handle_at),
+    ("kexec_load", libc::SYS_kexec_load),
+    ("kexec_file_load", libc::SYS_kexec_file_load),
+    ("init_module", libc::SYS_init_module),
+    ("finit_module", libc::SYS_finit_module),
+    ("delete_module", libc::SYS_delete_module),
+    ("reboot", libc::SYS_reboot),
+    ("swapon", libc::SYS_swapon),
+    ("swapoff", libc::SYS_swapoff),
+    ("acct", libc::SYS_acct),
+    ("syslog", libc::SYS_syslog),
+    ("iopl", libc::SYS_iopl),
+    ("ioperm", libc::SYS_ioperm),
+];
+
+/// Terminal ioctls that push input into a terminal or read its screen (the jail also has no
+/// controlling terminal: bwrap's `--new-session`).
+const REFUSED_IOCTLS: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
+
+/// `clone` flags that make a namespace (clone3's flags are in memory, out of a filter's reach:
+/// bwrap's `--disable-userns` and the dropped capabilities refuse those).
+const NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWCGROUP,
+];
+
+/// The names of the system calls the filter refuses whatever their arguments (for docs and tests).
+pub fn refused_syscalls() -> impl Iterator<Item = &'static str> {
+    REFUSED.iter().map(|(name, _)| *name)
+}
+
+/// The filter, compiled to a classic BPF program in bwrap's `--seccomp` format: `struct
+/// sock_filter` after `struct sock_filter`, in native byte order.
+pub(crate) fn program_bytes() -> Result<Vec<u8>, String> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    let rule = |arg, op, value| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
+            .and_then(|condition| SeccompRule::new(vec![condition]))
+            .map_err(|err| format!("seccomp rule: {err}"))
+    };
+    let ioctls = REFUSED_IOCTLS.iter().map(|&request| {
+        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
+            .and_then(|condition| SeccompRule::new(vec![condition]))
+            .map_err(|err| format!("seccomp rule: {err}"))
+    });
+    rules.insert(libc::SYS_ioctl, ioctls.collect::<Result<_, _>>()?);
+    let clones = NAMESPACE_FLAGS
+        .iter()
+        .map(|&flag| rule(0, SeccompCmpOp::MaskedEq(flag as u64), flag as u64));
+    rules.insert(libc::SYS_clone, clones.collect::<Result<_, _>>()?);
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|err| format!("seccomp: {err}"))?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|err| format!("seccomp filter: {err}"))?;
+    let compiled: BpfProgram = filter.try_into().map_err(|err| format!("seccomp filter: {err}"))?;
+    let mut program = x32_guard();
+    program.extend(compiled);
+    Ok(program.iter().flat_map(to_bytes).collect())
+}
+
+/// On x86_64, x32 system calls (numbers with bit 30 set) carry the same audit arch as 64-bit
+/// ones and would slip past a filter keyed on 64-bit numbers: they are refused first (ENOSYS).
+fn x32_guard() -> BpfProgram {
+    const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const NR_OFFSET: u32 = 0; // offsetof(struct seccomp_data, nr)
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    if !cfg!(target_arch = "x86_64") {
+        return Vec::new();
+    }
+    vec![
+        sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: NR_OFFSET,
+        },
+        sock_filter {
+            code: BPF_JGE_K,
+            jt: 0,
+            jf: 1,
+            k: X32_SYSCALL_BIT,
+        },
+        sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+    ]
+}
+
+fn to_bytes(instruction: &sock_filter) -> [u8; 8] {
+    let mut bytes = [0; 8];
+    bytes[0..2].copy_from_slice(&instruction.code.to_ne_bytes());
+    bytes[2] = instruction.jt;
+    bytes[3] = instruction.jf;
+    bytes[4..8].copy_from_slice(&instruction.k.to_ne_bytes());
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_compiles_to_whole_instructions() {
+        let bytes = program_bytes().expect("the filter compiles");
+        assert_eq!(bytes.len() % 8, 0);
+        assert!(bytes.len() / 8 > REFUSED.len(), "one test per refused call at least");
+    }
+}
