@@ -14,7 +14,10 @@ const ABOUT: &str = "grader: grades the labs of the KVM lab kit (cargo grade).";
 /// The last lines of the help text.
 const STATUSES: &str = "\
 Exit status: 0 graded (whatever the score), 1 a check did not pass under --strict, 2 bad usage,
-130/143 interrupted by SIGINT/SIGTERM.";
+4 --strict on a host that cannot jail lab code, 130/143 interrupted by SIGINT/SIGTERM.";
+
+/// `--strict` where lab code cannot be jailed: no official grade.
+const STATUS_NO_JAIL: u8 = 4;
 
 /// The command line, parsed with clap as kvm-hello's is; every error is one line, status 2.
 #[derive(Debug, Parser)]
@@ -150,6 +153,18 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
+    // Lab code runs jailed wherever this host can; an official grade needs the jail.
+    let jail = match kit_jail::Jail::detect() {
+        Ok(jail) => Some(jail),
+        Err(why) if strict => {
+            eprintln!("grader: --strict gives an official grade only with lab code jailed: {why}");
+            return ExitCode::from(STATUS_NO_JAIL);
+        }
+        Err(why) => {
+            eprintln!("grader: lab code runs unjailed here, as your user ({why}); official grading jails it");
+            None
+        }
+    };
     runner::forward_interrupts();
     // Unjailed, lab code runs as the same user: without this it could open the grader's own
     // stdout through /proc/<grader>/fd (non-dumpable, /proc/<pid> belongs to root). Children are
@@ -157,7 +172,7 @@ fn main() -> ExitCode {
     // SAFETY: prctl(PR_SET_DUMPABLE) changes a flag of this process only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let seed = seed.unwrap_or_else(rng::fresh_seed);
-    let mut suite = run_suite(&mut ProbeProgram { exe: probe }, seed, |check| {
+    let mut suite = run_suite(&mut ProbeProgram { exe: probe, jail }, seed, |check| {
         matches_filter(check, &words)
     });
     if let Some(signal) = suite.interrupted {

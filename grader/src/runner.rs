@@ -440,16 +440,44 @@ pub fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// The probe as a program: each request runs in a fresh process of it.
+/// The probe as a program: each request runs in a fresh process of it, jailed when a jail is
+/// given (its own namespaces, only the probe and /dev/kvm in view, a private /tmp, no network,
+/// the seccomp filter: see `kit-jail`).
 #[derive(Debug, Clone)]
 pub struct ProbeProgram {
     /// The `grader-probe` executable.
     pub exe: PathBuf,
+    /// The jail, or `None` to run the probe as this user, unjailed (local grading where this
+    /// host cannot jail; never an official grade).
+    pub jail: Option<kit_jail::Jail>,
+}
+
+impl ProbeProgram {
+    /// The probe at `exe`, unjailed.
+    pub fn unjailed(exe: impl Into<PathBuf>) -> ProbeProgram {
+        ProbeProgram {
+            exe: exe.into(),
+            jail: None,
+        }
+    }
+
+    /// The command that runs the probe once.
+    fn command(&self) -> std::io::Result<Command> {
+        let Some(jail) = &self.jail else {
+            return Ok(Command::new(&self.exe));
+        };
+        jail.command(&self.exe)
+            .read_only(&self.exe)
+            .kvm(std::path::Path::new("/dev/kvm").exists())
+            .build()
+            .map_err(|err| std::io::Error::other(err.to_string()))
+    }
 }
 
 impl Backend for ProbeProgram {
     fn exchange(&mut self, input: &[u8], limits: Limits) -> Result<Finished, RunError> {
-        run_with_limit(Command::new(&self.exe), input, limits)
+        let command = self.command().map_err(RunError::Spawn)?;
+        run_with_limit(command, input, limits)
     }
 }
 

@@ -17,9 +17,7 @@ fn suite() -> &'static Suite {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(grader::rng::fresh_seed);
-        let mut probe = ProbeProgram {
-            exe: env!("CARGO_BIN_EXE_grader-probe").into(),
-        };
+        let mut probe = ProbeProgram::unjailed(env!("CARGO_BIN_EXE_grader-probe"));
         run_suite(&mut probe, seed, |_| true)
     })
 }

@@ -153,6 +153,11 @@ fn pd_entry(ctx: &mut Ctx) -> Result<(), Stop> {
 fn nothing_else_mapped(ctx: &mut Ctx) -> Result<(), Stop> {
     let (memory, _) = built_long_tables(ctx)?;
     let first_entries = [PML4_ADDR, PDPT_ADDR, PD_ADDR];
+    // Tables that map nothing map nothing else either: this check counts once the three are there.
+    if first_entries.iter().any(|&addr| memory.at(addr) & PTE_PRESENT == 0) {
+        let what = "the identity map's three entries are not all present (see lab2_pml4_entry, lab2_pdpt_entry and lab2_pd_entry): no other entry is judged before they are";
+        return Err(fail(LAB, LONG, what).into());
+    }
     for (level, table) in [(Level::Pml4, PML4_ADDR), (Level::Pdpt, PDPT_ADDR), (Level::Pd, PD_ADDR)] {
         for index in 1..512 {
             let entry = memory.at(table + index * 8);
