@@ -495,3 +495,147 @@ fn a_program_outside_the_jails_view_is_refused_when_built() {
         .expect_err("a program the jail cannot see");
     assert!(err.to_string().contains("not under /usr"), "{err}");
 }
+
+/// What the grader's runner does to the child it starts (grader/src/sandbox.rs `limit_child`):
+/// its own process group, a parent-death signal, and RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU.
+fn with_runner_limits(mut command: Command) -> Command {
+    const MAX_ADDRESS_SPACE: u64 = 4 << 30;
+    let nproc = 4096 + 256;
+    // SAFETY: prctl and setrlimit are async-signal-safe and change this child only.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            for (resource, limit) in [
+                (libc::RLIMIT_AS, MAX_ADDRESS_SPACE),
+                (libc::RLIMIT_NPROC, nproc),
+                (libc::RLIMIT_CPU, 12),
+                (libc::RLIMIT_CORE, 0),
+            ] {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(resource, &rlimit) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command.process_group(0);
+    command
+}
+
+#[test]
+fn a_vm_is_created_under_the_runners_limits_and_reports_on_fd_3() {
+    let jail = jail();
+    require_kvm();
+    require_python();
+    let script = r#"
+import fcntl, os
+kvm = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
+vm = fcntl.ioctl(kvm, 0xAE01, 0)
+child = os.fork()
+if child == 0:
+    os._exit(0 if fcntl.ioctl(os.open('/dev/kvm', os.O_RDWR), 0xAE01, 0) > 2 else 1)
+ok = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+os.write(3, b'vm in parent and child' if vm > 2 and ok else b'no vm')
+"#;
+    let command = jail
+        .command(PYTHON)
+        .args(["-c", script])
+        .kvm(true)
+        .build()
+        .expect("build");
+    let (command, read) = with_result_pipe(command);
+    let mut command = with_runner_limits(command);
+    let output = command.stdin(Stdio::null()).output().expect("run bwrap");
+    drop(command);
+    ok_stdout(&output);
+    let mut received = String::new();
+    std::fs::File::from(read)
+        .read_to_string(&mut received)
+        .expect("read the pipe");
+    assert_eq!(received, "vm in parent and child");
+}
+
+#[test]
+fn killing_bwrap_ends_every_process_in_the_jail() {
+    // What a runner that stops a check does first: the jailed processes are in another session
+    // (--new-session) and pid namespace, and still end with the bwrap they run under.
+    let jail = jail();
+    let scratch = fresh_dir("killed");
+    let script = r#"
+import os, time
+for _ in range(3):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+open('started', 'w').write(str(os.getpid()))
+time.sleep(60)
+"#;
+    require_python();
+    let mut command = jail
+        .command(PYTHON)
+        .args(["-c", script])
+        .scratch(&scratch)
+        .build()
+        .expect("build");
+    let mut child = command.stdin(Stdio::null()).spawn().expect("run bwrap");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !scratch.join("started").exists() {
+        assert!(std::time::Instant::now() < deadline, "the jailed script did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let jailed = processes_under(child.id());
+    assert!(jailed.len() >= 5, "bwrap, its init, python and 3 children: {jailed:?}");
+    child.kill().expect("kill bwrap");
+    child.wait().expect("reap bwrap");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = jailed.iter().copied().filter(|pid| is_live(*pid)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jailed processes outlived bwrap: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `pid` and its descendants, from the host's /proc.
+fn processes_under(pid: u32) -> Vec<u32> {
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut tree = vec![pid];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &p in &all {
+            if !tree.contains(&p) && parent_of(p).is_some_and(|parent| tree.contains(&parent)) {
+                tree.push(p);
+                grew = true;
+            }
+        }
+    }
+    tree
+}
+
+/// Whether `pid` runs (a zombie has ended).
+fn is_live(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
