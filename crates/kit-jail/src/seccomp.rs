@@ -65,7 +65,7 @@ const REFUSED: &[(&str, libc::c_long)] = &[
 
 /// Terminal ioctls that push input into a terminal or read its screen (the jail also has no
 /// controlling terminal: bwrap's `--new-session`).
-const REFUSED_IOCTLS: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
+const REFUSED_IOCTLS: &[libc::Ioctl] = &[libc::TIOCSTI, libc::TIOCLINUX];
 
 /// `clone` flags that make a namespace (clone3's flags are in memory, out of a filter's reach:
 /// bwrap's `--disable-userns` and the dropped capabilities refuse those).
