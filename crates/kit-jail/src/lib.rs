@@ -55,7 +55,10 @@
 //! root owns *through the owner's permission bits* (that is how it reaches `/dev/kvm`, which is
 //! `root:root 0600` on the measurement host), but every path it sees is read-only except its
 //! scratch directory and `/dev/kvm`, its `/proc` shows only its own processes, it has no network
-//! and it cannot name a process outside (pid namespace). To run it under an unprivileged uid
+//! and it cannot name a process outside (pid namespace). Its files in the scratch directory are
+//! that uid's on the host: the filter refuses set-user-ID and set-group-ID bits, and the caller
+//! keeps the scratch directory inside a directory only it can enter (0700) and removes it after
+//! the run. To run it under an unprivileged uid
 //! outside as well, start the grader as that user and give the user read/write access to
 //! `/dev/kvm` (Debian: the `kvm` group).
 //!

@@ -639,3 +639,47 @@ fn is_live(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+#[test]
+fn the_jail_cannot_leave_a_set_id_file_on_the_host() {
+    // Its files in the scratch directory belong to the uid that started bwrap (root, when the
+    // grader runs as root): a set-user-ID one would run as that user for whoever executes it.
+    let jail = jail();
+    let scratch = fresh_dir("set-id");
+    let script = r#"
+import os, stat
+def attempt(what, action):
+    try:
+        action()
+        print(what, 'ok')
+    except OSError as err:
+        print(what, os.strerror(err.errno))
+open('plain', 'w').write('#!/bin/sh\n')
+attempt('chmod 755', lambda: os.chmod('plain', 0o755))
+attempt('chmod 4755', lambda: os.chmod('plain', 0o4755))
+attempt('chmod 2755', lambda: os.chmod('plain', 0o2755))
+attempt('fchmod 4755', lambda: os.fchmod(os.open('plain', os.O_RDONLY), 0o4755))
+attempt('create 644', lambda: os.close(os.open('created', os.O_CREAT | os.O_WRONLY, 0o644)))
+attempt('create 4755', lambda: os.close(os.open('setuid', os.O_CREAT | os.O_WRONLY, 0o4755)))
+attempt('mknod 4755', lambda: os.mknod('node', stat.S_IFREG | 0o4755))
+attempt('open 4755 without O_CREAT', lambda: os.close(os.open('plain', os.O_RDONLY, 0o4755)))
+"#;
+    let stdout = ok_stdout(&python(&jail, script, |b| b.scratch(&scratch)));
+    let refused = "Operation not permitted";
+    let expected = [
+        "chmod 755 ok".to_owned(),
+        format!("chmod 4755 {refused}"),
+        format!("chmod 2755 {refused}"),
+        format!("fchmod 4755 {refused}"),
+        "create 644 ok".to_owned(),
+        format!("create 4755 {refused}"),
+        format!("mknod 4755 {refused}"),
+        "open 4755 without O_CREAT ok".to_owned(),
+    ];
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
+    for entry in std::fs::read_dir(&scratch).unwrap() {
+        let entry = entry.unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o6000, 0, "{} is set-id on the host", entry.path().display());
+    }
+}
