@@ -361,8 +361,10 @@ impl JailBuilder<'_> {
         if self.kvm && !Path::new("/dev/kvm").exists() {
             return Err(BuildError::NoKvm);
         }
-        let program = Path::new(&self.program);
-        if program.is_absolute() {
+        // An absolute program must be in the jail's view (symbolic links resolved; it runs under
+        // the name given, which is its argv[0]); a bare name is looked up in JAIL_PATH.
+        if Path::new(&self.program).is_absolute() {
+            let program = absolute(Path::new(&self.program))?;
             let inside = program.starts_with("/usr")
                 || read_only
                     .iter()
@@ -370,7 +372,7 @@ impl JailBuilder<'_> {
                     .any(|dir| program.starts_with(dir));
             if !inside {
                 return Err(BuildError::Path(
-                    program.to_owned(),
+                    program,
                     "the program is not under /usr, a read-only path or the scratch directory".to_owned(),
                 ));
             }
@@ -405,12 +407,17 @@ impl JailBuilder<'_> {
         if self.kvm {
             command.args(["--dev-bind", "/dev/kvm", "/dev/kvm"]);
         }
-        for path in &read_only {
-            command.arg("--ro-bind").arg(path).arg(path);
+        // bwrap mounts in order: a directory before what lies inside it, so a scratch directory
+        // inside a read-only path stays writable and a read-only path inside it stays read-only.
+        let mut binds: Vec<(&Path, &str)> = read_only.iter().map(|path| (path.as_path(), "--ro-bind")).collect();
+        binds.extend(scratch.iter().map(|dir| (dir.as_path(), "--bind")));
+        binds.sort_by_key(|(path, _)| path.components().count());
+        for (path, kind) in binds {
+            command.arg(kind).arg(path).arg(path);
         }
         let home = match &scratch {
             Some(dir) => {
-                command.arg("--bind").arg(dir).arg(dir).arg("--chdir").arg(dir);
+                command.arg("--chdir").arg(dir);
                 dir.as_os_str().to_owned()
             }
             None => {

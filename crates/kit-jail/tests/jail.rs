@@ -489,6 +489,7 @@ fn a_bwrap_that_cannot_jail_is_reported_with_what_it_said() {
 fn a_program_outside_the_jails_view_is_refused_when_built() {
     let jail = jail();
     let dir = fresh_dir("not-exposed");
+    std::fs::copy("/usr/bin/true", dir.join("probe")).expect("copy a program");
     let err = jail
         .command(dir.join("probe"))
         .build()
@@ -682,4 +683,34 @@ attempt('open 4755 without O_CREAT', lambda: os.close(os.open('plain', os.O_RDON
         let mode = std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
         assert_eq!(mode & 0o6000, 0, "{} is set-id on the host", entry.path().display());
     }
+}
+
+#[test]
+fn nested_paths_keep_their_own_access() {
+    // The grader exposes its build directory read-only and may put the scratch directory inside
+    // it, or a read-only file inside the scratch directory.
+    let jail = jail();
+    let outer = fresh_dir("nested");
+    let scratch = outer.join("scratch");
+    let inner = scratch.join("inputs");
+    std::fs::create_dir_all(&inner).unwrap();
+    let script = r#"
+import os
+def attempt(what, path):
+    try:
+        open(path, 'w').write('x')
+        print(what, 'ok')
+    except OSError as err:
+        print(what, os.strerror(err.errno))
+attempt('outer', '../outer-file')
+attempt('scratch', 'scratch-file')
+attempt('inner', 'inputs/inner-file')
+"#;
+    let stdout = ok_stdout(&python(&jail, script, |b| {
+        b.read_only(&inner).scratch(&scratch).read_only(&outer)
+    }));
+    assert_eq!(
+        stdout,
+        "outer Read-only file system\nscratch ok\ninner Read-only file system\n"
+    );
 }
