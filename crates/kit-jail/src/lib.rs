@@ -54,7 +54,8 @@
 //! the jail holds no capability over any host object: as "root outside" it can still open what
 //! root owns *through the owner's permission bits* (that is how it reaches `/dev/kvm`, which is
 //! `root:root 0600` on the measurement host), but every path it sees is read-only except its
-//! scratch directory and `/dev/kvm`, its `/proc` shows only its own processes, it has no network
+//! scratch directory, `/tmp` and `/dev/kvm`, its `/proc` shows only its own processes and is
+//! read-only (sysctls check only the writer's uid), it has no network
 //! and it cannot name a process outside (pid namespace). Its files in the scratch directory are
 //! that uid's on the host: the filter refuses set-user-ID and set-group-ID bits, and the caller
 //! keeps the scratch directory inside a directory only it can enter (0700) and removes it after
@@ -403,7 +404,11 @@ impl JailBuilder<'_> {
         for path in ETC_PATHS {
             command.arg("--ro-bind-try").arg(path).arg(path);
         }
-        command.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        // A fresh procfs, read-only: when the grader runs as root the jailed uid is root on the
+        // host, and sysctls (/proc/sys) check only the writer's uid (bwrap does not cover them
+        // when their directory looks read-only to it).
+        command.args(["--proc", "/proc", "--remount-ro", "/proc"]);
+        command.args(["--dev", "/dev", "--tmpfs", "/tmp"]);
         if self.kvm {
             command.args(["--dev-bind", "/dev/kvm", "/dev/kvm"]);
         }
@@ -415,6 +420,9 @@ impl JailBuilder<'_> {
         for (path, kind) in binds {
             command.arg(kind).arg(path).arg(path);
         }
+        // The root bwrap built (a tmpfs holding the mount points) is read-only too: the scratch
+        // directory, /tmp and /dev/shm are all the jail can write.
+        command.args(["--remount-ro", "/"]);
         let home = match &scratch {
             Some(dir) => {
                 command.arg("--chdir").arg(dir);

@@ -267,6 +267,8 @@ attempt('overwrite', lambda: open('{exposed}/kept', 'w').write('forged'))
 attempt('create', lambda: open('{exposed}/new', 'w'))
 attempt('usr', lambda: open('/usr/planted', 'w'))
 attempt('unlink', lambda: os.unlink('{exposed}/kept'))
+attempt('root', lambda: open('/planted', 'w'))
+attempt('etc', lambda: open('/etc/planted', 'w'))
 attempt('read hidden', lambda: open('{hidden}/gradebook').read())
 attempt('write hidden', lambda: open('{hidden}/gradebook', 'w').write('119'))
 "#,
@@ -280,6 +282,8 @@ attempt('write hidden', lambda: open('{hidden}/gradebook', 'w').write('119'))
         format!("create {read_only}"),
         format!("usr {read_only}"),
         format!("unlink {read_only}"),
+        format!("root {read_only}"),
+        format!("etc {read_only}"),
         "read hidden No such file or directory".to_owned(),
         "write hidden No such file or directory".to_owned(),
     ];
@@ -713,4 +717,32 @@ attempt('inner', 'inputs/inner-file')
         stdout,
         "outer Read-only file system\nscratch ok\ninner Read-only file system\n"
     );
+}
+
+#[test]
+fn the_jail_cannot_write_the_kernels_knobs() {
+    // Sysctls check only the writer's uid: as root's uid on the host (a grader run as root) the
+    // jail could set kernel.core_pattern for the whole host, were /proc not read-only.
+    let jail = jail();
+    let script = r#"
+import os
+# Each written back with what it holds, should the jail fail.
+for path in ['/proc/sys/kernel/core_pattern', '/proc/sys/kernel/hostname', '/proc/sys/kernel/domainname',
+             '/proc/self/oom_score_adj']:
+    try:
+        with open(path, 'r+') as knob:
+            knob.write(knob.read())
+        print(path, 'written')
+    except OSError as err:
+        print(path, os.strerror(err.errno))
+print('sys', os.path.exists('/sys/kernel'))
+"#;
+    let stdout = ok_stdout(&python(&jail, script, |b| b));
+    for line in stdout.lines().take(4) {
+        assert!(
+            line.ends_with("Read-only file system"),
+            "the jail could write a kernel knob: {line}"
+        );
+    }
+    assert!(stdout.ends_with("sys False\n"), "{stdout}");
 }
