@@ -3,6 +3,8 @@
 //! setup bwrap has made; everything else (KVM's ioctls, mmap, threads, signals, timers, fork and
 //! exec, pipes, prctl) is allowed, so a Rust VMM runs unchanged.
 //!
+//! It also refuses to make set-user-ID and set-group-ID files (see `set_id_rules`).
+//!
 //! `kill`, `tgkill`, `pidfd_open` and friends are allowed: the jail's pid namespace already keeps
 //! them inside (a process outside has no pid in the jail, so no call can name it), and a VMM
 //! signals its own vCPU threads (lab 6's POSIX timer signal).
@@ -65,7 +67,7 @@ const REFUSED: &[(&str, libc::c_long)] = &[
 
 /// Terminal ioctls that push input into a terminal or read its screen (the jail also has no
 /// controlling terminal: bwrap's `--new-session`).
-const REFUSED_IOCTLS: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
+const REFUSED_IOCTLS: &[libc::Ioctl] = &[libc::TIOCSTI, libc::TIOCLINUX];
 
 /// `clone` flags that make a namespace (clone3's flags are in memory, out of a filter's reach:
 /// bwrap's `--disable-userns` and the dropped capabilities refuse those).
@@ -103,6 +105,9 @@ pub(crate) fn program_bytes() -> Result<Vec<u8>, String> {
         .iter()
         .map(|&flag| rule(0, SeccompCmpOp::MaskedEq(flag as u64), flag as u64));
     rules.insert(libc::SYS_clone, clones.collect::<Result<_, _>>()?);
+    for (nr, syscall_rules) in set_id_rules()? {
+        rules.insert(nr, syscall_rules);
+    }
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|err| format!("seccomp: {err}"))?;
     let filter = SeccompFilter::new(
         rules,
@@ -115,6 +120,61 @@ pub(crate) fn program_bytes() -> Result<Vec<u8>, String> {
     let mut program = x32_guard();
     program.extend(compiled);
     Ok(program.iter().flat_map(to_bytes).collect())
+}
+
+/// The mode bits that make an executable run as its owner or group.
+const SET_ID_BITS: [u64; 2] = [libc::S_ISUID as u64, libc::S_ISGID as u64];
+
+/// Where each call that sets a file's mode takes it: (call, index of the mode, index of the
+/// open flags when the mode counts only with `O_CREAT` or `O_TMPFILE`).
+#[cfg(target_arch = "x86_64")]
+const MODE_SETTERS: &[(libc::c_long, u8, Option<u8>)] = &[
+    (libc::SYS_chmod, 1, None),
+    (libc::SYS_fchmod, 1, None),
+    (libc::SYS_fchmodat, 2, None),
+    (libc::SYS_fchmodat2, 2, None),
+    (libc::SYS_creat, 1, None),
+    (libc::SYS_mknod, 1, None),
+    (libc::SYS_mknodat, 2, None),
+    (libc::SYS_open, 2, Some(1)),
+    (libc::SYS_openat, 3, Some(2)),
+];
+
+/// Refuses a set-user-ID or set-group-ID bit on any file: the scratch directory is on the
+/// host, and the jail's files there belong to the uid that started bwrap (root, when the grader
+/// runs as root), so such a file would run as that user for whoever executes it on the host.
+/// `openat2` takes its mode in memory, out of a filter's reach: it is refused whole (EPERM;
+/// libraries fall back to `openat`).
+#[cfg(target_arch = "x86_64")]
+fn set_id_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, String> {
+    let condition = |arg, mask: u64| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(mask), mask)
+            .map_err(|err| format!("seccomp condition: {err}"))
+    };
+    let mut all = vec![(libc::SYS_openat2, Vec::new())];
+    for &(nr, mode_arg, flags_arg) in MODE_SETTERS {
+        let mut syscall_rules = Vec::new();
+        for bit in SET_ID_BITS {
+            let creating: Vec<Option<u64>> = match flags_arg {
+                None => vec![None],
+                Some(_) => vec![Some(libc::O_CREAT as u64), Some(libc::O_TMPFILE as u64)],
+            };
+            for flag in creating {
+                let mut conditions = vec![condition(mode_arg, bit)?];
+                if let (Some(flags_arg), Some(flag)) = (flags_arg, flag) {
+                    conditions.push(condition(flags_arg, flag)?);
+                }
+                syscall_rules.push(SeccompRule::new(conditions).map_err(|err| format!("seccomp rule: {err}"))?);
+            }
+        }
+        all.push((nr, syscall_rules));
+    }
+    Ok(all)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn set_id_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, String> {
+    Err("kit-jail's filter knows x86_64's system calls only".to_owned())
 }
 
 /// On x86_64, x32 system calls (numbers with bit 30 set) carry the same audit arch as 64-bit

@@ -4,7 +4,7 @@
 //! These tests need a working bubblewrap, and some need read/write access to /dev/kvm: where
 //! either is missing they fail with one line that says so.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -267,6 +267,8 @@ attempt('overwrite', lambda: open('{exposed}/kept', 'w').write('forged'))
 attempt('create', lambda: open('{exposed}/new', 'w'))
 attempt('usr', lambda: open('/usr/planted', 'w'))
 attempt('unlink', lambda: os.unlink('{exposed}/kept'))
+attempt('root', lambda: open('/planted', 'w'))
+attempt('etc', lambda: open('/etc/planted', 'w'))
 attempt('read hidden', lambda: open('{hidden}/gradebook').read())
 attempt('write hidden', lambda: open('{hidden}/gradebook', 'w').write('119'))
 "#,
@@ -280,6 +282,8 @@ attempt('write hidden', lambda: open('{hidden}/gradebook', 'w').write('119'))
         format!("create {read_only}"),
         format!("usr {read_only}"),
         format!("unlink {read_only}"),
+        format!("root {read_only}"),
+        format!("etc {read_only}"),
         "read hidden No such file or directory".to_owned(),
         "write hidden No such file or directory".to_owned(),
     ];
@@ -489,9 +493,270 @@ fn a_bwrap_that_cannot_jail_is_reported_with_what_it_said() {
 fn a_program_outside_the_jails_view_is_refused_when_built() {
     let jail = jail();
     let dir = fresh_dir("not-exposed");
+    std::fs::copy("/usr/bin/true", dir.join("probe")).expect("copy a program");
     let err = jail
         .command(dir.join("probe"))
         .build()
         .expect_err("a program the jail cannot see");
     assert!(err.to_string().contains("not under /usr"), "{err}");
+}
+
+/// What the grader's runner does to the child it starts (grader/src/sandbox.rs `limit_child`):
+/// its own process group, a parent-death signal, and RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU.
+fn with_runner_limits(mut command: Command) -> Command {
+    const MAX_ADDRESS_SPACE: u64 = 4 << 30;
+    let nproc = 4096 + 256;
+    // SAFETY: prctl and setrlimit are async-signal-safe and change this child only.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            for (resource, limit) in [
+                (libc::RLIMIT_AS, MAX_ADDRESS_SPACE),
+                (libc::RLIMIT_NPROC, nproc),
+                (libc::RLIMIT_CPU, 12),
+                (libc::RLIMIT_CORE, 0),
+            ] {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(resource, &rlimit) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command.process_group(0);
+    command
+}
+
+#[test]
+fn a_vm_is_created_under_the_runners_limits_and_reports_on_fd_3() {
+    // As the grader will run its probe: the request on stdin, the answer on descriptor 3.
+    let jail = jail();
+    require_kvm();
+    require_python();
+    let script = r#"
+import fcntl, os, sys
+kvm = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
+vm = fcntl.ioctl(kvm, 0xAE01, 0)
+child = os.fork()
+if child == 0:
+    os._exit(0 if fcntl.ioctl(os.open('/dev/kvm', os.O_RDWR), 0xAE01, 0) > 2 else 1)
+ok = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+request = sys.stdin.read()
+os.write(3, (request + ': vm in parent and child' if vm > 2 and ok else 'no vm').encode())
+"#;
+    let command = jail
+        .command(PYTHON)
+        .args(["-c", script])
+        .kvm(true)
+        .build()
+        .expect("build");
+    let (command, read) = with_result_pipe(command);
+    let mut command = with_runner_limits(command);
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bwrap");
+    drop(command);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{\"check\": 1}")
+        .expect("write the request");
+    let output = child.wait_with_output().expect("wait for bwrap");
+    ok_stdout(&output);
+    let mut received = String::new();
+    std::fs::File::from(read)
+        .read_to_string(&mut received)
+        .expect("read the pipe");
+    assert_eq!(received, "{\"check\": 1}: vm in parent and child");
+}
+
+#[test]
+fn killing_bwrap_ends_every_process_in_the_jail() {
+    // What a runner that stops a check does first: the jailed processes are in another session
+    // (--new-session) and pid namespace, and still end with the bwrap they run under.
+    let jail = jail();
+    let scratch = fresh_dir("killed");
+    let script = r#"
+import os, time
+for _ in range(3):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+open('started', 'w').write(str(os.getpid()))
+time.sleep(60)
+"#;
+    require_python();
+    let mut command = jail
+        .command(PYTHON)
+        .args(["-c", script])
+        .scratch(&scratch)
+        .build()
+        .expect("build");
+    let mut child = command.stdin(Stdio::null()).spawn().expect("run bwrap");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !scratch.join("started").exists() {
+        assert!(std::time::Instant::now() < deadline, "the jailed script did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let jailed = processes_under(child.id());
+    assert!(jailed.len() >= 5, "bwrap, its init, python and 3 children: {jailed:?}");
+    child.kill().expect("kill bwrap");
+    child.wait().expect("reap bwrap");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = jailed.iter().copied().filter(|pid| is_live(*pid)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jailed processes outlived bwrap: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `pid` and its descendants, from the host's /proc.
+fn processes_under(pid: u32) -> Vec<u32> {
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut tree = vec![pid];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &p in &all {
+            if !tree.contains(&p) && parent_of(p).is_some_and(|parent| tree.contains(&parent)) {
+                tree.push(p);
+                grew = true;
+            }
+        }
+    }
+    tree
+}
+
+/// Whether `pid` runs (a zombie has ended).
+fn is_live(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_jail_cannot_leave_a_set_id_file_on_the_host() {
+    // Its files in the scratch directory belong to the uid that started bwrap (root, when the
+    // grader runs as root): a set-user-ID one would run as that user for whoever executes it.
+    let jail = jail();
+    let scratch = fresh_dir("set-id");
+    let script = r#"
+import os, stat
+def attempt(what, action):
+    try:
+        action()
+        print(what, 'ok')
+    except OSError as err:
+        print(what, os.strerror(err.errno))
+open('plain', 'w').write('#!/bin/sh\n')
+attempt('chmod 755', lambda: os.chmod('plain', 0o755))
+attempt('chmod 4755', lambda: os.chmod('plain', 0o4755))
+attempt('chmod 2755', lambda: os.chmod('plain', 0o2755))
+attempt('fchmod 4755', lambda: os.fchmod(os.open('plain', os.O_RDONLY), 0o4755))
+attempt('create 644', lambda: os.close(os.open('created', os.O_CREAT | os.O_WRONLY, 0o644)))
+attempt('create 4755', lambda: os.close(os.open('setuid', os.O_CREAT | os.O_WRONLY, 0o4755)))
+attempt('mknod 4755', lambda: os.mknod('node', stat.S_IFREG | 0o4755))
+attempt('open 4755 without O_CREAT', lambda: os.close(os.open('plain', os.O_RDONLY, 0o4755)))
+"#;
+    let stdout = ok_stdout(&python(&jail, script, |b| b.scratch(&scratch)));
+    let refused = "Operation not permitted";
+    let expected = [
+        "chmod 755 ok".to_owned(),
+        format!("chmod 4755 {refused}"),
+        format!("chmod 2755 {refused}"),
+        format!("fchmod 4755 {refused}"),
+        "create 644 ok".to_owned(),
+        format!("create 4755 {refused}"),
+        format!("mknod 4755 {refused}"),
+        "open 4755 without O_CREAT ok".to_owned(),
+    ];
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
+    for entry in std::fs::read_dir(&scratch).unwrap() {
+        let entry = entry.unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o6000, 0, "{} is set-id on the host", entry.path().display());
+    }
+}
+
+#[test]
+fn nested_paths_keep_their_own_access() {
+    // The grader exposes its build directory read-only and may put the scratch directory inside
+    // it, or a read-only file inside the scratch directory.
+    let jail = jail();
+    let outer = fresh_dir("nested");
+    let scratch = outer.join("scratch");
+    let inner = scratch.join("inputs");
+    std::fs::create_dir_all(&inner).unwrap();
+    let script = r#"
+import os
+def attempt(what, path):
+    try:
+        open(path, 'w').write('x')
+        print(what, 'ok')
+    except OSError as err:
+        print(what, os.strerror(err.errno))
+attempt('outer', '../outer-file')
+attempt('scratch', 'scratch-file')
+attempt('inner', 'inputs/inner-file')
+"#;
+    let stdout = ok_stdout(&python(&jail, script, |b| {
+        b.read_only(&inner).scratch(&scratch).read_only(&outer)
+    }));
+    assert_eq!(
+        stdout,
+        "outer Read-only file system\nscratch ok\ninner Read-only file system\n"
+    );
+}
+
+#[test]
+fn the_jail_cannot_write_the_kernels_knobs() {
+    // Sysctls check only the writer's uid: as root's uid on the host (a grader run as root) the
+    // jail could set kernel.core_pattern for the whole host, were /proc not read-only.
+    let jail = jail();
+    let script = r#"
+import os
+# Each written back with what it holds, should the jail fail.
+for path in ['/proc/sys/kernel/core_pattern', '/proc/sys/kernel/hostname', '/proc/sys/kernel/domainname',
+             '/proc/self/oom_score_adj']:
+    try:
+        with open(path, 'r+') as knob:
+            knob.write(knob.read())
+        print(path, 'written')
+    except OSError as err:
+        print(path, os.strerror(err.errno))
+print('sys', os.path.exists('/sys/kernel'))
+"#;
+    let stdout = ok_stdout(&python(&jail, script, |b| b));
+    for line in stdout.lines().take(4) {
+        assert!(
+            line.ends_with("Read-only file system"),
+            "the jail could write a kernel knob: {line}"
+        );
+    }
+    assert!(stdout.ends_with("sys False\n"), "{stdout}");
 }
