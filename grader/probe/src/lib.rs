@@ -19,6 +19,8 @@ use serde_json::Value;
 
 pub use kvm_hello::labs::Labs;
 
+pub mod lab0;
+pub mod lab1;
 pub mod lab2;
 pub mod memory;
 
@@ -54,7 +56,11 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: [fn(&Probe, &Envelope) -> Option<Handled>; 1] = [lab2::route];
+    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[
+        lab1::route,
+        lab2::route,
+        lab0::route,
+    ];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))

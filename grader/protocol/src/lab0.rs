@@ -1,0 +1,119 @@
+//! Lab 0: the LWN VM, observed through runs of the judge's real-mode code.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Request;
+use crate::lab1::{GuestRun, LabFailure};
+
+/// The registers a real-mode run starts with (the probe's vCPU: CS = 0, RIP = 0x1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// RAX.
+    pub rax: u64,
+    /// RBX.
+    pub rbx: u64,
+}
+
+/// The lab's `create_vm`; the probe reads its regions and the page's first bytes, optionally
+/// writes the judge's bytes into the page, then runs the page's code on a vCPU of its own
+/// (real mode, CS = 0, RIP = 0x1000, `start`'s registers); then reads the judge's ranges back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedVmRun {
+    /// The registers of the run.
+    pub start: Start,
+    /// (guest physical address, bytes) written through the VM's memory before the run.
+    pub writes: Vec<(u64, Vec<u8>)>,
+    /// (guest physical address, length) read through the VM's memory before any write.
+    pub reads_before: Vec<(u64, u64)>,
+    /// (guest physical address, length) read after the run.
+    pub reads_after: Vec<(u64, u64)>,
+    /// The most exits the probe serves.
+    pub max_exits: u32,
+}
+
+/// What `CreatedVmRun` observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedVmSeen {
+    /// (first guest physical address, length) of each region of the VM's memory.
+    pub regions: Vec<(u64, u64)>,
+    /// `reads_before`, in order (`None`: outside the memory).
+    pub before: Vec<Option<Vec<u8>>>,
+    /// The run.
+    pub run: GuestRun,
+    /// `reads_after`, in order.
+    pub after: Vec<Option<Vec<u8>>>,
+}
+
+impl Request for CreatedVmRun {
+    const NAME: &'static str = "lab0.created_vm_run";
+    type Reply = Result<CreatedVmSeen, LabFailure>;
+}
+
+/// The registers `setup_vcpu` left that the LWN code depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LwnRegisters {
+    /// CS.base.
+    pub cs_base: u64,
+    /// CS.selector.
+    pub cs_selector: u16,
+    /// RIP.
+    pub rip: u64,
+    /// RAX.
+    pub rax: u64,
+    /// RBX.
+    pub rbx: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+}
+
+/// The lab's `setup_vcpu` on a VM the probe built (one page at 0x1000 holding `code`, slot 0);
+/// the probe reports its registers, then runs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupVcpuRun {
+    /// The code at 0x1000.
+    pub code: Vec<u8>,
+    /// The most exits the probe serves.
+    pub max_exits: u32,
+}
+
+/// What `SetupVcpuRun` observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupVcpuSeen {
+    /// The registers before the run (`Err`: KVM_GET_REGS or KVM_GET_SREGS failed).
+    pub registers: Result<LwnRegisters, String>,
+    /// The run.
+    pub run: GuestRun,
+}
+
+impl Request for SetupVcpuRun {
+    const NAME: &'static str = "lab0.setup_vcpu_run";
+    type Reply = Result<SetupVcpuSeen, LabFailure>;
+}
+
+/// The lab's `run` on a VM and vCPU the probe built (`code` at 0x1000, real mode, CS = 0,
+/// RIP = 0x1000, `start`'s registers), on a thread of its own for at most `limit_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LwnRun {
+    /// The code at 0x1000.
+    pub code: Vec<u8>,
+    /// The registers.
+    pub start: Start,
+    /// How long `run` may take.
+    pub limit_ms: u64,
+}
+
+/// What the lab's `run` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LwnRunSeen {
+    /// What it wrote to its console.
+    pub console: Vec<u8>,
+    /// Its counts: total, io_out, hlt.
+    pub counts: (u64, u64, u64),
+    /// Its result (`Err`: the error's text); `None`: it had not returned within the limit.
+    pub result: Option<Result<(), String>>,
+}
+
+impl Request for LwnRun {
+    const NAME: &'static str = "lab0.run";
+    type Reply = LwnRunSeen;
+}
