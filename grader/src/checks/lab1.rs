@@ -209,10 +209,10 @@ fn memory_stop(run: &GuestRun) -> Result<(), String> {
             "the guest could read guest physical {addr:#x} but not write it: the memory is registered read-only (flags must be 0, not KVM_MEM_READONLY)"
         ),
         VcpuStop::Other(exit) => format!(
-            "code made for this run at guest physical 0 ended with {exit} instead of HLT: the vCPU does not find the guest memory at 0 (register it as slot 0 at guest_phys_addr 0)"
+            "code made for this run at guest physical 0 ended with {exit} instead of HLT: the vCPU does not find the code written into the memory vm_init returned (register that memory as slot 0 at guest_phys_addr 0, its host address as userspace_addr)"
         ),
         VcpuStop::TooManyExits => format!(
-            "code made for this run at guest physical 0 made more than {MAX_EXITS} exits without reaching its HLT: the vCPU does not run the code written into the memory vm_init returned"
+            "code made for this run at guest physical 0 made more than {MAX_EXITS} exits without reaching its HLT: the vCPU does not run the code written into the memory vm_init returned (its host address must be the slot's userspace_addr)"
         ),
         VcpuStop::RunFailed(err) => format!("KVM_RUN of code made for this run failed: {err}: is the memory registered with KVM?"),
         VcpuStop::Setup(err) => format!("the grader could not set up a vCPU of the VM vm_init returned: {err}"),
