@@ -2,11 +2,10 @@
 //! what the lab's memory holds, never whether that is right.
 
 use grader_protocol::lab1::{
-    GuestRun, HostAddress, HostAddressSeen, LabFailure, LoadImages, LoadSeen, Loaded, MappingSeen, VcpuOf, VcpuRun,
+    CpuSetup, GuestRun, HostAddress, HostAddressSeen, LabFailure, LoadImages, LoadSeen, Loaded, MappingSeen, VcpuOf, VcpuRun,
     VcpuRunReply, VcpuStop,
 };
 use grader_protocol::{Envelope, Request};
-use kvm_bindings::{kvm_regs, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use lab1_memory::Lab1Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -54,29 +53,14 @@ pub fn read_all(memory: &GuestMemoryMmap, reads: &[(u64, u64)]) -> Vec<Option<Ve
         .collect()
 }
 
-/// Flat 32-bit protected mode, code at guest physical 0: the probe's own setup, so lab 1 needs
-/// no other lab.
-fn flat_protected_mode(fd: &VcpuFd) -> Result<(), String> {
+/// Prepares the vCPU as the judge says (its segments and registers are the judge's data).
+fn prepare(fd: &VcpuFd, setup: &CpuSetup) -> Result<(), String> {
     let mut sregs = fd.get_sregs().map_err(|err| format!("KVM_GET_SREGS failed: {err}"))?;
-    let flat = |type_: u8, selector: u16| kvm_segment {
-        limit: 0xffff_ffff,
-        type_,
-        selector,
-        present: 1,
-        s: 1,
-        db: 1,
-        g: 1,
-        ..Default::default()
-    };
-    sregs.cr0 |= 1;
-    sregs.cs = flat(11, 8);
-    (sregs.ds, sregs.es, sregs.ss) = (flat(3, 16), flat(3, 16), flat(3, 16));
+    sregs.cr0 |= setup.cr0_or;
+    sregs.cs = setup.code;
+    [sregs.ds, sregs.es, sregs.ss] = [setup.data; 3];
     fd.set_sregs(&sregs).map_err(|err| format!("KVM_SET_SREGS failed: {err}"))?;
-    fd.set_regs(&kvm_regs {
-        rflags: 2,
-        ..Default::default()
-    })
-    .map_err(|err| format!("KVM_SET_REGS failed: {err}"))
+    fd.set_regs(&setup.regs).map_err(|err| format!("KVM_SET_REGS failed: {err}"))
 }
 
 /// Runs `fd` until an exit other than an OUT, at most `max_exits` exits.
@@ -165,7 +149,7 @@ fn vcpu_run(probe: &Probe, request: &VcpuRun) -> Result<VcpuRunReply, LabFailure
         VcpuOf::Probe => match vm.fd.create_vcpu(0) {
             Ok(mut fd) => {
                 reply.kvm_run_address = Some(fd.get_kvm_run() as *mut _ as u64);
-                reply.run = match flat_protected_mode(&fd) {
+                reply.run = match prepare(&fd, &request.setup) {
                     Ok(()) => run_vcpu(&mut fd, request.max_exits),
                     Err(why) => not_started(why),
                 };
@@ -176,7 +160,7 @@ fn vcpu_run(probe: &Probe, request: &VcpuRun) -> Result<VcpuRunReply, LabFailure
             let mut vcpu = (labs.vcpu_init)(&vm).map_err(|err| lab_failure("vcpu_init", err))?;
             reply.run_size = Some(vcpu.run_size as u64);
             reply.kvm_run_address = Some(vcpu.fd.get_kvm_run() as *mut _ as u64);
-            if let Err(why) = flat_protected_mode(&vcpu.fd) {
+            if let Err(why) = prepare(&vcpu.fd, &request.setup) {
                 reply.run = not_started(why);
             } else {
                 let mut outs = Vec::new();

@@ -5,22 +5,22 @@ use serde::{Deserialize, Serialize};
 use crate::Request;
 use crate::lab1::{GuestRun, LabFailure};
 
-/// The registers a real-mode run starts with (the probe's vCPU: CS = 0, RIP = 0x1000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Start {
-    /// RAX.
-    pub rax: u64,
-    /// RBX.
-    pub rbx: u64,
-}
+/// Where the probe maps the judge's boot code: the last page below 4 GiB, whose last 16 bytes
+/// hold the instruction a vCPU fresh from reset fetches first (0xfffffff0, SDM vol. 3A, 10.1.4).
+pub const ROM_ADDR: u64 = 0xffff_f000;
+/// The size of that page.
+pub const ROM_SIZE: u64 = 0x1000;
+/// The memory slot of that page (the VM's own memory is slot 0).
+pub const ROM_SLOT: u32 = 7;
 
-/// The lab's `create_vm`; the probe reads its regions and the page's first bytes, optionally
-/// writes the judge's bytes into the page, then runs the page's code on a vCPU of its own
-/// (real mode, CS = 0, RIP = 0x1000, `start`'s registers); then reads the judge's ranges back.
+/// The lab's `create_vm`; the probe reads its regions and the page's first bytes, writes the
+/// judge's bytes into the page, then runs a vCPU of its own from its reset state, with the
+/// judge's `reset_code` at 0xfffffff0 (which loads registers and jumps to 0:0x1000); then
+/// reads the judge's ranges back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreatedVmRun {
-    /// The registers of the run.
-    pub start: Start,
+    /// At most 16 bytes of real-mode code at the reset vector.
+    pub reset_code: Vec<u8>,
     /// (guest physical address, bytes) written through the VM's memory before the run.
     pub writes: Vec<(u64, Vec<u8>)>,
     /// (guest physical address, length) read through the VM's memory before any write.
@@ -66,7 +66,7 @@ pub struct LwnRegisters {
     pub rflags: u64,
 }
 
-/// The lab's `setup_vcpu` on a VM the probe built (one page at 0x1000 holding `code`, slot 0);
+/// The lab's `setup_vcpu` on the lab's `create_vm`, with `code` written over the page's code;
 /// the probe reports its registers, then runs it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetupVcpuRun {
@@ -90,14 +90,15 @@ impl Request for SetupVcpuRun {
     type Reply = Result<SetupVcpuSeen, LabFailure>;
 }
 
-/// The lab's `run` on a VM and vCPU the probe built (`code` at 0x1000, real mode, CS = 0,
-/// RIP = 0x1000, `start`'s registers), on a thread of its own for at most `limit_ms`.
+/// The lab's `run`, on a thread of its own for at most `limit_ms`, on a vCPU the probe created
+/// fresh from reset in the VM of the lab's `create_vm`, `code` written over the page's code and
+/// `reset_code` at the reset vector (as `CreatedVmRun`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LwnRun {
     /// The code at 0x1000.
     pub code: Vec<u8>,
-    /// The registers.
-    pub start: Start,
+    /// The code at the reset vector.
+    pub reset_code: Vec<u8>,
     /// How long `run` may take.
     pub limit_ms: u64,
 }
@@ -113,7 +114,10 @@ pub struct LwnRunSeen {
     pub result: Option<Result<(), String>>,
 }
 
+/// What `LwnRun` observed, or the lab function before `run` that failed.
+pub type LwnRunReply = Result<LwnRunSeen, LabFailure>;
+
 impl Request for LwnRun {
     const NAME: &'static str = "lab0.run";
-    type Reply = LwnRunSeen;
+    type Reply = LwnRunReply;
 }

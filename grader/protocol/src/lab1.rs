@@ -2,7 +2,23 @@
 
 use serde::{Deserialize, Serialize};
 
+use kvm_bindings::{kvm_regs, kvm_segment};
+
 use crate::Request;
+
+/// How the probe prepares a vCPU for the judge's code: CR0 bits to set, the code segment, the
+/// data segment (DS, ES, SS) and the general registers, all chosen by the judge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CpuSetup {
+    /// OR-ed into CR0.
+    pub cr0_or: u64,
+    /// CS.
+    pub code: kvm_segment,
+    /// DS, ES and SS.
+    pub data: kvm_segment,
+    /// RIP, RFLAGS and the rest.
+    pub regs: kvm_regs,
+}
 
 /// A lab function that returned an error: its name and the error's text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,10 +39,12 @@ pub enum VcpuOf {
 }
 
 /// `vm_init(GUEST_MEMORY_SIZE)`, then the judge's bytes written through the memory it returned,
-/// then a vCPU of that VM in flat 32-bit protected mode (set up by the probe) runs from guest
-/// physical 0 until it stops; then the judge's ranges read back through that memory.
+/// then a vCPU of that VM, prepared as `setup` says, runs until it stops; then the judge's
+/// ranges read back through that memory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VcpuRun {
+    /// The vCPU's registers before the run.
+    pub setup: CpuSetup,
     /// Whose vCPU runs.
     pub vcpu: VcpuOf,
     /// (guest physical address, bytes) written before the run: the code at 0, the data.

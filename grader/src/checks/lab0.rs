@@ -2,7 +2,7 @@
 //! the memory slot is probed at random addresses with random values, and `run` serves code
 //! made for this run: every check judges what the guest printed or stored.
 
-use grader_protocol::lab0::{CreatedVmRun, CreatedVmSeen, LwnRun, SetupVcpuRun, Start};
+use grader_protocol::lab0::{CreatedVmRun, CreatedVmSeen, LwnRun, SetupVcpuRun};
 use grader_protocol::lab1::{GuestRun, LabFailure, VcpuStop};
 
 use super::{Group, expect_field, fail};
@@ -62,14 +62,36 @@ fn malformed() -> Stop {
     Stop::Failed("the probe's answer is malformed: lab code must not write on descriptor 3".into())
 }
 
-/// Random AL and BL (whole registers), and the byte the LWN code prints for them.
-fn random_start(rng: &mut Rng) -> (Start, u8) {
-    let start = Start {
-        rax: rng.next_u64(),
-        rbx: rng.next_u64(),
-    };
-    let digit = (start.rax as u8).wrapping_add(start.rbx as u8).wrapping_add(b'0');
-    (start, digit)
+/// Random AX and BX, and the byte the LWN code prints with them (AL + BL + '0').
+struct Start {
+    ax: u16,
+    bx: u16,
+}
+
+impl Start {
+    fn random(rng: &mut Rng) -> Start {
+        Start {
+            ax: rng.range(0, 1 << 16) as u16,
+            bx: rng.range(0, 1 << 16) as u16,
+        }
+    }
+
+    fn digit(&self) -> u8 {
+        (self.ax as u8).wrapping_add(self.bx as u8).wrapping_add(b'0')
+    }
+
+    /// 16-bit code for the reset vector (a vCPU fresh from reset runs it in real mode):
+    /// `mov ax, imm16; mov bx, imm16; jmp far 0:0x1000`.
+    fn reset_code(&self) -> Vec<u8> {
+        let mut code = vec![0xb8];
+        code.extend_from_slice(&self.ax.to_le_bytes());
+        code.push(0xbb);
+        code.extend_from_slice(&self.bx.to_le_bytes());
+        code.push(0xea);
+        code.extend_from_slice(&(CODE_ADDR as u16).to_le_bytes());
+        code.extend_from_slice(&0u16.to_le_bytes());
+        code
+    }
 }
 
 /// What the stop of a run of the page's code says about the slot; `probes` are the addresses
@@ -112,11 +134,12 @@ fn created_vm_run(ctx: &mut Ctx, request: &CreatedVmRun) -> Result<CreatedVmSeen
 }
 
 fn create_vm(ctx: &mut Ctx) -> Result<(), Stop> {
-    let (start, digit) = random_start(&mut ctx.rng());
+    let start = Start::random(&mut ctx.rng());
+    let digit = start.digit();
     let seen = created_vm_run(
         ctx,
         &CreatedVmRun {
-            start,
+            reset_code: start.reset_code(),
             writes: Vec::new(),
             reads_before: vec![(CODE_ADDR, CODE.len() as u64)],
             reads_after: Vec::new(),
@@ -151,8 +174,8 @@ fn create_vm(ctx: &mut Ctx) -> Result<(), Stop> {
     if printed != expected || seen.run.outs.len() != 2 {
         let what = format!(
             "the VM's code, run with AL = {:#x} and BL = {:#x}, {}: the slot must hold the page that holds the code",
-            start.rax as u8,
-            start.rbx as u8,
+            start.ax as u8,
+            start.bx as u8,
             super::output_difference(&printed, &expected)
         );
         return Err(fail(LAB, "create_vm", what).into());
@@ -258,13 +281,13 @@ fn memory_slot(ctx: &mut Ctx) -> Result<(), Stop> {
     rng.shuffle(&mut probes);
     let values: Vec<u8> = probes.iter().map(|_| rng.range(0, 256) as u8).collect();
     let key = rng.range(1, 256) as u8;
-    let (start, _) = random_start(&mut rng);
+    let start = Start::random(&mut rng);
     let mut writes = vec![(CODE_ADDR, slot_code(&probes, key))];
     writes.extend(probes.iter().zip(&values).map(|(&a, &v)| (a, vec![v])));
     let seen = created_vm_run(
         ctx,
         &CreatedVmRun {
-            start,
+            reset_code: start.reset_code(),
             writes,
             reads_before: Vec::new(),
             reads_after: probes.iter().map(|&a| (a, 1)).collect(),
@@ -293,12 +316,14 @@ fn memory_slot(ctx: &mut Ctx) -> Result<(), Stop> {
 }
 
 /// One run of the lab's `run` on `code` with `start`, judged by what it printed and counted.
-fn judge_run(ctx: &mut Ctx, what: &str, code: Vec<u8>, start: Start, expected: &[u8]) -> Result<(), Stop> {
-    let seen = ctx.call(&LwnRun {
-        code,
-        start,
-        limit_ms: MADE_RUN_LIMIT_MS,
-    })?;
+fn judge_run(ctx: &mut Ctx, what: &str, code: Vec<u8>, start: &Start, expected: &[u8]) -> Result<(), Stop> {
+    let seen = ctx
+        .call(&LwnRun {
+            code,
+            reset_code: start.reset_code(),
+            limit_ms: MADE_RUN_LIMIT_MS,
+        })?
+        .map_err(lab_failed)?;
     let Some(result) = seen.result else {
         return Err(fail(
             LAB,
@@ -341,19 +366,20 @@ fn judge_run(ctx: &mut Ctx, what: &str, code: Vec<u8>, start: Start, expected: &
 
 fn run(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let (start, digit) = random_start(&mut rng);
+    let start = Start::random(&mut rng);
+    let digit = start.digit();
     let lwn_what = format!(
         "the LWN code with AL = {:#x} and BL = {:#x}",
-        start.rax as u8, start.rbx as u8
+        start.ax as u8, start.bx as u8
     );
     let text = rng.text_between(2, 24);
     let made = guestgen::lwn(&text, SERIAL_PORT);
-    let made_start = random_start(&mut rng).0;
+    let made_start = Start::random(&mut rng);
     if rng.chance(50) {
-        judge_run(ctx, "code made for this run", made.image, made_start, &made.output)?;
-        judge_run(ctx, &lwn_what, CODE.to_vec(), start, &[digit, b'\n'])
+        judge_run(ctx, "code made for this run", made.image, &made_start, &made.output)?;
+        judge_run(ctx, &lwn_what, CODE.to_vec(), &start, &[digit, b'\n'])
     } else {
-        judge_run(ctx, &lwn_what, CODE.to_vec(), start, &[digit, b'\n'])?;
-        judge_run(ctx, "code made for this run", made.image, made_start, &made.output)
+        judge_run(ctx, &lwn_what, CODE.to_vec(), &start, &[digit, b'\n'])?;
+        judge_run(ctx, "code made for this run", made.image, &made_start, &made.output)
     }
 }

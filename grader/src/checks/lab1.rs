@@ -4,9 +4,10 @@
 //! sizes and addresses the lab reports count only beside that effect.
 
 use grader_protocol::lab1::{
-    GuestRun, HostAddress, LabFailure, LoadImages, LoadSeen, Loaded, VcpuOf, VcpuRun, VcpuRunReply, VcpuStop,
+    CpuSetup, GuestRun, HostAddress, LabFailure, LoadImages, LoadSeen, Loaded, VcpuOf, VcpuRun, VcpuRunReply, VcpuStop,
 };
 use kit_common::{GUEST_MEMORY_SIZE, MAX_IMAGE_SIZE};
+use kvm_bindings::{kvm_regs, kvm_segment};
 
 use super::{Group, expect_field, fail};
 use crate::rng::Rng;
@@ -76,6 +77,39 @@ const HLT: u8 = 0xf4;
 /// The most exits a run of the judge's code may take: far more than it makes.
 const MAX_EXITS: u32 = 64;
 
+/// The CPU state the judge's 32-bit code runs in, as data (SDM vol. 3A: 9.9.1 switching to
+/// protected mode sets CR0.PE; 3.4.5 segment descriptors: a flat segment has base 0, a 4 GiB
+/// limit in pages (G), 32-bit default size (D/B); type 0xB is code execute/read accessed, 0x3
+/// data read/write accessed; selectors 8 and 16 as in kvm-hello-world's GDT). Lab 1 needs no
+/// other lab: the probe loads these values as they are.
+fn protected_mode() -> CpuSetup {
+    let code = kvm_segment {
+        limit: 0xffff_ffff,
+        selector: 0x8,
+        type_: 0xb,
+        present: 1,
+        s: 1,
+        db: 1,
+        g: 1,
+        ..Default::default()
+    };
+    let data = kvm_segment {
+        selector: 0x10,
+        type_: 0x3,
+        ..code
+    };
+    CpuSetup {
+        cr0_or: crate::facts::CR0_PE,
+        code,
+        data,
+        regs: kvm_regs {
+            rip: CODE_ADDR,
+            rflags: 0x2,
+            ..Default::default()
+        },
+    }
+}
+
 /// Random values the vCPU reads at random addresses, XORs with a key and stores back: the
 /// guest can only store the right value if it saw the host's, and the host only finds it if it
 /// sees the guest's memory.
@@ -125,6 +159,7 @@ impl MemoryProbe {
         let mut writes = vec![(CODE_ADDR, self.code())];
         writes.extend(self.slots.iter().map(|&(a, v)| (a, v.to_le_bytes().to_vec())));
         VcpuRun {
+            setup: protected_mode(),
             vcpu,
             writes,
             reads: self.slots.iter().map(|&(a, _)| (a, 4)).collect(),
@@ -174,6 +209,7 @@ impl OutProbe {
 
     fn request(&self, mapping_at_first_out: bool) -> VcpuRun {
         VcpuRun {
+            setup: protected_mode(),
             vcpu: VcpuOf::Lab,
             writes: vec![(CODE_ADDR, self.code())],
             reads: Vec::new(),
