@@ -547,7 +547,11 @@ fn load_image_that_copies_before_it_refuses() {
         lab1_memory::load_image(memory, image)
     }
     let message = failure_of("lab1_load_image", |labs| labs.load_image = seeded);
-    assert_names(&message, "lab1 load_image: refused an image of ", &["refuse before copying"]);
+    assert_names(
+        &message,
+        "lab1 load_image: refused an image of ",
+        &["refuse before copying"],
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@ use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::Duration;
 
 use grader_protocol::lab0::{
-    CreatedVmRun, CreatedVmSeen, LwnRegisters, LwnRun, LwnRunReply, LwnRunSeen, ROM_ADDR, ROM_SIZE, ROM_SLOT, SetupVcpuRun,
-    SetupVcpuSeen,
+    CreatedVmRun, CreatedVmSeen, LwnRegisters, LwnRun, LwnRunReply, LwnRunSeen, ROM_ADDR, ROM_SIZE, ROM_SLOT,
+    SetupVcpuRun, SetupVcpuSeen,
 };
 use grader_protocol::lab1::LabFailure;
 use grader_protocol::{Envelope, Request};
@@ -59,7 +59,9 @@ fn vcpu_from_reset(vm: &LwnVm, rom: &GuestMemoryMmap, reset_code: &[u8]) -> Resu
     // dropped (it is declared before the VM).
     unsafe { vm.fd.set_user_memory_region(region) }
         .map_err(|err| format!("KVM_SET_USER_MEMORY_REGION (the boot page) failed: {err}"))?;
-    vm.fd.create_vcpu(0).map_err(|err| format!("KVM_CREATE_VCPU failed: {err}"))
+    vm.fd
+        .create_vcpu(0)
+        .map_err(|err| format!("KVM_CREATE_VCPU failed: {err}"))
 }
 
 /// A page for the boot code.

@@ -2,8 +2,8 @@
 //! what the lab's memory holds, never whether that is right.
 
 use grader_protocol::lab1::{
-    CpuSetup, GuestRun, HostAddress, HostAddressSeen, LabFailure, LoadImages, LoadSeen, Loaded, MappingSeen, VcpuOf, VcpuRun,
-    VcpuRunReply, VcpuStop,
+    CpuSetup, GuestRun, HostAddress, HostAddressSeen, LabFailure, LoadImages, LoadSeen, Loaded, MappingSeen, VcpuOf,
+    VcpuRun, VcpuRunReply, VcpuStop,
 };
 use grader_protocol::{Envelope, Request};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
@@ -59,8 +59,10 @@ fn prepare(fd: &VcpuFd, setup: &CpuSetup) -> Result<(), String> {
     sregs.cr0 |= setup.cr0_or;
     sregs.cs = setup.code;
     [sregs.ds, sregs.es, sregs.ss] = [setup.data; 3];
-    fd.set_sregs(&sregs).map_err(|err| format!("KVM_SET_SREGS failed: {err}"))?;
-    fd.set_regs(&setup.regs).map_err(|err| format!("KVM_SET_REGS failed: {err}"))
+    fd.set_sregs(&sregs)
+        .map_err(|err| format!("KVM_SET_SREGS failed: {err}"))?;
+    fd.set_regs(&setup.regs)
+        .map_err(|err| format!("KVM_SET_REGS failed: {err}"))
 }
 
 /// Runs `fd` until an exit other than an OUT, at most `max_exits` exits.
@@ -135,7 +137,10 @@ fn vcpu_run(probe: &Probe, request: &VcpuRun) -> Result<VcpuRunReply, LabFailure
     let labs = &probe.labs;
     let vm = (labs.vm_init)(kit_common::GUEST_MEMORY_SIZE).map_err(|err| lab_failure("vm_init", err))?;
     write_all(&vm.memory, &request.writes);
-    let mmap_size = Kvm::new().and_then(|kvm| kvm.get_vcpu_mmap_size()).ok().map(|s| s as u64);
+    let mmap_size = Kvm::new()
+        .and_then(|kvm| kvm.get_vcpu_mmap_size())
+        .ok()
+        .map(|s| s as u64);
     let mut reply = VcpuRunReply {
         regions: regions(&vm.memory),
         run_size: None,
@@ -235,7 +240,9 @@ fn host_address(probe: &Probe, request: &HostAddress) -> Result<HostAddressSeen,
 }
 
 fn load_images(probe: &Probe, request: &LoadImages) -> Result<Vec<LoadSeen>, String> {
-    let read_len = usize::try_from(request.read_len).unwrap_or(usize::MAX).min(kit_common::GUEST_MEMORY_SIZE);
+    let read_len = usize::try_from(request.read_len)
+        .unwrap_or(usize::MAX)
+        .min(kit_common::GUEST_MEMORY_SIZE);
     request
         .images
         .iter()

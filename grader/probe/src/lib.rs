@@ -56,11 +56,7 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[
-        lab1::route,
-        lab2::route,
-        lab0::route,
-    ];
+    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[lab1::route, lab2::route, lab0::route];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))

@@ -121,7 +121,9 @@ fn slot_problem(run: &GuestRun, probes: &[u64]) -> Option<String> {
         VcpuStop::RunFailed(err) => Some(format!(
             "KVM_RUN of a probe failed: {err}: is the page registered with KVM?"
         )),
-        VcpuStop::Setup(err) => Some(format!("the grader could not set up a vCPU of the VM create_vm returned: {err}")),
+        VcpuStop::Setup(err) => Some(format!(
+            "the grader could not set up a vCPU of the VM create_vm returned: {err}"
+        )),
     }
 }
 

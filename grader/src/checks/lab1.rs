@@ -250,7 +250,9 @@ fn memory_stop(run: &GuestRun) -> Result<(), String> {
         VcpuStop::TooManyExits => format!(
             "code made for this run at guest physical 0 made more than {MAX_EXITS} exits without reaching its HLT: the vCPU does not run the code written into the memory vm_init returned (its host address must be the slot's userspace_addr)"
         ),
-        VcpuStop::RunFailed(err) => format!("KVM_RUN of code made for this run failed: {err}: is the memory registered with KVM?"),
+        VcpuStop::RunFailed(err) => {
+            format!("KVM_RUN of code made for this run failed: {err}: is the memory registered with KVM?")
+        }
         VcpuStop::Setup(err) => format!("the grader could not set up a vCPU of the VM vm_init returned: {err}"),
     };
     Err(fail(LAB, "vm_init", what))
@@ -345,7 +347,9 @@ fn judge_outs(function: &str, probe: &OutProbe, run: &GuestRun) -> Result<(), St
 
 fn mmap_size(reply: &VcpuRunReply) -> Result<u64, Stop> {
     reply.mmap_size.ok_or_else(|| {
-        Stop::Failed("the probe could not ask KVM for KVM_GET_VCPU_MMAP_SIZE (a fault of the host, not of your labs)".into())
+        Stop::Failed(
+            "the probe could not ask KVM for KVM_GET_VCPU_MMAP_SIZE (a fault of the host, not of your labs)".into(),
+        )
     })
 }
 
