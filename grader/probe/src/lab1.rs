@@ -212,6 +212,12 @@ fn vcpu_run(probe: &Probe, request: &VcpuRun) -> Result<VcpuRunReply, LabFailure
                     outs.append(&mut run.outs);
                     run.outs = outs;
                     reply.run = run;
+                } else if !outs.is_empty() {
+                    reply.run = GuestRun {
+                        outs,
+                        stop: VcpuStop::TooManyExits,
+                        rip: None,
+                    };
                 }
             }
         }
