@@ -175,10 +175,11 @@ fn create_vm(ctx: &mut Ctx) -> Result<(), Stop> {
     let expected = [digit, b'\n'];
     if printed != expected || seen.run.outs.len() != 2 {
         let what = format!(
-            "the VM's code, run with AL = {:#x} and BL = {:#x}, {}: the slot must hold the page that holds the code",
+            "the VM's code, run with AL = {:#x} and BL = {:#x}, printed {:?} on port 0x3f8, expected {:?}: the slot must be the page that holds the code",
             start.ax as u8,
             start.bx as u8,
-            super::output_difference(&printed, &expected)
+            String::from_utf8_lossy(&printed),
+            String::from_utf8_lossy(&expected)
         );
         return Err(fail(LAB, "create_vm", what).into());
     }
@@ -248,10 +249,11 @@ fn setup_vcpu(ctx: &mut Ctx) -> Result<(), Stop> {
     let printed = seen.run.printed_on(port);
     if seen.run.stop != VcpuStop::Hlt || printed != expected || seen.run.outs.len() != expected.len() {
         let what = format!(
-            "the vCPU it returned, run on code made for this run at 0x1000 (prints AL + BL + {key:#x}, then {} bytes, on port {port:#x}), stopped at {:?} and {}: the vCPU must start at CS:IP = 0:0x1000 in real mode with AL = BL = 2",
+            "the vCPU it returned, run on code made for this run at 0x1000 (prints AL + BL + {key:#x}, then {} bytes, on port {port:#x}), printed {:?} and stopped at {:?}, expected {:?} and HLT: the vCPU must start at CS:IP = 0:0x1000 in real mode with AL = BL = 2",
             text.len(),
+            String::from_utf8_lossy(&printed),
             seen.run.stop,
-            super::output_difference(&printed, &expected)
+            String::from_utf8_lossy(&expected)
         );
         return Err(fail(LAB, "setup_vcpu", what).into());
     }
