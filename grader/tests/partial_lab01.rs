@@ -24,7 +24,11 @@ fn vm_init_is_graded_without_vcpu_init() {
         ..Labs::BUILT
     };
     let seed = seed();
-    assert_eq!(outcome_of("lab1_vm_init_memory", labs, seed), Outcome::Passed, "seed {seed}");
+    assert_eq!(
+        outcome_of("lab1_vm_init_memory", labs, seed),
+        Outcome::Passed,
+        "seed {seed}"
+    );
     match outcome_of("lab1_memory_seen_by_vcpu", labs, seed) {
         Outcome::NotImplemented(stub) => assert!(stub.contains("lab1 vcpu_init"), "{stub}"),
         other => panic!("seed {seed}: {other:?}"),
