@@ -81,3 +81,16 @@ pub mod hypercall {
     /// Where the exit report goes.
     pub const REPORT_ADDR: u64 = 0x5000;
 }
+
+/// Lab 0's guest, LWN's "Using the KVM API" (2015): `mov dx, 0x3f8; add al, bl; add al, '0';
+/// out dx, al; mov al, '\n'; out dx, al; hlt`, 16-bit code at guest physical 0x1000.
+pub mod lwn {
+    /// The code's bytes, as the article lists them.
+    pub const CODE: [u8; 12] = [0xba, 0xf8, 0x03, 0x00, 0xd8, 0x04, b'0', 0xee, 0xb0, b'\n', 0xee, 0xf4];
+    /// Where the VM's one page, and the code at its start, sit.
+    pub const CODE_ADDR: u64 = 0x1000;
+    /// The size of that page.
+    pub const PAGE_SIZE: u64 = 0x1000;
+    /// The serial port the code prints on (COM1).
+    pub const SERIAL_PORT: u16 = 0x3f8;
+}

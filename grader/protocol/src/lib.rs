@@ -15,6 +15,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub mod lab0;
+pub mod lab1;
 pub mod lab2;
 
 /// The probe's descriptor for its answer: a pipe only the judge reads.
