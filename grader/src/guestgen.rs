@@ -349,15 +349,18 @@ impl HypercallWriter {
         self.out_eax(PRINT_STR_PORT);
         let what = format!("print_str(num_exits_by_type()) at the guest's exit {at}");
         self.print(CallKind::Report, what, report.clone());
-        // mov esi, REPORT_ADDR; again: mov al, [rsi]; test al, al; jz done; out PRINT8, al;
-        // inc esi; jmp again; done:
-        self.code.push(0xbe);
-        self.code.extend_from_slice(&(REPORT_ADDR as u32).to_le_bytes());
-        self.code
-            .extend_from_slice(&[0x8a, 0x06, 0x84, 0xc0, 0x74, 0x06, 0xe6, PRINT8_PORT as u8, 0xff, 0xc6, 0xeb, 0xf2]);
-        self.io_out += report.len() as u64;
-        let what = format!("the exit report as the guest read it at {REPORT_ADDR:#x} and printed it with print8bit");
-        self.print(CallKind::ReportInMemory, what, report);
+        // Byte by byte, the NUL included: mov al, [REPORT_ADDR + i]; out PRINT8, al. (Straight
+        // code: on the PVM host of the kit's CI a loop of the same instructions misread a byte.)
+        let with_nul = [report.as_slice(), &[0]].concat();
+        for i in 0..with_nul.len() as u32 {
+            self.code.extend_from_slice(&[0x8a, 0x04, 0x25]);
+            self.code.extend_from_slice(&(REPORT_ADDR as u32 + i).to_le_bytes());
+            self.code.extend_from_slice(&[OUT_IMM8_AL, PRINT8_PORT as u8]);
+        }
+        self.io_out += with_nul.len() as u64;
+        let what =
+            format!("the exit report and its NUL as the guest read them at {REPORT_ADDR:#x} and printed them with print8bit");
+        self.print(CallKind::ReportInMemory, what, with_nul);
     }
 
     /// gva_to_hva of `gva` through a slot at guest physical `slot` (passed by its identity or
