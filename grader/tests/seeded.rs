@@ -956,8 +956,12 @@ fn a_string_of_exactly_the_maximum_length_refused() {
     fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
         let bytes = lab5_hypercalls::read_guest_string(memory, cr3, gva)?;
         if bytes.len() >= lab5_hypercalls::MAX_STRING {
-            // Refused as the reference refuses an unmapped address.
-            return lab5_hypercalls::read_guest_string(memory, cr3, 1 << 46);
+            // Refused as the reference refuses a string without a NUL.
+            return Err(Lab5Error::BadAddress {
+                call: "print_str",
+                gva,
+                reason: lab5_hypercalls::AddressError::Unterminated,
+            });
         }
         Ok(bytes)
     }
@@ -1046,22 +1050,131 @@ fn hard_coded_hello_output_and_counts() {
 
 #[test]
 fn hard_coded_hypercall_output() {
+    /// What the kit's hypercall guest (guest/hypercalls) prints: plausible, and the same on every run.
+    const KIT_GUEST_OUTPUT: &[u8] = b"Hello from the hypercall guest!\n2048\n4294967295\nThis line costs one exit.\n35\n37\nIO in: 3\nIO out: 37\nInvalid GVA\n";
     fn seeded(
-        _vcpu: &mut VcpuFd,
+        vcpu: &mut VcpuFd,
         host: &mut Host<'_>,
         console: &mut dyn Write,
         _trace: &mut dyn FnMut(&VcpuExit<'_>),
     ) -> Result<(), Lab5Error> {
-        console
-            // TODO(probe split, lab 5): the hypercall guest's output, as the judge generates it.
-            .write_all(b"")
-            .map_err(Lab5Error::Console)?;
-        host.counts.io_out = 43;
-        host.counts.hlt = 1;
+        console.write_all(KIT_GUEST_OUTPUT).map_err(Lab5Error::Console)?;
+        (host.counts.io_in, host.counts.io_out, host.counts.hlt) = (3, 40, 1);
+        // The results a halted guest leaves, so only the output can tell.
+        host.memory.write_obj(42u64, GuestAddress(0x400)).unwrap();
+        let regs = kvm_regs {
+            rax: 42,
+            ..vcpu.get_regs().unwrap()
+        };
+        vcpu.set_regs(&regs).unwrap();
         Ok(())
     }
-    let message = failure_of("lab5_hypercall_guest", |labs| labs.run_hypercalls = seeded);
-    assert!(message.starts_with("lab5 "), "{message}");
+    for check in ["lab5_hypercall_guest", "lab5_print_str_in_one_exit", "lab5_gva_to_hva_live"] {
+        let message = failure_of(check, |labs| labs.run_hypercalls = seeded);
+        assert_names(&message, "lab5 handle_hypercall: a hypercall guest made for this run printed ", &["expected"]);
+    }
+}
+
+/// The reference's `run_hypercalls` serving every exit with `$handle` (the reference loop calls
+/// its own `handle_hypercall`).
+macro_rules! hypercall_loop {
+    ($handle:ident) => {{
+        fn serve_all(
+            vcpu: &mut VcpuFd,
+            host: &mut Host<'_>,
+            console: &mut dyn Write,
+            trace: &mut dyn FnMut(&VcpuExit<'_>),
+        ) -> Result<(), Lab5Error> {
+            loop {
+                let exit = vcpu.run().map_err(Lab5Error::Run)?;
+                trace(&exit);
+                if $handle(exit, host, console)? == Flow::Halt {
+                    return Ok(());
+                }
+            }
+        }
+        serve_all
+    }};
+}
+
+#[test]
+fn live_gva_to_hva_without_the_page_tables() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEE, data) => {
+                host.counts.io_out += 1;
+                let slot = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                let gpa = lab2_paging::translate(host.memory, host.cr3, slot).result.unwrap();
+                let gva: u64 = host.memory.read_obj(GuestAddress(gpa)).unwrap();
+                // The GVA taken for a guest physical address: right for the identity map only.
+                let hva = (gva < 0x20_0000).then(|| host.host_base + gva);
+                host.memory.write_obj(hva.unwrap_or(0), GuestAddress(gpa)).unwrap();
+                host.record("gva_to_hva", &[gva], Some(hva.unwrap_or(0)));
+                if hva.is_none() {
+                    console.write_all(b"Invalid GVA\n").map_err(Lab5Error::Console)?;
+                }
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_gva_to_hva_live", |labs| labs.run_hypercalls = hypercall_loop!(seeded));
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        &["gva_to_hva of GVA", "the guest maps its first 2 MiB again"],
+    );
+}
+
+#[test]
+fn live_print_str_without_the_page_tables() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEC, data) => {
+                host.counts.io_out += 1;
+                let gva = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                host.record("print_str", &[gva], None);
+                // The GVA read as a guest physical address.
+                let mut at = gva;
+                while let Ok(byte) = host.memory.read_obj::<u8>(GuestAddress(at)) {
+                    if byte == 0 {
+                        break;
+                    }
+                    console.write_all(&[byte]).map_err(Lab5Error::Console)?;
+                    at += 1;
+                }
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_hypercall_guest", |labs| labs.run_hypercalls = hypercall_loop!(seeded));
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        &["print_str of a ", "read through the guest's page tables"],
+    );
+}
+
+#[test]
+fn a_stub_reached_in_the_hypercall_loop_is_reported_as_not_implemented() {
+    fn stub(
+        _: &mut VcpuFd,
+        _: &mut Host<'_>,
+        _: &mut dyn Write,
+        _: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), Lab5Error> {
+        panic!("not yet implemented: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)")
+    }
+    let mut labs = Labs::BUILT;
+    labs.run_hypercalls = stub;
+    let outcome = common::outcome_of("lab5_hypercall_guest", labs, common::seed());
+    assert_eq!(
+        outcome,
+        grader::runner::Outcome::NotImplemented(
+            "not implemented yet: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)".into()
+        )
+    );
 }
 
 #[test]

@@ -387,7 +387,7 @@ fn judge_string(gva: u64, expected: Option<&[u8]>, what: &str, found: StringRead
                 if got.len() < want.len() && want.len() > 100 {
                     ": a string may be up to MAX_STRING bytes long"
                 } else {
-                    ": read up to the NUL, across pages, translating each page"
+                    ": read up to the NUL, across pages, translating the address of each page through the guest's page tables"
                 }
             ),
         )),
@@ -400,7 +400,7 @@ fn judge_string(gva: u64, expected: Option<&[u8]>, what: &str, found: StringRead
                 if want.len() == MAX_STRING {
                     ": the limit is MAX_STRING bytes before the NUL, so a string of exactly that length is fine"
                 } else {
-                    ": translate every 4 KiB page the string touches through the tables, and read guest physical memory there"
+                    ": translate the address through the guest's page tables (lab 2's translate), each 4 KiB page the string touches, then read guest physical memory there"
                 }
             ),
         )),
@@ -814,6 +814,11 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], _expected: &[u8],
                 _ => None,
             };
             match (gpa, hva) {
+                (Some(_), _) if found.starts_with(b"Invalid GVA") => format!(
+                    ": the guest's page tables map this address (the guest maps its first 2 MiB again at {:#x}, PD[{}] beside the lab's identity map): translate it through them; only an address that does not translate is invalid",
+                    guest.alias << 21,
+                    guest.alias
+                ),
                 (None, _) => ": an address that does not translate prints \"Invalid GVA\" and leaves 0 in the slot".to_owned(),
                 (Some(gpa), Some(hva)) if hva == *gpa => {
                     ": that is the guest physical address itself: add host_base".to_owned()
