@@ -234,6 +234,9 @@ impl HypercallGuest {
 /// Which hypercalls a lab 5 guest makes besides the printing ones.
 #[derive(Debug, Clone, Copy)]
 pub struct HypercallMix {
+    /// How many print8bit, print32bit and print_str calls: at least `.0`, fewer than `.1` (at
+    /// most 40, so the code stays below the result slot).
+    pub prints: (u64, u64),
     /// num_exits: alone, around a print_str, and before the HLT.
     pub exit_counts: bool,
     /// num_exits_by_type, the report printed by print_str and read back by the guest.
@@ -409,7 +412,7 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
         Report,
         Translate(u8),
     }
-    let mut calls: Vec<Call> = (0..rng.range(3, 9))
+    let mut calls: Vec<Call> = (0..rng.range(mix.prints.0, mix.prints.1.min(41)))
         .map(|_| *rng.pick(&[Call::Byte, Call::Number, Call::Text]))
         .collect();
     if mix.exit_counts {

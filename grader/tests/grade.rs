@@ -129,6 +129,7 @@ checks!(
     lab5_print_str_in_one_exit,
     lab5_gva_to_hva_live,
     e2e_lab_hypercalls,
+    lab5_hypercall_guest_hidden_many_calls,
     lab6_next_slice_turns,
     lab6_next_slice_weighted,
     lab6_both_progress,

@@ -4,6 +4,7 @@
 //! no check, only `WITHHELD`: how many there are and what they are worth, for the scoreboard.
 
 use super::lab2;
+use super::lab5;
 use crate::Check;
 
 /// How many checks the student copy leaves out, and their points.
@@ -34,6 +35,14 @@ pub const CHECKS: &[Check] = &[
             "translate: 64 random addresses in and around the identity map",
             2,
             lab2::translate_many_addresses,
+        )
+        .hidden(),
+    lab5::GUEST
+        .check(
+            "lab5_hypercall_guest_hidden_many_calls",
+            "a hypercall guest made for this run with 25 to 40 printing calls: its whole output and its exits",
+            2,
+            lab5::hypercall_guest_many_calls,
         )
         .hidden(),
 ];

@@ -865,8 +865,13 @@ fn judged_run(ctx: &mut Ctx, mix: HypercallMix) -> Result<(HypercallGuest, Hyper
     Ok((guest, run))
 }
 
-fn hypercall_guest(ctx: &mut Ctx) -> Result<(), Stop> {
+/// How many printing calls a guest makes besides the others.
+const PRINTS: (u64, u64) = (3, 9);
+
+/// A guest with every kind of hypercall, `prints` of them printing ones.
+fn every_hypercall(ctx: &mut Ctx, prints: (u64, u64)) -> Result<(), Stop> {
     let mix = HypercallMix {
+        prints,
         exit_counts: true,
         report: true,
         translations: true,
@@ -876,8 +881,19 @@ fn hypercall_guest(ctx: &mut Ctx) -> Result<(), Stop> {
     Ok(())
 }
 
+fn hypercall_guest(ctx: &mut Ctx) -> Result<(), Stop> {
+    every_hypercall(ctx, PRINTS)
+}
+
+/// Hidden: a guest made for the run with 25 to 40 printing calls among the others, judged as
+/// `lab5_hypercall_guest`.
+pub(super) fn hypercall_guest_many_calls(ctx: &mut Ctx) -> Result<(), Stop> {
+    every_hypercall(ctx, (25, 41))
+}
+
 fn one_exit(ctx: &mut Ctx) -> Result<(), Stop> {
     let mix = HypercallMix {
+        prints: PRINTS,
         exit_counts: true,
         report: false,
         translations: false,
@@ -889,6 +905,7 @@ fn one_exit(ctx: &mut Ctx) -> Result<(), Stop> {
 
 fn gva_to_hva_live(ctx: &mut Ctx) -> Result<(), Stop> {
     let mix = HypercallMix {
+        prints: PRINTS,
         exit_counts: false,
         report: false,
         translations: true,
