@@ -341,7 +341,11 @@ impl HypercallWriter {
         let what = format!(
             "num_exits at the guest's exits {before} and {after}, around one print_str, both printed with print32bit after"
         );
-        self.print(CallKind::AroundPrintStr, what, format!("{before}\n{after}\n").into_bytes());
+        self.print(
+            CallKind::AroundPrintStr,
+            what,
+            format!("{before}\n{after}\n").into_bytes(),
+        );
     }
 
     fn report(&mut self) {
@@ -361,8 +365,9 @@ impl HypercallWriter {
             self.code.extend_from_slice(&[OUT_IMM8_AL, PRINT8_PORT as u8]);
         }
         self.io_out += with_nul.len() as u64;
-        let what =
-            format!("the exit report and its NUL as the guest read them at {REPORT_ADDR:#x} and printed them with print8bit");
+        let what = format!(
+            "the exit report and its NUL as the guest read them at {REPORT_ADDR:#x} and printed them with print8bit"
+        );
         self.print(CallKind::ReportInMemory, what, with_nul);
     }
 
@@ -451,7 +456,11 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
                 let value = rng.next_u64() as u32;
                 guest.mov_eax(value);
                 guest.out_eax(PRINT32_PORT);
-                guest.print(CallKind::Print32, format!("print32bit({value})"), format!("{value}\n").into_bytes());
+                guest.print(
+                    CallKind::Print32,
+                    format!("print32bit({value})"),
+                    format!("{value}\n").into_bytes(),
+                );
             }
             Call::Text => {
                 let (text, aliased) = (rng.text_between(1, 40), rng.chance(50));
@@ -501,7 +510,10 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
     let mut image = guest.code;
     image.resize(HYPERCALL_DATA as usize, 0);
     image.extend_from_slice(&guest.data);
-    assert!(image.len() <= kit_common::MAX_IMAGE_SIZE, "the image fits below the page tables");
+    assert!(
+        image.len() <= kit_common::MAX_IMAGE_SIZE,
+        "the image fits below the page tables"
+    );
     HypercallGuest {
         image,
         parts: guest.parts,

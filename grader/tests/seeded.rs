@@ -1069,9 +1069,17 @@ fn hard_coded_hypercall_output() {
         vcpu.set_regs(&regs).unwrap();
         Ok(())
     }
-    for check in ["lab5_hypercall_guest", "lab5_print_str_in_one_exit", "lab5_gva_to_hva_live"] {
+    for check in [
+        "lab5_hypercall_guest",
+        "lab5_print_str_in_one_exit",
+        "lab5_gva_to_hva_live",
+    ] {
         let message = failure_of(check, |labs| labs.run_hypercalls = seeded);
-        assert_names(&message, "lab5 handle_hypercall: a hypercall guest made for this run printed ", &["expected"]);
+        assert_names(
+            &message,
+            "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+            &["expected"],
+        );
     }
 }
 
@@ -1118,7 +1126,9 @@ fn live_gva_to_hva_without_the_page_tables() {
             other => lab5_hypercalls::handle_hypercall(other, host, console),
         }
     }
-    let message = failure_of("lab5_gva_to_hva_live", |labs| labs.run_hypercalls = hypercall_loop!(seeded));
+    let message = failure_of("lab5_gva_to_hva_live", |labs| {
+        labs.run_hypercalls = hypercall_loop!(seeded)
+    });
     assert_names(
         &message,
         "lab5 handle_hypercall: a hypercall guest made for this run printed ",
@@ -1148,7 +1158,9 @@ fn live_print_str_without_the_page_tables() {
             other => lab5_hypercalls::handle_hypercall(other, host, console),
         }
     }
-    let message = failure_of("lab5_hypercall_guest", |labs| labs.run_hypercalls = hypercall_loop!(seeded));
+    let message = failure_of("lab5_hypercall_guest", |labs| {
+        labs.run_hypercalls = hypercall_loop!(seeded)
+    });
     assert_names(
         &message,
         "lab5 handle_hypercall: a hypercall guest made for this run printed ",
@@ -1172,7 +1184,8 @@ fn a_stub_reached_in_the_hypercall_loop_is_reported_as_not_implemented() {
     assert_eq!(
         outcome,
         grader::runner::Outcome::NotImplemented(
-            "not implemented yet: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)".into()
+            "not implemented yet: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)"
+                .into()
         )
     );
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use grader_protocol::lab5::{
-    Counts, Exit, ExitReportSeen, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest,
-    Serve, Served, StringRead, WriteExitReport,
+    Counts, Exit, ExitReportSeen, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve,
+    Served, StringRead, WriteExitReport,
 };
 use grader_protocol::{Envelope, Request};
 use kit_common::Mode;

@@ -475,12 +475,7 @@ fn guest_string(ctx: &mut Ctx) -> Result<(), Stop> {
         (second_gpa, [tail, &[0u8][..]].concat()),
     ];
     let what = format!("a string of exactly MAX_STRING = {MAX_STRING} bytes, across the two pages");
-    read_strings(
-        ctx,
-        &tables,
-        placed,
-        &[(pair_gva + start, Some(longest.clone()), what)],
-    )?;
+    read_strings(ctx, &tables, placed, &[(pair_gva + start, Some(longest.clone()), what)])?;
     let start = rng.range(0, 0x1000 - 8);
     let unterminated = 0x2000 - start as usize;
     let placed = vec![
@@ -589,7 +584,10 @@ fn slot_cause(found: u64, expected: u64, gva: u64, slot: u64, base: u64) -> &'st
 fn gva_to_hva_hypercall(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let base = host_base(&mut rng);
-    let mut cases = [(rng.range(0, MEMORY_END), true), (0x4000_0000 + rng.range(0, 0x4000_0000), false)];
+    let mut cases = [
+        (rng.range(0, MEMORY_END), true),
+        (0x4000_0000 + rng.range(0, 0x4000_0000), false),
+    ];
     rng.shuffle(&mut cases);
     for (gva, mapped) in cases {
         let slot = rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
@@ -778,7 +776,9 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], _expected: &[u8],
                 Some(&n) if n + 1 == want => {
                     ": one less: count the exit first; the answer includes this one".to_owned()
                 }
-                Some(_) => ": num_exits answers the exits so far, every IN and OUT of the guest, this one included".to_owned(),
+                Some(_) => {
+                    ": num_exits answers the exits so far, every IN and OUT of the guest, this one included".to_owned()
+                }
                 None => String::new(),
             }
         }
@@ -819,7 +819,9 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], _expected: &[u8],
                     guest.alias << 21,
                     guest.alias
                 ),
-                (None, _) => ": an address that does not translate prints \"Invalid GVA\" and leaves 0 in the slot".to_owned(),
+                (None, _) => {
+                    ": an address that does not translate prints \"Invalid GVA\" and leaves 0 in the slot".to_owned()
+                }
                 (Some(gpa), Some(hva)) if hva == *gpa => {
                     ": that is the guest physical address itself: add host_base".to_owned()
                 }
