@@ -1083,6 +1083,72 @@ fn hard_coded_hypercall_output() {
     }
 }
 
+#[test]
+fn read_guest_string_without_a_limit() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
+        let mut bytes = Vec::new();
+        loop {
+            let at = gva + bytes.len() as u64;
+            let gpa = lab2_paging::translate(memory, cr3, at)
+                .result
+                .map_err(|fault| Lab5Error::BadAddress {
+                    call: "print_str",
+                    gva,
+                    reason: fault.into(),
+                })?;
+            let byte: u8 = memory
+                .read_obj(GuestAddress(gpa))
+                .map_err(|err| Lab5Error::BadAddress {
+                    call: "print_str",
+                    gva,
+                    reason: err.into(),
+                })?;
+            if byte == 0 {
+                return Ok(bytes);
+            }
+            bytes.push(byte);
+        }
+    }
+    let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a string with no NUL within 4096 bytes",
+        &["expected Err(Lab5Error::BadAddress)"],
+    );
+}
+
+#[test]
+fn read_guest_string_that_translates_only_its_first_address() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
+        let bad = |reason| Lab5Error::BadAddress {
+            call: "print_str",
+            gva,
+            reason,
+        };
+        let gpa = lab2_paging::translate(memory, cr3, gva)
+            .result
+            .map_err(|fault| bad(fault.into()))?;
+        // Then on through guest physical memory, as if the next page followed it there.
+        let mut bytes = Vec::new();
+        while bytes.len() <= lab5_hypercalls::MAX_STRING {
+            let byte: u8 = memory
+                .read_obj(GuestAddress(gpa + bytes.len() as u64))
+                .map_err(|err| bad(err.into()))?;
+            if byte == 0 {
+                return Ok(bytes);
+            }
+            bytes.push(byte);
+        }
+        Err(bad(lab5_hypercalls::AddressError::Unterminated))
+    }
+    let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a ",
+        &["across", "translating the address of each page"],
+    );
+}
+
 /// The reference's `run_hypercalls` serving every exit with `$handle` (the reference loop calls
 /// its own `handle_hypercall`).
 macro_rules! hypercall_loop {

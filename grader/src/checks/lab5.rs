@@ -466,26 +466,33 @@ fn guest_string(ctx: &mut Ctx) -> Result<(), Stop> {
     cases.insert(0, remapped);
     read_strings(ctx, &tables, placed, &cases)?;
 
-    // Exactly MAX_STRING bytes, then none within MAX_STRING bytes, across the two pages.
-    let start = rng.range(1, 0x1000);
+    // Exactly MAX_STRING bytes, then more than MAX_STRING before the NUL, across the two pages.
     let longest: Vec<u8> = (0..MAX_STRING).map(|i| b'a' + (i % 26) as u8).collect();
-    let (head, tail) = longest.split_at(0x1000 - start as usize);
-    let placed = vec![
-        (first_gpa + start, head.to_vec()),
-        (second_gpa, [tail, &[0u8][..]].concat()),
-    ];
+    let start = rng.range(1, 0x1000);
     let what = format!("a string of exactly MAX_STRING = {MAX_STRING} bytes, across the two pages");
-    read_strings(ctx, &tables, placed, &[(pair_gva + start, Some(longest.clone()), what)])?;
-    let start = rng.range(0, 0x1000 - 8);
-    let unterminated = 0x2000 - start as usize;
-    let placed = vec![
-        (first_gpa + start, vec![b'x'; 0x1000 - start as usize]),
-        (second_gpa, vec![b'x'; 0x1000]),
-    ];
-    let what = format!(
-        "a string with no NUL within {MAX_STRING} bytes ({unterminated} bytes on the two pages, more than MAX_STRING)"
-    );
+    let placed = on_pair(&tables, start, &[longest.as_slice(), &[0]].concat());
+    read_strings(ctx, &tables, placed, &[(pair_gva + start, Some(longest), what)])?;
+    let too_long = MAX_STRING + rng.range(1, 64) as usize;
+    let start = rng.range(0, 0x2000 - too_long as u64 - 1);
+    let what = format!("a string with no NUL within {MAX_STRING} bytes (its NUL is {too_long} bytes on)");
+    let placed = on_pair(&tables, start, &[vec![b'x'; too_long], vec![0]].concat());
     read_strings(ctx, &tables, placed, &[(pair_gva + start, None, what)])
+}
+
+/// `bytes` at `offset` from the start of the two adjacent pages, split between their guest
+/// physical pages.
+fn on_pair(tables: &StringTables, offset: u64, bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let (_, first_gpa, second_gpa) = tables.pair;
+    let in_first = (0x1000u64.saturating_sub(offset) as usize).min(bytes.len());
+    let (head, tail) = bytes.split_at(in_first);
+    let mut placed = Vec::new();
+    if !head.is_empty() {
+        placed.push((first_gpa + offset, head.to_vec()));
+    }
+    if !tail.is_empty() {
+        placed.push((second_gpa + offset.saturating_sub(0x1000), tail.to_vec()));
+    }
+    placed
 }
 
 fn gva_to_hva(ctx: &mut Ctx) -> Result<(), Stop> {
