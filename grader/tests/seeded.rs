@@ -1149,6 +1149,28 @@ fn read_guest_string_that_translates_only_its_first_address() {
     );
 }
 
+#[test]
+fn hypercall_loop_that_never_returns() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        host: &mut Host<'_>,
+        console: &mut dyn Write,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), Lab5Error> {
+        lab5_hypercalls::run_hypercalls(vcpu, host, console, trace)?;
+        // Spins after the HLT instead of returning: kvm-hello's watchdog must end the run.
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+    let message = failure_of("lab5_print_str_in_one_exit", |labs| labs.run_hypercalls = seeded);
+    assert_names(
+        &message,
+        "lab5 run_hypercalls: a hypercall guest made for this run: timeout",
+        &[],
+    );
+}
+
 /// The reference's `run_hypercalls` serving every exit with `$handle` (the reference loop calls
 /// its own `handle_hypercall`).
 macro_rules! hypercall_loop {
