@@ -10,8 +10,8 @@
 
 use grader_protocol::lab2::Level;
 use grader_protocol::lab5::{
-    Counts, Exit, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve, StringRead,
-    WriteExitReport,
+    Counts, Exit, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve, Served,
+    StringRead, WriteExitReport,
 };
 
 use super::{Group, fail};
@@ -135,24 +135,22 @@ fn record(name: &str, args: Vec<u64>, result: Option<u64>) -> Record {
     }
 }
 
-/// `handle_hypercall` on one made-up exit.
-fn serve(ctx: &mut Ctx, memory: Memory, counts: Counts, exit: Exit, reads: Vec<(u64, u64)>) -> Result<Served, Stop> {
-    let base = host_base(&mut ctx.rng());
+/// `handle_hypercall` on one made-up exit with no memory to speak of (identity tables, a random
+/// host base), from `counts`: what it returned, and what it left.
+fn serve(ctx: &mut Ctx, rng: &mut Rng, counts: Counts, exit: Exit) -> Result<(Flow, Served), Stop> {
     let served = ctx.call(&Serve {
-        memory,
+        memory: Memory {
+            words: walker::identity_map(),
+            bytes: Vec::new(),
+        },
         cr3: PML4_ADDR,
-        host_base: base,
+        host_base: host_base(rng),
         counts,
         exit,
-        reads,
+        reads: Vec::new(),
     })?;
     let flow = served.flow.clone().map_err(|err| fail(LAB, "handle_hypercall", err))?;
-    Ok(Served { flow, seen: served })
-}
-
-struct Served {
-    flow: Flow,
-    seen: grader_protocol::lab5::Served,
+    Ok((flow, served))
 }
 
 /// Why a printed number differs from `value` in decimal with a newline.
@@ -180,7 +178,7 @@ fn print32bit(ctx: &mut Ctx) -> Result<(), Stop> {
         port: PRINT32_PORT,
         data: value.to_le_bytes().to_vec(),
     };
-    let Served { flow, seen } = serve(ctx, Memory::default(), Counts::default(), exit, Vec::new())?;
+    let (flow, seen) = serve(ctx, &mut rng, Counts::default(), exit)?;
     let console = &seen.console;
     if *console != format!("{value}\n").into_bytes() {
         let what = format!(
@@ -214,7 +212,7 @@ fn num_exits(ctx: &mut Ctx) -> Result<(), Stop> {
         port: NUM_EXITS_PORT,
         size: 4,
     };
-    let Served { seen, .. } = serve(ctx, Memory::default(), before, exit, Vec::new())?;
+    let (_, seen) = serve(ctx, &mut rng, before, exit)?;
     let data: [u8; 4] = seen.in_data.as_slice().try_into().map_err(|_| malformed("IN data"))?;
     let answered = u32::from_le_bytes(data);
     if u64::from(answered) != expected {
@@ -748,7 +746,7 @@ pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &st
         ));
     };
     let expected = part.bytes(base);
-    let why = explain(guest, index, &found, &expected, base);
+    let why = explain(guest, index, &found, base);
     Err(fail(
         LAB,
         "handle_hypercall",
@@ -773,7 +771,7 @@ fn numbers(found: &[u8]) -> Vec<u64> {
 
 /// Why the output of part `index` is `found` instead of `expected`, for the calls whose mistakes
 /// have a usual cause.
-fn explain(guest: &HypercallGuest, index: usize, found: &[u8], _expected: &[u8], base: u64) -> String {
+fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> String {
     let part = &guest.parts[index];
     let found_numbers = numbers(found);
     match (&part.kind, &part.expected) {
