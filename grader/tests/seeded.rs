@@ -1084,6 +1084,20 @@ fn hard_coded_hypercall_output() {
 }
 
 #[test]
+fn gva_to_hva_without_the_memory_bound() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
+        // Any guest physical address the tables give, in guest memory or not.
+        Some(host_base + lab2_paging::translate(memory, cr3, gva).result.ok()?)
+    }
+    let message = failure_of("lab5_gva_to_hva_outside_memory", |labs| labs.gva_to_hva = seeded);
+    assert_names(
+        &message,
+        "lab5 gva_to_hva: gva_to_hva(0x",
+        &["past the end of guest memory", "answer None"],
+    );
+}
+
+#[test]
 fn read_guest_string_without_a_limit() {
     fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
         let mut bytes = Vec::new();
@@ -1430,8 +1444,10 @@ fn gva_to_hva_that_ignores_the_page_tables() {
     fn seeded(_memory: &GuestMemoryMmap, _cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
         (gva < 0x20_0000).then(|| host_base + gva)
     }
-    let message = failure_of("lab5_gva_to_hva", |labs| labs.gva_to_hva = seeded);
-    assert_names(&message, "lab5 gva_to_hva: gva_to_hva(0x", &["expected"]);
+    for check in ["lab5_gva_to_hva", "lab5_gva_to_hva_outside_memory"] {
+        let message = failure_of(check, |labs| labs.gva_to_hva = seeded);
+        assert_names(&message, "lab5 gva_to_hva: gva_to_hva(0x", &["expected"]);
+    }
 }
 
 #[test]

@@ -91,7 +91,7 @@ pub const CHECKS: &[Check] = &[
     ),
     WALK.check(
         "lab5_gva_to_hva_outside_memory",
-        "gva_to_hva: None for a guest physical address past guest memory",
+        "gva_to_hva: None for a guest physical address past guest memory (random tables too)",
         1,
         gva_to_hva_outside_memory,
     ),
@@ -679,10 +679,52 @@ fn gva_to_hva_outside_memory(ctx: &mut Ctx) -> Result<(), Stop> {
     }
     for (&(gva, expected), found) in cases.iter().zip(found) {
         if found != expected {
-            let what = format!(
-                "gva_to_hva({gva:#x}) gave {found:x?}, expected {expected:x?}: a page table entry maps guest physical {gva:#x}, past the end of guest memory (2 MiB); the host address would point outside the VM's memory, so answer None"
-            );
+            let what = match expected {
+                None => format!(
+                    "gva_to_hva({gva:#x}) gave {found:x?}, expected None: a page table entry maps guest physical {gva:#x}, past the end of guest memory (2 MiB); the host address would point outside the VM's memory, so answer None"
+                ),
+                Some(_) => format!(
+                    "gva_to_hva({gva:#x}) gave {found:x?}, expected {expected:x?}: guest physical {gva:#x} is the last word of guest memory, inside it"
+                ),
+            };
             return Err(fail(LAB, "gva_to_hva", what).into());
+        }
+    }
+    // Random tables, whose pages mostly lie past guest memory, and two pages inside it.
+    let tables = RandomTables::build(&mut rng);
+    let mut cases: Vec<(u64, Option<u64>, Option<u64>)> = tables
+        .walks
+        .iter()
+        .filter_map(|walk| walk.result.ok().map(|gpa| (walk.gva, gpa)))
+        .map(|(gva, gpa)| (gva, Some(gpa), (gpa < MEMORY_END).then(|| base + gpa)))
+        .collect();
+    cases.extend(tables.in_memory.iter().map(|&(gva, gpa)| {
+        let offset = rng.range(0, 0x1000);
+        (gva | offset, Some(gpa + offset), Some(base + gpa + offset))
+    }));
+    rng.shuffle(&mut cases);
+    let found = ctx.call(&GvaToHva {
+        memory: Memory {
+            words: tables.memory,
+            bytes: Vec::new(),
+        },
+        cr3: tables.cr3,
+        host_base: base,
+        gvas: cases.iter().map(|&(gva, _, _)| gva).collect(),
+    })?;
+    if found.len() != cases.len() {
+        return Err(malformed("an answer for each address"));
+    }
+    for (&(gva, gpa, expected), found) in cases.iter().zip(found) {
+        match (gpa, expected) {
+            (Some(gpa), None) if found.is_some() => {
+                let what = format!(
+                    "gva_to_hva({gva:#x}) with CR3 {:#x} gave {found:x?}, expected None: the tables map it to guest physical {gpa:#x}, past the end of guest memory (2 MiB); the host address would point outside the VM's memory, so answer None",
+                    tables.cr3
+                );
+                return Err(fail(LAB, "gva_to_hva", what).into());
+            }
+            _ => expect_hva(tables.cr3, base, gva, expected, found)?,
         }
     }
     Ok(())
