@@ -320,7 +320,7 @@ fn refuse_untracked(root: &Path, files: &[PathBuf]) -> Result<Vec<String>, Failu
     if !inside.is_empty() {
         let mut named: Vec<String> = inside.iter().take(NAMED_UNTRACKED).map(shown).collect();
         if inside.len() > NAMED_UNTRACKED {
-            named.push(format!("{} more", inside.len() - NAMED_UNTRACKED));
+            named.push(format!("and {} more", inside.len() - NAMED_UNTRACKED));
         }
         let folders: Vec<String> = folders
             .iter()

@@ -323,7 +323,11 @@ fn git_stdout(repo: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -381,7 +385,10 @@ fn an_export_beside_submissions_and_grades_ships_neither() {
             "the student copy has {relative}, which git does not track"
         );
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
-        assert!(!text.contains(secret), "the student copy's {relative} holds an untracked file's text");
+        assert!(
+            !text.contains(secret),
+            "the student copy's {relative} holds an untracked file's text"
+        );
     }
     assert!(read(&kit.join("book/src/lab1-memory.md")).contains("Edited after the last commit."));
 
@@ -393,7 +400,7 @@ fn an_export_beside_submissions_and_grades_ships_neither() {
     assert_eq!(out.status.code(), Some(6));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "student-kit: git does not track book/src/draft-a.md, book/src/draft-b.md, book/src/draft-c.md, 1 more \
+        "student-kit: git does not track book/src/draft-a.md, book/src/draft-b.md, book/src/draft-c.md, and 1 more \
          under the exported folders (.cargo, book, crates, grader, guest, labs, src, tests, xtask): the student copy \
          is made of what git tracks only; commit them, remove them, or move them outside the repository"
     );
