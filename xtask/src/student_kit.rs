@@ -15,8 +15,8 @@
 //! `submissions/` folder or a `grades.csv` at the root) are never read; untracked (not ignored)
 //! files under them make the export refuse (status 6), since a file there was either forgotten by
 //! `git add` (the copy would lack it) or does not belong in the kit. A folder that is not the top
-//! of a git checkout (a tarball, a copy) is refused (status 7): nothing says which of its files
-//! are the kit. A tracked file is exported as the working tree holds it, uncommitted edits
+//! of a git checkout (a tarball, a copy), or one git cannot list, is refused (status 7): nothing
+//! says which of its files are the kit. A tracked file is exported as the working tree holds it, uncommitted edits
 //! included (the lab files excepted: their untouched exercise comes from a pristine source, see
 //! `kit::pristine_stub`): staff edit the book and the kit and export what they just built and
 //! tested, and every check above runs on what is written; HEAD's version would silently drop
@@ -213,7 +213,8 @@ pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<Exported, F
     Ok(Exported { written, left_out })
 }
 
-/// `git ARGS` in `root`: its standard output, or a failure that says why git could not give it.
+/// `git ARGS` in `root`: its standard output, or a failure that says why git could not give it
+/// (git's own first line: not a repository, a repository git does not trust, a broken index).
 fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, Failure> {
     let out = std::process::Command::new("git")
         .current_dir(root)
@@ -237,7 +238,7 @@ fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, Failure> {
     Err((
         STATUS_NOT_A_CHECKOUT,
         format!(
-            "{} is not a git checkout (git {}: {cause}): the student copy is made of the files git tracks; export from a clone of the instructors' repository",
+            "{}: git cannot tell which files are the kit (git {}: {cause}): the student copy is made of the files git tracks; export from a git clone of the instructors' repository",
             root.display(),
             args.join(" ")
         ),
@@ -269,7 +270,7 @@ fn tracked_files(root: &Path) -> Result<Vec<PathBuf>, Failure> {
         return Err((
             STATUS_NOT_A_CHECKOUT,
             format!(
-                "{} is not a git checkout (it lies inside the one at {}): the student copy is made of the files git tracks; export from a clone of the instructors' repository",
+                "{} is not the top of a git checkout (it lies inside the one at {}): the student copy is made of the files git tracks; export from a git clone of the instructors' repository",
                 root.display(),
                 top.display()
             ),

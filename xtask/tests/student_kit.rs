@@ -437,10 +437,10 @@ fn an_export_from_a_folder_that_is_not_a_git_checkout_refuses() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.starts_with(&format!(
-            "student-kit: {} is not a git checkout (git rev-parse --show-toplevel: fatal: not a git repository",
+            "student-kit: {}: git cannot tell which files are the kit (git rev-parse --show-toplevel: fatal: not a git repository",
             repo.display()
         )) && stderr.trim_end().ends_with(
-            "): the student copy is made of the files git tracks; export from a clone of the instructors' repository"
+            "): the student copy is made of the files git tracks; export from a git clone of the instructors' repository"
         ),
         "{stderr}"
     );
@@ -454,8 +454,8 @@ fn an_export_from_a_folder_that_is_not_a_git_checkout_refuses() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
-            "student-kit: {} is not a git checkout (it lies inside the one at {}): the student copy is made of \
-             the files git tracks; export from a clone of the instructors' repository",
+            "student-kit: {} is not the top of a git checkout (it lies inside the one at {}): the student copy is \
+             made of the files git tracks; export from a git clone of the instructors' repository",
             repo.display(),
             outer.display()
         )
