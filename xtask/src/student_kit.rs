@@ -16,11 +16,12 @@
 //! files under them make the export refuse (status 6), since a file there was either forgotten by
 //! `git add` (the copy would lack it) or does not belong in the kit. A folder that is not the top
 //! of a git checkout (a tarball, a copy), or one git cannot list, is refused (status 7): nothing
-//! says which of its files are the kit. A tracked file is exported as the working tree holds it, uncommitted edits
-//! included (the lab files excepted: their untouched exercise comes from a pristine source, see
-//! `kit::pristine_stub`): staff edit the book and the kit and export what they just built and
-//! tested, and every check above runs on what is written; HEAD's version would silently drop
-//! those edits. Which files ship is git's record; what they say is the working tree's.
+//! says which of its files are the kit. A tracked file is exported as the working tree holds it,
+//! uncommitted edits included (the lab files excepted: their untouched exercise comes from a
+//! pristine source, see `kit::pristine_stub`): staff edit the book and the kit and export what
+//! they just built and tested, and every check above runs on what is written; HEAD's version
+//! would silently drop those edits. Which files ship is git's record; what they say is the
+//! working tree's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
