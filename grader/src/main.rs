@@ -14,7 +14,7 @@ const ABOUT: &str = "grader: grades the labs of the KVM lab kit (cargo grade).";
 /// The last lines of the help text.
 const STATUSES: &str = "\
 Exit status: 0 graded (whatever the score), 1 a check did not pass under --strict, 2 bad usage,
-4 --strict on a host that cannot jail lab code, 130/143 interrupted by SIGINT/SIGTERM.";
+4 --strict or --require-jail on a host that cannot jail lab code, 130/143 interrupted by SIGINT/SIGTERM.";
 
 /// `--strict` where lab code cannot be jailed: no official grade.
 const STATUS_NO_JAIL: u8 = 4;
@@ -64,6 +64,9 @@ struct Cli {
     /// grade builds both)
     #[arg(long, value_name = "PATH")]
     probe: Option<PathBuf>,
+    /// refuse to grade (status 4) where lab code cannot be jailed (--strict implies it)
+    #[arg(long)]
+    require_jail: bool,
     /// print this help
     #[arg(short = 'h', long = "help", action = ArgAction::SetTrue)]
     help: bool,
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         seed,
         strict,
         probe,
+        require_jail,
         ..
     } = cli;
     let probe = probe.unwrap_or_else(default_probe);
@@ -161,8 +165,8 @@ fn main() -> ExitCode {
     // Lab code runs jailed wherever this host can; an official grade needs the jail.
     let jail = match kit_jail::Jail::detect() {
         Ok(jail) => Some(jail),
-        Err(why) if strict => {
-            eprintln!("grader: --strict gives an official grade only with lab code jailed: {why}");
+        Err(why) if strict || require_jail => {
+            eprintln!("grader: an official grade needs lab code jailed, and here it cannot be: {why}");
             return ExitCode::from(STATUS_NO_JAIL);
         }
         Err(why) => {

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::kit::{self, LABS, STUB_GATE};
+use crate::shape;
 
 /// Bad usage: `DIR` exists and is not empty.
 const STATUS_USAGE: u8 = 2;
@@ -91,13 +92,6 @@ const KIT_OVERLAP: [&str; 10] = [
     "let version = kvm.get_api_version();",
     "if version != KVM_API_VERSION {",
 ];
-
-/// Given files that hold a reference's answer by design, and why (known, and reported to the
-/// course staff: a student can read them). The leak check skips them.
-pub const SHIPPED_ANSWERS: [(&str, &str); 1] = [(
-    "grader/src/walker.rs",
-    "the grader's own page walker, which judges lab 2's translate on random page tables, is lab 2's answer",
-)];
 
 /// Lines the book teaches as facts (the long-mode state KVM_SET_SREGS accepts, in "Under
 /// KVM_RUN", from `crates/kvm-hello/tests/set_sregs.rs`) that the reference also has.
@@ -726,17 +720,34 @@ fn reference_lines(root: &Path, stubs: &Stubs) -> Result<Vec<(String, String)>, 
     Ok(found)
 }
 
-/// The written copy mentions no reference and contains no line of a reference function body.
+/// The written copy mentions no reference, contains no line of a reference function body, and
+/// no Rust file of it shares a run of lines with a reference file, alike but for names, numbers
+/// and strings (`shape`): nothing in it, pasted into a lab file, solves a lab.
 fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
     let reference = reference_lines(root, stubs)?;
+    let mut reference_shapes = Vec::new();
+    for lab in LABS {
+        let file = format!("labs/{}/src/solution.rs", lab.dir);
+        let text = std::fs::read_to_string(root.join(&file)).map_err(|err| format!("cannot read {file}: {err}"))?;
+        reference_shapes.push((file, shape::shapes(&text)));
+    }
     let files = kit::files(dir).map_err(|err| kit::io_error("list the files of", dir, err))?;
     for relative in files {
-        if SHIPPED_ANSWERS.iter().any(|(file, _)| relative == Path::new(file)) {
-            continue;
-        }
         let Ok(text) = std::fs::read_to_string(dir.join(&relative)) else {
             continue;
         };
+        if relative.extension().is_some_and(|ext| ext == "rs") {
+            let shipped = shape::shapes(&text);
+            for (file, shapes) in &reference_shapes {
+                if let Some((at, line)) = shape::shared_run(shapes, &shipped) {
+                    return Err(format!(
+                        "the student copy's {}:{line} repeats {file}:{at}: {} lines alike but for names and numbers; a reference's code must not ship, renamed or not",
+                        relative.display(),
+                        shape::RUN
+                    ));
+                }
+            }
+        }
         for (number, line) in text.lines().enumerate() {
             if let Some(word) = FORBIDDEN.iter().find(|word| line.contains(*word)) {
                 return Err(format!(
