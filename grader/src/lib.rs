@@ -14,6 +14,7 @@ pub mod describe;
 pub mod guestgen;
 pub mod host;
 pub mod rng;
+pub mod rules;
 pub mod runner;
 pub mod sandbox;
 pub mod scoreboard;
