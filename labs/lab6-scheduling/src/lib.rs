@@ -235,6 +235,7 @@ pub fn read_progress(memory: &GuestMemoryMmap) -> Result<u64, Lab6Error> {
     Ok(memory.read_obj::<u64>(GuestAddress(PROGRESS_ADDR))?)
 }
 
+// ANCHOR: stub_create_guest_vm
 // TODO(lab6): a VM of the pair, from your labs 1 to 3 through `base`: the VM and its memory, its
 // vCPU (keep its `fd`), the image, the long-mode page tables, the special and general registers
 // (KVM_GET_SREGS first, as in kvm-hello's session), then the VM's name at `NAME_ADDR`. Its line
@@ -245,6 +246,7 @@ pub fn create_guest_vm(base: &Base, name: u8, image: &[u8]) -> Result<GuestVm, L
     let _ = (base, name, image);
     todo!("lab6 create_guest_vm (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
 }
+// ANCHOR_END: stub_create_guest_vm
 
 // ANCHOR: stub_next_slice
 // TODO(lab6): the scheduler's decision, a pure function. `last` is the VM that ran the previous
