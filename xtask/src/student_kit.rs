@@ -72,10 +72,17 @@ const KIT_OVERLAP: [&str; 10] = [
 
 /// Given files that hold a reference's answer by design, and why (known, and reported to the
 /// course staff: a student can read them). The leak check skips them.
-pub const SHIPPED_ANSWERS: [(&str, &str); 1] = [(
-    "grader/src/walker.rs",
-    "the grader's own page walker, which judges lab 2's translate on random page tables, is lab 2's answer",
-)];
+pub const SHIPPED_ANSWERS: [(&str, &str); 2] = [
+    (
+        "grader/src/walker.rs",
+        "the grader's own page walker, which judges lab 2's translate on random page tables, is lab 2's answer",
+    ),
+    (
+        "grader/src/checks/lab3.rs",
+        "lab 3's checks spell out the expected state: expected_segment is flat_segment field for field, \
+         CR0_PAGED and the per-mode expectations are special_registers, general_registers_for is general_registers",
+    ),
+];
 
 /// Lines the book teaches as facts (the long-mode state KVM_SET_SREGS accepts, in "Under
 /// KVM_RUN", from `crates/kvm-hello/tests/set_sregs.rs`) that the reference also has.
@@ -617,8 +624,15 @@ stubs; `kvm-hello` runs your labs in order, and the grader tells you what is rig
 ```sh
 cargo run -p kvm-hello         # runs your VMM; at first it stops at lab 1 with status 6:
 # kvm-hello: not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)
-cargo test --workspace         # the kit's own tests: they pass whatever state your labs are in
+cargo test --workspace         # the kit's own tests (not your labs'): they pass while every lab file compiles
 ```
+
+`cargo test --workspace` builds every lab file: a lab file that does not compile fails it (the
+compiler names the line), while `cargo grade` still grades every other lab. Its tests check the
+kit: kvm-hello stops at your first stub, KVM refuses what the book says it refuses, every graded
+rule is written in your lab files or the book, and the book's includes resolve. `cargo grade`
+grades your labs. Each rule it checks is in your lab file, in a `Graded (CHECK): ...` comment;
+`cargo grade --hint CHECK` gives a hint, `--more` a second one.
 
 Open the file it names, read its `TODO(labN)` comments and the book chapter, replace the
 `todo!`s, and run it again: each run goes one step further, until the guest says hello.
