@@ -288,6 +288,7 @@ pub fn run_until_halt(
 // ANCHOR: stub_read_result_slot
 // TODO(lab4): read the guest's result: `width` bytes (2, 4 or 8: the mode's word size) at
 // `RESULT_ADDR`, little-endian, through vm-memory. kvm-hello-world does `memcpy(&memval, ...)`.
+// A width above 8 does not fit a u64: `ResultError::TooWide` (kvm-hello never asks for one).
 // Graded (lab4_result_slot): read_result_slot reads exactly width bytes (2, 4 or 8) at RESULT_ADDR,
 // little-endian, and returns them zero-extended to a u64.
 /// The value the guest stored at 0x400.

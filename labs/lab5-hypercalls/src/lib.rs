@@ -138,6 +138,8 @@ pub enum AddressError {
 // the guest's page tables (`lab2_paging::translate`, your walker), read through vm-memory, stop at
 // the NUL; more than `MAX_STRING` bytes without one, or an address that does not translate, is
 // `Lab5Error::BadAddress`. A string may cross a page: translate every 4 KiB page it touches.
+// This function cannot know its caller: its errors name `call: "print_str"` (its only caller)
+// and `gva` the string's start, the address the guest passed, not the page that failed.
 // Graded (lab5_read_guest_string): read_guest_string translates the string's address through the
 // guest's page tables page by page (a string may cross a 4 KiB page boundary onto a page mapped
 // anywhere), reads up to the NUL and returns the bytes without it; a string of up to MAX_STRING
@@ -183,8 +185,11 @@ pub fn gva_to_hva(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) 
 // ANCHOR: stub_handle_hypercall
 // TODO(lab5): serve one exit: count it in `host.counts` (by reason, before answering), then by port
 // (see the constants above): print, answer an IN by filling `data` (u32, little-endian), read or
-// write guest memory, and `host.record(...)` each hypercall. HLT is `Flow::Halt`. An exit that is
-// no hypercall, or has the wrong size, is `Lab5Error::Unexpected(UnexpectedExit::from_exit(&exit))`.
+// write guest memory, and `host.record(...)` each hypercall (print_str before it reads its
+// string, so one that fails is still recorded). A gva_to_hva slot that cannot be read or written
+// is `Lab5Error::BadAddress { call: "gva_to_hva", gva: the slot's address, .. }`. HLT is
+// `Flow::Halt`. An exit that is no hypercall, or has the wrong size, is
+// `Lab5Error::Unexpected(UnexpectedExit::from_exit(&exit))`.
 // Graded (lab5_print32bit): print32bit: an OUT of 4 bytes to PRINT32_PORT prints its value (the 4
 // data bytes, little-endian) in decimal and a newline, is counted in io_out, is recorded as
 // ("print32bit", [value], None), and answers Flow::Continue.
