@@ -18,6 +18,7 @@ pub mod facts;
 pub mod guestgen;
 pub mod host;
 pub mod rng;
+pub mod rules;
 pub mod runner;
 pub mod sandbox;
 pub mod scoreboard;
