@@ -214,6 +214,7 @@ pub fn all_checks() -> Vec<Check> {
     [
         checks::lab2::CHECKS,
         checks::lab4::CHECKS,
+        checks::e2e::CHECKS,
     ]
     .concat()
 }
