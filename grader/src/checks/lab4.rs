@@ -576,7 +576,6 @@ fn judge_wrong_result(run: &GuestRun, mode: Mode, guest: &Guest, what: &str) -> 
 /// Values for a guest that must fail the result checks: RAX wrong, or RAX right and memory wrong.
 fn wrong_values(rng: &mut Rng, mode: Mode) -> (u64, u64) {
     let limit = guestgen::word_mask(mode).min(u64::MAX - 1) + 1;
-    let limit = if limit == 0 { u64::MAX } else { limit };
     if rng.chance(50) {
         (wrong_below(rng, limit), rng.next_u64())
     } else {
@@ -590,7 +589,14 @@ fn expect_hello(ctx: &mut Ctx, mode: Mode) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let good = guestgen::returning(mode, &rng.text_between(3, 40), EXPECTED, EXPECTED, rng.next_u64());
     let (rax, result) = wrong_values(&mut rng, mode);
-    let bad = guestgen::returning(mode, &rng.text_between(3, 40), rax, result, rng.next_u64());
+    // Texts of two lengths: no count filled in without running matches both guests.
+    let text = loop {
+        let text = rng.text_between(3, 40);
+        if text.len() != good.output.len() {
+            break text;
+        }
+    };
+    let bad = guestgen::returning(mode, &text, rax, result, rng.next_u64());
     let good_what = format!(
         "a {mode}-mode guest made for this run ({} bytes of text, then RAX = 42 and 42 at 0x400)",
         good.output.len()
