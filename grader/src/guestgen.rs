@@ -297,7 +297,10 @@ pub fn long_mode_wide_outs(text: &[u8], widths: &mut impl FnMut() -> usize) -> G
     let port = CONSOLE_PORT as u8;
     let (mut code, mut outs, mut at) = (Vec::new(), 0u64, 0);
     while at < text.len() {
-        let width = [4, 2, 1].into_iter().find(|&w| w <= widths() && at + w <= text.len()).unwrap_or(1);
+        let width = [4, 2, 1]
+            .into_iter()
+            .find(|&w| w <= widths() && at + w <= text.len())
+            .unwrap_or(1);
         let chunk = &text[at..at + width];
         match width {
             4 => {

@@ -211,12 +211,7 @@ impl Check {
 
 /// Every check, in the order they run: lab 1 to lab 4, end to end, then the extension labs 0, 5 and 6.
 pub fn all_checks() -> Vec<Check> {
-    [
-        checks::lab2::CHECKS,
-        checks::lab4::CHECKS,
-        checks::e2e::CHECKS,
-    ]
-    .concat()
+    [checks::lab2::CHECKS, checks::lab4::CHECKS, checks::e2e::CHECKS].concat()
 }
 
 /// A check by name.

@@ -1024,7 +1024,12 @@ fn a_vmm_that_prints_the_kit_guests_greeting_and_summary() {
            echo 'kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42' >&2 ;;
         esac
     "#;
-    for check in ["e2e_long_mode", "e2e_protected_mode", "e2e_real_mode", "e2e_json_report"] {
+    for check in [
+        "e2e_long_mode",
+        "e2e_protected_mode",
+        "e2e_real_mode",
+        "e2e_json_report",
+    ] {
         match e2e_outcome_with_vmm(check, script) {
             grader::runner::Outcome::Failed(message) => {
                 assert!(message.starts_with("kvm-hello --guest GUEST --mode "), "{message}")

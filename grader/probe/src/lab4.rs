@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use grader_protocol::lab4::{
-    self as wire, CheckResults, Counts, Exit, FailingKvmRun, Flow, GuestRun, Handled, HandleExits, LoopError,
+    self as wire, CheckResults, Counts, Exit, FailingKvmRun, Flow, GuestRun, HandleExits, Handled, LoopError,
     ReadResultSlot, RunGuest, TracedExit,
 };
 use grader_protocol::{Envelope, Request};
@@ -50,7 +50,7 @@ fn handle_exits(probe: &Probe, exits: &[Exit]) -> Handled {
     let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
     let mut results = Vec::new();
     for exit in exits {
-        let mut buffer = vec![0u8; 8];
+        let mut buffer = [0u8; 8];
         let exit = match exit {
             Exit::IoOut { port, data } => VcpuExit::IoOut(*port, data),
             Exit::IoIn { port, len } => VcpuExit::IoIn(*port, &mut buffer[..(*len).min(8)]),

@@ -61,7 +61,7 @@ impl Run {
 }
 
 /// Runs the VMM once per (guest, args), in this order.
-fn kvm_hello(ctx: &mut Ctx, runs: &[(&Guest, Vec<String>)]) -> Result<Vec<Run>, Stop> {
+fn run_vmm(ctx: &mut Ctx, runs: &[(&Guest, Vec<String>)]) -> Result<Vec<Run>, Stop> {
     let outputs = ctx.call(&RunVmm {
         runs: runs
             .iter()
@@ -202,7 +202,7 @@ fn expect_hello(ctx: &mut Ctx, mode: Mode) -> Result<(), Stop> {
     let mut guests = [made_guest(&mut rng, mode, true), made_guest(&mut rng, mode, false)];
     rng.shuffle(&mut guests);
     let args = vec!["--mode".to_owned(), mode.name().to_owned()];
-    let runs = kvm_hello(
+    let runs = run_vmm(
         ctx,
         &guests.iter().map(|guest| (guest, args.clone())).collect::<Vec<_>>(),
     )?;
@@ -235,7 +235,7 @@ fn json_report(ctx: &mut Ctx) -> Result<(), Stop> {
     let right = rng.chance(50);
     let guest = made_guest(&mut rng, mode, right);
     let args = vec!["--mode".to_owned(), mode.name().to_owned(), "--json".to_owned()];
-    let runs = kvm_hello(ctx, &[(&guest, args)])?;
+    let runs = run_vmm(ctx, &[(&guest, args)])?;
     let run = &runs[0];
     if let Some(stop) = broken(run) {
         return Err(stop);
@@ -248,7 +248,10 @@ fn json_report(ctx: &mut Ctx) -> Result<(), Stop> {
     let rax = report.pointer("/rax").and_then(Value::as_u64).map(|rax| rax & mask);
     let expected = [
         ("/mode", Value::from(mode.name())),
-        ("/output", Value::from(String::from_utf8_lossy(&guest.output).into_owned())),
+        (
+            "/output",
+            Value::from(String::from_utf8_lossy(&guest.output).into_owned()),
+        ),
         ("/exits/total", Value::from(guest.exits)),
         ("/exits/io", Value::from(out)),
         ("/exits/hlt", Value::from(1)),

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use grader_protocol::lab4::{
-    CheckResults, Exit, FailingKvmRun, Flow, GuestRun, HandleExits, LoopError, ReadResultSlot, ResultError,
-    RunGuest, TracedExit, UnexpectedExit,
+    CheckResults, Exit, FailingKvmRun, Flow, GuestRun, HandleExits, LoopError, ReadResultSlot, ResultError, RunGuest,
+    TracedExit, UnexpectedExit,
 };
 use kit_common::{CONSOLE_PORT, Mode, Status};
 
@@ -261,7 +261,7 @@ fn unexpected_exits(ctx: &mut Ctx) -> Result<(), Stop> {
             Some(UnexpectedExit::IoOut {
                 port,
                 len: refused.len(),
-            },),
+            }),
             format!("an OUT of {} byte(s) to port {port:#x}", refused.len()),
         ),
         (
@@ -350,11 +350,7 @@ fn result_slot(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     // Every byte non-zero, so a read of the wrong width or place shows.
     let value = rng.next_u64() | 0x0101_0101_0101_0101;
-    let memory = vec![
-        (0x3f8, rng.next_u64() | 1),
-        (0x400, value),
-        (0x408, rng.next_u64() | 1),
-    ];
+    let memory = vec![(0x3f8, rng.next_u64() | 1), (0x400, value), (0x408, rng.next_u64() | 1)];
     let mut widths = [(2, value & 0xffff), (4, value & 0xffff_ffff), (8, value)];
     rng.shuffle(&mut widths);
     let found = ctx.call(&ReadResultSlot {
@@ -525,10 +521,10 @@ fn expect_wrong_result(ctx: &mut Ctx, mode: Mode, guest: &Guest, what: &str) -> 
 
 /// `expect_wrong_result` on a run already made.
 fn judge_wrong_result(run: &GuestRun, mode: Mode, guest: &Guest, what: &str) -> Result<(), Stop> {
-    if run.status != Status::WrongResult.code() {
-        if let Some(stop) = run_failure(run, what) {
-            return Err(stop);
-        }
+    if run.status != Status::WrongResult.code()
+        && let Some(stop) = run_failure(run, what)
+    {
+        return Err(stop);
     }
     expect_output(run, guest, RUN, what, "")?;
     expect_exits(run, guest, what)?;
@@ -805,7 +801,9 @@ fn wrong_results_are_caught(ctx: &mut Ctx) -> Result<(), Stop> {
             continue;
         }
         if run.status != Status::WrongResult.code() && run.status != Status::Ok.code() {
-            return Err(run_failure(&run, &format!("the guest {name}")).unwrap_or_else(|| fail(LAB, RUN, &run.message).into()));
+            return Err(
+                run_failure(&run, &format!("the guest {name}")).unwrap_or_else(|| fail(LAB, RUN, &run.message).into())
+            );
         }
         let got = if run.status == Status::Ok.code() {
             "a run that passed".to_owned()
