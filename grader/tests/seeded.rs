@@ -918,6 +918,20 @@ fn hard_coded_hello_output_and_counts() {
 }
 
 #[test]
+fn a_failed_kvm_run_made_up_without_calling_kvm_run() {
+    fn seeded(
+        _vcpu: &mut VcpuFd,
+        _console: &mut dyn Write,
+        _counts: &mut ExitCounts,
+        _trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        Err(ExitLoopError::Run(kvm_ioctls::Error::new(libc::EINTR)))
+    }
+    let message = failure_of("lab4_kvm_run_errors", |labs| labs.run_until_halt = seeded);
+    assert_names(&message, "lab4 run_until_halt: ", &["without calling KVM_RUN"]);
+}
+
+#[test]
 fn handle_exit_that_halts_on_every_exit() {
     fn seeded(exit: VcpuExit<'_>, _console: &mut dyn Write, counts: &mut ExitCounts) -> Result<Flow, ExitLoopError> {
         let _ = exit;

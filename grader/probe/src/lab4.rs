@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use grader_protocol::lab4::{
-    self as wire, CheckResults, Counts, Exit, FailingKvmRun, Flow, GuestRun, HandleExits, Handled, LoopError,
-    ReadResultSlot, RunGuest, TracedExit,
+    self as wire, CheckResults, Counts, Exit, FailedKvmRun, FailingKvmRun, Flow, GuestRun, HandleExits, Handled,
+    LoopError, ReadResultSlot, RunGuest, TracedExit,
 };
 use grader_protocol::{Envelope, Request};
 use kit_common::{LabPanic, Mode};
@@ -40,7 +40,7 @@ pub fn route(probe: &Probe, envelope: &Envelope) -> Option<Answered> {
         }),
         RunGuest::NAME => handle(body, |request: RunGuest| Ok(run_guest(probe, request))),
         FailingKvmRun::NAME => handle(body, |request: FailingKvmRun| {
-            failing_kvm_run(probe, Duration::from_millis(request.wait_ms))
+            failing_kvm_run(probe, Duration::from_millis(request.wait_ms), request.rax)
         }),
         _ => return None,
     })
@@ -168,15 +168,26 @@ fn run_guest(probe: &Probe, request: RunGuest) -> GuestRun {
     }
 }
 
-/// What the lab's loop did with a KVM_RUN that fails at once: `None` when it had not returned
-/// within `wait` (it retries; its thread is left behind and ends with the process, which the
-/// runner's CPU limit also bounds).
-fn failing_kvm_run(probe: &Probe, wait: Duration) -> Result<Option<Result<(), LoopError>>, String> {
+/// What the lab's loop did with a KVM_RUN that fails at once, and whether KVM_RUN was entered
+/// at all: KVM copies the registers into kvm_run when KVM_RUN returns (`KVM_SYNC_X86_REGS`;
+/// x86 KVM's common code does it on the EINTR path too, whatever the vendor module: seen on
+/// PVM here), so the judge's RAX shows there only after a real KVM_RUN. `returned` is `None` when the loop
+/// had not returned within `wait` (it retries; its thread is left behind and ends with the
+/// process, which the runner's CPU limit also bounds).
+fn failing_kvm_run(probe: &Probe, wait: Duration, rax: u64) -> Result<FailedKvmRun, String> {
     let kvm = kvm_ioctls::Kvm::new().map_err(|err| format!("cannot open /dev/kvm: {err}"))?;
     let vm = kvm.create_vm().map_err(|err| format!("cannot create a VM: {err}"))?;
     let mut vcpu = vm
         .create_vcpu(0)
         .map_err(|err| format!("cannot create a vCPU: {err}"))?;
+    let regs = kvm_bindings::kvm_regs {
+        rax,
+        ..vcpu.get_regs().map_err(|err| format!("KVM_GET_REGS failed: {err}"))?
+    };
+    vcpu.set_regs(&regs)
+        .map_err(|err| format!("KVM_SET_REGS failed: {err}"))?;
+    vcpu.sync_regs_mut().regs = kvm_bindings::kvm_regs::default();
+    vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
     // With immediate_exit set, KVM_RUN returns EINTR before it enters the guest, every time:
     // what a VMM sees when its vCPU is kicked (kvm-hello's watchdog does exactly this).
     vcpu.set_kvm_immediate_exit(1);
@@ -184,9 +195,19 @@ fn failing_kvm_run(probe: &Probe, wait: Duration) -> Result<Option<Result<(), Lo
     let returned = on_lab_thread("kvm-run", wait, move || {
         let _vm = vm;
         let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-        run_until_halt(&mut vcpu, &mut console, &mut counts, &mut |_| {})
+        let returned = run_until_halt(&mut vcpu, &mut console, &mut counts, &mut |_| {});
+        (returned, vcpu.sync_regs().regs.rax)
     })?;
-    Ok(returned.map(|result| result.map_err(loop_error)))
+    Ok(match returned {
+        Some((returned, synced_rax)) => FailedKvmRun {
+            returned: Some(returned.map_err(loop_error)),
+            synced_rax: Some(synced_rax),
+        },
+        None => FailedKvmRun {
+            returned: None,
+            synced_rax: None,
+        },
+    })
 }
 
 /// Runs lab code on a thread of its own (named `lab-…`, so the probe's hook records its

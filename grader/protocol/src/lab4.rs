@@ -252,15 +252,27 @@ pub struct TracedExit {
 }
 
 /// Give `run_until_halt` a vCPU whose KVM_RUN fails at once with EINTR (`immediate_exit`),
-/// and wait at most `wait_ms` for it to return.
+/// with `rax` in its RAX and KVM asked to copy the registers into kvm_run on every return from
+/// KVM_RUN (`KVM_SYNC_X86_REGS`), and wait at most `wait_ms` for it to return.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailingKvmRun {
     /// How long to wait, in milliseconds.
     pub wait_ms: u64,
+    /// The vCPU's RAX.
+    pub rax: u64,
 }
 
 impl Request for FailingKvmRun {
     const NAME: &'static str = "lab4.failing_kvm_run";
+    type Reply = FailedKvmRun;
+}
+
+/// What `run_until_halt` did with a KVM_RUN that fails.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedKvmRun {
     /// What it returned, or `None` when it had not returned in time.
-    type Reply = Option<Result<(), LoopError>>;
+    pub returned: Option<Result<(), LoopError>>,
+    /// RAX in kvm_run's synced registers afterwards (cleared before the call; KVM writes it
+    /// when KVM_RUN returns, even with EINTR): `None` when it had not returned.
+    pub synced_rax: Option<u64>,
 }

@@ -885,11 +885,24 @@ fn trace_every_exit(ctx: &mut Ctx) -> Result<(), Stop> {
 }
 
 fn kvm_run_errors(ctx: &mut Ctx) -> Result<(), Stop> {
-    let returned = ctx.call(&FailingKvmRun {
+    // A RAX drawn for this run: KVM copies it into kvm_run only when KVM_RUN is really called.
+    let rax = ctx.rng().next_u64() | 1;
+    let failed = ctx.call(&FailingKvmRun {
         wait_ms: RETURN_WAIT.as_millis() as u64,
+        rax,
     })?;
-    match returned {
-        Some(Err(LoopError::Run { errno, .. })) if errno == libc::EINTR => Ok(()),
+    match failed.returned {
+        Some(Err(LoopError::Run { errno, .. })) if errno == libc::EINTR => {
+            if failed.synced_rax == Some(rax) {
+                return Ok(());
+            }
+            Err(fail(
+                LAB,
+                RUN,
+                "run_until_halt returned Err(ExitLoopError::Run(EINTR)) without calling KVM_RUN (the vCPU's registers never came back from KVM): call vcpu.run() and return the error it gives",
+            )
+            .into())
+        }
         None => Err(fail(
             LAB,
             RUN,
