@@ -932,6 +932,24 @@ fn a_failed_kvm_run_made_up_without_calling_kvm_run() {
 }
 
 #[test]
+fn a_loop_that_panics_on_its_own_thread_is_reported_without_a_backtrace() {
+    fn seeded(
+        _vcpu: &mut VcpuFd,
+        _console: &mut dyn Write,
+        _counts: &mut ExitCounts,
+        _trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        let exits: Vec<u64> = Vec::new();
+        panic!("no exit {}", exits.len())
+    }
+    let message = failure_of("lab4_kvm_run_errors", |labs| labs.run_until_halt = seeded);
+    assert!(
+        message.starts_with("lab code panicked: no exit 0 (at grader/tests/seeded.rs:"),
+        "{message}"
+    );
+}
+
+#[test]
 fn handle_exit_that_halts_on_every_exit() {
     fn seeded(exit: VcpuExit<'_>, _console: &mut dyn Write, counts: &mut ExitCounts) -> Result<Flow, ExitLoopError> {
         let _ = exit;
