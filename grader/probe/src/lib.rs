@@ -20,6 +20,7 @@ use serde_json::Value;
 pub use kvm_hello::labs::Labs;
 
 pub mod lab2;
+pub mod lab3;
 pub mod memory;
 
 /// What the probe runs: the lab functions, and the program that is kvm-hello built from them.
@@ -54,7 +55,10 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: [fn(&Probe, &Envelope) -> Option<Handled>; 1] = [lab2::route];
+    let routes: [fn(&Probe, &Envelope) -> Option<Handled>; 2] = [
+        lab2::route,
+        lab3::route,
+    ];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))

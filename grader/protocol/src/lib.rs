@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub mod lab2;
+pub mod lab3;
 
 /// The probe's descriptor for its answer: a pipe only the judge reads.
 pub const ANSWER_FD: i32 = 3;
