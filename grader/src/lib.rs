@@ -211,7 +211,7 @@ impl Check {
 
 /// Every check, in the order they run: lab 1 to lab 4, end to end, then the extension labs 0, 5 and 6.
 pub fn all_checks() -> Vec<Check> {
-    [checks::lab2::CHECKS].concat()
+    [checks::lab2::CHECKS, checks::lab3::CHECKS].concat()
 }
 
 /// A check by name.

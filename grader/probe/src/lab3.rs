@@ -66,7 +66,10 @@ fn mem_size_of(mem_size: u64) -> Result<usize, String> {
 /// Sets up a VM with the request's memory and the lab's registers, and runs it.
 fn run(labs: &Labs, request: &RunWithRegisters) -> Result<GuestRun, String> {
     if request.mem_size > MAX_MEM_SIZE || request.mem_size % 0x1000 != 0 {
-        return Err(format!("a memory size of {:#x} bytes is not one the checks use", request.mem_size));
+        return Err(format!(
+            "a memory size of {:#x} bytes is not one the checks use",
+            request.mem_size
+        ));
     }
     let mem_size = mem_size_of(request.mem_size)?;
     let kvm = Kvm::new().map_err(|err| format!("cannot open /dev/kvm: {err}"))?;

@@ -55,10 +55,7 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: [fn(&Probe, &Envelope) -> Option<Handled>; 2] = [
-        lab2::route,
-        lab3::route,
-    ];
+    let routes: [fn(&Probe, &Envelope) -> Option<Handled>; 2] = [lab2::route, lab3::route];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))
