@@ -892,7 +892,7 @@ fn run_guest(ctx: &mut Ctx, guest: &ModeGuest) -> Result<(), Stop> {
                 LAB,
                 both,
                 format!(
-                    "a {mode}-mode guest stopped with {exit} before its HLT: the CPU was not in {mode} mode at its first instruction, at 0 ({})",
+                    "a {mode}-mode guest stopped with {exit} before its HLT: its code at 0 did not run as {mode}-mode code ({})",
                     state()
                 ),
             )
