@@ -285,7 +285,11 @@ fn canned_sregs_that_ignore_the_given_state() {
     fn seeded(mode: Mode, _sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
         lab3_registers::special_registers(mode, kvm_sregs::default(), cr3)
     }
-    for check in ["lab3_long_mode_control_registers", "lab3_long_mode_code_segment", "lab3_paged32_mode"] {
+    for check in [
+        "lab3_long_mode_control_registers",
+        "lab3_long_mode_code_segment",
+        "lab3_paged32_mode",
+    ] {
         let message = failure_of(check, |labs| labs.special_registers = seeded);
         assert_names(
             &message,
@@ -320,7 +324,10 @@ fn guest_with_a_32_bit_code_segment_in_long_mode() {
         }
     });
     let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
-    assert!(message.contains("a long-mode guest") || message.contains("after the long-mode guest"), "{message}");
+    assert!(
+        message.contains("a long-mode guest") || message.contains("after the long-mode guest"),
+        "{message}"
+    );
     assert!(message.contains("l 0, db 1"), "{message}");
 }
 

@@ -65,7 +65,7 @@ fn mem_size_of(mem_size: u64) -> Result<usize, String> {
 
 /// Sets up a VM with the request's memory and the lab's registers, and runs it.
 fn run(labs: &Labs, request: &RunWithRegisters) -> Result<GuestRun, String> {
-    if request.mem_size > MAX_MEM_SIZE || request.mem_size % 0x1000 != 0 {
+    if request.mem_size > MAX_MEM_SIZE || !request.mem_size.is_multiple_of(0x1000) {
         return Err(format!(
             "a memory size of {:#x} bytes is not one the checks use",
             request.mem_size
