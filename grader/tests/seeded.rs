@@ -361,6 +361,31 @@ fn guest_with_the_kit_cr3_instead_of_the_one_given() {
     );
 }
 
+#[test]
+fn stack_at_the_kit_memory_size_whatever_the_size() {
+    // A canned RSP: right for the kit's 2 MiB, wrong for the memory size of this run.
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        let right = lab3_registers::general_registers(mode, mem_size);
+        kvm_regs {
+            rsp: if right.rsp == 0 { 0 } else { 0x20_0000 },
+            ..right
+        }
+    }
+    let message = failure_of("lab3_general_registers", |labs| labs.general_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 general_registers: RSP in ",
+        &["mode = 0x200000, expected 0x"],
+    );
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.general_registers = seeded);
+    assert!(
+        message.starts_with("lab3 general_registers")
+            || message.starts_with("lab3 special_registers/general_registers"),
+        "{message}"
+    );
+    assert!(message.contains("RSP 0x200000"), "{message}");
+}
+
 // ---- lab 4 ----
 
 #[test]

@@ -190,6 +190,18 @@ fn cr0_why(found: u64, expected: u64, mode: Mode) -> String {
     }
 }
 
+/// A memory size from 1 MiB to 64 MiB, in pages, never the kit's 2 MiB: a stack top the lab
+/// cannot know in advance.
+fn random_mem_size(rng: &mut Rng) -> u64 {
+    let pages = rng.range(0x100, 0x4000 - 1);
+    let pages = if pages * 0x1000 == GUEST_MEMORY_SIZE as u64 {
+        0x4000 - 1
+    } else {
+        pages
+    };
+    pages * 0x1000
+}
+
 /// A page-aligned CR3 for the checks: the tables may be anywhere, not only at 0x2000.
 fn random_cr3(rng: &mut Rng) -> u64 {
     rng.range(1, 0x1_0000) << 12
@@ -606,7 +618,7 @@ fn general_registers(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut modes = Mode::ALL;
     rng.shuffle(&mut modes);
     // The kit's 2 MiB first, then a memory size the lab cannot know in advance.
-    let sizes = [GUEST_MEMORY_SIZE as u64, rng.range(0x100, 0x4000) * 0x1000];
+    let sizes = [GUEST_MEMORY_SIZE as u64, random_mem_size(&mut rng)];
     let calls: Vec<(Mode, u64)> = sizes
         .iter()
         .flat_map(|&size| modes.iter().map(move |&mode| (mode, size)))
@@ -779,7 +791,7 @@ fn print_code(text: &[u8]) -> Vec<u8> {
 /// random value at a random address through DS, halts. Its memory size and CR3 are random too.
 fn mode_guest(rng: &mut Rng, mode: Mode) -> ModeGuest {
     let text = rng.text_between(1, 24);
-    let mem_size = rng.range(0x100, 0x4000) * 0x1000;
+    let mem_size = random_mem_size(rng);
     // A page of its own for the store, below 64 KiB (real mode reaches no further) and below
     // the real-mode stack's page.
     let store = rng.range(1, 0xf) << 12 | rng.range(0, 0x200) << 3;
