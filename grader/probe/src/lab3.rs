@@ -4,7 +4,7 @@
 use grader_protocol::lab3::{
     FlatSegments, GeneralRegisters, GuestRun, Mode as WireMode, RunEnd, RunWithRegisters, SpecialRegisters,
 };
-use grader_protocol::{Envelope, Request};
+use grader_protocol::{Envelope, Request, Words};
 use kit_common::Mode;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
@@ -134,17 +134,40 @@ fn run(labs: &Labs, request: &RunWithRegisters) -> Result<GuestRun, String> {
         end
     };
     let regs_after = vcpu.get_regs().map_err(|err| format!("KVM_GET_REGS: {err}"));
-    let words = request
-        .watch
-        .iter()
-        .map(|&addr| memory.read_obj::<u64>(GuestAddress(addr)).unwrap_or(0))
-        .collect();
+    let memory = watched(&memory, &request.watch);
     Ok(GuestRun {
         sregs,
         regs,
         out,
         end,
         regs_after,
-        words,
+        memory,
     })
+}
+
+/// The nonzero 8-byte words of `ranges`, in address order, at most `Words::MAX_WORDS`.
+fn watched(memory: &GuestMemoryMmap, ranges: &[(u64, u64)]) -> Words {
+    let mut ranges = ranges.to_vec();
+    ranges.sort_unstable();
+    let mut words = Words::default();
+    let mut next = 0;
+    for (start, len) in ranges {
+        let start = (start & !7).max(next);
+        let end = start.saturating_add(len);
+        for addr in (start..end).step_by(8) {
+            let Ok(value) = memory.read_obj::<u64>(GuestAddress(addr)) else {
+                break;
+            };
+            if value == 0 {
+                continue;
+            }
+            if words.words.len() == Words::MAX_WORDS {
+                words.more = true;
+                return words;
+            }
+            words.words.push((addr, value));
+        }
+        next = end;
+    }
+    words
 }

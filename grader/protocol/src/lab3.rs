@@ -3,7 +3,7 @@
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use serde::{Deserialize, Serialize};
 
-use crate::{Outcome, Request};
+use crate::{Outcome, Request, Words};
 
 /// The CPU modes of kvm-hello-world, as the wire names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,8 +81,9 @@ pub struct RunWithRegisters {
     pub memory: Vec<(u64, u64)>,
     /// The guest, loaded at 0.
     pub image: Vec<u8>,
-    /// Guest physical addresses whose 8-byte words to report afterwards.
-    pub watch: Vec<u64>,
+    /// Ranges of guest memory, (start, length) in bytes, whose nonzero 8-byte words to report
+    /// afterwards (the judge asks for whole pages, not for the words it expects).
+    pub watch: Vec<(u64, u64)>,
     /// The most exits to run.
     pub max_exits: u32,
 }
@@ -113,8 +114,8 @@ pub struct GuestRun {
     pub end: RunEnd,
     /// The general registers when it ended (KVM_GET_REGS), when KVM gave them.
     pub regs_after: Outcome<kvm_regs>,
-    /// The 8-byte word at each watched address, in the order asked.
-    pub words: Vec<u64>,
+    /// The nonzero 8-byte words of the watched ranges.
+    pub memory: Words,
 }
 
 impl Request for RunWithRegisters {

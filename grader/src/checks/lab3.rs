@@ -873,7 +873,9 @@ fn run_guest(ctx: &mut Ctx, guest: &ModeGuest) -> Result<(), Stop> {
         mem_size: guest.mem_size,
         memory: guest.tables.clone(),
         image: guest.image.clone(),
-        watch: guest.words.iter().map(|&(addr, _, _)| addr).collect(),
+        // Whole pages, not the words it expects: the first 64 KiB (the image, the store, the
+        // real-mode stack) and the last page (the stack of the other modes).
+        watch: vec![(0, 0x1_0000), (guest.mem_size - 0x1000, 0x1000)],
         max_exits: MAX_EXITS,
     })?;
     let state = || {
@@ -969,7 +971,8 @@ fn run_guest(ctx: &mut Ctx, guest: &ModeGuest) -> Result<(), Stop> {
         )
         .into());
     }
-    for (&(addr, expected, effect), &found) in guest.words.iter().zip(&run.words) {
+    for &(addr, expected, effect) in &guest.words {
+        let found = run.memory.at(addr);
         if found == expected {
             continue;
         }
@@ -992,9 +995,6 @@ fn run_guest(ctx: &mut Ctx, guest: &ModeGuest) -> Result<(), Stop> {
             ),
         )
         .into());
-    }
-    if run.words.len() != guest.words.len() {
-        return Err(fail(LAB, both, "the probe reported fewer words than it was asked for").into());
     }
     Ok(())
 }
