@@ -279,6 +279,113 @@ fn rflags_0() {
     );
 }
 
+#[test]
+fn canned_sregs_that_ignore_the_given_state() {
+    // A state built from scratch, whatever the vCPU had: right registers, lost descriptor tables.
+    fn seeded(mode: Mode, _sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
+        lab3_registers::special_registers(mode, kvm_sregs::default(), cr3)
+    }
+    for check in [
+        "lab3_long_mode_control_registers",
+        "lab3_long_mode_code_segment",
+        "lab3_paged32_mode",
+    ] {
+        let message = failure_of(check, |labs| labs.special_registers = seeded);
+        assert_names(
+            &message,
+            "lab3 special_registers: ",
+            &[" mode = 0x0, expected 0x", "keep the value the vCPU had"],
+        );
+    }
+}
+
+#[test]
+fn guest_with_interrupts_enabled() {
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        kvm_regs {
+            rflags: 0x202,
+            ..lab3_registers::general_registers(mode, mem_size)
+        }
+    }
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.general_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 general_registers: after the ",
+        &["show RFLAGS as the lab set it", "RFLAGS 0x202"],
+    );
+}
+
+#[test]
+fn guest_with_a_32_bit_code_segment_in_long_mode() {
+    let seeded = long_sregs_with(|s| {
+        if s.efer != 0 {
+            s.cs.l = 0;
+            s.cs.db = 1;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert!(
+        message.contains("a long-mode guest") || message.contains("after the long-mode guest"),
+        "{message}"
+    );
+    assert!(message.contains("l 0, db 1"), "{message}");
+}
+
+#[test]
+fn guest_with_a_data_segment_not_at_0() {
+    let seeded = long_sregs_with(|s| {
+        if s.cr0 & 1 != 0 {
+            s.ds.base = 0x1000;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers: after the ",
+        &["guest, the word at 0x", "stored a value through DS"],
+    );
+}
+
+#[test]
+fn guest_with_the_kit_cr3_instead_of_the_one_given() {
+    let seeded = long_sregs_with(|s| {
+        if s.efer != 0 {
+            s.cr3 = 0x2000;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers/general_registers: a long-mode guest stopped with ",
+        &["before its HLT"],
+    );
+}
+
+#[test]
+fn stack_at_the_kit_memory_size_whatever_the_size() {
+    // A canned RSP: right for the kit's 2 MiB, wrong for the memory size of this run.
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        let right = lab3_registers::general_registers(mode, mem_size);
+        kvm_regs {
+            rsp: if right.rsp == 0 { 0 } else { 0x20_0000 },
+            ..right
+        }
+    }
+    let message = failure_of("lab3_general_registers", |labs| labs.general_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 general_registers: RSP in ",
+        &["mode = 0x200000, expected 0x"],
+    );
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.general_registers = seeded);
+    assert!(
+        message.starts_with("lab3 general_registers")
+            || message.starts_with("lab3 special_registers/general_registers"),
+        "{message}"
+    );
+    assert!(message.contains("RSP 0x200000"), "{message}");
+}
+
 // ---- lab 4 ----
 
 #[test]

@@ -25,6 +25,7 @@ pub mod e2e;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab3;
 pub mod lab4;
 pub mod memory;
 
@@ -60,8 +61,14 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] =
-        &[lab1::route, lab2::route, lab0::route, lab4::route, e2e::route];
+    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[
+        lab1::route,
+        lab2::route,
+        lab0::route,
+        lab4::route,
+        e2e::route,
+        lab3::route,
+    ];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))

@@ -19,6 +19,7 @@ pub mod e2e;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab3;
 pub mod lab4;
 
 /// The probe's descriptor for its answer: a pipe only the judge reads.

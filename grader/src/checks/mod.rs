@@ -5,6 +5,7 @@ pub mod hidden;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab3;
 pub mod lab4;
 
 use std::fmt::Display;
