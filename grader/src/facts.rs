@@ -93,6 +93,7 @@ pub mod lwn {
     pub const PAGE_SIZE: u64 = 0x1000;
     /// The serial port the code prints on (COM1).
     pub const SERIAL_PORT: u16 = 0x3f8;
+}
 
 /// Lab 3's register values, per mode, as documented: kvm-hello-world (dpw/kvm-hello-world,
 /// kvm-hello-world.c: `setup_protected_mode`, `setup_paged_32bit_mode`, `setup_long_mode`,
