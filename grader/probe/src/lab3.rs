@@ -86,15 +86,15 @@ fn run(labs: &Labs, request: &RunWithRegisters) -> Result<GuestRun, String> {
     memory
         .write_slice(&request.image, GuestAddress(0))
         .map_err(|err| format!("cannot load the guest: {err}"))?;
-    let host = memory
+    let userspace_addr = memory
         .get_host_address(GuestAddress(0))
-        .map_err(|err| format!("no host address for guest memory: {err}"))?;
+        .map_err(|err| format!("no host address for guest memory: {err}"))? as u64;
     let region = kvm_userspace_memory_region {
         slot: SLOT,
         flags: 0,
         guest_phys_addr: 0,
         memory_size: request.mem_size,
-        userspace_addr: host as u64,
+        userspace_addr,
     };
     // SAFETY: the region is `memory`'s own mapping of `mem_size` bytes, and `memory` outlives
     // the VM: `vm` (and the vCPU made from it) is dropped at the end of this function, before
