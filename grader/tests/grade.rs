@@ -95,6 +95,8 @@ checks!(
     lab3_paged32_mode,
     lab3_real_mode,
     lab3_general_registers,
+    lab3_guest_runs_in_each_mode,
+    lab3_guest_runs_in_paged32,
     lab4_console_output,
     lab4_hlt_ends_the_loop,
     lab4_unexpected_exits,

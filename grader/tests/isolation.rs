@@ -36,7 +36,7 @@ fn hostile_probe(attack: &str) -> PathBuf {
     let program = Path::new(env!("CARGO_BIN_EXE_hostile-probe"));
     let link = program.with_file_name(format!("hostile-{attack}"));
     let _ = std::fs::remove_file(&link);
-    std::fs::hard_link(&program, &link).unwrap();
+    std::fs::hard_link(program, &link).unwrap();
     link
 }
 

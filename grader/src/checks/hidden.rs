@@ -19,6 +19,12 @@ pub struct Withheld {
 /// Here, in the instructors' repository, nothing is withheld: the hidden checks are below.
 pub const WITHHELD: Withheld = Withheld { checks: 0, points: 0 };
 
+/// Each hidden check and the public check whose rule (and hints) it grades with other inputs.
+pub const VARIANT_OF: &[(&str, &str)] = &[
+    ("lab2_translate_hidden_cr3_flags", "lab2_translate_other_pages"),
+    ("lab2_translate_hidden_many_addresses", "lab2_translate_faults"),
+];
+
 /// The hidden checks.
 pub const CHECKS: &[Check] = &[
     lab2::PURE
