@@ -8,6 +8,7 @@
 //! memory itself, the slots gva_to_hva wrote as it read them back. The counts the lab keeps
 //! count only where that output confirms them.
 
+use grader_protocol::e2e::{RunVmm, VmmRun};
 use grader_protocol::lab2::Level;
 use grader_protocol::lab5::{
     Counts, Exit, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve, Served,
@@ -20,7 +21,7 @@ use crate::facts::{PD_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER};
 use crate::guestgen::{CallKind, Expected, HypercallGuest, HypercallMix};
 use crate::rng::Rng;
 use crate::walker::{self, RandomTables};
-use crate::{Check, Ctx, Part, Stop, guestgen};
+use crate::{Check, Ctx, HostNeed, Part, Stop, guestgen};
 
 const LAB: u8 = 5;
 /// The longest string `print_str` reads, NUL excluded (the lab's `MAX_STRING`, the book's port
@@ -49,9 +50,7 @@ pub(super) const GUEST: Group = Group {
     runs_guest: true,
 };
 
-/// The checks of lab 5. (`e2e_lab_hypercalls`, graded with lab 5, lives with the end-to-end
-/// checks: `super::e2e::HYPERCALLS` follows these once e2e.rs is converted; it can run
-/// `guestgen::hypercalls` with `--guest` and judge the output with `judge_output`.)
+/// The checks of lab 5; the last runs kvm-hello as a program.
 pub const CHECKS: &[Check] = &[
     PURE.check(
         "lab5_print32bit",
@@ -113,7 +112,26 @@ pub const CHECKS: &[Check] = &[
         2,
         gva_to_hva_live,
     ),
+    Check {
+        host: HostNeed::Kvm,
+        ..GUEST_WITH_LAB5.check(
+            "e2e_lab_hypercalls",
+            "kvm-hello --lab hypercalls --guest (made for this run) --json: its output and report",
+            2,
+            lab_hypercalls_program,
+        )
+    },
 ];
+
+/// kvm-hello as a program on lab 5's guest: labs 1 to 4, and lab 5's own checks first.
+const GUEST_WITH_LAB5: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[1, 2, 3, 4, 5],
+    runs_guest: true,
+};
+/// How long one run of kvm-hello may take, in ms of wall-clock time, before the probe kills it
+/// (its own watchdog stops a guest after 5 s of vCPU time).
+const VMM_WAIT_MS: u64 = 20_000;
 
 /// A host address for guest physical 0 as mmap gives them (above 4 GiB, below 128 TiB, page
 /// aligned), different on every run.
@@ -971,5 +989,100 @@ fn gva_to_hva_live(ctx: &mut Ctx) -> Result<(), Stop> {
         translations: true,
     };
     judged_run(ctx, mix)?;
+    Ok(())
+}
+
+/// `kvm-hello --guest GUEST --lab hypercalls --json`, `GUEST` made for this run with every kind
+/// of hypercall: the JSON report's output must be the guest's (judged as in the guest checks,
+/// with the report's `memory_host_base`), its exits the guest's, its gva_to_hva records the
+/// HVAs the guest printed, its results the guest's 42s.
+fn lab_hypercalls_program(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mix = HypercallMix {
+        prints: PRINTS,
+        exit_counts: true,
+        report: true,
+        translations: true,
+    };
+    let guest = guestgen::hypercalls(&mut ctx.rng(), mix);
+    let args: Vec<String> = ["--lab", "hypercalls", "--json"].map(String::from).to_vec();
+    let shown = format!("kvm-hello --guest GUEST {}", args.join(" "));
+    let outputs = ctx.call(&RunVmm {
+        runs: vec![VmmRun {
+            image: guest.image.clone(),
+            args,
+        }],
+        wait_ms: VMM_WAIT_MS,
+    })?;
+    let [run] = &outputs[..] else {
+        return Err(malformed("one run"));
+    };
+    let stderr = String::from_utf8_lossy(&run.stderr).trim_end().to_owned();
+    let program_fail = |what: String| -> Stop {
+        Stop::Failed(format!(
+            "{shown}: {what} (its stderr: {stderr:?}) (book: {})",
+            super::chapter(LAB)
+        ))
+    };
+    if run.killed {
+        return Err(program_fail(format!(
+            "still running after {} s: it was killed",
+            VMM_WAIT_MS / 1000
+        )));
+    }
+    let line = stderr.strip_prefix("kvm-hello: ").unwrap_or(&stderr);
+    match run.status {
+        Some(6) => return Err(super::stub_reached(line)),
+        Some(7) => return Err(program_fail(format!("exit status 7: {line}"))),
+        None => return Err(program_fail("ended by a signal".into())),
+        _ => {}
+    }
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .map_err(|err| program_fail(format!("its stdout is not one JSON report ({err})")))?;
+    let base = report["memory_host_base"].as_u64().unwrap_or_default();
+    let output = report["output"].as_str().unwrap_or_default();
+    let ended = report["error"]["message"].as_str().unwrap_or_default();
+    judge_output(&guest, output.as_bytes(), base, ended)?;
+    let expected = [
+        ("/lab", serde_json::Value::from("hypercalls")),
+        ("/exits/total", guest.exits.into()),
+        ("/exits/io_in", guest.io_in.into()),
+        ("/exits/io_out", guest.io_out.into()),
+        ("/rax", 42.into()),
+        ("/memory_0x400", 42.into()),
+        ("/ok", true.into()),
+        ("/status", 0.into()),
+    ];
+    for (pointer, value) in expected {
+        let found = report.pointer(pointer).cloned().unwrap_or_default();
+        if found != value {
+            return Err(program_fail(format!(
+                "the JSON report's {pointer} is {found}, expected {value} (the guest's output, which the report shows right, makes it so)"
+            )));
+        }
+    }
+    // The records count where the guest's output confirms them: the HVAs it printed.
+    let printed: Vec<u64> = guest
+        .parts
+        .iter()
+        .filter_map(|part| match part.expected {
+            Expected::Hva(gpa) => Some(gpa.map_or(0, |gpa| base.wrapping_add(gpa))),
+            _ => None,
+        })
+        .collect();
+    let recorded: Vec<Option<u64>> = report["hypercalls"]
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .filter(|call| call["name"] == "gva_to_hva")
+                .map(|call| call["hva"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    if recorded != printed.iter().copied().map(Some).collect::<Vec<_>>() {
+        return Err(program_fail(format!(
+            "the JSON report's gva_to_hva records have hva {recorded:x?}, expected {printed:x?}, what the guest found in its slots: record the HVA written back (0 when the address does not translate)"
+        )));
+    }
     Ok(())
 }
