@@ -83,7 +83,7 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 10] = [
+const INSTRUCTOR_ONLY: [&str; 11] = [
     ".ci",
     "README.md",
     "book/src/instructors.md",
@@ -96,6 +96,7 @@ const INSTRUCTOR_ONLY: [&str; 10] = [
     "xtask/src/student_kit.rs",
     "xtask/src/submissions.rs",
     "xtask/src/gradescope.rs",
+    "xtask/src/ci.rs",
 ];
 /// Instructor-only unless `--with-answers`: the test that every question has an answer.
 const ANSWERS_TEST: &str = "tests/answers.rs";
