@@ -14,9 +14,9 @@ const SYSTEM_TESTS: &str = "system";
 /// `cargo xtask ci`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run only the system tests whose name contains this (as `cargo test`'s filter); svm-check
-    /// is then left out.
-    filter: Option<String>,
+    /// Run only the system tests whose name contains one of these (as `cargo test`'s filters);
+    /// svm-check is then left out.
+    filters: Vec<String>,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -27,9 +27,12 @@ pub fn run(args: Args) -> u8 {
         .current_dir(&root)
         .args(["test", "--package", "xtask", "--test", SYSTEM_TESTS, "--"])
         .arg("--ignored");
-    tests.args(&args.filter);
-    let mut steps = vec![("the system tests (cargo test -p xtask --test system -- --ignored)", tests)];
-    if args.filter.is_none() {
+    tests.args(&args.filters);
+    let mut steps = vec![(
+        "the system tests (cargo test -p xtask --test system -- --ignored)",
+        tests,
+    )];
+    if args.filters.is_empty() {
         let mut svm_check = match std::env::current_exe() {
             Ok(xtask) => Command::new(xtask),
             Err(err) => {
@@ -50,10 +53,17 @@ pub fn run(args: Args) -> u8 {
                 return kit::status::IO;
             }
         };
-        eprintln!("== ci: {name}: {status} in {:.0} s", step_started.elapsed().as_secs_f64());
+        eprintln!(
+            "== ci: {name}: {status} in {:.0} s",
+            step_started.elapsed().as_secs_f64()
+        );
         if !status.success() {
             eprintln!("ci: {name} failed ({status})");
-            return status.code().and_then(|code| u8::try_from(code).ok()).unwrap_or(1).max(1);
+            return status
+                .code()
+                .and_then(|code| u8::try_from(code).ok())
+                .unwrap_or(1)
+                .max(1);
         }
     }
     eprintln!("ci: every step passed in {:.0} s", started.elapsed().as_secs_f64());

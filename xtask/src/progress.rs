@@ -35,13 +35,6 @@ impl Progress {
         }
     }
 
-    /// One step more done.
-    pub fn step(&self) {
-        if let Some(bar) = &self.bar {
-            bar.inc(1);
-        }
-    }
-
     /// `done` steps done in all, and what is under way (terminal only).
     pub fn set(&self, done: usize, message: String) {
         if let Some(bar) = &self.bar {

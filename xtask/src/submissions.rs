@@ -152,7 +152,7 @@ fn grade_all(args: &Args) -> Result<(), Failure> {
                         graded.seconds,
                         started.elapsed().as_secs_f64()
                     ));
-                    progress.step();
+                    progress.set(done.len(), String::new());
                 }
             });
         }

@@ -144,16 +144,18 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     let initrd = temp.path.join("initramfs.cpio");
     write_initramfs(&tools, &binaries, &cases, &initrd)?;
 
-    eprintln!(
+    let progress = Progress::new(cases.len(), "cases run on SVM");
+    progress.line(&format!(
         "svm-check: booting {} under QEMU (TCG, AMD-V emulated), at most {} s",
         tools.kernel.display(),
         args.time_limit
-    );
+    ));
     let mut qemu = Qemu::start(&tools.kernel, &initrd, &temp.path)?;
     let host_title = host_title();
-    eprintln!("svm-check: running the same cases on this machine ({host_title})");
+    progress.line(&format!(
+        "svm-check: running the same cases on this machine ({host_title})"
+    ));
     // The host runs beside QEMU, so QEMU's time limit holds whatever the host's runs take.
-    let progress = Progress::new(cases.len(), "cases run on SVM");
     let host_done = AtomicUsize::new(0);
     let qemu_done = AtomicBool::new(false);
     let (host_rows, finished) = std::thread::scope(|scope| {

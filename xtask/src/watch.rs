@@ -175,7 +175,10 @@ fn summary(lab: Lab, results: &[Value]) -> String {
     if results.is_empty() {
         return format!("lab {number}: the grader has no check for it");
     }
-    if let Some(first) = results.iter().find(|r| !matches!(outcome(r).as_str(), "passed" | "not_run")) {
+    if let Some(first) = results
+        .iter()
+        .find(|r| !matches!(outcome(r).as_str(), "passed" | "not_run"))
+    {
         let message = first["message"].as_str().filter(|m| !m.is_empty());
         return format!(
             "lab {number}: {passed}/{ran} checks pass; {}: {}",
@@ -272,7 +275,8 @@ mod tests {
 
     #[test]
     fn a_lab_passes_or_says_which_checks_did_not_run() {
-        let passed: Vec<Value> = serde_json::from_str(r#"[{"check":"lab1_a","outcome":"passed","message":""}]"#).unwrap();
+        let passed: Vec<Value> =
+            serde_json::from_str(r#"[{"check":"lab1_a","outcome":"passed","message":""}]"#).unwrap();
         assert_eq!(summary(lab(1), &passed), "lab 1: passes (1/1 checks)");
         let not_run: Vec<Value> = serde_json::from_str(
             r#"[{"check":"lab1_a","outcome":"passed","message":""},{"check":"lab1_b","outcome":"not_run","message":"no usable KVM (/dev/kvm)"}]"#,
@@ -288,8 +292,14 @@ mod tests {
     fn only_writes_to_lab_files_are_saves() {
         let root = Path::new("/kit");
         assert_eq!(lab_of(root, Path::new("/kit/labs/lab3-registers/src/lib.rs")), Some(3));
-        assert_eq!(lab_of(root, Path::new("/kit/labs/lab3-registers/src/solution.rs")), None);
-        assert_eq!(lab_of(root, Path::new("/kit/labs/lab3-registers/src/.lib.rs.swp")), None);
+        assert_eq!(
+            lab_of(root, Path::new("/kit/labs/lab3-registers/src/solution.rs")),
+            None
+        );
+        assert_eq!(
+            lab_of(root, Path::new("/kit/labs/lab3-registers/src/.lib.rs.swp")),
+            None
+        );
         assert!(is_write(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
         assert!(!is_write(&EventKind::Access(AccessKind::Open(AccessMode::Any))));
         assert!(!is_write(&EventKind::Access(AccessKind::Close(AccessMode::Read))));

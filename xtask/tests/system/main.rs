@@ -24,6 +24,7 @@ use common::*;
 static STUDENT_COPY: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// The shared student copy, for one test until it is dropped.
+#[derive(Debug)]
 pub struct SharedCopy(MutexGuard<'static, Option<PathBuf>>);
 
 impl SharedCopy {

@@ -116,7 +116,7 @@ fn assert_partial_credit(kit: &Path, lab: &str, number: u8, expected: &str, brea
 fn a_student_copy_leaks_nothing_and_grades_from_untouched_to_full_marks() {
     let copy = crate::student_copy();
     let kit = copy.path();
-    assert_no_leak(&kit);
+    assert_no_leak(kit);
     assert!(!kit.join("book/src/instructors.md").exists());
     assert!(kit.join(".github/workflows/grade.yml").is_file());
     for lab in LABS {
@@ -127,34 +127,33 @@ fn a_student_copy_leaks_nothing_and_grades_from_untouched_to_full_marks() {
         );
     }
 
-    assert_tests_pass(&kit, "untouched");
-    assert_untouched(&kit);
-    let help = cargo(&kit, &["xtask", "--help"]);
+    assert_tests_pass(kit, "untouched");
+    assert_untouched(kit);
+    let help = cargo(kit, &["xtask", "--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(
         help.contains("grade") && !help.contains("student-kit") && !help.contains("grade-submissions"),
         "{help}"
     );
 
-    solve(&kit, "lab1-memory");
-    solve(&kit, "lab2-paging");
-    assert_tests_pass(&kit, "partly solved");
+    solve(kit, "lab1-memory");
+    solve(kit, "lab2-paging");
+    assert_tests_pass(kit, "partly solved");
     for lab in LABS.iter().filter(|lab| !["lab1-memory", "lab2-paging"].contains(lab)) {
-        solve(&kit, lab);
+        solve(kit, lab);
     }
-    assert_tests_pass(&kit, "solved");
-    assert_full_marks(&grade(&kit));
+    assert_tests_pass(kit, "solved");
+    assert_full_marks(&grade(kit));
     // A half-typed function in lab 3.
-    assert_partial_credit(&kit, "lab3-registers", 3, "labs/lab3-registers/src/lib.rs:", |source| {
+    assert_partial_credit(kit, "lab3-registers", 3, "labs/lab3-registers/src/lib.rs:", |source| {
         format!("{source}\npub fn half_typed( {{\n")
     });
     // Lab 2 compiles on its own but no longer fits the kit: translate takes one more argument.
     assert_partial_credit(
-        &kit,
+        kit,
         "lab2-paging",
         2,
         "labs/lab2-paging/src/lib.rs does not fit the kit",
         |source| source.replacen("pub fn translate(", "pub fn translate(_extra: u8, ", 1),
     );
 }
-
