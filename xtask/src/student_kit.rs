@@ -630,6 +630,7 @@ Open the file it names, read its `TODO(labN)` comments and the book chapter, rep
 cargo grade            # every check, with points and what is wrong
 cargo grade lab2       # one lab (or e2e, or part of a check's name)
 cargo grade --json     # the same, as JSON
+cargo grade --watch    # grades each lab file when you save it, in one line; Ctrl-C stops
 ```
 
 A failing check says which lab, function and field is wrong and which book chapter explains it.
