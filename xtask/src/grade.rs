@@ -109,8 +109,9 @@ pub fn does_not_compile(number: u8, error: &str) -> String {
 }
 
 pub fn run(args: Args) -> u8 {
-    if args.watch {
-        if !args.grader_args.is_empty() {
+    // `cargo grade lab2 --watch` too: the grader's arguments swallow a late --watch.
+    if args.watch || args.grader_args.iter().any(|arg| arg == "--watch") {
+        if args.grader_args.iter().any(|arg| arg != "--watch") {
             return fail(
                 USAGE,
                 "--watch takes no other argument: it grades the lab whose file you save (cargo grade --watch)",
