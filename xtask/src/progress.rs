@@ -2,8 +2,12 @@
 //! on anything else (a log, CI, a pipe) the plain lines the commands always printed, nothing more.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// How often the bar is redrawn.
+const TICK: Duration = Duration::from_secs(1);
 
 /// A progress bar on stderr when it is a terminal; otherwise only the lines.
 #[derive(Debug)]
@@ -17,7 +21,10 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let template = format!("{{elapsed:>4}} [{{wide_bar}}] {{pos}}/{{len}} {unit} {{msg}}");
             let style = ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
-            ProgressBar::new(len as u64).with_style(style)
+            let bar = ProgressBar::new(len as u64).with_style(style);
+            // Redrawn every second, so the elapsed time moves while one long step runs.
+            bar.enable_steady_tick(TICK);
+            bar
         });
         Progress { bar }
     }

@@ -161,7 +161,8 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     let (host_rows, finished) = std::thread::scope(|scope| {
         let host = scope.spawn(|| run_on_host(&cases, &binaries, &corpus_dir, &temp.path, &host_done));
         if progress.is_shown() {
-            scope.spawn(|| show_progress(&progress, &temp.path.join("results.log"), &host_done, &qemu_done));
+            let log = temp.path.join("results.log");
+            scope.spawn(|| show_progress(&progress, cases.len(), &log, &host_done, &qemu_done));
         }
         let finished = qemu.wait(Duration::from_secs(args.time_limit));
         qemu_done.store(true, Ordering::Relaxed);
@@ -200,11 +201,17 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
 }
 
 /// The bar (on a terminal): the cases the guest has reported so far, and this host's.
-fn show_progress(progress: &Progress, results_log: &Path, host_done: &AtomicUsize, qemu_done: &AtomicBool) {
+fn show_progress(
+    progress: &Progress,
+    total: usize,
+    results_log: &Path,
+    host_done: &AtomicUsize,
+    qemu_done: &AtomicBool,
+) {
     while !qemu_done.load(Ordering::Relaxed) {
         let log = std::fs::read_to_string(results_log).unwrap_or_default();
         let host = host_done.load(Ordering::Relaxed);
-        progress.set(serial::parse(&log).runs.len(), format!("(this host: {host})"));
+        progress.set(serial::parse(&log).runs.len(), format!("(this host: {host}/{total})"));
         std::thread::sleep(PROGRESS_EVERY);
     }
 }
