@@ -158,11 +158,11 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     // The host runs beside QEMU, so QEMU's time limit holds whatever the host's runs take.
     let host_done = AtomicUsize::new(0);
     let qemu_done = AtomicBool::new(false);
+    let results_log = temp.path.join("results.log");
     let (host_rows, finished) = std::thread::scope(|scope| {
         let host = scope.spawn(|| run_on_host(&cases, &binaries, &corpus_dir, &temp.path, &host_done));
         if progress.is_shown() {
-            let log = temp.path.join("results.log");
-            scope.spawn(|| show_progress(&progress, cases.len(), &log, &host_done, &qemu_done));
+            scope.spawn(|| show_progress(&progress, cases.len(), &results_log, &host_done, &qemu_done));
         }
         let finished = qemu.wait(Duration::from_secs(args.time_limit));
         qemu_done.store(true, Ordering::Relaxed);
