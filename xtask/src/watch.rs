@@ -3,14 +3,15 @@
 //! that does not compile is reported with the compiler's first error), and one line says the
 //! first check that does not pass, with its message, or that the lab passes. Nothing else is
 //! printed. Saves are seen through the kernel's file notifications (the notify crate), not by
-//! polling; an editor's several writes of one save are graded once. Ctrl-C stops it (status 130).
+//! polling; an editor's several writes of one save are graded once. Ctrl-C stops it (status 130;
+//! SIGTERM, 143).
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,9 @@ use crate::kit::{LABS, Lab};
 /// A save is graded once no write to lab files has come for this long (an editor writes a file
 /// more than once per save: truncate and write, or a backup and a rename).
 const DEBOUNCE: Duration = Duration::from_millis(200);
-/// The exit status after Ctrl-C, as a shell reports a process stopped by SIGINT.
-const STATUS_INTERRUPTED: u8 = 130;
+/// The exit status after a signal, as a shell reports a process it stopped: 128 + its number
+/// (130 after Ctrl-C, 143 after SIGTERM).
+const STATUS_SIGNALLED: i32 = 128;
 /// The watch could not be set up (no inotify, a lab folder missing).
 const STATUS_WATCH: u8 = 4;
 /// What the watcher says before its one-line results.
@@ -197,8 +199,10 @@ fn summary(lab: Lab, results: &[Value]) -> String {
 }
 
 fn stopped() -> u8 {
-    eprintln!("{PREFIX}: stopped (Ctrl-C)");
-    STATUS_INTERRUPTED
+    let signal = INTERRUPTED.load(Ordering::SeqCst);
+    let name = if signal == libc::SIGTERM { "SIGTERM" } else { "Ctrl-C" };
+    eprintln!("{PREFIX}: stopped ({name})");
+    u8::try_from(STATUS_SIGNALLED + signal).unwrap_or(u8::MAX)
 }
 
 fn fail(code: u8, message: &str) -> u8 {
@@ -206,17 +210,18 @@ fn fail(code: u8, message: &str) -> u8 {
     code
 }
 
-/// Set by the signal handler: a grading that ends after Ctrl-C prints nothing.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that stopped the watch (0: none yet), set by the handler: a grading that ends after
+/// it prints nothing.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 /// The write end of the pipe that wakes the watch loop from the signal handler.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    INTERRUPTED.load(Ordering::SeqCst) != 0
 }
 
-extern "C" fn on_interrupt(_signal: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
     let fd = WAKE_FD.load(Ordering::SeqCst);
     // SAFETY: write(2) of one byte from a static buffer is async-signal-safe; a full or closed
     // pipe only makes it fail, and the loop is woken by the byte already there.
