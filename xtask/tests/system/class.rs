@@ -1,7 +1,9 @@
 //! `cargo xtask grade-submissions`: a class of made-up submissions, graded into a CSV checked row
 //! by row: solved (a clone of the repository), untouched (just the lab files), one lab file that
-//! does not compile (flat files), one lab that hangs, one that starts processes in a loop, and one
-//! that edits the grader. Graded two at a time and one at a time, with the same scores.
+//! does not compile (flat files), one lab that hangs, one that starts processes in a loop, one
+//! that edits the grader, and one that snoops: at compile time and at run time its labs read
+//! another student's lab file and write the gradebook and that file. Graded two at a time and one
+//! at a time, with the same scores.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +15,8 @@ use crate::common::*;
 /// `sleep`s, so that the test can look for any left behind.
 const FORKS: usize = 3000;
 const SLEEP: &str = "4321.5";
+/// A line only the solved student's lab 2 holds: the snoop must never see it.
+const MARKER: &str = "// the solved student's own line: 7f3c9a";
 
 /// The `sleep SLEEP` processes still running.
 fn forked_left() -> usize {
@@ -106,7 +110,35 @@ fn make_class(dir: &Path) {
             solved[lab].clone()
         };
         put(&class.join(format!("forker/labs/{lab}/src/lib.rs")), &text);
+        // snoop: lab 1 includes the solved student's lab 1 when it compiles; lab 2's walk reads
+        // the solved student's lab 2 (and prints it), and writes it and the gradebook
+        let solved_file = |lab: &str| class.join(format!("solved/labs/{lab}/src/lib.rs"));
+        let text = match lab {
+            "lab1-memory" => format!(
+                "{}\nconst _STOLEN: &str = include_str!({:?});\n",
+                solved[lab],
+                solved_file(lab)
+            ),
+            "lab2-paging" => {
+                let at = solved[lab].find("pub fn translate(").unwrap();
+                let body = at + solved[lab][at..].find("{\n").unwrap() + 2;
+                let mut text = solved[lab].clone();
+                text.insert_str(
+                    body,
+                    &format!(
+                        "    if let Ok(stolen) = std::fs::read_to_string({victim:?}) {{\n        println!(\"{{stolen}}\");\n    }}\n    let _ = std::fs::write({victim:?}, \"\");\n    let _ = std::fs::write({csv:?}, \"snoop,999\\n\");\n",
+                        victim = solved_file(lab),
+                        csv = dir.join("grades.csv"),
+                    ),
+                );
+                text
+            }
+            _ => solved[lab].clone(),
+        };
+        put(&class.join(format!("snoop/labs/{lab}/src/lib.rs")), &text);
     }
+    let victim = class.join("solved/labs/lab2-paging/src/lib.rs");
+    put(&victim, &format!("{}\n{MARKER}\n", read(&victim)));
     // cheater: untouched labs, a grader that passes everything and an alias that prints full marks
     copy_tree(&kit, &class.join("cheater"));
     for lab in LABS {
@@ -128,6 +160,7 @@ fn make_class(dir: &Path) {
 }
 
 fn grade_class(class: &Path, csv: &Path, jobs: &str) -> Vec<Row> {
+    let _ = std::fs::remove_file(csv);
     let out = xtask(&[
         "grade-submissions",
         class.to_str().unwrap(),
@@ -138,7 +171,7 @@ fn grade_class(class: &Path, csv: &Path, jobs: &str) -> Vec<Row> {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "grade-submissions failed: {stderr}");
-    assert!(stderr.contains("[6/6] "), "no progress shown: {stderr}");
+    assert!(stderr.contains("[7/7] "), "no progress shown: {stderr}");
     assert_eq!(forked_left(), 0, "processes of the forker outlived its grading");
     let text = read(csv);
     let mut lines = text.lines();
@@ -182,7 +215,7 @@ fn not_run(dir: &Path, student: &str) -> (u64, u64) {
     let (mut count, mut points) = (0, 0);
     for check in report(dir, student).iter().filter(|c| c["outcome"] == "not_run") {
         assert!(
-            Path::new("/sys/module/kvm_pvm").exists() && check["check"] == "e2e_paged32_mode",
+            Path::new("/sys/module/kvm_pvm").exists() && check["check"].as_str().unwrap().contains("paged32"),
             "{student}: a check not run on a host that can run it: {check}"
         );
         count += 1;
@@ -219,7 +252,10 @@ fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
     let class = dir.join("class");
     let rows = grade_class(&class, &dir.join("grades.csv"), "2");
     let names: Vec<&str> = rows.iter().map(|r| r["student"].as_str()).collect();
-    assert_eq!(names, ["broken", "cheater", "forker", "hanging", "solved", "untouched"]);
+    assert_eq!(
+        names,
+        ["broken", "cheater", "forker", "hanging", "snoop", "solved", "untouched"]
+    );
     let row = |name: &str| rows.iter().find(|r| r["student"] == name).unwrap().clone();
     let (solved, untouched, cheater, broken, hanging, forker) = (
         row("solved"),
@@ -285,6 +321,18 @@ fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
         assert_eq!(points(&forker, part), points(&hanging, part), "{part}: {forker:?}");
     }
     assert_lab2_timed_out(&dir, "forker");
+    // The snoop saw nothing of the solved student's (its lab 1 does not compile where the other
+    // file is out of view; its walk read nothing), changed nothing of theirs or of the gradebook,
+    // and keeps its own honest points (lab 0 needs no lab 1 or 2).
+    let snoop = row("snoop");
+    let victim = class.join("solved/labs/lab2-paging/src/lib.rs");
+    assert_eq!(points(&snoop, "lab1"), 0, "{snoop:?}");
+    assert_eq!(points(&snoop, "lab0"), points(&solved, "lab0"), "{snoop:?}");
+    for file in ["snoop.txt", "snoop.json"] {
+        let report = read(&dir.join(format!("grades-reports/{file}")));
+        assert!(!report.contains(MARKER), "the snoop read another student's file: {report}");
+    }
+    assert!(read(&victim).contains(MARKER), "the snoop changed another student's file");
     let json: serde_json::Value = serde_json::from_str(&read(&dir.join("grades-reports/solved.json"))).unwrap();
     assert_eq!(json["total"], max);
     assert!(json["checks"].as_array().unwrap().len() >= 40);
