@@ -101,7 +101,7 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 16] = [
+const INSTRUCTOR_ONLY: [&str; 17] = [
     ".ci",
     "README.md",
     "book/src/instructors.md",
@@ -117,6 +117,7 @@ const INSTRUCTOR_ONLY: [&str; 16] = [
     "grader/tests/isolation.rs",
     "crates/kit-jail/tests",
     "tests/reference_blocks.rs",
+    "xtask/bench",
     "xtask/src/shape.rs",
     "xtask/src/student_kit.rs",
     "xtask/src/submissions.rs",
