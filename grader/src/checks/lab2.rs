@@ -228,7 +228,7 @@ fn paged32_directory(ctx: &mut Ctx) -> Result<(), Stop> {
 
 /// Has the lab walk `walks`' addresses through the tables in `memory` and judges each walk
 /// against the recorded one, naming the first difference.
-fn expect_walks(ctx: &mut Ctx, memory: Vec<(u64, u64)>, cr3: u64, walks: &[Walk]) -> Result<(), Stop> {
+pub(super) fn expect_walks(ctx: &mut Ctx, memory: Vec<(u64, u64)>, cr3: u64, walks: &[Walk]) -> Result<(), Stop> {
     let gvas = walks.iter().map(|walk| walk.gva).collect();
     let found = ctx.call(&Translate { memory, cr3, gvas })?;
     if found.len() != walks.len() {
@@ -260,17 +260,4 @@ fn translate_faults(ctx: &mut Ctx) -> Result<(), Stop> {
 fn translate_other_pages(ctx: &mut Ctx) -> Result<(), Stop> {
     let tables = RandomTables::build(&mut ctx.rng());
     expect_walks(ctx, tables.memory, tables.cr3, &tables.walks)
-}
-
-/// Hidden: the random tables with CR3's cache-control bits (PWT, bit 3; PCD, bit 4) set: the
-/// walk takes the PML4's address from bits 12..51 only.
-pub(super) fn translate_with_cr3_flags(ctx: &mut Ctx) -> Result<(), Stop> {
-    let tables = RandomTables::build(&mut ctx.rng());
-    expect_walks(ctx, tables.memory, tables.cr3 | 0x18, &tables.walks)
-}
-
-/// Hidden: many more addresses through the identity map, in it and around it.
-pub(super) fn translate_many_addresses(ctx: &mut Ctx) -> Result<(), Stop> {
-    let walks = walker::identity_walks(&mut ctx.rng(), 64, true);
-    expect_walks(ctx, walker::identity_map(), PML4_ADDR, &walks)
 }

@@ -330,9 +330,15 @@ fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
     assert_eq!(points(&snoop, "lab0"), points(&solved, "lab0"), "{snoop:?}");
     for file in ["snoop.txt", "snoop.json"] {
         let report = read(&dir.join(format!("grades-reports/{file}")));
-        assert!(!report.contains(MARKER), "the snoop read another student's file: {report}");
+        assert!(
+            !report.contains(MARKER),
+            "the snoop read another student's file: {report}"
+        );
     }
-    assert!(read(&victim).contains(MARKER), "the snoop changed another student's file");
+    assert!(
+        read(&victim).contains(MARKER),
+        "the snoop changed another student's file"
+    );
     let json: serde_json::Value = serde_json::from_str(&read(&dir.join("grades-reports/solved.json"))).unwrap();
     assert_eq!(json["total"], max);
     assert!(json["checks"].as_array().unwrap().len() >= 40);
