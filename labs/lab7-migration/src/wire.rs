@@ -119,6 +119,8 @@ pub struct Link {
     stream: UnixStream,
     /// Records sent so far.
     pub sent: u64,
+    /// The last round whose `RoundEnd` was sent (0: none yet).
+    pub rounds_sent: u32,
     after_round: Option<RoundHook>,
 }
 
@@ -127,6 +129,7 @@ impl std::fmt::Debug for Link {
         f.debug_struct("Link")
             .field("stream", &self.stream)
             .field("sent", &self.sent)
+            .field("rounds_sent", &self.rounds_sent)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +142,7 @@ impl Link {
         Ok(Link {
             stream,
             sent: 0,
+            rounds_sent: 0,
             after_round: None,
         })
     }
@@ -173,8 +177,11 @@ impl Link {
             rest = &rest[sent as usize..];
         }
         self.sent += 1;
-        if let (Record::RoundEnd { round, .. }, Some(hook)) = (record, self.after_round.as_mut()) {
-            hook(*round);
+        if let Record::RoundEnd { round, .. } = record {
+            self.rounds_sent = *round;
+            if let Some(hook) = self.after_round.as_mut() {
+                hook(*round);
+            }
         }
         Ok(())
     }

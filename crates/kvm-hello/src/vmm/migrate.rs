@@ -311,8 +311,12 @@ fn cause_of(err: Lab7Error, link: &mut Link) -> (String, Status) {
                     Err(_) => break,
                 }
             }
+            let when = match link.rounds_sent {
+                0 => "before the first round was sent".to_owned(),
+                round => format!("after round {round} was sent"),
+            };
             (
-                "the destination is gone (its end of the stream closed mid-transfer)".to_owned(),
+                format!("the destination is gone (its end of the stream closed {when})"),
                 Status::MigrationFailed,
             )
         }
