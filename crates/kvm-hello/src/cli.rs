@@ -322,7 +322,9 @@ fn parse_lab(text: &str) -> Result<ExtraLab, String> {
         "hypercalls" => Ok(ExtraLab::Hypercalls),
         "schedule" => Ok(ExtraLab::Schedule),
         "migrate" => Ok(ExtraLab::Migrate),
-        other => Err(format!("unknown lab '{other}': expected lwn, hypercalls, schedule or migrate")),
+        other => Err(format!(
+            "unknown lab '{other}': expected lwn, hypercalls, schedule or migrate"
+        )),
     }
 }
 
@@ -785,6 +787,38 @@ mod tests {
             panic!()
         };
         assert_eq!(options.schedule, ScheduleOptions::default());
+        let Ok(Command::Run(options)) = parse_str(&[
+            "--lab",
+            "migrate",
+            "--rounds=3",
+            "--dirty-rate",
+            "0x10",
+            "--seed",
+            "42",
+            "--steps",
+            "500",
+            "--kill-destination",
+            "2",
+        ]) else {
+            panic!("--lab migrate takes its options")
+        };
+        assert_eq!(
+            options.migrate,
+            MigrateOptions {
+                params: lab7_migration::Params {
+                    seed: 42,
+                    dirty_rate: 16,
+                    steps: 500,
+                },
+                max_rounds: 3,
+                no_migration: false,
+                kill_destination: Some(2),
+            }
+        );
+        let Ok(Command::Run(options)) = parse_str(&["--lab", "migrate"]) else {
+            panic!()
+        };
+        assert_eq!(options.migrate, MigrateOptions::default());
         for (args, needle) in [
             (&["--lab", "lab9"][..], "unknown lab 'lab9'"),
             (&["--policy", "weighted"][..], "--policy goes with --lab schedule"),
@@ -805,6 +839,16 @@ mod tests {
                 "does not go with --guest",
             ),
             (&["--lab", "lwn", "--mode", "real"][..], "does not go with --mode"),
+            (&["--rounds", "3"][..], "--rounds goes with --lab migrate"),
+            (
+                &["--lab", "schedule", "--seed", "3"][..],
+                "--seed goes with --lab migrate",
+            ),
+            (&["--lab", "migrate", "--rounds", "99"][..], "from 0 to 64"),
+            (
+                &["--lab", "migrate", "--no-migration", "--kill-destination", "1"][..],
+                "do not go with --no-migration",
+            ),
             (&["--lab", "lwn", "--guest", "x.bin"][..], "does not go with --guest"),
             (&["--lab", "hypercalls", "--explain"][..], "does not go with --explain"),
         ] {
@@ -830,6 +874,12 @@ mod tests {
             "--quantum-ms <N>",
             "--share <A:B>",
             "--duration-ms <N>",
+            "--rounds <N>",
+            "--dirty-rate <N>",
+            "--seed <N>",
+            "--steps <N>",
+            "--no-migration",
+            "--kill-destination <N>",
             "--guest <IMAGE>",
             "--json",
             "--trace",
@@ -844,6 +894,7 @@ mod tests {
             "-h, --help",
             "-V, --version",
             "Exit status: 0 ok",
+            "8 a\nmigration failed",
             "SIGPIPE",
         ] {
             assert!(help.contains(needle), "the help names {needle}:\n{help}");

@@ -140,11 +140,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         Some(cli::ExtraLab::Migrate) => rounds::svg(&json).map(|svg| (rounds::FILE_NAME.to_owned(), svg)),
         _ => slices::svg(&json).map(|svg| (slices::file_name(options.schedule.policy.name()), svg)),
     };
-    if let (Some(dir), Some((name, svg))) = (&options.svg, picture) {
-        if let Err(err) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&name), svg)) {
-            report::print_summary_line(&format!("cannot write {name} into '{}': {err}", dir.display()));
-            return Status::BadInput;
-        }
+    if let (Some(dir), Some((name, svg))) = (&options.svg, picture)
+        && let Err(err) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&name), svg))
+    {
+        report::print_summary_line(&format!("cannot write {name} into '{}': {err}", dir.display()));
+        return Status::BadInput;
     }
     if let Some(explanation) = &result.explanation {
         report::print_stdout(&explain::text(explanation, &result.output));

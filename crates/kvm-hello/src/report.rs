@@ -87,9 +87,7 @@ pub fn json(mode: Mode, lab: Option<crate::cli::ExtraLab>, report: &RunReport) -
         value["lab"] = Value::from(lab.name());
         value["mode"] = Value::from(match lab {
             crate::cli::ExtraLab::Lwn => "real",
-            crate::cli::ExtraLab::Hypercalls | crate::cli::ExtraLab::Schedule | crate::cli::ExtraLab::Migrate => {
-                "long"
-            }
+            crate::cli::ExtraLab::Hypercalls | crate::cli::ExtraLab::Schedule | crate::cli::ExtraLab::Migrate => "long",
         });
     }
     if let Some(schedule) = &report.schedule {

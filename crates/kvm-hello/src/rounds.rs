@@ -68,14 +68,22 @@ pub fn svg(report: &Value) -> Option<String> {
         "normal",
         "pages sent per round; the last bar is the stop-and-copy round (the guest is stopped)",
     );
-    let y_of = |pages: u64| BASE_Y - ((pages.min(tallest) * u64::from(PLOT_HEIGHT)) / tallest) as u32;
+    let y_of =
+        |pages: u64| BASE_Y - ((u128::from(pages.min(tallest)) * u128::from(PLOT_HEIGHT)) / u128::from(tallest)) as u32;
     // The guest's size, as a dashed line.
     let guest_y = y_of(guest_pages);
     let _ = writeln!(
         body,
         r##"<line x1="{LEFT}" y1="{guest_y}" x2="{RIGHT}" y2="{guest_y}" stroke="#999" stroke-dasharray="4 3"/>"##
     );
-    text(&mut body, 4, guest_y + 4, LABEL_SIZE, "normal", &guest_pages.to_string());
+    text(
+        &mut body,
+        4,
+        guest_y + 4,
+        LABEL_SIZE,
+        "normal",
+        &guest_pages.to_string(),
+    );
     for (i, (label, pages, kind)) in bars.iter().enumerate() {
         let x = LEFT + GAP / 2 + i as u32 * (bar + GAP);
         let y = y_of(*pages);
@@ -86,7 +94,14 @@ pub fn svg(report: &Value) -> Option<String> {
             BASE_Y - h,
             FILL[*kind]
         );
-        text(&mut body, x, (BASE_Y - h).saturating_sub(4), LABEL_SIZE, "normal", &pages.to_string());
+        text(
+            &mut body,
+            x,
+            (BASE_Y - h).saturating_sub(4),
+            LABEL_SIZE,
+            "normal",
+            &pages.to_string(),
+        );
         text(&mut body, x, BASE_Y + 16, LABEL_SIZE, "normal", label);
     }
     let _ = writeln!(

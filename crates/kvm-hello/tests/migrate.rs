@@ -13,12 +13,21 @@ use serde_json::Value;
 #[test]
 fn bad_migrate_options_end_with_status_2_and_one_line() {
     let cases: [(&[&str], &str); 9] = [
-        (&["--rounds", "65"], "--rounds takes a whole number from 0 to 64; got '65'"),
+        (
+            &["--rounds", "65"],
+            "--rounds takes a whole number from 0 to 64; got '65'",
+        ),
         (&["--rounds", "-1"], "--rounds takes a whole number from 0 to 64"),
-        (&["--dirty-rate", "lots"], "--dirty-rate takes a whole number from 0 to 10000; got 'lots'"),
+        (
+            &["--dirty-rate", "lots"],
+            "--dirty-rate takes a whole number from 0 to 10000; got 'lots'",
+        ),
         (&["--steps", "0"], "--steps takes a whole number from 1 to 3600000"),
         (&["--seed", "0x1_0000_0000_0000_0000"], "--seed takes a whole number"),
-        (&["--kill-destination", "0"], "--kill-destination takes a whole number from 1 to 65"),
+        (
+            &["--kill-destination", "0"],
+            "--kill-destination takes a whole number from 1 to 65",
+        ),
         (
             &["--no-migration", "--rounds", "3"],
             "--rounds and --kill-destination do not go with --no-migration",
@@ -44,7 +53,10 @@ fn bad_migrate_options_end_with_status_2_and_one_line() {
         "kvm-hello: --dirty-rate goes with --lab migrate (see kvm-hello --help)\n"
     );
     // The destination's own flag, given by hand: fd 3 is no stream.
-    let out = kvm_hello().args(["--lab", "migrate", "--destination"]).output().unwrap();
+    let out = kvm_hello()
+        .args(["--lab", "migrate", "--destination"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fd 3 is not its stream"));
 }
@@ -71,7 +83,11 @@ fn assert_guest_lines(stdout: &str, steps: u64) -> String {
             "line {i}: a line lost or repeated: {line:?}"
         );
     }
-    let checksum = lines.last().unwrap().strip_prefix("checksum ").expect("the last line is the checksum");
+    let checksum = lines
+        .last()
+        .unwrap()
+        .strip_prefix("checksum ")
+        .expect("the last line is the checksum");
     assert_eq!(checksum.len(), 18, "{checksum}");
     checksum.to_owned()
 }
@@ -87,10 +103,16 @@ fn a_moved_run_prints_what_an_unmoved_one_prints() {
         let (unmoved, unmoved_err, status) = migrate(&[&common_args[..], &["--no-migration"]].concat());
         assert_eq!(status, Some(0), "{unmoved_err}");
         let checksum = assert_guest_lines(&unmoved, 700);
-        assert!(unmoved_err.contains("not moved") && unmoved_err.contains(&checksum), "{unmoved_err}");
+        assert!(
+            unmoved_err.contains("not moved") && unmoved_err.contains(&checksum),
+            "{unmoved_err}"
+        );
         let (moved, moved_err, status) = migrate(&common_args);
         assert_eq!(status, Some(0), "{moved_err}");
-        assert_eq!(moved, unmoved, "seed {seed}, rate {rate}: the moved run's output differs");
+        assert_eq!(
+            moved, unmoved,
+            "seed {seed}, rate {rate}: the moved run's output differs"
+        );
         let summary = moved_err.lines().last().unwrap();
         assert!(
             summary.starts_with("kvm-hello: migrate: moved after ")
@@ -112,18 +134,37 @@ fn a_moved_run_prints_what_an_unmoved_one_prints() {
 #[test]
 fn the_json_report_gives_every_round_and_the_downtime() {
     common::require_kvm();
-    let (stdout, stderr, status) = migrate(&["--seed", "5", "--dirty-rate", "40", "--steps", "700", "--rounds", "3", "--json"]);
+    let (stdout, stderr, status) = migrate(&[
+        "--seed",
+        "5",
+        "--dirty-rate",
+        "40",
+        "--steps",
+        "700",
+        "--rounds",
+        "3",
+        "--json",
+    ]);
     assert_eq!(status, Some(0), "{stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("one JSON object");
-    assert_eq!((report["lab"].as_str(), report["ok"].as_bool()), (Some("migrate"), Some(true)));
+    assert_eq!(
+        (report["lab"].as_str(), report["ok"].as_bool()),
+        (Some("migrate"), Some(true))
+    );
     let migration = &report["migration"];
     assert_eq!(migration["moved"], true);
-    assert_eq!((migration["seed"].as_u64(), migration["dirty_rate"].as_u64()), (Some(5), Some(40)));
+    assert_eq!(
+        (migration["seed"].as_u64(), migration["dirty_rate"].as_u64()),
+        (Some(5), Some(40))
+    );
     let rounds = migration["rounds"].as_array().unwrap();
     assert!((1..=3).contains(&rounds.len()), "{migration}");
     assert_eq!(rounds[0]["pages"], 512);
     for pair in rounds.windows(2) {
-        assert_eq!(pair[1]["pages"], pair[0]["dirty_after"], "a round sends the dirty set before it");
+        assert_eq!(
+            pair[1]["pages"], pair[0]["dirty_after"],
+            "a round sends the dirty set before it"
+        );
     }
     let last = rounds.last().unwrap();
     assert_eq!(migration["stop_copy_pages"], last["dirty_after"]);
@@ -172,16 +213,25 @@ const REGENERATE: &str = "regenerate with: cargo run -p kvm-hello --features sol
 fn the_books_rounds_picture_is_drawn_from_the_committed_json() {
     let json = std::fs::read_to_string(book_img().join("migration-rounds.json")).unwrap();
     let report: Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(report["ok"], true, "migration-rounds.json is a failed run; {REGENERATE}");
+    assert_eq!(
+        report["ok"], true,
+        "migration-rounds.json is a failed run; {REGENERATE}"
+    );
     let svg = kvm_hello::rounds::svg(&report).expect("a migrate report draws");
     let committed = std::fs::read_to_string(book_img().join(kvm_hello::rounds::FILE_NAME)).unwrap();
-    assert_eq!(svg, committed, "book/src/img/migration-rounds.svg is stale; {REGENERATE}");
+    assert_eq!(
+        svg, committed,
+        "book/src/img/migration-rounds.svg is stale; {REGENERATE}"
+    );
     let chapter = std::fs::read_to_string(book_img().join("../lab7-migration.md")).unwrap();
     let downtime = format!(
         "{:.2} ms",
         report["migration"]["downtime_us"].as_u64().unwrap() as f64 / 1000.0
     );
-    assert!(chapter.contains(&downtime), "lab7-migration.md does not quote the downtime {downtime}");
+    assert!(
+        chapter.contains(&downtime),
+        "lab7-migration.md does not quote the downtime {downtime}"
+    );
 }
 
 /// The untouched student kit stops at the first stub the migration meets (lab 1's, the VM).

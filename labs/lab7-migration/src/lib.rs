@@ -236,7 +236,10 @@ pub fn create_vm(base: &Base, image: &[u8], params: &Params) -> Result<GuestVm, 
     vcpu.set_regs(&(base.general_registers)(Mode::Long, GUEST_MEMORY_SIZE))
         .map_err(ioctl("KVM_SET_REGS"))?;
     let step_tsc = tsc_ticks(STEP_LENGTH);
-    for (i, value) in [params.seed, params.dirty_rate, params.steps, step_tsc].into_iter().enumerate() {
+    for (i, value) in [params.seed, params.dirty_rate, params.steps, step_tsc]
+        .into_iter()
+        .enumerate()
+    {
         vm.memory.write_obj(value, GuestAddress(PARAMS_ADDR + 8 * i as u64))?;
     }
     Ok(GuestVm {

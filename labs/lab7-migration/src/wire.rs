@@ -237,7 +237,14 @@ pub fn encode(record: &Record) -> Vec<u8> {
         }
         Record::Finished { checksum, exits } => {
             out.u64(*checksum);
-            for count in [exits.io_out, exits.io_in, exits.hlt, exits.mmio, exits.shutdown, exits.other] {
+            for count in [
+                exits.io_out,
+                exits.io_in,
+                exits.hlt,
+                exits.mmio,
+                exits.shutdown,
+                exits.other,
+            ] {
                 out.u64(count);
             }
             18

@@ -412,8 +412,8 @@ pub fn run_destination(labs: Labs, timeout: Duration) -> Status {
     // SAFETY: fstat on a descriptor number writes only into `stat`; a closed one gives EBADF.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above: `stat` is a valid place for the answer.
-    let is_socket = unsafe { libc::fstat(DESTINATION_FD, &mut stat) } == 0
-        && (stat.st_mode & libc::S_IFMT) == libc::S_IFSOCK;
+    let is_socket =
+        unsafe { libc::fstat(DESTINATION_FD, &mut stat) } == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFSOCK;
     if !is_socket {
         crate::report::print_summary_line(
             "--destination is the migration's other end, started by kvm-hello --lab migrate itself: fd 3 is not its stream",
@@ -481,7 +481,10 @@ pub fn round_lines(record: &MigrateReport) -> Vec<String> {
 
 /// The one-line summary of a migrate run that succeeded.
 pub fn summary(record: &MigrateReport) -> String {
-    let checksum = record.checksum.map(|c| format!("{c:#018x}")).unwrap_or_else(|| "none".into());
+    let checksum = record
+        .checksum
+        .map(|c| format!("{c:#018x}"))
+        .unwrap_or_else(|| "none".into());
     match &record.migration {
         Some(migration) => format!(
             "migrate: moved after {} pre-copy rounds, downtime {:.2} ms; the guest finished on the {}, checksum {checksum}",

@@ -171,7 +171,12 @@ pub fn run_schedule(
 
 /// Runs lab 7's source: the migration guest, moved to a destination process (or not, with
 /// `--no-migration`). The watchdog's budget is `timeout` of the source's CPU time.
-pub fn run_migrate(labs: Labs, options: crate::cli::MigrateOptions, capture_output: bool, timeout: Duration) -> RunReport {
+pub fn run_migrate(
+    labs: Labs,
+    options: crate::cli::MigrateOptions,
+    capture_output: bool,
+    timeout: Duration,
+) -> RunReport {
     vcpu_thread::run_session(
         watchdog::Limits::of_timeout(timeout),
         capture_output,

@@ -1,0 +1,84 @@
+//! Lab 7's parts on their own, through kvm-hello's lab table: a snapshot restored into a fresh VM
+//! has the vCPU's state bit for bit and finishes with the checksum of the VM it was taken from;
+//! the dirty log reports the pages the guest writes, not those the host writes.
+#![cfg(feature = "solution")]
+
+mod common;
+
+use std::time::Duration;
+
+use kvm_hello::labs::Labs;
+use lab7_migration::{Params, SliceEnd, SliceTimer, create_vm, read_checksum, read_progress, run_slice};
+
+const PARAMS: Params = Params {
+    seed: 99,
+    dirty_rate: 20,
+    steps: 300,
+};
+
+/// Runs the guest until it has done a few steps (its start fills 512 KiB first).
+fn run_a_few_steps(guest: &mut lab7_migration::GuestVm, timer: &mut SliceTimer, out: &mut Vec<u8>) {
+    while read_progress(&guest.vm.memory).unwrap() < 3 {
+        let ended = run_slice(guest, Some(Duration::from_millis(20)), timer, out).unwrap();
+        assert_eq!(ended, SliceEnd::Timer, "the guest does not end within 3 steps");
+    }
+}
+
+fn run_to_end(guest: &mut lab7_migration::GuestVm, timer: &mut SliceTimer, out: &mut Vec<u8>) -> u64 {
+    assert_eq!(run_slice(guest, None, timer, out).unwrap(), SliceEnd::Halted);
+    read_checksum(&guest.vm.memory).unwrap()
+}
+
+#[test]
+fn a_restored_snapshot_has_the_same_vcpu_and_finishes_the_same() {
+    common::require_kvm();
+    let labs = Labs::BUILT;
+    let base = labs.base();
+    let mut timer = SliceTimer::new().unwrap();
+    let mut guest = create_vm(&base, guests::MIGRATE64, &PARAMS).unwrap();
+    run_a_few_steps(&mut guest, &mut timer, &mut Vec::new());
+
+    let snapshot = (labs.snapshot)(&guest).unwrap();
+    let mut restored = (labs.restore)(&base, &snapshot).unwrap();
+    assert_eq!(
+        (labs.save_vcpu)(&restored.vcpu).unwrap(),
+        snapshot.vcpu,
+        "the restored vCPU's registers, special registers and FPU, bit for bit"
+    );
+    let (mut rest_here, mut rest_there) = (Vec::new(), Vec::new());
+    let here = run_to_end(&mut guest, &mut timer, &mut rest_here);
+    let there = run_to_end(&mut restored, &mut timer, &mut rest_there);
+    assert_eq!(here, there);
+    assert_eq!(rest_here, rest_there, "the restored VM prints what the original prints");
+    assert!(String::from_utf8_lossy(&rest_there).ends_with(&format!("checksum {there:#018x}\n")));
+}
+
+#[test]
+fn the_dirty_log_gives_the_pages_the_guest_wrote() {
+    common::require_kvm();
+    let labs = Labs::BUILT;
+    let mut timer = SliceTimer::new().unwrap();
+    let mut guest = create_vm(&labs.base(), guests::MIGRATE64, &PARAMS).unwrap();
+    run_a_few_steps(&mut guest, &mut timer, &mut Vec::new());
+    (labs.enable_dirty_log)(&guest.vm).unwrap();
+    assert_eq!(
+        (labs.take_dirty_pages)(&guest.vm).unwrap(),
+        Vec::<u64>::new(),
+        "the log starts empty"
+    );
+    run_slice(&mut guest, Some(Duration::from_millis(30)), &mut timer, &mut Vec::new()).unwrap();
+    let dirty = (labs.take_dirty_pages)(&guest.vm).unwrap();
+    let params_page = lab7_migration::PARAMS_ADDR / 4096;
+    let work = lab7_migration::WORK_BASE / 4096..lab7_migration::WORK_BASE / 4096 + 128;
+    assert!(dirty.contains(&params_page), "the progress slot's page: {dirty:?}");
+    assert!(dirty.iter().any(|p| work.contains(p)), "working-set pages: {dirty:?}");
+    assert!(dirty.windows(2).all(|w| w[0] < w[1]), "in order: {dirty:?}");
+    // The log was cleared by the read; a write by the host is none of KVM's business.
+    use vm_memory::Bytes;
+    guest
+        .vm
+        .memory
+        .write_obj(7u64, vm_memory::GuestAddress(0x18_0000))
+        .unwrap();
+    assert_eq!((labs.take_dirty_pages)(&guest.vm).unwrap(), Vec::<u64>::new());
+}
