@@ -83,6 +83,13 @@ pub struct Labs {
         Duration,
         &mut dyn Write,
     ) -> Result<Vec<Slice>, Lab6Error>,
+    /// Lab 7: one slice of the migration guest, stopped where its state is whole.
+    pub migration_run_slice: fn(
+        &mut MigrationGuest,
+        Option<Duration>,
+        &mut SliceTimer,
+        &mut dyn Write,
+    ) -> Result<lab7_migration::SliceEnd, Lab7Error>,
     /// Lab 7: save the vCPU's state.
     pub save_vcpu: fn(&VcpuFd) -> Result<lab7_migration::VcpuState, Lab7Error>,
     /// Lab 7: load a saved state into a vCPU.
@@ -139,6 +146,7 @@ impl Labs {
         next_slice: lab6_scheduling::next_slice,
         run_slice: lab6_scheduling::run_slice,
         run_schedule: lab6_scheduling::run_schedule,
+        migration_run_slice: lab7_migration::run_slice,
         save_vcpu: lab7_migration::save_vcpu,
         restore_vcpu: lab7_migration::restore_vcpu,
         snapshot: lab7_migration::snapshot,
@@ -179,7 +187,7 @@ impl Labs {
             save_vcpu: self.save_vcpu,
             enable_dirty_log: self.enable_dirty_log,
             take_dirty_pages: self.take_dirty_pages,
-            run_slice: lab7_migration::run_slice,
+            run_slice: self.migration_run_slice,
         }
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use kvm_hello::labs::Labs;
-use lab7_migration::{Params, SliceEnd, SliceTimer, create_vm, read_checksum, read_progress, run_slice};
+use lab7_migration::{Params, SliceEnd, SliceTimer, create_vm, read_checksum, read_progress};
 
 const PARAMS: Params = Params {
     seed: 99,
@@ -17,15 +17,18 @@ const PARAMS: Params = Params {
 };
 
 /// Runs the guest until it has done a few steps (its start fills 512 KiB first).
-fn run_a_few_steps(guest: &mut lab7_migration::GuestVm, timer: &mut SliceTimer, out: &mut Vec<u8>) {
+fn run_a_few_steps(labs: &Labs, guest: &mut lab7_migration::GuestVm, timer: &mut SliceTimer, out: &mut Vec<u8>) {
     while read_progress(&guest.vm.memory).unwrap() < 3 {
-        let ended = run_slice(guest, Some(Duration::from_millis(20)), timer, out).unwrap();
+        let ended = (labs.migration_run_slice)(guest, Some(Duration::from_millis(20)), timer, out).unwrap();
         assert_eq!(ended, SliceEnd::Timer, "the guest does not end within 3 steps");
     }
 }
 
-fn run_to_end(guest: &mut lab7_migration::GuestVm, timer: &mut SliceTimer, out: &mut Vec<u8>) -> u64 {
-    assert_eq!(run_slice(guest, None, timer, out).unwrap(), SliceEnd::Halted);
+fn run_to_end(labs: &Labs, guest: &mut lab7_migration::GuestVm, timer: &mut SliceTimer, out: &mut Vec<u8>) -> u64 {
+    assert_eq!(
+        (labs.migration_run_slice)(guest, None, timer, out).unwrap(),
+        SliceEnd::Halted
+    );
     read_checksum(&guest.vm.memory).unwrap()
 }
 
@@ -35,8 +38,8 @@ fn a_restored_snapshot_has_the_same_vcpu_and_finishes_the_same() {
     let labs = Labs::BUILT;
     let base = labs.base();
     let mut timer = SliceTimer::new().unwrap();
-    let mut guest = create_vm(&base, guests::MIGRATE64, &PARAMS).unwrap();
-    run_a_few_steps(&mut guest, &mut timer, &mut Vec::new());
+    let mut guest = create_vm(labs.create_guest_vm, &base, guests::MIGRATE64, &PARAMS).unwrap();
+    run_a_few_steps(&labs, &mut guest, &mut timer, &mut Vec::new());
 
     let snapshot = (labs.snapshot)(&guest).unwrap();
     let mut restored = (labs.restore)(&base, &snapshot).unwrap();
@@ -46,8 +49,8 @@ fn a_restored_snapshot_has_the_same_vcpu_and_finishes_the_same() {
         "the restored vCPU's registers, special registers and FPU, bit for bit"
     );
     let (mut rest_here, mut rest_there) = (Vec::new(), Vec::new());
-    let here = run_to_end(&mut guest, &mut timer, &mut rest_here);
-    let there = run_to_end(&mut restored, &mut timer, &mut rest_there);
+    let here = run_to_end(&labs, &mut guest, &mut timer, &mut rest_here);
+    let there = run_to_end(&labs, &mut restored, &mut timer, &mut rest_there);
     assert_eq!(here, there);
     assert_eq!(rest_here, rest_there, "the restored VM prints what the original prints");
     assert!(String::from_utf8_lossy(&rest_there).ends_with(&format!("checksum {there:#018x}\n")));
@@ -58,15 +61,15 @@ fn the_dirty_log_gives_the_pages_the_guest_wrote() {
     common::require_kvm();
     let labs = Labs::BUILT;
     let mut timer = SliceTimer::new().unwrap();
-    let mut guest = create_vm(&labs.base(), guests::MIGRATE64, &PARAMS).unwrap();
-    run_a_few_steps(&mut guest, &mut timer, &mut Vec::new());
+    let mut guest = create_vm(labs.create_guest_vm, &labs.base(), guests::MIGRATE64, &PARAMS).unwrap();
+    run_a_few_steps(&labs, &mut guest, &mut timer, &mut Vec::new());
     (labs.enable_dirty_log)(&guest.vm).unwrap();
     assert_eq!(
         (labs.take_dirty_pages)(&guest.vm).unwrap(),
         Vec::<u64>::new(),
         "the log starts empty"
     );
-    run_slice(&mut guest, Some(Duration::from_millis(30)), &mut timer, &mut Vec::new()).unwrap();
+    (labs.migration_run_slice)(&mut guest, Some(Duration::from_millis(30)), &mut timer, &mut Vec::new()).unwrap();
     let dirty = (labs.take_dirty_pages)(&guest.vm).unwrap();
     let params_page = lab7_migration::PARAMS_ADDR / 4096;
     let work = lab7_migration::WORK_BASE / 4096..lab7_migration::WORK_BASE / 4096 + 128;

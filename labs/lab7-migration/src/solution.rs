@@ -7,14 +7,59 @@ use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::{
-    Base, GUEST_MEMORY_SIZE, GUEST_MEMORY_SLOT, GUEST_PAGES, GuestVm, Lab7Error, Link, Migration, PAGE_SIZE, Parts,
-    Plan, Record, Round, SliceEnd, SliceTimer, Snapshot, VcpuFd, VcpuState, Vm, Write, empty_vm, thread_cpu_time,
+    Base, CONSOLE_PORT, Duration, GUEST_MEMORY_SIZE, GUEST_MEMORY_SLOT, GUEST_PAGES, GuestVm, Lab7Error, Link,
+    Migration, PAGE_SIZE, Parts, Plan, Record, Round, SliceEnd, SliceTimer, Snapshot, UnexpectedExit, VcpuExit, VcpuFd,
+    VcpuState, Vm, Write, empty_vm, thread_cpu_time,
 };
 // ANCHOR_END: imports
 
 fn ioctl(ioctl: &'static str) -> impl Fn(kvm_ioctls::Error) -> Lab7Error {
     move |source| Lab7Error::Ioctl { ioctl, source }
 }
+
+// ANCHOR: run_slice
+pub fn run_slice(
+    guest: &mut GuestVm,
+    length: Option<Duration>,
+    timer: &mut SliceTimer,
+    console: &mut dyn Write,
+) -> Result<SliceEnd, Lab7Error> {
+    if guest.halted {
+        return Ok(SliceEnd::Halted);
+    }
+    if let Some(slice) = length {
+        timer.arm(&guest.vcpu, slice)?;
+    }
+    let ended = run_until_a_whole_state(guest, console);
+    let timer_stopped = timer.disarm();
+    let ended = ended?;
+    timer_stopped?;
+    Ok(ended)
+}
+
+/// `KVM_RUN` until the state is whole and the slice is over: EINTR or HLT, never an OUT.
+fn run_until_a_whole_state(guest: &mut GuestVm, console: &mut dyn Write) -> Result<SliceEnd, Lab7Error> {
+    loop {
+        match guest.vcpu.run() {
+            Err(err) if err.errno() == libc::EINTR => break Ok(SliceEnd::Timer),
+            Err(err) => break Err(Lab7Error::Run(err)),
+            Ok(VcpuExit::IoOut(CONSOLE_PORT, bytes)) => {
+                guest.exits.io_out += 1;
+                console.write_all(bytes).map_err(Lab7Error::Console)?;
+            }
+            Ok(VcpuExit::Hlt) => {
+                guest.exits.hlt += 1;
+                guest.halted = true;
+                break Ok(SliceEnd::Halted);
+            }
+            Ok(other) => {
+                guest.exits.other += 1;
+                break Err(Lab7Error::Unexpected(UnexpectedExit::from_exit(&other)));
+            }
+        }
+    }
+}
+// ANCHOR_END: run_slice
 
 // ANCHOR: save_vcpu
 pub fn save_vcpu(vcpu: &VcpuFd) -> Result<VcpuState, Lab7Error> {

@@ -213,9 +213,9 @@ pub fn encode(record: &Record) -> Vec<u8> {
             out.u64(*memory_size);
             1
         }
-        Record::Page { gpa, bytes } => {
+        Record::Page { gpa, bytes: page } => {
             out.u64(*gpa);
-            out.0.extend_from_slice(bytes);
+            out.0.extend_from_slice(page);
             2
         }
         Record::RoundEnd { round, pages } => {

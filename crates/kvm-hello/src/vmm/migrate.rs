@@ -35,7 +35,7 @@ pub const STOP_PAGES: usize = 16;
 pub const MIN_SLICE: Duration = Duration::from_millis(1);
 
 const CREATE_VM: LabFn = LabFn {
-    name: "lab7 create_vm (given; it calls your labs 1 to 3)",
+    name: "lab7 create_vm (given; it calls your lab 6's create_guest_vm)",
     book: LAB7,
     runs_the_guest: false,
 };
@@ -93,12 +93,15 @@ fn lab7_failure(err: Lab7Error) -> Failure {
         Lab7Error::Lab1(err) => lab1_failure(err),
         Lab7Error::Ioctl { ioctl, source } => refused(ioctl, source),
         Lab7Error::Lab2(err) => Failure::new(Status::GuestFault, format!("{err} (book: Lab 2, Page tables)")),
+        Lab7Error::Lab6(lab6_scheduling::Lab6Error::Lab1(err)) => lab1_failure(err),
+        Lab7Error::Lab6(lab6_scheduling::Lab6Error::Registers { ioctl, source }) => refused(ioctl, source),
         other => Failure::new(Status::GuestFault, format!("{other} (book: {LAB7})")),
     }
 }
 
 /// Runs the guest until it halts, with the watchdog armed: a guest that spins is stopped.
 fn run_to_end(
+    labs: &Labs,
     guest: &mut GuestVm,
     watchdog: &Watchdog,
     console: &mut dyn Write,
@@ -113,7 +116,7 @@ fn run_to_end(
         )
     })?;
     loop {
-        match lab7_migration::run_slice(guest, None, &mut timer, console).map_err(lab7_failure)? {
+        match (labs.migration_run_slice)(guest, None, &mut timer, console).map_err(lab7_failure)? {
             SliceEnd::Halted => break,
             SliceEnd::Timer => {
                 if let Some(stop) = watchdog.stopped() {
@@ -198,9 +201,10 @@ pub(crate) fn migrate_session(
         error: None,
     };
     enter(watchdog, CREATE_VM, report)?;
-    let mut guest = lab7_migration::create_vm(&base, guests::MIGRATE64, &options.params).map_err(lab7_failure)?;
+    let mut guest = lab7_migration::create_vm(labs.create_guest_vm, &base, guests::MIGRATE64, &options.params)
+        .map_err(lab7_failure)?;
     if options.no_migration {
-        let ran = run_to_end(&mut guest, watchdog, console, report);
+        let ran = run_to_end(labs, &mut guest, watchdog, console, report);
         return finish_here(guest, ran, record, None, report);
     }
     let (mut destination, mut link) = Destination::start(timeout).map_err(|err| {
@@ -220,7 +224,7 @@ pub(crate) fn migrate_session(
         }));
     }
     let mut timer = SliceTimer::new().map_err(|err| lab7_failure(err.into()))?;
-    lab7_migration::run_slice(&mut guest, Some(MIGRATE_AFTER), &mut timer, console).map_err(lab7_failure)?;
+    (labs.migration_run_slice)(&mut guest, Some(MIGRATE_AFTER), &mut timer, console).map_err(lab7_failure)?;
     drop(timer);
     enter(watchdog, MIGRATE, report)?;
     let moved = (labs.migrate)(&labs.migration_parts(), &mut guest, &record.plan, &mut link, console);
@@ -254,7 +258,7 @@ pub(crate) fn migrate_session(
             let (cause, status) = cause_of(err, &mut link);
             destination.kill();
             record.error = Some(cause.clone());
-            let ran = run_to_end(&mut guest, watchdog, console, report);
+            let ran = run_to_end(labs, &mut guest, watchdog, console, report);
             finish_here(guest, ran, record, Some((cause, status)), report)
         }
     }
@@ -394,7 +398,7 @@ fn destination_session(
         link: &mut link,
         line: Vec::new(),
     };
-    let ran = run_to_end(&mut guest, watchdog, &mut console, report);
+    let ran = run_to_end(labs, &mut guest, watchdog, &mut console, report);
     let flushed = console.flush();
     report.counts = guest.exits;
     let checksum = ran?;
