@@ -97,7 +97,7 @@ pub struct Labs {
     /// Lab 7: a snapshot of the whole VM.
     pub snapshot: fn(&MigrationGuest) -> Result<lab7_migration::Snapshot, Lab7Error>,
     /// Lab 7: a new VM from a snapshot.
-    pub restore: fn(&lab6_scheduling::Base, &lab7_migration::Snapshot) -> Result<MigrationGuest, Lab7Error>,
+    pub restore_snapshot: fn(&lab6_scheduling::Base, &lab7_migration::Snapshot) -> Result<MigrationGuest, Lab7Error>,
     /// Lab 7: turn the dirty log on.
     pub enable_dirty_log: fn(&Vm) -> Result<(), Lab7Error>,
     /// Lab 7: read and clear the dirty log.
@@ -150,7 +150,7 @@ impl Labs {
         save_vcpu: lab7_migration::save_vcpu,
         restore_vcpu: lab7_migration::restore_vcpu,
         snapshot: lab7_migration::snapshot,
-        restore: lab7_migration::restore,
+        restore_snapshot: lab7_migration::restore_snapshot,
         enable_dirty_log: lab7_migration::enable_dirty_log,
         take_dirty_pages: lab7_migration::take_dirty_pages,
         migrate: lab7_migration::migrate,

@@ -42,7 +42,7 @@ fn a_restored_snapshot_has_the_same_vcpu_and_finishes_the_same() {
     run_a_few_steps(&labs, &mut guest, &mut timer, &mut Vec::new());
 
     let snapshot = (labs.snapshot)(&guest).unwrap();
-    let mut restored = (labs.restore)(&base, &snapshot).unwrap();
+    let mut restored = (labs.restore_snapshot)(&base, &snapshot).unwrap();
     assert_eq!(
         (labs.save_vcpu)(&restored.vcpu).unwrap(),
         snapshot.vcpu,

@@ -345,9 +345,9 @@ pub fn snapshot(guest: &GuestVm) -> Result<Snapshot, Lab7Error> {
 // (`restore_vcpu`). Nothing else: the page tables and the parameters are in the memory already.
 /// A new VM that resumes where the snapshot was taken.
 #[cfg(not(feature = "solution"))]
-pub fn restore(base: &Base, snapshot: &Snapshot) -> Result<GuestVm, Lab7Error> {
+pub fn restore_snapshot(base: &Base, snapshot: &Snapshot) -> Result<GuestVm, Lab7Error> {
     let _ = (base, snapshot);
-    todo!("lab7 restore (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
+    todo!("lab7 restore_snapshot (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
 
 // TODO(lab7): register the memory slot again (same slot, same memory) with the flag

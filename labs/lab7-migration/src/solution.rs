@@ -88,7 +88,7 @@ pub fn snapshot(guest: &GuestVm) -> Result<Snapshot, Lab7Error> {
     Ok(Snapshot { vcpu, memory })
 }
 
-pub fn restore(base: &Base, snapshot: &Snapshot) -> Result<GuestVm, Lab7Error> {
+pub fn restore_snapshot(base: &Base, snapshot: &Snapshot) -> Result<GuestVm, Lab7Error> {
     let guest = empty_vm(base)?;
     guest.vm.memory.write_slice(&snapshot.memory, GuestAddress(0))?;
     restore_vcpu(&guest.vcpu, &snapshot.vcpu)?;
