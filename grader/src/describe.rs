@@ -1,9 +1,10 @@
 //! Register and entry values as a student should read them: hex with the bits decoded.
 
-use lab2_paging::entry_flags;
-use lab3_registers::{
+use kvm_bindings::kvm_segment;
+
+use crate::facts::{
     CR0_AM, CR0_CD, CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA,
-    EFER_LME, kvm_segment,
+    EFER_LME, entry_flags,
 };
 
 fn bits(value: u64, names: &[(u64, &str)]) -> String {

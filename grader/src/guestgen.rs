@@ -150,7 +150,7 @@ pub fn probe_memory(probe: u16, value: u8) -> Vec<u8> {
 /// A 64-bit guest for lab 5 made for one run: random print8bit, print32bit and print_str
 /// hypercalls (the strings placed after the code), then RAX = 42, 42 at 0x400, HLT.
 pub fn hypercalls(rng: &mut crate::rng::Rng) -> Guest {
-    use lab5_hypercalls::{PRINT_STR_PORT, PRINT8_PORT, PRINT32_PORT};
+    use crate::facts::hypercall::{PRINT_STR_PORT, PRINT8_PORT, PRINT32_PORT};
     enum Call {
         Byte(u8),
         Number(u32),

@@ -1,16 +1,20 @@
-//! The KVM lab kit's grader.
+//! The KVM lab kit's grader: the judge.
 //!
-//! Every check is a function in `checks/` that calls one lab's functions (through
-//! `kvm_hello::labs::Labs`, so a test can swap in a seeded mistake) and fails with a message that
+//! Every check is split in two. The judge (this crate, the `grader` binary) draws the check's
+//! inputs from a seed, knows the right answers from how it built them, and writes the message: it
 //! names the lab, the function, the field, expected against found with the bits decoded, and the
-//! book chapter. The runner (`runner.rs`) runs each check in its own process (`sandbox.rs`
-//! contains it) with a CPU-time limit, in lab order, marks a check "blocked" when a lab it needs
-//! has failed and "not run" when this host cannot run it (`host.rs`). Every input a check hands
-//! lab code is drawn from a seed (`rng.rs`). `cargo test -p grader` shows the checks as tests;
-//! `cargo grade` (`cargo run -p grader`) prints the scoreboard.
+//! book chapter. It never links or loads lab code. The probe (`grader-probe`, crate
+//! `grader-probe`) runs lab code on the inputs the judge sends and reports raw observations;
+//! official grading starts it jailed. What crosses between them is `grader-protocol`.
+//!
+//! The runner (`runner.rs`) runs the checks in lab order, each request in a fresh probe process
+//! (`sandbox.rs` contains it) with a CPU-time limit, marks a check "blocked" when a lab it needs
+//! has failed and "not run" when this host cannot run it (`host.rs`). Every input is drawn from
+//! a seed (`rng.rs`). `cargo grade` prints the scoreboard (`scoreboard.rs`).
 
 pub mod checks;
 pub mod describe;
+pub mod facts;
 pub mod guestgen;
 pub mod host;
 pub mod rng;
@@ -19,30 +23,62 @@ pub mod sandbox;
 pub mod scoreboard;
 pub mod walker;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-pub use kvm_hello::labs::Labs;
+use grader_protocol::{Answer, Envelope, Request};
 
-/// What a check is given.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// The lab functions under test.
-    pub labs: Labs,
-    /// The program that acts as kvm-hello for end-to-end checks, and the arguments that come
-    /// before kvm-hello's own (the grader binary itself with `vmm`).
-    pub vmm: (PathBuf, Vec<String>),
-    /// The seed of the inputs this check hands to lab code.
-    pub seed: u64,
+use runner::{Finished, Limits, RunError};
+
+/// Where the probe's requests go: a fresh jailed process per request (`runner::ProbeProgram`), or,
+/// in the kit's own tests, the probe library called in-process with a seeded mistake.
+pub trait Backend {
+    /// Runs the probe on one request (`input`, JSON of an `Envelope`) within `limits`.
+    fn exchange(&mut self, input: &[u8], limits: Limits) -> Result<Finished, RunError>;
 }
 
-impl Ctx {
-    /// The labs as built, with `vmm` as the kvm-hello program.
-    pub fn built(vmm: (PathBuf, Vec<String>), seed: u64) -> Ctx {
+/// Why a check stopped before it passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// It failed: the message for the student.
+    Failed(String),
+    /// Lab code reached a `todo!` stub: `not implemented yet: …`.
+    NotImplemented(String),
+    /// The probe ran past its limit and was stopped with everything it started.
+    TimedOut(String),
+    /// SIGINT or SIGTERM reached the grader (the signal's number).
+    Interrupted(i32),
+}
+
+impl From<String> for Stop {
+    fn from(message: String) -> Stop {
+        Stop::Failed(message)
+    }
+}
+
+/// What a check is given: its seed and the way to the probe.
+pub struct Ctx<'a> {
+    /// The seed of this check's inputs.
+    pub seed: u64,
+    backend: &'a mut dyn Backend,
+    limits: Limits,
+    /// What lab code printed in the last exchange, trimmed for a message (`""` when nothing).
+    printed: String,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("seed", &self.seed).finish_non_exhaustive()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// A context whose requests go to `backend`, each within `limits`.
+    pub fn new(seed: u64, backend: &'a mut dyn Backend, limits: Limits) -> Ctx<'a> {
         Ctx {
-            labs: Labs::BUILT,
-            vmm,
             seed,
+            backend,
+            limits,
+            printed: String::new(),
         }
     }
 
@@ -50,12 +86,56 @@ impl Ctx {
     pub fn rng(&self) -> rng::Rng {
         rng::Rng::new(self.seed)
     }
+
+    /// What lab code printed in the last exchange, as a message's tail.
+    pub fn printed(&self) -> &str {
+        &self.printed
+    }
+
+    /// Sends `request` to the probe and returns what it observed. A stub reached, a panic, a
+    /// process that ended before it answered, an unreadable answer or a limit stops the check.
+    pub fn call<R: Request>(&mut self, request: &R) -> Result<R::Reply, Stop> {
+        let input = serde_json::to_vec(&Envelope::of(request)).expect("a request is plain data");
+        let finished = match self.backend.exchange(&input, self.limits) {
+            Ok(finished) => finished,
+            Err(RunError::TimedOut(message)) => return Err(Stop::TimedOut(message)),
+            Err(RunError::Interrupted(signal)) => return Err(Stop::Interrupted(signal)),
+            Err(RunError::Spawn(err)) => {
+                return Err(Stop::Failed(format!("the grader cannot start its probe: {err}")));
+            }
+        };
+        self.printed = runner::printed(&finished.stdout, &finished.stderr);
+        let answer: Option<Answer> = serde_json::from_slice(&finished.result).ok();
+        let status = runner::describe_status(finished.status);
+        match answer {
+            Some(Answer::NotImplemented(stub)) => Err(Stop::NotImplemented(format!("not implemented yet: {stub}"))),
+            Some(Answer::Panicked(message)) => Err(Stop::Failed(format!("lab code panicked: {message}"))),
+            Some(Answer::Refused(why)) => Err(Stop::Failed(format!(
+                "the probe could not run {}: {why} (a fault of the kit, not of your labs: report it)",
+                R::NAME
+            ))),
+            Some(Answer::Reply(_)) if !finished.status.success() => Err(Stop::Failed(format!(
+                "the probe's process {status} after it had answered: lab code must not end the process"
+            ))),
+            Some(Answer::Reply(value)) => serde_json::from_value(value).map_err(|err| {
+                Stop::Failed(format!(
+                    "the probe's answer is malformed ({err}): lab code must not write on descriptor 3"
+                ))
+            }),
+            None if finished.result.is_empty() => Err(Stop::Failed(format!(
+                "the probe's process {status} before it answered: did lab code end the process (std::process::exit, abort, a crash or an overflowed stack)?"
+            ))),
+            None => Err(Stop::Failed(
+                "the probe's answer is not readable: lab code must not write on descriptor 3".to_owned(),
+            )),
+        }
+    }
 }
 
 /// What a check needs from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HostNeed {
-    /// Nothing: plain values and guest memory in this process.
+    /// Nothing: plain values and guest memory.
     Nothing,
     /// A usable /dev/kvm.
     Kvm,
@@ -97,10 +177,10 @@ impl Part {
     }
 }
 
-/// One graded check.
+/// One graded check: its judge. The probe's side is the requests it sends.
 #[derive(Debug, Clone, Copy)]
 pub struct Check {
-    /// Unique name, `labN_…` or `e2e_…`: the test's name under `cargo test -p grader`.
+    /// Unique name, `labN_…` or `e2e_…`.
     pub name: &'static str,
     /// What it grades.
     pub part: Part,
@@ -114,12 +194,20 @@ pub struct Check {
     pub runs_guest: bool,
     /// What it needs from the host: a check this host cannot run is reported "not run".
     pub host: HostNeed,
-    /// The check: `Err` holds the message for the student.
-    pub run: fn(&Ctx) -> Result<(), String>,
+    /// The judge: sends requests through the context, compares, fails with the message.
+    pub run: fn(&mut Ctx) -> Result<(), Stop>,
+    /// A hidden check (Gradescope's and nbgrader's hidden tests): official grading runs it; the
+    /// student copy leaves it out and says only how many there are and what they are worth.
+    pub hidden: bool,
 }
 
 impl Check {
-    /// The CPU time its process (and all it starts) may use before it is stopped.
+    /// This check, hidden.
+    pub const fn hidden(self) -> Check {
+        Check { hidden: true, ..self }
+    }
+
+    /// The CPU time the probe (and all it starts) may use on one request before it is stopped.
     pub fn time_limit(&self) -> Duration {
         if self.runs_guest {
             Duration::from_secs(30)
@@ -129,19 +217,25 @@ impl Check {
     }
 }
 
-/// Every check, in the order they run: lab 1 to lab 4, end to end, then the extension labs 0, 5 and 6.
+/// Every check, in the order they run: lab 1 to lab 4, end to end, then the extension labs 0, 5
+/// and 6; each part's hidden checks after its public ones.
 pub fn all_checks() -> Vec<Check> {
-    [
-        checks::lab1::CHECKS,
-        checks::lab2::CHECKS,
-        checks::lab3::CHECKS,
-        checks::lab4::CHECKS,
-        checks::e2e::CHECKS,
-        checks::lab0::CHECKS,
-        checks::lab5::CHECKS,
-        checks::lab6::CHECKS,
+    // One part a line, in order: lab 1 to lab 4, end to end, then the extension labs 0, 5 and 6.
+    let public: Vec<Check> = [
+        checks::lab1::CHECKS, // lab 1
+        checks::lab2::CHECKS, // lab 2
+        checks::lab0::CHECKS, // lab 0
     ]
-    .concat()
+    .concat();
+    let mut all = Vec::new();
+    for check in &public {
+        all.push(*check);
+        let last_of_part = public.iter().rfind(|c| c.part == check.part).map(|c| c.name) == Some(check.name);
+        if last_of_part {
+            all.extend(checks::hidden::CHECKS.iter().filter(|h| h.part == check.part));
+        }
+    }
+    all
 }
 
 /// A check by name.

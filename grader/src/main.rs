@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser};
 
-use grader::runner::{self, RUN_CHECK_ARG, matches_filter, run_suite};
+use grader::runner::{self, ProbeProgram, matches_filter, run_suite};
 use grader::{all_checks, rng, scoreboard};
 
 /// The first lines of the help text.
@@ -14,7 +14,10 @@ const ABOUT: &str = "grader: grades the labs of the KVM lab kit (cargo grade).";
 /// The last lines of the help text.
 const STATUSES: &str = "\
 Exit status: 0 graded (whatever the score), 1 a check did not pass under --strict, 2 bad usage,
-130/143 interrupted by SIGINT/SIGTERM.";
+4 --strict or --require-jail on a host that cannot jail lab code, 130/143 interrupted by SIGINT/SIGTERM.";
+
+/// `--strict` where lab code cannot be jailed: no official grade.
+const STATUS_NO_JAIL: u8 = 4;
 
 /// The command line, parsed with clap as kvm-hello's is; every error is one line, status 2.
 #[derive(Debug, Parser)]
@@ -40,9 +43,16 @@ struct Cli {
     /// print every check's outcome as JSON instead of the scoreboard
     #[arg(long)]
     json: bool,
+    /// also write every check's outcome as JSON (as --json prints it) to PATH, a new file: the
+    /// channel official grading reads, which lab code never holds
+    #[arg(long, value_name = "PATH")]
+    report: Option<PathBuf>,
     /// list the checks
     #[arg(long)]
     list: bool,
+    /// print the number of hidden checks and their points (for cargo xtask student-kit)
+    #[arg(long, hide = true)]
+    hidden_summary: bool,
     /// draw the checks' inputs from seed N (the scoreboard prints the seed of each run)
     #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = parse_seed)]
     seed: Option<u64>,
@@ -50,6 +60,13 @@ struct Cli {
     /// exits with status 1 when a check does not pass
     #[arg(long)]
     strict: bool,
+    /// the probe program that runs the labs (default: grader-probe beside this program; cargo
+    /// grade builds both)
+    #[arg(long, value_name = "PATH")]
+    probe: Option<PathBuf>,
+    /// refuse to grade (status 4) where lab code cannot be jailed (--strict implies it)
+    #[arg(long)]
+    require_jail: bool,
     /// print this help
     #[arg(short = 'h', long = "help", action = ArgAction::SetTrue)]
     help: bool,
@@ -89,26 +106,14 @@ fn usage_error(err: &clap::Error) -> String {
     }
 }
 
-/// The grader binary is also kvm-hello (`grader vmm ARGS`), so the end-to-end checks run the VMM
-/// built from the same labs without a second build.
-const VMM_ARG: &str = "vmm";
-
-fn this_exe() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("grader"))
+/// The probe beside this program: `cargo build -p grader --features probe` builds both.
+fn default_probe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("grader"));
+    exe.with_file_name("grader-probe")
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some(VMM_ARG) => {
-            let status = kvm_hello::main_with_args(args[1..].iter().map(Into::into));
-            return ExitCode::from(status.code() as u8);
-        }
-        Some(RUN_CHECK_ARG) => {
-            return ExitCode::from(runner::child_main((this_exe(), vec![VMM_ARG.to_owned()])));
-        }
-        _ => {}
-    }
 
     if args.iter().any(|arg| arg == "-h" || arg == "--help") {
         print!("{}", Cli::command().render_help());
@@ -121,9 +126,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.hidden_summary {
+        let hidden: Vec<_> = all_checks().into_iter().filter(|c| c.hidden).collect();
+        println!("{} {}", hidden.len(), hidden.iter().map(|c| c.points).sum::<u32>());
+        return ExitCode::SUCCESS;
+    }
     if cli.list {
         for check in all_checks() {
-            println!("{:<40} {} pt  {}", check.name, check.points, check.title);
+            let hidden = if check.hidden { " (hidden)" } else { "" };
+            println!("{:<40} {} pt  {}{hidden}", check.name, check.points, check.title);
         }
         return ExitCode::SUCCESS;
     }
@@ -131,23 +142,48 @@ fn main() -> ExitCode {
         words,
         gradescope,
         json,
+        report,
         seed,
         strict,
+        probe,
+        require_jail,
         ..
     } = cli;
+    let probe = probe.unwrap_or_else(default_probe);
+    if !probe.is_file() {
+        eprintln!(
+            "grader: no probe at {}: build it with `cargo build -p grader --features probe` (cargo grade does), or name it with --probe",
+            probe.display()
+        );
+        return ExitCode::from(2);
+    }
     if !words.is_empty() && !all_checks().iter().any(|c| matches_filter(c, &words)) {
         eprintln!("grader: no check matches {words:?}: try lab1 to lab4, e2e, lab0, lab5 or a name from --list");
         return ExitCode::from(2);
     }
 
+    // Lab code runs jailed wherever this host can; an official grade needs the jail.
+    let jail = match kit_jail::Jail::detect() {
+        Ok(jail) => Some(jail),
+        Err(why) if strict || require_jail => {
+            eprintln!("grader: an official grade needs lab code jailed, and here it cannot be: {why}");
+            return ExitCode::from(STATUS_NO_JAIL);
+        }
+        Err(why) => {
+            eprintln!("grader: lab code runs unjailed here, as your user ({why}); official grading jails it");
+            None
+        }
+    };
     runner::forward_interrupts();
-    // Lab code runs as the same user: without this it could open the grader's own stdout
-    // through /proc/<grader>/fd and print a scoreboard of its own (non-dumpable, /proc/<pid>
-    // belongs to root). Children are dumpable again after exec.
+    // Unjailed, lab code runs as the same user: without this it could open the grader's own
+    // stdout through /proc/<grader>/fd (non-dumpable, /proc/<pid> belongs to root). Children are
+    // dumpable again after exec.
     // SAFETY: prctl(PR_SET_DUMPABLE) changes a flag of this process only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let seed = seed.unwrap_or_else(rng::fresh_seed);
-    let mut suite = run_suite(&this_exe(), seed, |check| matches_filter(check, &words));
+    let mut suite = run_suite(&mut ProbeProgram { exe: probe, jail }, seed, |check| {
+        matches_filter(check, &words)
+    });
     if let Some(signal) = suite.interrupted {
         let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
         eprintln!("grader: interrupted ({name}): the running check and everything it started were stopped; no score");
@@ -160,6 +196,21 @@ fn main() -> ExitCode {
         println!("{}", scoreboard::json_lines(&suite));
     } else {
         print!("{}", scoreboard::text(&suite));
+    }
+    if let Some(path) = report {
+        // A new file only: an existing one (planted, or a stale report) is never taken for this run's.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut file| {
+                use std::io::Write;
+                writeln!(file, "{}", scoreboard::json_lines(&suite))
+            });
+        if let Err(err) = written {
+            eprintln!("grader: cannot write the report {}: {err}", path.display());
+            return ExitCode::from(2);
+        }
     }
     if let Some(path) = gradescope {
         let report = serde_json::to_string_pretty(&scoreboard::gradescope(&suite)).expect("JSON");

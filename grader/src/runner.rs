@@ -1,37 +1,31 @@
-//! Running checks: each in its own process (so no stub, panic, hang or forgery can take the
-//! grader down or fake a result), in lab order, with checks blocked when a lab they need has
-//! failed and "not run" when this host cannot run them.
+//! Running checks: in lab order, with checks blocked when a lab they need has failed and "not
+//! run" when this host cannot run them. Each request of a check goes to a fresh probe process
+//! (so no stub, panic, hang or forgery can take the grader down), within the check's limits.
 //!
-//! The result channel: the grader starts `grader --run-check` with a pipe on descriptor
-//! `RESULT_FD` and writes the check's name, its seed and a fresh secret on the child's stdin; the
-//! child reads them before any lab code runs (stdin then reads /dev/null) and reports its outcome
-//! on `RESULT_FD`, after the secret. The grader accepts a result only with the secret, before
-//! the deadline, from a process that then exits with status 0. What the child prints on stdout
-//! and stderr is never parsed: its tail is shown to the student as what their code printed.
+//! The channel: the judge writes one request on the probe's stdin (the probe reads it before any
+//! lab code runs; stdin then reads /dev/null) and reads one answer on the pipe at the probe's
+//! descriptor `ANSWER_FD`. The answer carries observations only, never a verdict: the judge
+//! decides. What the probe prints on stdout and stderr is never parsed: its tail is shown to the
+//! student as what their code printed.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, Once, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use kit_common::LabPanic;
-use serde_json::{Value, json};
 
 use crate::host::Host;
 use crate::rng::Rng;
 use crate::sandbox::{self, Sandbox};
-use crate::{Check, Ctx, Part, all_checks};
+use crate::{Backend, Check, Ctx, Part, Stop, all_checks};
 
-/// The argument that makes the grader run one check in-process (its name comes on stdin).
-pub const RUN_CHECK_ARG: &str = "--run-check";
-/// The child's descriptor for its result.
-pub const RESULT_FD: RawFd = 3;
+/// The probe's descriptor for its answer.
+pub const RESULT_FD: RawFd = grader_protocol::ANSWER_FD;
 /// How much of what lab code printed is kept (its first and its last bytes) for a message.
 const OUTPUT_TAIL: usize = 2048;
 /// How much of it a message shows.
@@ -115,96 +109,6 @@ pub struct Suite {
     pub host_limits: Vec<String>,
     /// Set when SIGINT or SIGTERM stopped the run (the signal's number).
     pub interrupted: Option<i32>,
-}
-
-thread_local! {
-    /// Set while this thread runs a check: its panics are the check's, recorded silently.
-    static IN_CHECK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Installs, once, a panic hook that records the panics of checks and lab code (kvm-hello's
-/// hook: `take_last_panic`) and leaves every other panic, a test's own for instance, to the hook
-/// that was there before.
-fn install_check_panic_hook() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        kvm_hello::vmm::install_panic_hook(false);
-        let recorder = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let thread = std::thread::current();
-            let lab_thread = thread.name().is_some_and(|n| n == "vcpu0" || n.starts_with("check-"));
-            if IN_CHECK.with(|c| c.get()) || lab_thread {
-                recorder(info);
-            } else {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Runs one check in this process and returns its outcome as JSON (`outcome`, `message`): the
-/// child's side of `run_isolated`, and what the seeded-mistake tests call.
-pub fn run_check_here(check: &Check, ctx: &Ctx) -> Value {
-    install_check_panic_hook();
-    let _ = kvm_hello::vmm::take_last_panic();
-    IN_CHECK.with(|c| c.set(true));
-    let result = catch_unwind(AssertUnwindSafe(|| (check.run)(ctx)));
-    IN_CHECK.with(|c| c.set(false));
-    let (outcome, message) = match result {
-        Ok(Ok(())) => ("passed", String::new()),
-        Ok(Err(message)) => ("failed", message),
-        Err(_) => match kvm_hello::vmm::take_last_panic() {
-            Some(LabPanic::NotImplemented(stub)) => ("not_implemented", format!("not implemented yet: {stub}")),
-            Some(LabPanic::Other(message)) => ("failed", format!("lab code panicked: {message}")),
-            None => ("failed", "the check panicked".to_owned()),
-        },
-    };
-    json!({"outcome": outcome, "message": message})
-}
-
-/// The child's side: reads the check's name, seed and secret on stdin, runs the check and
-/// reports on `RESULT_FD`. Returns the process's exit status.
-pub fn child_main(vmm: (std::path::PathBuf, Vec<String>)) -> u8 {
-    child_main_with(crate::Labs::BUILT, vmm)
-}
-
-/// `child_main` with the lab functions given (the isolation tests seed forgeries this way).
-pub fn child_main_with(labs: crate::Labs, vmm: (std::path::PathBuf, Vec<String>)) -> u8 {
-    let mut input = String::new();
-    if std::io::stdin().read_to_string(&mut input).is_err() {
-        eprintln!("grader: {RUN_CHECK_ARG} reads the check from the grader, not from a terminal");
-        return 2;
-    }
-    // Lab code must not read the rest of the grader's input: stdin is /dev/null from here on.
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        // SAFETY: dup2 onto descriptor 0, which this process owns; `null` stays valid meanwhile.
-        unsafe { libc::dup2(null.as_raw_fd(), 0) };
-    }
-    let mut lines = input.lines();
-    let (Some(name), Some(seed), Some(secret)) = (lines.next(), lines.next(), lines.next()) else {
-        eprintln!("grader: {RUN_CHECK_ARG} needs a check's name, a seed and a secret on stdin");
-        return 2;
-    };
-    let (Some(check), Ok(seed)) = (crate::find_check(name), seed.parse::<u64>()) else {
-        eprintln!("grader: {RUN_CHECK_ARG}: no check {name:?} or a bad seed");
-        return 2;
-    };
-    // SAFETY: fcntl on the descriptor the grader passed; the result pipe must not leak into
-    // the programs lab code or the checks start.
-    let fd_ok = unsafe { libc::fcntl(RESULT_FD, libc::F_SETFD, libc::FD_CLOEXEC) } == 0;
-    if !fd_ok {
-        eprintln!("grader: {RUN_CHECK_ARG} runs under the grader only (descriptor {RESULT_FD} is not open)");
-        return 2;
-    }
-    // SAFETY: the grader opened RESULT_FD for us; nothing else in this process owns it.
-    let mut channel = unsafe { std::fs::File::from_raw_fd(RESULT_FD) };
-    let secret = secret.to_owned();
-    let ctx = Ctx { labs, vmm, seed };
-    let result = run_check_here(&check, &ctx);
-    let _ = std::io::stdout().flush();
-    let _ = writeln!(channel, "{secret} {result}");
-    0
 }
 
 /// A child process that ended in time.
@@ -488,34 +392,6 @@ pub fn run_contained(
     })
 }
 
-/// A fresh secret for one check: 128 bits from the kernel's random source.
-fn secret() -> String {
-    let mut bytes = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if ok.is_err() {
-        let mut rng = Rng::new(crate::rng::fresh_seed());
-        bytes.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The verdict on the result pipe: the line after the secret. Lab code does not know the
-/// secret, so it cannot write a verdict; a line without it is ignored.
-fn parse_result(result: &[u8], secret: &str) -> Option<Outcome> {
-    let text = String::from_utf8_lossy(result);
-    let marker = format!("{secret} ");
-    let at = text.rfind(&marker)?;
-    let line = text[at + marker.len()..].lines().next()?;
-    let value: Value = serde_json::from_str(line).ok()?;
-    let message = value["message"].as_str().unwrap_or_default().to_owned();
-    match value["outcome"].as_str()? {
-        "passed" => Some(Outcome::Passed),
-        "not_implemented" => Some(Outcome::NotImplemented(message)),
-        "failed" => Some(Outcome::Failed(message)),
-        _ => None,
-    }
-}
-
 /// What lab code printed, trimmed for a message: `""` when nothing.
 pub fn printed(stdout: &[u8], stderr: &[u8]) -> String {
     let mut parts = Vec::new();
@@ -549,7 +425,8 @@ pub fn printed(stdout: &[u8], stderr: &[u8]) -> String {
     }
 }
 
-fn describe_status(status: ExitStatus) -> String {
+/// How a process ended, in words.
+pub fn describe_status(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
         (_, Some(libc::SIGKILL)) => "was killed (SIGKILL: out of memory, or a limit)".to_owned(),
@@ -563,50 +440,68 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Runs one check in a child process of `grader_exe` with the check's limits.
-pub fn run_isolated(grader_exe: &Path, check: &Check, seed: u64) -> Result<Outcome, i32> {
-    let mut command = Command::new(grader_exe);
-    command.arg(RUN_CHECK_ARG);
-    run_isolated_with(command, check.name, seed, check.limits())
+/// The probe as a program: each request runs in a fresh process of it, jailed when a jail is
+/// given (its own namespaces, only the probe and /dev/kvm in view, a private /tmp, no network,
+/// the seccomp filter: see `kit-jail`).
+#[derive(Debug, Clone)]
+pub struct ProbeProgram {
+    /// The `grader-probe` executable.
+    pub exe: PathBuf,
+    /// The jail, or `None` to run the probe as this user, unjailed (local grading where this
+    /// host cannot jail; never an official grade).
+    pub jail: Option<kit_jail::Jail>,
 }
 
-/// Runs the check `name` in `command` (a program that behaves as `grader --run-check`) within
-/// `limits`; `Err(signal)` when SIGINT or SIGTERM interrupted it.
-pub fn run_isolated_with(command: Command, name: &str, seed: u64, limits: Limits) -> Result<Outcome, i32> {
-    let grader_exe = PathBuf::from(command.get_program());
-    let secret = secret();
-    let input = format!("{name}\n{seed}\n{secret}\n");
-    match run_with_limit(command, input.as_bytes(), limits) {
-        Ok(finished) => {
-            let shown = printed(&finished.stdout, &finished.stderr);
-            let verdict = parse_result(&finished.result, &secret);
-            Ok(match verdict {
-                Some(outcome) if finished.status.success() => match outcome {
-                    Outcome::Failed(message) => Outcome::Failed(format!("{message}{shown}")),
-                    other => other,
-                },
-                Some(_) => Outcome::Failed(format!(
-                    "the check's process {} after the check had finished: lab code must not end the process{shown}",
-                    describe_status(finished.status)
-                )),
-                None => Outcome::Failed(format!(
-                    "the check's process {} before the check finished: did lab code end the process (std::process::exit, abort, a crash or an overflowed stack)?{shown}",
-                    describe_status(finished.status)
-                )),
-            })
+impl ProbeProgram {
+    /// The probe at `exe`, unjailed.
+    pub fn unjailed(exe: impl Into<PathBuf>) -> ProbeProgram {
+        ProbeProgram {
+            exe: exe.into(),
+            jail: None,
         }
-        Err(RunError::TimedOut(message)) => Ok(Outcome::TimedOut(message)),
-        Err(RunError::Interrupted(signal)) => Err(signal),
-        Err(RunError::Spawn(err)) => Ok(Outcome::Failed(format!(
-            "the grader cannot start {}: {err}",
-            grader_exe.display()
-        ))),
     }
+
+    /// The command that runs the probe once.
+    fn command(&self) -> std::io::Result<Command> {
+        let Some(jail) = &self.jail else {
+            return Ok(Command::new(&self.exe));
+        };
+        jail.command(&self.exe)
+            .read_only(&self.exe)
+            .kvm(std::path::Path::new("/dev/kvm").exists())
+            .build()
+            .map_err(|err| std::io::Error::other(err.to_string()))
+    }
+}
+
+impl Backend for ProbeProgram {
+    fn exchange(&mut self, input: &[u8], limits: Limits) -> Result<Finished, RunError> {
+        let command = self.command().map_err(RunError::Spawn)?;
+        run_with_limit(command, input, limits)
+    }
+}
+
+/// Runs one check's judge with its requests going to `backend`; `Err(signal)` when SIGINT or
+/// SIGTERM interrupted it.
+pub fn run_check(backend: &mut dyn Backend, check: &Check, seed: u64) -> Result<Outcome, i32> {
+    let mut ctx = Ctx::new(seed, backend, check.limits());
+    let result = catch_unwind(AssertUnwindSafe(|| (check.run)(&mut ctx)));
+    Ok(match result {
+        Ok(Ok(())) => Outcome::Passed,
+        Ok(Err(Stop::Failed(message))) => Outcome::Failed(format!("{message}{}", ctx.printed())),
+        Ok(Err(Stop::NotImplemented(message))) => Outcome::NotImplemented(message),
+        Ok(Err(Stop::TimedOut(message))) => Outcome::TimedOut(message),
+        Ok(Err(Stop::Interrupted(signal))) => return Err(signal),
+        Err(_) => Outcome::Failed(format!(
+            "the grader itself failed in {} (a fault of the kit, not of your labs: report it with the seed {seed})",
+            check.name
+        )),
+    })
 }
 
 /// Runs the selected checks (and, silently, those of the labs they need) in order, each with
 /// its own seed drawn from `seed`. Returns the results of the selected ones.
-pub fn run_suite(grader_exe: &Path, seed: u64, selected: impl Fn(&Check) -> bool) -> Suite {
+pub fn run_suite(backend: &mut dyn Backend, seed: u64, selected: impl Fn(&Check) -> bool) -> Suite {
     let host = Host::probe();
     let checks = all_checks();
     let wanted: Vec<bool> = checks.iter().map(&selected).collect();
@@ -640,7 +535,7 @@ pub fn run_suite(grader_exe: &Path, seed: u64, selected: impl Fn(&Check) -> bool
             }
             Outcome::NotRun(reason)
         } else {
-            match run_isolated(grader_exe, &check, check_seed) {
+            match run_check(backend, &check, check_seed) {
                 Ok(outcome) => outcome,
                 Err(signal) => {
                     suite.interrupted = Some(signal);
@@ -721,26 +616,6 @@ mod tests {
     };
 
     #[test]
-    fn only_a_line_with_the_secret_is_a_verdict() {
-        assert_eq!(
-            parse_result(b"s3cret {\"outcome\":\"passed\",\"message\":\"\"}\n", "s3cret"),
-            Some(Outcome::Passed)
-        );
-        assert_eq!(
-            parse_result(
-                b"garbage{\"outcome\":\"passed\"}s3cret {\"outcome\":\"failed\",\"message\":\"m\"}\n",
-                "s3cret"
-            ),
-            Some(Outcome::Failed("m".into()))
-        );
-        assert_eq!(
-            parse_result(b"{\"outcome\":\"passed\",\"message\":\"\"}\n", "s3cret"),
-            None
-        );
-        assert_eq!(parse_result(b"", "s3cret"), None);
-    }
-
-    #[test]
     fn a_hanging_child_and_its_escaped_children_are_killed_at_the_limit() {
         let _serial = serial();
         let pid_file = std::env::temp_dir().join(format!("grader-runner-test-{}", std::process::id()));
@@ -763,7 +638,7 @@ mod tests {
     }
 
     /// The process whose pid the check wrote to `pid_file` is gone (or a zombie).
-    fn assert_escaped_process_gone(pid_file: &Path) {
+    fn assert_escaped_process_gone(pid_file: &std::path::Path) {
         let escaped = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
         let _ = std::fs::remove_file(pid_file);
         let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();

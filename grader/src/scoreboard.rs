@@ -52,9 +52,10 @@ pub fn text(suite: &Suite) -> String {
         } else {
             ("FAIL", format!("0/{}", result.check.points))
         };
+        let hidden = if result.check.hidden { " (hidden)" } else { "" };
         let _ = writeln!(
             out,
-            "  {mark} [{points}] {}  ({})",
+            "  {mark} [{points}] {}  ({}){hidden}",
             result.check.title, result.check.name
         );
         if !result.outcome.passed() {
@@ -75,12 +76,26 @@ pub fn text(suite: &Suite) -> String {
     }
     let (got, max) = score(results);
     let _ = writeln!(out, "\nScore: {got}/{max}");
+    if let Some(line) = withheld() {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "Seed: {} (cargo grade --seed {} repeats these inputs)",
         suite.seed, suite.seed
     );
     out
+}
+
+/// The line about the hidden checks this copy of the kit leaves out, if it leaves any out.
+pub fn withheld() -> Option<String> {
+    let withheld = crate::checks::hidden::WITHHELD;
+    (withheld.checks > 0).then(|| {
+        format!(
+            "Hidden: {} more check(s), {} points, run only in official grading (not in this copy; book: Grading)",
+            withheld.checks, withheld.points
+        )
+    })
 }
 
 /// Gradescope's results.json: `score`, the run's `output` (seed, banner) and one entry per check;
@@ -137,6 +152,7 @@ pub fn json_lines(suite: &Suite) -> Value {
                 "message": r.outcome.message(),
                 "seed": suite.seed,
                 "check_seed": r.seed,
+                "hidden": r.check.hidden,
             })
         })
         .collect();

@@ -1,10 +1,14 @@
-//! The grader's own page walker (the oracle the lab's walk is judged against), random page
-//! tables to walk, and the cause of the first step where a walk departs from the oracle.
+//! Page tables to walk, built with the walks the MMU makes through them, and the cause of the
+//! first step where a lab's walk departs from the recorded one.
+//!
+//! The judge never walks tables: each address it hands the lab is composed from the entries it
+//! chose on the way down (an index per level, then an offset), and its walk is recorded as the
+//! tables are written. So the grader holds the answers without a second `translate`.
 
-use lab2_paging::{ENTRY_ADDR_MASK, Level, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER, Walk, WalkFault, WalkStep};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use grader_protocol::lab2::{Level, Walk, WalkFault, WalkStep};
 
 use crate::describe;
+use crate::facts::{ENTRY_ADDR_MASK, PD_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER};
 use crate::rng::Rng;
 
 /// Bits 63..48 must copy bit 47.
@@ -12,55 +16,17 @@ pub fn is_canonical(gva: u64) -> bool {
     ((gva << 16) as i64 >> 16) as u64 == gva
 }
 
-/// The 4-level walk as the MMU does it (as far as the lab's `Walk` records it).
-pub fn walk(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
-    let mut walk = Walk {
-        gva,
-        steps: Vec::new(),
-        result: Err(WalkFault::NonCanonical(gva)),
-    };
-    if !is_canonical(gva) {
-        return walk;
-    }
-    let mut table = cr3 & ENTRY_ADDR_MASK;
-    for level in Level::WALK {
-        let index = (gva >> level.shift()) & 0x1ff;
-        let entry_addr = table + index * 8;
-        let Ok(entry) = memory.read_obj::<u64>(GuestAddress(entry_addr)) else {
-            walk.result = Err(WalkFault::TableOutsideMemory {
-                level,
-                addr: entry_addr,
-            });
-            return walk;
-        };
-        walk.steps.push(WalkStep {
-            level,
-            index,
-            entry_addr,
-            entry,
-        });
-        if entry & PTE_PRESENT == 0 {
-            walk.result = Err(WalkFault::NotPresent(level));
-            return walk;
-        }
-        if level == Level::Pt || (entry & PTE_PS != 0 && matches!(level, Level::Pdpt | Level::Pd)) {
-            let offset = (1u64 << level.shift()) - 1;
-            walk.result = Ok((entry & ENTRY_ADDR_MASK & !offset) | (gva & offset));
-            return walk;
-        }
-        table = entry & ENTRY_ADDR_MASK;
-    }
-    walk
-}
-
-/// Random page tables in guest memory, and the addresses worth walking through them.
+/// Random page tables, as the words to write into guest memory, and the addresses worth walking
+/// through them with their walks.
 #[derive(Debug)]
 pub struct RandomTables {
     /// The PML4's address.
     pub cr3: u64,
-    /// Addresses through every kind of entry: 1 GiB, 2 MiB and 4 KiB pages, a non-present entry
-    /// at each level, non-canonical addresses, and a few at random.
-    pub addresses: Vec<u64>,
+    /// The tables: (guest physical address, entry).
+    pub memory: Vec<(u64, u64)>,
+    /// Walks through every kind of entry: 1 GiB, 2 MiB and 4 KiB pages, a non-present entry at
+    /// each level, an empty PML4 slot, non-canonical addresses; in random order.
+    pub walks: Vec<Walk>,
     /// 4 KiB pages mapped inside guest memory, on pages no table uses: (virtual, physical).
     pub in_memory: Vec<(u64, u64)>,
 }
@@ -97,21 +63,51 @@ fn sign_extend(gva: u64) -> u64 {
     ((gva << 16) as i64 >> 16) as u64
 }
 
+/// A walk that ends in a page: the steps, then the page's base and the size of its offset.
+fn to_page(steps: &[WalkStep], gva: u64, page: u64, shift: u32) -> Walk {
+    Walk {
+        gva,
+        steps: steps.to_vec(),
+        result: Ok(page | (gva & ((1 << shift) - 1))),
+    }
+}
+
+/// A walk that ends at a non-present entry, the last of `steps`.
+fn to_hole(steps: &[WalkStep], gva: u64) -> Walk {
+    let level = steps.last().expect("a hole is an entry").level;
+    Walk {
+        gva,
+        steps: steps.to_vec(),
+        result: Err(WalkFault::NotPresent(level)),
+    }
+}
+
+/// The entry at `table[index]`, as a walk reads it.
+fn step(level: Level, table: u64, index: u64, entry: u64) -> WalkStep {
+    WalkStep {
+        level,
+        index,
+        entry_addr: table + index * 8,
+        entry,
+    }
+}
+
 impl RandomTables {
-    /// Builds tables in `memory`: a PML4 with two paths (one in the upper half), each PDPT with a
-    /// 1 GiB page, a PD and a hole; each PD with a 2 MiB page, a PT and a hole; each PT with two
-    /// 4 KiB pages and a hole.
-    pub fn build(memory: &GuestMemoryMmap, rng: &mut Rng) -> RandomTables {
+    /// Builds tables: a PML4 with two paths (one in the upper half), each PDPT with a 1 GiB page,
+    /// a PD and a hole; each PD with a 2 MiB page, a PT and a hole; each PT with two 4 KiB pages
+    /// and a hole.
+    pub fn build(rng: &mut Rng) -> RandomTables {
         let mut pages: Vec<u64> = (TABLE_AREA.0 / 0x1000..TABLE_AREA.1 / 0x1000)
             .map(|p| p * 0x1000)
             .collect();
         rng.shuffle(&mut pages);
         let mut next_page = pages.into_iter();
         let mut table = || next_page.next().expect("enough pages for the tables");
-        let write = |addr: u64, value: u64| {
-            memory
-                .write_obj(value, GuestAddress(addr))
-                .expect("inside guest memory")
+        let mut memory = Vec::new();
+        let mut walks = Vec::new();
+        let mut write = |level: Level, table: u64, index: u64, entry: u64| {
+            memory.push((table + index * 8, entry));
+            step(level, table, index, entry)
         };
         let distinct = |rng: &mut Rng, n: usize, low: u64| -> Vec<u64> {
             let mut picked: Vec<u64> = Vec::new();
@@ -124,85 +120,160 @@ impl RandomTables {
             picked
         };
         let cr3 = table();
-        let mut addresses = Vec::new();
         let mut in_memory = Vec::new();
         let offset = |rng: &mut Rng, shift: u32| rng.range(0, 1 << shift);
         let pml4_indices = [distinct(rng, 1, 0)[0], distinct(rng, 1, 256)[0]];
-        let pml4_hole = loop {
+        let mut unused_pml4 = || loop {
             let i = rng.range(0, 512);
             if !pml4_indices.contains(&i) {
                 break i;
             }
         };
-        write(cr3 + pml4_hole * 8, not_present(rng));
-        addresses.push(sign_extend((pml4_hole << 39) | offset(rng, 39)));
+        let (pml4_hole, empty) = (unused_pml4(), unused_pml4());
+        let hole = write(Level::Pml4, cr3, pml4_hole, not_present(rng));
+        walks.push(to_hole(&[hole], sign_extend((pml4_hole << 39) | offset(rng, 39))));
+        if empty != pml4_hole {
+            // A slot nobody wrote: 0, not present.
+            let gva = sign_extend((empty << 39) | offset(rng, 39));
+            walks.push(to_hole(&[step(Level::Pml4, cr3, empty, 0)], gva));
+        }
         for i4 in pml4_indices {
             let pdpt = table();
             // The upper half's PML4 entry always has NX: a walk must drop it from the address.
             let nx = if i4 >= 256 { 1 << 63 } else { 0 };
-            write(cr3 + i4 * 8, pdpt | PTE_PRESENT | nx | noise(rng, false));
+            let s4 = write(Level::Pml4, cr3, i4, pdpt | PTE_PRESENT | nx | noise(rng, false));
             let base4 = i4 << 39;
             let [giant, to_pd, hole3] = distinct(rng, 3, 0)[..] else {
                 unreachable!()
             };
             let giant_page = rng.range(0, 1 << 10) << 30;
-            write(pdpt + giant * 8, giant_page | PTE_PRESENT | PTE_PS | noise(rng, true));
-            addresses.push(sign_extend(base4 | (giant << 30) | offset(rng, 30)));
-            write(pdpt + hole3 * 8, not_present(rng));
-            addresses.push(sign_extend(base4 | (hole3 << 30) | offset(rng, 30)));
+            let s3 = write(
+                Level::Pdpt,
+                pdpt,
+                giant,
+                giant_page | PTE_PRESENT | PTE_PS | noise(rng, true),
+            );
+            let gva = sign_extend(base4 | (giant << 30) | offset(rng, 30));
+            walks.push(to_page(&[s4, s3], gva, giant_page, 30));
+            let s3 = write(Level::Pdpt, pdpt, hole3, not_present(rng));
+            walks.push(to_hole(&[s4, s3], sign_extend(base4 | (hole3 << 30) | offset(rng, 30))));
             let pd = table();
-            write(pdpt + to_pd * 8, pd | PTE_PRESENT | noise(rng, false));
+            let s3 = write(Level::Pdpt, pdpt, to_pd, pd | PTE_PRESENT | noise(rng, false));
             let base3 = base4 | (to_pd << 30);
             let [large, to_pt, hole2] = distinct(rng, 3, 0)[..] else {
                 unreachable!()
             };
             let large_page = rng.range(0, 1 << 19) << 21;
-            write(pd + large * 8, large_page | PTE_PRESENT | PTE_PS | noise(rng, true));
-            addresses.push(sign_extend(base3 | (large << 21) | offset(rng, 21)));
-            write(pd + hole2 * 8, not_present(rng));
-            addresses.push(sign_extend(base3 | (hole2 << 21) | offset(rng, 21)));
+            let s2 = write(
+                Level::Pd,
+                pd,
+                large,
+                large_page | PTE_PRESENT | PTE_PS | noise(rng, true),
+            );
+            let gva = sign_extend(base3 | (large << 21) | offset(rng, 21));
+            walks.push(to_page(&[s4, s3, s2], gva, large_page, 21));
+            let s2 = write(Level::Pd, pd, hole2, not_present(rng));
+            walks.push(to_hole(
+                &[s4, s3, s2],
+                sign_extend(base3 | (hole2 << 21) | offset(rng, 21)),
+            ));
             let pt = table();
-            write(pd + to_pt * 8, pt | PTE_PRESENT | noise(rng, false));
+            let s2 = write(Level::Pd, pd, to_pt, pt | PTE_PRESENT | noise(rng, false));
             let base2 = base3 | (to_pt << 21);
             for (i, index) in distinct(rng, 3, 0).into_iter().enumerate() {
+                let gva = sign_extend(base2 | (index << 12) | offset(rng, 12));
                 if i == 2 {
-                    write(pt + index * 8, not_present(rng));
-                } else if i == 0 {
-                    // A page of guest memory, mapped far from its physical address.
-                    let page = table();
-                    write(pt + index * 8, page | PTE_PRESENT | noise(rng, true));
-                    in_memory.push((sign_extend(base2 | (index << 12)), page));
-                } else {
-                    // Bit 7 of a PT entry is PAT, not PS: set it at times.
-                    let pat = if rng.chance(50) { PTE_PS } else { 0 };
-                    let page = rng.range(0, 1 << 28) << 12;
-                    write(pt + index * 8, page | PTE_PRESENT | pat | noise(rng, true));
+                    let s1 = write(Level::Pt, pt, index, not_present(rng));
+                    walks.push(to_hole(&[s4, s3, s2, s1], gva));
+                    continue;
                 }
-                addresses.push(sign_extend(base2 | (index << 12) | offset(rng, 12)));
+                let page = if i == 0 {
+                    // A page of guest memory, mapped far from its physical address.
+                    table()
+                } else {
+                    rng.range(0, 1 << 28) << 12
+                };
+                // Bit 7 of a PT entry is PAT, not PS: set it at times.
+                let pat = if i == 1 && rng.chance(50) { PTE_PS } else { 0 };
+                let s1 = write(Level::Pt, pt, index, page | PTE_PRESENT | pat | noise(rng, true));
+                let steps = [s4, s3, s2, s1];
+                walks.push(to_page(&steps, gva, page, 12));
+                if i == 0 {
+                    let page_gva = sign_extend(base2 | (index << 12));
+                    in_memory.push((page_gva, page));
+                    walks.push(to_page(&steps, page_gva | rng.range(0, 0x1000), page, 12));
+                }
             }
         }
         for _ in 0..2 {
             // Not canonical: bits 63..48 differ from bit 47.
-            let low = rng.range(0, 1 << 48);
-            let high = rng.range(1, 0xffff) << 48;
-            let gva = low | high;
+            let gva = rng.range(0, 1 << 48) | rng.range(1, 0xffff) << 48;
             if !is_canonical(gva) {
-                addresses.push(gva);
+                walks.push(Walk {
+                    gva,
+                    steps: Vec::new(),
+                    result: Err(WalkFault::NonCanonical(gva)),
+                });
             }
         }
-        for _ in 0..4 {
-            addresses.push(sign_extend(rng.range(0, 1 << 48)));
-        }
-        for &(gva, _) in &in_memory {
-            addresses.push(gva | rng.range(0, 0x1000));
-        }
-        rng.shuffle(&mut addresses);
+        rng.shuffle(&mut walks);
         RandomTables {
             cr3,
-            addresses,
+            memory,
+            walks,
             in_memory,
         }
     }
+}
+
+/// The flags of every entry of the identity map: present, writable, user.
+pub const IDENTITY_FLAGS: u64 = PTE_PRESENT | PTE_RW | PTE_USER;
+
+/// kvm-hello-world's identity map (PML4[0] -> PDPT[0] -> PD[0], one 2 MiB page at 0), as words.
+pub fn identity_map() -> Vec<(u64, u64)> {
+    vec![
+        (PML4_ADDR, PDPT_ADDR | IDENTITY_FLAGS),
+        (PDPT_ADDR, PD_ADDR | IDENTITY_FLAGS),
+        (PD_ADDR, IDENTITY_FLAGS | PTE_PS),
+    ]
+}
+
+/// Addresses through the identity map with their walks: in the 2 MiB page, past it, past the
+/// first GiB, in the (empty) upper half, and not canonical.
+pub fn identity_walks(rng: &mut Rng, in_page: usize, outside: bool) -> Vec<Walk> {
+    let s4 = step(Level::Pml4, PML4_ADDR, 0, PDPT_ADDR | IDENTITY_FLAGS);
+    let s3 = step(Level::Pdpt, PDPT_ADDR, 0, PD_ADDR | IDENTITY_FLAGS);
+    let s2 = step(Level::Pd, PD_ADDR, 0, IDENTITY_FLAGS | PTE_PS);
+    let mut walks: Vec<Walk> = [0x400, 0x1f_ffff]
+        .into_iter()
+        .chain((0..in_page).map(|_| rng.range(0, 0x20_0000)))
+        .map(|gva| to_page(&[s4, s3, s2], gva, 0, 21))
+        .collect();
+    if outside {
+        let pd = rng.range(1, 512);
+        let gva = pd << 21 | rng.range(0, 1 << 21);
+        walks.push(to_hole(&[s4, s3, step(Level::Pd, PD_ADDR, pd, 0)], gva));
+        let pdpt = rng.range(1, 512);
+        let gva = pdpt << 30 | rng.range(0, 1 << 30);
+        walks.push(to_hole(&[s4, step(Level::Pdpt, PDPT_ADDR, pdpt, 0)], gva));
+        let pml4 = rng.range(256, 512);
+        let gva = sign_extend(pml4 << 39 | rng.range(0, 1 << 39));
+        walks.push(to_hole(&[step(Level::Pml4, PML4_ADDR, pml4, 0)], gva));
+        for gva in [
+            0x0000_8000_0000_0000 | rng.range(0, 1 << 47),
+            rng.range(1, 0xffff) << 48 | rng.range(0, 1 << 47),
+        ] {
+            if !is_canonical(gva) {
+                walks.push(Walk {
+                    gva,
+                    steps: Vec::new(),
+                    result: Err(WalkFault::NonCanonical(gva)),
+                });
+            }
+        }
+    }
+    rng.shuffle(&mut walks);
+    walks
 }
 
 fn step_text(s: &WalkStep) -> String {

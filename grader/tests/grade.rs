@@ -1,12 +1,13 @@
-//! `cargo test -p grader`: every check of the grader as a test. The suite runs once (each check
-//! in its own process, in lab order, blocked checks not run) and each test reports its check.
+//! `cargo test -p grader`: every check of the grader as a test. The suite runs once (each request
+//! in a fresh probe process, in lab order, blocked checks not run) and each test reports its check.
 
-use std::path::Path;
+#![cfg(feature = "probe")]
+
 use std::sync::OnceLock;
 
 use grader::HostNeed;
 use grader::host::Host;
-use grader::runner::{Outcome, Suite, run_suite};
+use grader::runner::{Outcome, ProbeProgram, Suite, run_suite};
 
 /// The run's seed: `GRADER_SEED` repeats a run, otherwise a fresh one (printed on failure).
 fn suite() -> &'static Suite {
@@ -16,7 +17,8 @@ fn suite() -> &'static Suite {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(grader::rng::fresh_seed);
-        run_suite(Path::new(env!("CARGO_BIN_EXE_grader")), seed, |_| true)
+        let mut probe = ProbeProgram::unjailed(env!("CARGO_BIN_EXE_grader-probe"));
+        run_suite(&mut probe, seed, |_| true)
     })
 }
 
@@ -36,10 +38,10 @@ fn grade(name: &str) {
 }
 
 fn paged32_explained() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grader"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grader-probe"))
         .args(["vmm", "--mode", "paged32"])
         .output()
-        .expect("the grader runs as kvm-hello");
+        .expect("the probe runs as kvm-hello");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
@@ -83,6 +85,8 @@ checks!(
     lab2_translate_identity,
     lab2_translate_faults,
     lab2_translate_other_pages,
+    lab2_translate_hidden_cr3_flags,
+    lab2_translate_hidden_many_addresses,
     lab3_flat_segment,
     lab3_long_mode_control_registers,
     lab3_long_mode_code_segment,

@@ -1,12 +1,14 @@
-//! The grader's panic hook records the panics of checks and lab code, and leaves every other
-//! panic (a failing test's own message) to the hook that was there before.
+//! The probe's panic hook records the panics of lab code, and leaves every other panic (a
+//! failing test's own message) to the hook that was there before.
 #![cfg(feature = "solution")]
+
+mod common;
 
 use std::sync::Mutex;
 
-use grader::runner::run_check_here;
-use grader::{Ctx, Labs, find_check};
-use lab3_registers::Mode;
+use grader::runner::Outcome;
+use grader_probe::Labs;
+use lab2_paging::{GuestMemoryMmap, Lab2Error};
 
 static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -16,23 +18,15 @@ fn a_test_s_own_panic_still_reaches_the_harness_hook() {
         let message = info.payload_as_str().unwrap_or_default().to_owned();
         SEEN.lock().unwrap().push(message);
     }));
-    fn seeded(_: Mode, _: usize) -> kvm_bindings::kvm_regs {
+    fn seeded(_: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
         panic!("a bug in lab code")
     }
     let mut labs = Labs::BUILT;
-    labs.general_registers = seeded;
-    let ctx = Ctx {
-        labs,
-        vmm: (env!("CARGO_BIN_EXE_grader").into(), vec!["vmm".into()]),
-        seed: 1,
-    };
-    let outcome = run_check_here(&find_check("lab3_general_registers").unwrap(), &ctx);
-    assert_eq!(outcome["outcome"], "failed");
+    labs.setup_long_mode_page_tables = seeded;
+    let outcome = common::outcome_of("lab2_long_mode_cr3", labs, 1);
     assert!(
-        outcome["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("lab code panicked: a bug in lab code")
+        matches!(&outcome, Outcome::Failed(m) if m.starts_with("lab code panicked: a bug in lab code")),
+        "{outcome:?}"
     );
     let _ = std::panic::catch_unwind(|| panic!("a failing assertion of the test"));
     let _ = std::panic::take_hook();

@@ -6,36 +6,24 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use grader::runner::run_check_here;
-use grader::{Ctx, Labs, find_check};
+mod common;
+
+use grader::find_check;
+use grader_probe::Labs;
 use kit_common::{GUEST_MEMORY_SIZE, Mode};
 use lab6_scheduling::{Account, Choice, GuestVm, Lab6Error, Policy, SliceEnd, SliceTimer, Write};
 
 /// Runs `check` on the reference with one function swapped; returns its failure message and how
 /// long it took.
 fn failure_of(check: &str, seed: impl FnOnce(&mut Labs)) -> (String, Duration) {
-    let mut labs = Labs::BUILT;
-    seed(&mut labs);
-    let ctx = Ctx {
-        labs,
-        vmm: (env!("CARGO_BIN_EXE_grader").into(), vec!["vmm".into()]),
-        seed: grader::rng::fresh_seed(),
-    };
-    let check = find_check(check).unwrap_or_else(|| panic!("no check {check}"));
+    let limit = find_check(check)
+        .unwrap_or_else(|| panic!("no check {check}"))
+        .time_limit();
     let started = Instant::now();
-    let outcome = run_check_here(&check, &ctx);
+    let message = common::failure_of(check, seed);
     let took = started.elapsed();
-    assert_eq!(
-        outcome["outcome"], "failed",
-        "{}: the seeded mistake was not caught: {outcome}",
-        check.name
-    );
-    assert!(
-        took < check.time_limit(),
-        "{}: took {took:?}, beyond its time limit",
-        check.name
-    );
-    (outcome["message"].as_str().unwrap().to_owned(), took)
+    assert!(took < limit, "{check}: took {took:?}, beyond its time limit");
+    (message, took)
 }
 
 /// Asserts that the message names the place and every expected phrase.

@@ -164,8 +164,11 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
 }
 
 /// Exit statuses of `cargo xtask` (the grader's own statuses pass through `cargo grade`; the
-/// instructors' commands add 2, bad usage or input, and 5, a repository not fit to export).
+/// instructors' commands add 2, bad usage or input, 5, a repository not fit to export, 6, files git
+/// does not track where the export reads, and 7, a repository that is not a git checkout).
 pub mod status {
+    /// Bad usage (as the grader's own).
+    pub const USAGE: u8 = 2;
     /// The kit itself does not build, outside the lab files.
     pub const KIT_BROKEN: u8 = 3;
     /// A file could not be read, written or copied, or a tool could not be started.

@@ -9,6 +9,7 @@ mod grade;
 #[cfg(feature = "instructor")]
 mod gradescope;
 mod kit;
+mod shape;
 #[cfg(feature = "instructor")]
 mod student_kit;
 #[cfg(feature = "instructor")]

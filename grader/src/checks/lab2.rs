@@ -1,17 +1,18 @@
-//! Lab 2: the page tables and the walk, checked in a fresh guest memory (no KVM).
+//! Lab 2: the page tables and the walk, checked in a fresh guest memory (no KVM). The probe
+//! builds the lab's tables and reports every word written, and walks the judge's tables with the
+//! lab's `translate`; the judge knows each walk from how it built the tables (`walker`).
 
-use lab2_paging::{
-    ENTRY_ADDR_MASK, Level, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER,
-};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use grader_protocol::Words;
+use grader_protocol::lab2::{Level, LongModeTables, Paged32Directory, Tables, Translate, Walk};
 
 use super::{Group, expect_field, fail};
+use crate::facts::{ENTRY_ADDR_MASK, PD_ADDR, PD32_ADDR, PDPT_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER};
 use crate::walker::{self, RandomTables};
-use crate::{Check, Ctx, Part, describe};
+use crate::{Check, Ctx, Part, Stop, describe};
 
 const LAB: u8 = 2;
 /// Lab 2's checks need no KVM and no other lab.
-const PURE: Group = Group {
+pub(super) const PURE: Group = Group {
     part: Part::Lab(LAB),
     needs: &[],
     runs_guest: false,
@@ -65,19 +66,10 @@ pub const CHECKS: &[Check] = &[
     ),
 ];
 
-/// 2 MiB of zeroed guest memory, as kvm-hello gives it.
-pub fn fresh_memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), kit_common::GUEST_MEMORY_SIZE)])
-        .expect("the grader can allocate 2 MiB")
-}
-
-fn read_u64(memory: &GuestMemoryMmap, addr: u64) -> u64 {
-    memory.read_obj(GuestAddress(addr)).expect("inside guest memory")
-}
-
-fn built_long_tables(ctx: &Ctx) -> Result<(GuestMemoryMmap, u64), String> {
-    let memory = fresh_memory();
-    let cr3 = (ctx.labs.setup_long_mode_page_tables)(&memory).map_err(|err| fail(LAB, LONG, err))?;
+/// The lab's long-mode tables: the CR3 it returned and the words it wrote.
+fn built_long_tables(ctx: &mut Ctx) -> Result<(Words, u64), Stop> {
+    let Tables { cr3, memory } = ctx.call(&LongModeTables)?;
+    let cr3 = cr3.map_err(|err| fail(LAB, LONG, err))?;
     Ok((memory, cr3))
 }
 
@@ -126,7 +118,7 @@ fn expect_entry(function: &str, level: Level, index: u64, found: u64, expected: 
     )
 }
 
-fn long_mode_cr3(ctx: &Ctx) -> Result<(), String> {
+fn long_mode_cr3(ctx: &mut Ctx) -> Result<(), Stop> {
     let (_, cr3) = built_long_tables(ctx)?;
     expect_field(
         LAB,
@@ -136,61 +128,61 @@ fn long_mode_cr3(ctx: &Ctx) -> Result<(), String> {
         PML4_ADDR,
         describe::hex,
         "CR3 holds the PML4's guest physical address",
-    )
+    )?;
+    Ok(())
 }
 
-fn pml4_entry(ctx: &Ctx) -> Result<(), String> {
+fn pml4_entry(ctx: &mut Ctx) -> Result<(), Stop> {
     let (memory, _) = built_long_tables(ctx)?;
-    expect_entry(LONG, Level::Pml4, 0, read_u64(&memory, PML4_ADDR), PDPT_ADDR | FLAGS)
+    expect_entry(LONG, Level::Pml4, 0, memory.at(PML4_ADDR), PDPT_ADDR | FLAGS)?;
+    Ok(())
 }
 
-fn pdpt_entry(ctx: &Ctx) -> Result<(), String> {
+fn pdpt_entry(ctx: &mut Ctx) -> Result<(), Stop> {
     let (memory, _) = built_long_tables(ctx)?;
-    expect_entry(LONG, Level::Pdpt, 0, read_u64(&memory, PDPT_ADDR), PD_ADDR | FLAGS)
+    expect_entry(LONG, Level::Pdpt, 0, memory.at(PDPT_ADDR), PD_ADDR | FLAGS)?;
+    Ok(())
 }
 
-fn pd_entry(ctx: &Ctx) -> Result<(), String> {
+fn pd_entry(ctx: &mut Ctx) -> Result<(), Stop> {
     let (memory, _) = built_long_tables(ctx)?;
-    expect_entry(LONG, Level::Pd, 0, read_u64(&memory, PD_ADDR), FLAGS | PTE_PS)
+    expect_entry(LONG, Level::Pd, 0, memory.at(PD_ADDR), FLAGS | PTE_PS)?;
+    Ok(())
 }
 
-fn nothing_else_mapped(ctx: &Ctx) -> Result<(), String> {
+fn nothing_else_mapped(ctx: &mut Ctx) -> Result<(), Stop> {
     let (memory, _) = built_long_tables(ctx)?;
     let first_entries = [PML4_ADDR, PDPT_ADDR, PD_ADDR];
+    // Tables that map nothing map nothing else either: this check counts once the three are there.
+    if first_entries.iter().any(|&addr| memory.at(addr) & PTE_PRESENT == 0) {
+        let what = "the identity map's three entries are not all present (see lab2_pml4_entry, lab2_pdpt_entry and lab2_pd_entry): no other entry is judged before they are";
+        return Err(fail(LAB, LONG, what).into());
+    }
     for (level, table) in [(Level::Pml4, PML4_ADDR), (Level::Pdpt, PDPT_ADDR), (Level::Pd, PD_ADDR)] {
         for index in 1..512 {
-            let entry = read_u64(&memory, table + index * 8);
+            let entry = memory.at(table + index * 8);
             if entry != 0 {
                 let what = format!(
                     "{}[{index}] = {}, expected 0: only entry 0 of each table is used; any other entry maps memory the guest does not have",
                     level.name(),
                     describe::entry(entry)
                 );
-                return Err(fail(LAB, LONG, what));
+                return Err(fail(LAB, LONG, what).into());
             }
         }
     }
-    let mut bytes = vec![0u8; kit_common::GUEST_MEMORY_SIZE];
-    memory
-        .read_slice(&mut bytes, GuestAddress(0))
-        .expect("2 MiB of guest memory");
-    let written = bytes.chunks(8).enumerate().find(|(i, chunk)| {
-        let addr = *i as u64 * 8;
-        !first_entries.contains(&addr) && chunk.iter().any(|&b| b != 0)
-    });
-    if let Some((i, _)) = written {
-        let addr = i * 8;
+    if let Some(&(addr, _)) = memory.words.iter().find(|(addr, _)| !first_entries.contains(addr)) {
         let what = format!(
             "wrote to guest physical {addr:#x}, outside the three entries: the tables must not touch other memory"
         );
-        return Err(fail(LAB, LONG, what));
+        return Err(fail(LAB, LONG, what).into());
     }
     Ok(())
 }
 
-fn paged32_directory(ctx: &Ctx) -> Result<(), String> {
-    let memory = fresh_memory();
-    let cr3 = (ctx.labs.setup_paged32_page_directory)(&memory).map_err(|err| fail(LAB, PAGED32, err))?;
+fn paged32_directory(ctx: &mut Ctx) -> Result<(), Stop> {
+    let Tables { cr3, memory } = ctx.call(&Paged32Directory)?;
+    let cr3 = cr3.map_err(|err| fail(LAB, PAGED32, err))?;
     expect_field(
         LAB,
         PAGED32,
@@ -200,7 +192,12 @@ fn paged32_directory(ctx: &Ctx) -> Result<(), String> {
         describe::hex,
         "CR3 holds the page directory's address",
     )?;
-    let pde: u32 = memory.read_obj(GuestAddress(PD32_ADDR)).expect("inside guest memory");
+    // Entries are 4 bytes: the words the probe reports hold two of them each.
+    let entry32 = |index: u64| {
+        let addr = PD32_ADDR + index * 4;
+        (memory.at(addr & !7) >> ((addr & 4) * 8)) as u32
+    };
+    let pde = entry32(0);
     let expected = FLAGS | PTE_PS;
     let why = if u64::from(pde) & PTE_PS == 0 {
         "without PS (and CR4.PSE) the entry points to a page table instead of mapping a 4 MiB page".to_owned()
@@ -217,86 +214,63 @@ fn paged32_directory(ctx: &Ctx) -> Result<(), String> {
         &why,
     )?;
     for index in 1..1024u64 {
-        let entry: u32 = memory
-            .read_obj(GuestAddress(PD32_ADDR + index * 4))
-            .expect("inside guest memory");
+        let entry = entry32(index);
         if entry != 0 {
             let what = format!(
                 "PD32[{index}] = {}, expected 0: entries are 4 bytes; only entry 0 is used",
                 describe::entry(entry.into())
             );
-            return Err(fail(LAB, PAGED32, what));
+            return Err(fail(LAB, PAGED32, what).into());
         }
     }
     Ok(())
 }
 
-/// Writes the identity map itself, so the walk is graded apart from the tables.
-fn identity_map() -> GuestMemoryMmap {
-    let memory = fresh_memory();
-    for (addr, entry) in [
-        (PML4_ADDR, PDPT_ADDR | FLAGS),
-        (PDPT_ADDR, PD_ADDR | FLAGS),
-        (PD_ADDR, FLAGS | PTE_PS),
-    ] {
-        memory
-            .write_obj(entry, GuestAddress(addr))
-            .expect("inside guest memory");
+/// Has the lab walk `walks`' addresses through the tables in `memory` and judges each walk
+/// against the recorded one, naming the first difference.
+fn expect_walks(ctx: &mut Ctx, memory: Vec<(u64, u64)>, cr3: u64, walks: &[Walk]) -> Result<(), Stop> {
+    let gvas = walks.iter().map(|walk| walk.gva).collect();
+    let found = ctx.call(&Translate { memory, cr3, gvas })?;
+    if found.len() != walks.len() {
+        return Err(Stop::Failed(format!(
+            "the probe reported {} walks for {} addresses: lab code must not write on descriptor 3",
+            found.len(),
+            walks.len()
+        )));
     }
-    memory
-}
-
-/// Judges the lab's walk of `gva` against the grader's walker, naming the first difference.
-fn expect_walk(ctx: &Ctx, memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<(), String> {
-    let expected = walker::walk(memory, cr3, gva);
-    let found = (ctx.labs.translate)(memory, cr3, gva);
-    match walker::diagnose(cr3, gva, &expected, &found) {
-        None => Ok(()),
-        Some(cause) => Err(fail(LAB, TRANSLATE, cause)),
-    }
-}
-
-fn translate_identity(ctx: &Ctx) -> Result<(), String> {
-    let memory = identity_map();
-    let mut rng = ctx.rng();
-    let mut addresses = vec![0x400, 0x1f_ffff, rng.range(0, 0x20_0000), rng.range(0, 0x20_0000)];
-    rng.shuffle(&mut addresses);
-    for gva in addresses {
-        expect_walk(ctx, &memory, PML4_ADDR, gva)?;
+    for (expected, found) in walks.iter().zip(&found) {
+        if let Some(cause) = walker::diagnose(cr3, expected.gva, expected, found) {
+            return Err(fail(LAB, TRANSLATE, cause).into());
+        }
     }
     Ok(())
 }
 
-fn translate_faults(ctx: &Ctx) -> Result<(), String> {
-    let memory = identity_map();
-    let mut rng = ctx.rng();
-    let mut addresses = vec![
-        // Past the 2 MiB page: PD[1] and up are not present.
-        rng.range(0x20_0000, 0x4000_0000),
-        // Past the first GiB: PDPT[1] and up are not present.
-        rng.range(0x4000_0000, 1 << 39),
-        // Canonical in the upper half: PML4[256..] are not present.
-        0xffff_8000_0000_0000 | rng.range(0, 1 << 47),
-        // Not canonical, one just past the lower half.
-        0x0000_8000_0000_0000 | rng.range(0, 1 << 47),
-        rng.range(1, 0xffff) << 48 | rng.range(0, 1 << 47),
-        // And addresses that translate: a walk that always faults gains nothing.
-        rng.range(0, 0x20_0000),
-        rng.range(0, 0x20_0000),
-    ];
-    rng.shuffle(&mut addresses);
-    for gva in addresses {
-        expect_walk(ctx, &memory, PML4_ADDR, gva)?;
-    }
-    Ok(())
+fn translate_identity(ctx: &mut Ctx) -> Result<(), Stop> {
+    let walks = walker::identity_walks(&mut ctx.rng(), 2, false);
+    expect_walks(ctx, walker::identity_map(), PML4_ADDR, &walks)
 }
 
-fn translate_other_pages(ctx: &Ctx) -> Result<(), String> {
-    let memory = fresh_memory();
-    let mut rng = ctx.rng();
-    let tables = RandomTables::build(&memory, &mut rng);
-    for gva in tables.addresses {
-        expect_walk(ctx, &memory, tables.cr3, gva)?;
-    }
-    Ok(())
+fn translate_faults(ctx: &mut Ctx) -> Result<(), Stop> {
+    // Addresses that translate too: a walk that always faults gains nothing.
+    let walks = walker::identity_walks(&mut ctx.rng(), 2, true);
+    expect_walks(ctx, walker::identity_map(), PML4_ADDR, &walks)
+}
+
+fn translate_other_pages(ctx: &mut Ctx) -> Result<(), Stop> {
+    let tables = RandomTables::build(&mut ctx.rng());
+    expect_walks(ctx, tables.memory, tables.cr3, &tables.walks)
+}
+
+/// Hidden: the random tables with CR3's cache-control bits (PWT, bit 3; PCD, bit 4) set: the
+/// walk takes the PML4's address from bits 12..51 only.
+pub(super) fn translate_with_cr3_flags(ctx: &mut Ctx) -> Result<(), Stop> {
+    let tables = RandomTables::build(&mut ctx.rng());
+    expect_walks(ctx, tables.memory, tables.cr3 | 0x18, &tables.walks)
+}
+
+/// Hidden: many more addresses through the identity map, in it and around it.
+pub(super) fn translate_many_addresses(ctx: &mut Ctx) -> Result<(), Stop> {
+    let walks = walker::identity_walks(&mut ctx.rng(), 64, true);
+    expect_walks(ctx, walker::identity_map(), PML4_ADDR, &walks)
 }

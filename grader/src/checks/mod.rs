@@ -1,18 +1,14 @@
 //! The checks, one module per lab, and the helpers that phrase their failures.
 
-pub mod e2e;
+pub mod hidden;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
-pub mod lab3;
-pub mod lab4;
-pub mod lab5;
-pub mod lab6;
 
 use std::fmt::Display;
 use std::time::Duration;
 
-use crate::{Check, Ctx, HostNeed, Part};
+use crate::{Check, Ctx, HostNeed, Part, Stop};
 
 /// What the checks of a group share: the part they grade, the labs they need, whether they run
 /// a guest.
@@ -33,7 +29,7 @@ impl Group {
         name: &'static str,
         title: &'static str,
         points: u32,
-        run: fn(&Ctx) -> Result<(), String>,
+        run: fn(&mut Ctx) -> Result<(), Stop>,
     ) -> Check {
         Check {
             name,
@@ -48,6 +44,7 @@ impl Group {
                 HostNeed::Nothing
             },
             run,
+            hidden: false,
         }
     }
 }
@@ -102,11 +99,11 @@ pub fn expect_field(
     ))
 }
 
-/// A run (through kvm-hello) that stopped at a student's stub: reports the stub itself, as a
-/// check that called the stub directly would, rather than a failure of its own.
-pub fn stub_reached(message: &str) -> ! {
+/// A run of the student's VMM that stopped at a stub (status 6, `not implemented yet: …` on
+/// stderr): the check stops as one that called the stub would.
+pub fn stub_reached(message: &str) -> Stop {
     let stub = message.strip_prefix("not implemented yet: ").unwrap_or(message);
-    panic!("not yet implemented: {stub}")
+    Stop::NotImplemented(format!("not implemented yet: {stub}"))
 }
 
 /// The first difference between what a guest printed and what it should have, and what that
@@ -139,42 +136,4 @@ pub fn output_difference(found: &[u8], expected: &[u8]) -> String {
         )
     };
     format!("printed {}, expected {}: {cause}", show(found), show(expected))
-}
-
-/// Runs lab code on a thread of its own (named `check-…`, so its panics are recorded) and waits
-/// for it at most `limit`: `Ok(Some(value))` when it returned, `Ok(None)` when it had not
-/// returned by then (the thread is left behind; it ends with the check's process). A panic of
-/// lab code becomes the check's outcome, on the check's own thread: a stub reached is "not
-/// implemented", any other panic a failure.
-pub fn on_lab_thread<T: Send + 'static>(
-    name: &str,
-    limit: Duration,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<Option<T>, String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("check-{name}"))
-        .spawn(move || {
-            let _ = kvm_hello::vmm::take_last_panic();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|payload| {
-                // The hook recorded the panic on this thread; the payload is the fallback.
-                kvm_hello::vmm::take_last_panic().unwrap_or_else(|| {
-                    let message = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic without a message".into());
-                    kit_common::LabPanic::from_message(&message, None)
-                })
-            });
-            let _ = tx.send(outcome);
-        })
-        .map_err(|err| format!("the grader cannot start a thread: {err}"))?;
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => Ok(Some(value)),
-        Ok(Err(kit_common::LabPanic::NotImplemented(stub))) => stub_reached(&format!("not implemented yet: {stub}")),
-        Ok(Err(panic)) => Err(format!("lab code panicked: {panic}")),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err("lab code's thread ended without a result".into()),
-    }
 }

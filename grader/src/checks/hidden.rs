@@ -1,0 +1,39 @@
+//! Hidden checks: variants of the public checks with inputs a student never sees, run by
+//! official grading (`cargo xtask grade-submissions`, the Gradescope package). `cargo xtask
+//! student-kit` leaves this file out of the student copy and writes in its place one that holds
+//! no check, only `WITHHELD`: how many there are and what they are worth, for the scoreboard.
+
+use super::lab2;
+use crate::Check;
+
+/// How many checks the student copy leaves out, and their points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Withheld {
+    /// Hidden checks left out.
+    pub checks: usize,
+    /// Their points.
+    pub points: u32,
+}
+
+/// Here, in the instructors' repository, nothing is withheld: the hidden checks are below.
+pub const WITHHELD: Withheld = Withheld { checks: 0, points: 0 };
+
+/// The hidden checks.
+pub const CHECKS: &[Check] = &[
+    lab2::PURE
+        .check(
+            "lab2_translate_hidden_cr3_flags",
+            "translate ignores CR3's flag bits (PWT, PCD) on random tables",
+            2,
+            lab2::translate_with_cr3_flags,
+        )
+        .hidden(),
+    lab2::PURE
+        .check(
+            "lab2_translate_hidden_many_addresses",
+            "translate: 64 random addresses in and around the identity map",
+            2,
+            lab2::translate_many_addresses,
+        )
+        .hidden(),
+];

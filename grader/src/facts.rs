@@ -1,0 +1,96 @@
+//! The documented facts the judge holds its answers against: the assignment's memory layout
+//! and the architectural bits of the Intel SDM (Vol. 3A, 2.5 and 4.5). The judge keeps its own
+//! copy rather than the labs' constants: it links no lab code.
+
+/// CR3 of the long-mode tables: the PML4's guest physical address.
+pub const PML4_ADDR: u64 = 0x2000;
+/// The page-directory-pointer table of the identity map.
+pub const PDPT_ADDR: u64 = 0x3000;
+/// The page directory of the identity map.
+pub const PD_ADDR: u64 = 0x4000;
+/// CR3 of paged32 mode: the 32-bit page directory.
+pub const PD32_ADDR: u64 = 0x2000;
+
+/// Entry bit 0: present.
+pub const PTE_PRESENT: u64 = 1 << 0;
+/// Entry bit 1: writable.
+pub const PTE_RW: u64 = 1 << 1;
+/// Entry bit 2: user.
+pub const PTE_USER: u64 = 1 << 2;
+/// Entry bit 7: page size (PAT in a PT entry).
+pub const PTE_PS: u64 = 1 << 7;
+/// Entry bits 12..51: an address.
+pub const ENTRY_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// CR0 bits.
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.MP.
+pub const CR0_MP: u64 = 1 << 1;
+/// CR0.EM.
+pub const CR0_EM: u64 = 1 << 2;
+/// CR0.TS.
+pub const CR0_TS: u64 = 1 << 3;
+/// CR0.ET.
+pub const CR0_ET: u64 = 1 << 4;
+/// CR0.NE.
+pub const CR0_NE: u64 = 1 << 5;
+/// CR0.WP.
+pub const CR0_WP: u64 = 1 << 16;
+/// CR0.AM.
+pub const CR0_AM: u64 = 1 << 18;
+/// CR0.NW.
+pub const CR0_NW: u64 = 1 << 29;
+/// CR0.CD.
+pub const CR0_CD: u64 = 1 << 30;
+/// CR0.PG.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PSE: 4 MiB pages in 32-bit paging.
+pub const CR4_PSE: u64 = 1 << 4;
+/// CR4.PAE: 64-bit entries (needed by long mode).
+pub const CR4_PAE: u64 = 1 << 5;
+/// EFER.LME: long mode enable.
+pub const EFER_LME: u64 = 1 << 8;
+/// EFER.LMA: long mode active.
+pub const EFER_LMA: u64 = 1 << 10;
+
+/// The flags of a page-table entry by name, e.g. `P|RW|US|PS`, or `-` for none.
+pub fn entry_flags(entry: u64) -> String {
+    const NAMES: [(u64, &str); 4] = [(PTE_PRESENT, "P"), (PTE_RW, "RW"), (PTE_USER, "US"), (PTE_PS, "PS")];
+    let set: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| entry & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if set.is_empty() { "-".to_owned() } else { set.join("|") }
+}
+
+/// Lab 5's hypercall ports (the book's table).
+pub mod hypercall {
+    /// Print the byte in AL.
+    pub const PRINT8_PORT: u16 = 0xE9;
+    /// Print the 32-bit number in EAX.
+    pub const PRINT32_PORT: u16 = 0xEA;
+    /// Return the number of exits so far.
+    pub const NUM_EXITS_PORT: u16 = 0xEB;
+    /// Print the NUL-terminated string at the guest virtual address in EAX.
+    pub const PRINT_STR_PORT: u16 = 0xEC;
+    /// Write the exit report at `REPORT_ADDR`.
+    pub const EXITS_BY_TYPE_PORT: u16 = 0xED;
+    /// Translate a guest virtual address to a host virtual one.
+    pub const GVA_TO_HVA_PORT: u16 = 0xEE;
+    /// Where the exit report goes.
+    pub const REPORT_ADDR: u64 = 0x5000;
+}
+
+/// Lab 0's guest, LWN's "Using the KVM API" (2015): `mov dx, 0x3f8; add al, bl; add al, '0';
+/// out dx, al; mov al, '\n'; out dx, al; hlt`, 16-bit code at guest physical 0x1000.
+pub mod lwn {
+    /// The code's bytes, as the article lists them.
+    pub const CODE: [u8; 12] = [0xba, 0xf8, 0x03, 0x00, 0xd8, 0x04, b'0', 0xee, 0xb0, b'\n', 0xee, 0xf4];
+    /// Where the VM's one page, and the code at its start, sit.
+    pub const CODE_ADDR: u64 = 0x1000;
+    /// The size of that page.
+    pub const PAGE_SIZE: u64 = 0x1000;
+    /// The serial port the code prints on (COM1).
+    pub const SERIAL_PORT: u16 = 0x3f8;
+}
