@@ -40,24 +40,28 @@ pub fn run_slice(
 /// `KVM_RUN` until the state is whole and the slice is over: EINTR or HLT, never an OUT.
 fn run_until_a_whole_state(guest: &mut GuestVm, console: &mut dyn Write) -> Result<SliceEnd, Lab7Error> {
     loop {
-        match guest.vcpu.run() {
-            Err(err) if err.errno() == libc::EINTR => break Ok(SliceEnd::Timer),
-            Err(err) => break Err(Lab7Error::Run(err)),
+        let exit = guest.vcpu.run();
+        let counts = &mut guest.exits;
+        match exit {
+            Err(interrupted) if interrupted.errno() == libc::EINTR => break Ok(SliceEnd::Timer),
+            Err(refused) => break Err(Lab7Error::Run(refused)),
             Ok(VcpuExit::IoOut(CONSOLE_PORT, bytes)) => {
-                guest.exits.io_out += 1;
+                counts.io_out += 1;
                 console.write_all(bytes).map_err(Lab7Error::Console)?;
             }
-            Ok(VcpuExit::Hlt) => {
-                guest.exits.hlt += 1;
-                guest.halted = true;
-                break Ok(SliceEnd::Halted);
-            }
-            Ok(other) => {
-                guest.exits.other += 1;
-                break Err(Lab7Error::Unexpected(UnexpectedExit::from_exit(&other)));
+            Ok(VcpuExit::Hlt) => break Ok(halt(counts, &mut guest.halted)),
+            Ok(unserved) => {
+                counts.other += 1;
+                break Err(Lab7Error::Unexpected(UnexpectedExit::from_exit(&unserved)));
             }
         }
     }
+}
+/// The guest is done: HLT counted, and the VM marked so that it never runs again.
+fn halt(counts: &mut crate::ExitCounts, halted: &mut bool) -> SliceEnd {
+    counts.hlt += 1;
+    *halted = true;
+    SliceEnd::Halted
 }
 // ANCHOR_END: run_slice
 
@@ -142,11 +146,11 @@ pub fn migrate(
     let mut timer = SliceTimer::new()?;
     let mut migration = Migration::default();
     let mut dirty: Vec<u64> = (0..GUEST_PAGES as u64).collect();
-    let mut number = 0;
-    while number < plan.max_rounds && !guest.halted {
-        number += 1;
+    let mut round = 0;
+    while round < plan.max_rounds && !guest.halted {
+        round += 1;
         let started = Instant::now();
-        send_pages(link, guest, &dirty, number)?;
+        send_pages(link, guest, &dirty, round)?;
         let send_time = started.elapsed();
         // The guest runs as long as the transfer took: the time it would have run beside it.
         let before = thread_cpu_time();
@@ -155,7 +159,7 @@ pub fn migrate(
         let sent = dirty.len();
         dirty = (parts.take_dirty_pages)(&guest.vm)?;
         migration.rounds.push(Round {
-            number,
+            number: round,
             pages: sent,
             send_time,
             guest_time,
@@ -167,7 +171,7 @@ pub fn migrate(
     }
     // Stop and copy: the guest does not run again here.
     let stopped = Instant::now();
-    send_pages(link, guest, &dirty, number + 1)?;
+    send_pages(link, guest, &dirty, round + 1)?;
     migration.stop_copy_pages = dirty.len();
     link.send(&Record::Vcpu(Box::new((parts.save_vcpu)(&guest.vcpu)?)))?;
     link.send(&Record::Resume)?;
@@ -182,14 +186,11 @@ pub fn migrate(
 
 /// One round: each page in `pages`, then the round's end.
 fn send_pages(link: &mut Link, guest: &GuestVm, pages: &[u64], round: u32) -> Result<(), Lab7Error> {
-    let mut bytes = vec![0u8; PAGE_SIZE];
     for &page in pages {
         let gpa = page * PAGE_SIZE as u64;
-        guest.vm.memory.read_slice(&mut bytes, GuestAddress(gpa))?;
-        link.send(&Record::Page {
-            gpa,
-            bytes: bytes.clone(),
-        })?;
+        let mut contents = vec![0u8; PAGE_SIZE];
+        guest.vm.memory.read_slice(&mut contents, GuestAddress(gpa))?;
+        link.send(&Record::Page { gpa, bytes: contents })?;
     }
     link.send(&Record::RoundEnd {
         round,

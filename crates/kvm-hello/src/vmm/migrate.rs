@@ -360,23 +360,23 @@ fn add_counts(a: &lab4_exit_loop::ExitCounts, b: &lab4_exit_loop::ExitCounts) ->
 /// The destination's console: the guest's bytes go back to the source, a line per record.
 struct LinkConsole<'a> {
     link: &'a mut Link,
-    line: Vec<u8>,
+    unsent: Vec<u8>,
 }
 
 impl Write for LinkConsole<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.line.extend_from_slice(buf);
-        if self.line.contains(&b'\n') {
+        self.unsent.extend_from_slice(buf);
+        if self.unsent.contains(&b'\n') {
             self.flush()?;
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.line.is_empty() {
+        if self.unsent.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::take(&mut self.line);
+        let bytes = std::mem::take(&mut self.unsent);
         self.link
             .send(&Record::Output(bytes))
             .map_err(|err| io::Error::new(io::ErrorKind::BrokenPipe, err.to_string()))
@@ -396,7 +396,7 @@ fn destination_session(
         .map_err(|err| Failure::new(Status::MigrationFailed, format!("the source is gone: {err}")))?;
     let mut console = LinkConsole {
         link: &mut link,
-        line: Vec::new(),
+        unsent: Vec::new(),
     };
     let ran = run_to_end(labs, &mut guest, watchdog, &mut console, report);
     let flushed = console.flush();
