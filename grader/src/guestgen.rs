@@ -200,3 +200,130 @@ pub fn hypercalls(rng: &mut crate::rng::Rng) -> Guest {
         result: 42,
     }
 }
+
+// ---- guests of lab 4 and the end-to-end checks: every mode, random text and results ----
+
+/// The mask of a mode's word: what the guest's `mov` sets of RAX and writes at the result slot.
+pub fn word_mask(mode: kit_common::Mode) -> u64 {
+    match mode.result_width() {
+        8 => u64::MAX,
+        width => (1u64 << (8 * width)) - 1,
+    }
+}
+
+/// A guest for `mode` that prints `text` (one `out 0xE9, al` per byte), stores `result` at 0x400
+/// as the mode's word and `junk` in the rest of the 8 bytes from 0x400 (so a read of the wrong
+/// width shows), leaves `rax` in RAX (AX, EAX: the mode's word), and halts. Values are cut to
+/// the mode's word; the image is code only (well below 0x400 for texts under 200 bytes).
+pub fn returning(mode: kit_common::Mode, text: &[u8], rax: u64, result: u64, junk: u64) -> Guest {
+    use kit_common::Mode;
+    let mask = word_mask(mode);
+    let (rax, result) = (rax & mask, result & mask);
+    let slot = RESULT_ADDR as u32;
+    let mut code = Vec::new();
+    print_bytes(&mut code, text);
+    match mode {
+        Mode::Real => {
+            for (i, word) in [result, junk, junk >> 16, junk >> 32].into_iter().enumerate() {
+                // mov word [disp16], imm16
+                code.extend_from_slice(&[0xc7, 0x06]);
+                code.extend_from_slice(&((slot + 2 * i as u32) as u16).to_le_bytes());
+                code.extend_from_slice(&(word as u16).to_le_bytes());
+            }
+            code.push(0xb8); // mov ax, imm16
+            code.extend_from_slice(&(rax as u16).to_le_bytes());
+        }
+        Mode::Protected | Mode::Paged32 => {
+            for (i, word) in [result, junk].into_iter().enumerate() {
+                // mov dword [disp32], imm32
+                code.extend_from_slice(&[0xc7, 0x05]);
+                code.extend_from_slice(&(slot + 4 * i as u32).to_le_bytes());
+                code.extend_from_slice(&(word as u32).to_le_bytes());
+            }
+            code.push(0xb8); // mov eax, imm32
+            code.extend_from_slice(&(rax as u32).to_le_bytes());
+        }
+        Mode::Long => {
+            code.extend_from_slice(&[0x48, 0xb9]); // mov rcx, imm64
+            code.extend_from_slice(&result.to_le_bytes());
+            code.extend_from_slice(&[0x48, 0x89, 0x0c, 0x25]); // mov [disp32], rcx
+            code.extend_from_slice(&slot.to_le_bytes());
+            code.extend_from_slice(&[0x48, 0xb8]); // mov rax, imm64
+            code.extend_from_slice(&rax.to_le_bytes());
+        }
+    }
+    code.push(HLT);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: text.len() as u64 + 1,
+        rax,
+        result,
+    }
+}
+
+/// A 64-bit guest that prints `first`, halts with `rax` and `result` (as `returning`), and
+/// after that HLT would print `then` and halt again with the 42s, then spin: a loop that goes
+/// on after the first HLT prints `then`.
+pub fn long_mode_halt_then_print(first: &[u8], rax: u64, result: u64, then: &[u8]) -> Guest {
+    let mut guest = returning(kit_common::Mode::Long, first, rax, result, 0);
+    let rest = returning(kit_common::Mode::Long, then, 42, 42, 0);
+    guest.image.extend_from_slice(&rest.image);
+    guest.image.extend_from_slice(&[0xeb, 0xfe]); // jmp $
+    guest
+}
+
+/// A 64-bit guest that prints `text`, then writes one byte to the 16-bit `port` with `out dx,
+/// al` (nothing serves it), then would print `after` and halt with the 42s.
+pub fn long_mode_odd_port_dx(text: &[u8], port: u16, after: &[u8]) -> Guest {
+    let mut code = Vec::new();
+    print_bytes(&mut code, text);
+    code.extend_from_slice(&[0x66, 0xba]); // mov dx, imm16
+    code.extend_from_slice(&port.to_le_bytes());
+    code.extend_from_slice(&[MOV_AL, b'?', OUT_DX_AL]);
+    code.extend_from_slice(&long_mode(after, 42, 42).image);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: text.len() as u64 + 1,
+        rax: 42,
+        result: 42,
+    }
+}
+
+/// A 64-bit guest that prints `text` with OUTs of 4, 2 and 1 bytes (`out 0xE9, eax`, `ax`,
+/// `al`; the widths drawn by `widths`, each OUT one exit), then halts with the 42s.
+pub fn long_mode_wide_outs(text: &[u8], widths: &mut impl FnMut() -> usize) -> Guest {
+    let port = CONSOLE_PORT as u8;
+    let (mut code, mut outs, mut at) = (Vec::new(), 0u64, 0);
+    while at < text.len() {
+        let width = [4, 2, 1]
+            .into_iter()
+            .find(|&w| w <= widths() && at + w <= text.len())
+            .unwrap_or(1);
+        let chunk = &text[at..at + width];
+        match width {
+            4 => {
+                code.push(0xb8); // mov eax, imm32
+                code.extend_from_slice(chunk);
+                code.extend_from_slice(&[0xe7, port]); // out imm8, eax
+            }
+            2 => {
+                code.extend_from_slice(&[0x66, 0xb8]); // mov ax, imm16
+                code.extend_from_slice(chunk);
+                code.extend_from_slice(&[0x66, 0xe7, port]); // out imm8, ax
+            }
+            _ => code.extend_from_slice(&[MOV_AL, chunk[0], OUT_IMM8_AL, port]),
+        }
+        outs += 1;
+        at += width;
+    }
+    code.extend_from_slice(&long_mode(b"", 42, 42).image);
+    Guest {
+        image: code,
+        output: text.to_vec(),
+        exits: outs + 1,
+        rax: 42,
+        result: 42,
+    }
+}

@@ -82,6 +82,16 @@ fn to_hole(steps: &[WalkStep], gva: u64) -> Walk {
     }
 }
 
+/// The walk of a non-canonical address: no entry is read.
+fn refused(gva: u64) -> Walk {
+    let fault = WalkFault::NonCanonical(gva);
+    Walk {
+        gva,
+        steps: Vec::new(),
+        result: Err(fault),
+    }
+}
+
 /// The entry at `table[index]`, as a walk reads it.
 fn step(level: Level, table: u64, index: u64, entry: u64) -> WalkStep {
     WalkStep {
@@ -209,11 +219,7 @@ impl RandomTables {
             // Not canonical: bits 63..48 differ from bit 47.
             let gva = rng.range(0, 1 << 48) | rng.range(1, 0xffff) << 48;
             if !is_canonical(gva) {
-                walks.push(Walk {
-                    gva,
-                    steps: Vec::new(),
-                    result: Err(WalkFault::NonCanonical(gva)),
-                });
+                walks.push(refused(gva));
             }
         }
         rng.shuffle(&mut walks);
@@ -264,11 +270,7 @@ pub fn identity_walks(rng: &mut Rng, in_page: usize, outside: bool) -> Vec<Walk>
             rng.range(1, 0xffff) << 48 | rng.range(0, 1 << 47),
         ] {
             if !is_canonical(gva) {
-                walks.push(Walk {
-                    gva,
-                    steps: Vec::new(),
-                    result: Err(WalkFault::NonCanonical(gva)),
-                });
+                walks.push(refused(gva));
             }
         }
     }

@@ -1045,6 +1045,172 @@ fn hard_coded_hello_output_and_counts() {
 }
 
 #[test]
+fn a_failed_kvm_run_made_up_without_calling_kvm_run() {
+    fn seeded(
+        _vcpu: &mut VcpuFd,
+        _console: &mut dyn Write,
+        _counts: &mut ExitCounts,
+        _trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        Err(ExitLoopError::Run(kvm_ioctls::Error::new(libc::EINTR)))
+    }
+    let message = failure_of("lab4_kvm_run_errors", |labs| labs.run_until_halt = seeded);
+    assert_names(&message, "lab4 run_until_halt: ", &["without calling KVM_RUN"]);
+}
+
+#[test]
+fn a_loop_that_panics_on_its_own_thread_is_reported_without_a_backtrace() {
+    fn seeded(
+        _vcpu: &mut VcpuFd,
+        _console: &mut dyn Write,
+        _counts: &mut ExitCounts,
+        _trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        let exits: Vec<u64> = Vec::new();
+        panic!("no exit {}", exits.len())
+    }
+    let message = failure_of("lab4_kvm_run_errors", |labs| labs.run_until_halt = seeded);
+    assert!(
+        message.starts_with("lab code panicked: no exit 0 (at grader/tests/seeded.rs:"),
+        "{message}"
+    );
+}
+
+#[test]
+fn handle_exit_that_halts_on_every_exit() {
+    fn seeded(exit: VcpuExit<'_>, _console: &mut dyn Write, counts: &mut ExitCounts) -> Result<Flow, ExitLoopError> {
+        let _ = exit;
+        counts.hlt += 1;
+        Ok(Flow::Halt)
+    }
+    let message = failure_of("lab4_hlt_ends_the_loop", |labs| labs.handle_exit = seeded);
+    assert_names(
+        &message,
+        "lab4 handle_exit: an OUT to 0xE9 gave Ok(Halt)",
+        &["the guest goes on after printing"],
+    );
+}
+
+#[test]
+fn the_kit_guests_counts_filled_in_after_a_real_run() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        console: &mut dyn Write,
+        counts: &mut ExitCounts,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        let result = lab4_exit_loop::run_until_halt(vcpu, console, counts, trace);
+        *counts = ExitCounts {
+            io_out: 14,
+            hlt: 1,
+            ..ExitCounts::default()
+        };
+        result
+    }
+    for check in ["lab4_hello_long_mode", "lab4_hello_real_mode"] {
+        let message = failure_of(check, |labs| labs.run_until_halt = seeded);
+        assert_names(
+            &message,
+            "lab4 run_until_halt: a ",
+            &["made 15 exits (io_out 14, hlt 1), expected"],
+        );
+    }
+}
+
+#[test]
+fn trace_fed_made_up_exits() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        console: &mut dyn Write,
+        counts: &mut ExitCounts,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        lab4_exit_loop::run_until_halt(vcpu, console, counts, &mut |_| trace(&VcpuExit::Hlt))
+    }
+    let message = failure_of("lab4_trace_every_exit", |labs| labs.run_until_halt = seeded);
+    assert_names(
+        &message,
+        "lab4 run_until_halt: the trace callback's exit 1 was hlt",
+        &["expected io out Some(233)", "as KVM_RUN returned it"],
+    );
+}
+
+#[test]
+fn result_slot_that_always_reads_42() {
+    fn seeded(_memory: &GuestMemoryMmap, _width: usize) -> Result<u64, ResultError> {
+        Ok(42)
+    }
+    let message = failure_of("lab4_hello_long_mode", |labs| labs.read_result_slot = seeded);
+    assert_names(
+        &message,
+        "lab4 read_result_slot: a long-mode guest made for this run",
+        &["the run read 0x2a", "read the mode's word"],
+    );
+}
+
+#[test]
+fn result_checks_that_pass_everything() {
+    fn seeded(_rax: u64, _memory: u64) -> Result<(), ResultError> {
+        Ok(())
+    }
+    let message = failure_of("lab4_hello_real_mode", |labs| labs.check_results = seeded);
+    assert_names(
+        &message,
+        "lab4 check_results: a real-mode guest made for this run",
+        &["passed the result checks: both must be 42"],
+    );
+}
+
+/// The end-to-end checks with `script` (sh) as the VMM, the labs as built.
+fn e2e_outcome_with_vmm(check: &str, script: &str) -> grader::runner::Outcome {
+    let mut backend = common::InProcess {
+        probe: grader_probe::Probe {
+            labs: Labs::BUILT,
+            vmm: ("/bin/sh".into(), vec!["-c".into(), script.into(), "kvm-hello".into()]),
+        },
+    };
+    let check = grader::find_check(check).expect("an e2e check");
+    grader::runner::run_check(&mut backend, &check, common::seed()).expect("not interrupted")
+}
+
+#[test]
+fn a_vmm_that_prints_the_kit_guests_greeting_and_summary() {
+    // What a correct kvm-hello prints for the kit's own guest, whatever guest it is given.
+    let script = r#"
+        case "$*" in
+        *--json*) printf '%s\n' '{"mode":"long","output":"Hello, world!\n","exits":{"total":15,"io":14,"hlt":1},"rax":42,"memory_0x400":42,"ok":true,"status":0}' ;;
+        *) printf 'Hello, world!\n'
+           echo 'kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42' >&2 ;;
+        esac
+    "#;
+    for check in [
+        "e2e_long_mode",
+        "e2e_protected_mode",
+        "e2e_real_mode",
+        "e2e_json_report",
+    ] {
+        match e2e_outcome_with_vmm(check, script) {
+            grader::runner::Outcome::Failed(message) => {
+                assert!(message.starts_with("kvm-hello --guest GUEST --mode "), "{message}")
+            }
+            other => panic!("{check}: a canned greeting was not caught: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_stub_reached_through_kvm_hello_is_reported_as_not_implemented() {
+    let script = "echo 'kvm-hello: not implemented yet: lab4 run_until_halt (labs/lab4-exit-loop/src/lib.rs; book: Lab 4, The exit loop)' >&2; exit 6";
+    assert_eq!(
+        e2e_outcome_with_vmm("e2e_long_mode", script),
+        grader::runner::Outcome::NotImplemented(
+            "not implemented yet: lab4 run_until_halt (labs/lab4-exit-loop/src/lib.rs; book: Lab 4, The exit loop)"
+                .into()
+        )
+    );
+}
+
+#[test]
 fn hard_coded_hypercall_output() {
     fn seeded(
         _vcpu: &mut VcpuFd,

@@ -55,8 +55,9 @@ pub struct Plan<'a> {
     pub features: &'a str,
     /// Only the probe (official grading brings its own judge).
     pub probe_only: bool,
-    /// Run cargo jailed (official grading: a submission's build sees nothing but its own copy).
-    pub jail: Option<&'a CargoJail>,
+    /// Run cargo jailed, with this folder (the submission's copy of the kit, which holds the
+    /// shadow too) its only one (official grading: a build sees nothing else).
+    pub jail: Option<(&'a CargoJail, &'a Path)>,
     /// When a build is stopped, with everything it started.
     pub deadline: Option<Instant>,
 }
@@ -139,7 +140,7 @@ pub fn build_probe_for_grading(
     let plan = Plan {
         features: "grader/probe",
         probe_only: true,
-        jail: Some(jail),
+        jail: Some((jail, kit)),
         deadline: Some(deadline),
     };
     let (build, broken, _) = build_around_broken_labs(kit, plan)?;
@@ -338,13 +339,10 @@ fn build_grader(root: &Path, target: &Path, plan: Plan) -> Result<Build, String>
     if plan.probe_only {
         command.args(["--bin", "grader-probe"]);
     }
-    if let Some(jail) = plan.jail {
-        // The kit being built is the jail's only writable folder; `root` may be the shadow in it.
-        let kit = target
-            .ancestors()
-            .find(|dir| dir.ends_with("target"))
-            .and_then(Path::parent);
-        command = jail.wrap(&command, kit.unwrap_or(root))?;
+    if let Some((jail, kit)) = plan.jail {
+        // The jail starts in `kit`; `root` may be the shadow inside it.
+        command.arg("--manifest-path").arg(root.join("Cargo.toml"));
+        command = jail.wrap(&command, kit)?;
     }
     let out = output_until(command, plan.deadline)?;
     let mut build = parse_build_messages(&String::from_utf8_lossy(&out.stdout));
@@ -372,6 +370,7 @@ fn output_until(mut command: Command, deadline: Option<Instant>) -> Result<std::
             .output()
             .map_err(|err| format!("cannot run cargo: {err}"));
     };
+    let mut ours = kit::own_children().lock().unwrap_or_else(|e| e.into_inner());
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -379,6 +378,15 @@ fn output_until(mut command: Command, deadline: Option<Instant>) -> Result<std::
         .process_group(0)
         .spawn()
         .map_err(|err| format!("cannot run cargo: {err}"))?;
+    let pid = child.id() as libc::pid_t;
+    ours.insert(pid);
+    drop(ours);
+    let forget = || {
+        kit::own_children()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    };
     let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
             let mut read = Vec::new();
@@ -414,8 +422,9 @@ fn output_until(mut command: Command, deadline: Option<Instant>) -> Result<std::
     };
     let Some(status) = status else {
         // SAFETY: kill(2) on our child's process group; no memory is touched.
-        unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
         let _ = child.wait();
+        forget();
         return Err("the build took too long and was stopped".to_owned());
     };
     Ok(std::process::Output {

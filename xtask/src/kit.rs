@@ -258,6 +258,15 @@ pub fn io_error(what: &str, path: &Path, err: io::Error) -> String {
     format!("cannot {what} {}: {err}", path.display())
 }
 
+/// The processes this xtask started and waits for itself (builds, gradings), which the orphan
+/// reaper of `grade-submissions` leaves alone. Hold the lock from before `spawn` until the pid is
+/// in, so the reaper never takes a child that has just been started.
+pub fn own_children() -> &'static std::sync::Mutex<std::collections::HashSet<libc::pid_t>> {
+    static CHILDREN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<libc::pid_t>>> =
+        std::sync::OnceLock::new();
+    CHILDREN.get_or_init(Default::default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -792,8 +792,15 @@ stubs; `kvm-hello` runs your labs in order, and the grader tells you what is rig
 ```sh
 cargo run -p kvm-hello         # runs your VMM; at first it stops at lab 1 with status 6:
 # kvm-hello: not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)
-cargo test --workspace         # the kit's own tests: they pass whatever state your labs are in
+cargo test --workspace         # the kit's own tests (not your labs'): they pass while every lab file compiles
 ```
+
+`cargo test --workspace` builds every lab file: a lab file that does not compile fails it (the
+compiler names the line), while `cargo grade` still grades every other lab. Its tests check the
+kit: kvm-hello stops at your first stub, KVM refuses what the book says it refuses, every graded
+rule is written in your lab files or the book, and the book's includes resolve. `cargo grade`
+grades your labs. Each rule it checks is in your lab file, in a `Graded (CHECK): ...` comment;
+`cargo grade --hint CHECK` gives a hint, `--more` a second one.
 
 Open the file it names, read its `TODO(labN)` comments and the book chapter, replace the
 `todo!`s, and run it again: each run goes one step further, until the guest says hello.

@@ -13,7 +13,6 @@
 //! pids cgroup, under a wall-clock limit, and everything left of it is killed before the next
 //! student uses the copy.
 
-use std::collections::HashSet;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::Read;
@@ -21,7 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -396,7 +395,7 @@ fn run_contained(command: Command, limit: Duration) -> Result<(Option<i32>, Stri
         Some(cgroup) => format!("echo $$ > '{}/cgroup.procs' && ", cgroup.0.display()),
         None => String::new(),
     };
-    let mut ours = children().lock().unwrap_or_else(|e| e.into_inner());
+    let mut ours = kit::own_children().lock().unwrap_or_else(|e| e.into_inner());
     let mut shell = Command::new("sh");
     shell
         .arg("-c")
@@ -444,7 +443,7 @@ fn run_contained(command: Command, limit: Duration) -> Result<(Option<i32>, Stri
         cgroup.kill_all();
     }
     let _ = child.wait();
-    children()
+    kit::own_children()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&(child.id() as libc::pid_t));
@@ -456,12 +455,6 @@ fn run_contained(command: Command, limit: Duration) -> Result<(Option<i32>, Stri
         ));
     }
     Ok((status, stdout, stderr))
-}
-
-/// The gradings' `sh` processes: our own children, which the orphan reaper leaves to us.
-fn children() -> &'static Mutex<HashSet<libc::pid_t>> {
-    static CHILDREN: OnceLock<Mutex<HashSet<libc::pid_t>>> = OnceLock::new();
-    CHILDREN.get_or_init(Default::default)
 }
 
 /// Makes this process the reaper of every orphan of the gradings (what a killed check started)
@@ -479,7 +472,10 @@ fn start_reaping_orphans(stop: &'static AtomicBool) {
             let found = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, peek) } == 0;
             // SAFETY: `info` was filled by waitid for a child that exited.
             let pid = if found { unsafe { info.si_pid() } } else { 0 };
-            let ours = children().lock().unwrap_or_else(|e| e.into_inner()).contains(&pid);
+            let ours = kit::own_children()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&pid);
             if pid != 0 && !ours {
                 // SAFETY: reaps exactly that orphan; no memory is passed.
                 unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };

@@ -142,9 +142,9 @@ fn next_slice_turns(ctx: &Ctx) -> Result<(), String> {
                     "{} after {last:?} chose {found:?}, expected {expected:?}: {}",
                     policy.name(),
                     if length.is_none() {
-                        "cooperative slices have no length (they end at the guest's console exit) and go to the other VM"
+                        "cooperative slices have no length (they end at the guest's console exit) and go to the other VM (VM 0 when none ran before: last = None)"
                     } else {
-                        "round robin gives the other VM one quantum, whatever the guest times"
+                        "round robin gives the other VM one quantum, whatever the guest times (VM 0 when none ran before: last = None)"
                     }
                 ),
             ));
