@@ -41,25 +41,25 @@ pub fn run_slice(
 fn run_until_a_whole_state(guest: &mut GuestVm, console: &mut dyn Write) -> Result<SliceEnd, Lab7Error> {
     loop {
         let exit = guest.vcpu.run();
-        let counts = &mut guest.exits;
+        let tally = &mut guest.exits;
         match exit {
             Err(interrupted) if interrupted.errno() == libc::EINTR => break Ok(SliceEnd::Timer),
             Err(refused) => break Err(Lab7Error::Run(refused)),
             Ok(VcpuExit::IoOut(CONSOLE_PORT, bytes)) => {
-                counts.io_out += 1;
+                tally.io_out += 1;
                 console.write_all(bytes).map_err(Lab7Error::Console)?;
             }
-            Ok(VcpuExit::Hlt) => break Ok(halt(counts, &mut guest.halted)),
+            Ok(VcpuExit::Hlt) => break Ok(halt(tally, &mut guest.halted)),
             Ok(unserved) => {
-                counts.other += 1;
+                tally.other += 1;
                 break Err(Lab7Error::Unexpected(UnexpectedExit::from_exit(&unserved)));
             }
         }
     }
 }
 /// The guest is done: HLT counted, and the VM marked so that it never runs again.
-fn halt(counts: &mut crate::ExitCounts, halted: &mut bool) -> SliceEnd {
-    counts.hlt += 1;
+fn halt(tally: &mut crate::ExitCounts, halted: &mut bool) -> SliceEnd {
+    tally.hlt += 1;
     *halted = true;
     SliceEnd::Halted
 }
@@ -102,12 +102,13 @@ pub fn restore_snapshot(base: &Base, snapshot: &Snapshot) -> Result<GuestVm, Lab
 
 // ANCHOR: dirty_log
 pub fn enable_dirty_log(vm: &Vm) -> Result<(), Lab7Error> {
+    let first_byte = GuestAddress(0);
     let slot = kvm_userspace_memory_region {
         slot: GUEST_MEMORY_SLOT,
         flags: KVM_MEM_LOG_DIRTY_PAGES,
-        guest_phys_addr: 0,
+        guest_phys_addr: first_byte.0,
         memory_size: GUEST_MEMORY_SIZE as u64,
-        userspace_addr: vm.memory.get_host_address(GuestAddress(0))? as u64,
+        userspace_addr: vm.memory.get_host_address(first_byte)? as u64,
     };
     // SAFETY: the same slot over the same mapping `vm_init` registered (owned by `vm`, which
     // outlives the VM fd); only its flags change.
@@ -149,9 +150,9 @@ pub fn migrate(
     let mut round = 0;
     while round < plan.max_rounds && !guest.halted {
         round += 1;
-        let started = Instant::now();
+        let sending = Instant::now();
         send_pages(link, guest, &dirty, round)?;
-        let send_time = started.elapsed();
+        let send_time = sending.elapsed();
         // The guest runs as long as the transfer took: the time it would have run beside it.
         let before = thread_cpu_time();
         let ended = (parts.run_slice)(guest, Some(send_time.max(plan.min_slice)), &mut timer, console)?;
