@@ -122,9 +122,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
             options.json,
             options.timeout,
         ),
-        Some(cli::ExtraLab::Migrate) => {
-            vmm::run_migrate(labs::Labs::BUILT, options.migrate, options.json, options.timeout)
-        }
+        Some(cli::ExtraLab::Migrate) => vmm::run_migrate(
+            labs::Labs::BUILT,
+            options.migrate,
+            vmm::Where::Process,
+            options.json,
+            options.timeout,
+        ),
         None => vmm::run(config),
     };
     if let Some(record) = &result.migration {

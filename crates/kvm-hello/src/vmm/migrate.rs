@@ -129,48 +129,63 @@ fn run_to_end(
     read_checksum(&guest.vm.memory).map_err(lab7_failure)
 }
 
-/// The destination process, as the source holds it: killed and reaped when dropped.
-struct Destination {
-    child: Child,
+/// Where the destination runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Where {
+    /// A second kvm-hello process (`--destination`, the stream on `DESTINATION_FD`): what
+    /// `kvm-hello --lab migrate` does.
+    Process,
+    /// A thread of this process, with the same lab functions: what the grader's probe does, so
+    /// that a seeded mistake is on both ends.
+    Thread,
+}
+
+/// The destination, as the source holds it: killed (or cut off) and reaped when dropped.
+enum Destination {
+    Process(Child),
+    Thread(Option<std::thread::JoinHandle<Status>>, UnixStream),
 }
 
 impl Destination {
-    /// Starts `kvm-hello --lab migrate --destination` with the other end of a new socket pair
-    /// on `DESTINATION_FD`; returns it and the source's end of the stream.
-    fn start(timeout: Duration) -> io::Result<(Destination, Link)> {
+    /// Starts the destination with the other end of a new socket pair; returns it and the
+    /// source's end of the stream.
+    fn start(place: Where, labs: Labs, timeout: Duration) -> io::Result<(Destination, Link)> {
         let (ours, theirs) = UnixStream::pair()?;
-        let program = std::env::current_exe()?;
-        let theirs_fd = theirs.as_raw_fd();
-        let mut command = Command::new(program);
-        command
-            .args(["--lab", "migrate", "--destination", "--timeout"])
-            .arg(timeout.as_secs_f64().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        // SAFETY: between fork and exec the closure calls only dup2 and fcntl, which are
-        // async-signal-safe; it touches no memory but its copied integer.
-        unsafe {
-            command.pre_exec(move || {
-                if theirs_fd == DESTINATION_FD {
-                    // dup2 onto itself would keep close-on-exec: clear it instead.
-                    if libc::fcntl(theirs_fd, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(theirs_fd, DESTINATION_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        let destination = match place {
+            Where::Process => Destination::Process(spawn_process(&theirs, timeout)?),
+            Where::Thread => {
+                let cut = ours.try_clone()?;
+                let thread = std::thread::Builder::new()
+                    .name("lab-destination".into())
+                    .spawn(move || serve_destination(labs, theirs, timeout))?;
+                Destination::Thread(Some(thread), cut)
+            }
+        };
+        Ok((destination, Link::new(ours)?))
+    }
+
+    /// The process's id, for `--kill-destination` (none for a thread).
+    fn pid(&self) -> Option<libc::pid_t> {
+        match self {
+            Destination::Process(child) => Some(child.id() as libc::pid_t),
+            Destination::Thread(..) => None,
         }
-        let child = command.spawn()?;
-        drop(theirs);
-        Ok((Destination { child }, Link::new(ours)?))
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match self {
+            Destination::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Destination::Thread(thread, cut) => {
+                // A thread cannot be killed: its stream is cut, so its next read or write fails.
+                let _ = cut.shutdown(std::net::Shutdown::Both);
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 }
 
@@ -180,12 +195,52 @@ impl Drop for Destination {
     }
 }
 
+/// `kvm-hello --lab migrate --destination` with `theirs` on `DESTINATION_FD`.
+fn spawn_process(theirs: &UnixStream, timeout: Duration) -> io::Result<Child> {
+    let program = std::env::current_exe()?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut command = Command::new(program);
+    command
+        .args(SELF_PREFIX.get().map(Vec::as_slice).unwrap_or_default())
+        .args(["--lab", "migrate", "--destination", "--timeout"])
+        .arg(timeout.as_secs_f64().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    // SAFETY: between fork and exec the closure calls only dup2 and fcntl, which are
+    // async-signal-safe; it touches no memory but its copied integer.
+    unsafe {
+        command.pre_exec(move || {
+            if theirs_fd == DESTINATION_FD {
+                // dup2 onto itself would keep close-on-exec: clear it instead.
+                if libc::fcntl(theirs_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(theirs_fd, DESTINATION_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// The arguments this executable needs before kvm-hello's own (`vmm` for the grader's probe).
+static SELF_PREFIX: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Tells `--lab migrate` how to start this executable as kvm-hello: with `prefix` before
+/// kvm-hello's arguments (a program that embeds kvm-hello behind a first argument calls it once).
+pub fn set_self_prefix(prefix: Vec<String>) {
+    let _ = SELF_PREFIX.set(prefix);
+}
+
 // ANCHOR: migrate_session
 /// The source: the guest runs `MIGRATE_AFTER`, then moves (or, with `--no-migration`, runs here
 /// to its end).
 pub(crate) fn migrate_session(
     labs: &Labs,
     options: MigrateOptions,
+    place: Where,
     timeout: Duration,
     watchdog: &Watchdog,
     console: &mut dyn Write,
@@ -207,14 +262,9 @@ pub(crate) fn migrate_session(
         let ran = run_to_end(labs, &mut guest, watchdog, console, report);
         return finish_here(guest, ran, record, None, report);
     }
-    let (mut destination, mut link) = Destination::start(timeout).map_err(|err| {
-        Failure::new(
-            Status::GuestFault,
-            format!("cannot start the destination process: {err}"),
-        )
-    })?;
-    if let Some(round) = options.kill_destination {
-        let pid = destination.child.id() as libc::pid_t;
+    let (mut destination, mut link) = Destination::start(place, *labs, timeout)
+        .map_err(|err| Failure::new(Status::GuestFault, format!("cannot start the destination: {err}")))?;
+    if let (Some(round), Some(pid)) = (options.kill_destination, destination.pid()) {
         link.after_round(Box::new(move |sent| {
             if sent == round {
                 // SAFETY: kill(2) on our own child's pid, which is not reaped before the
@@ -427,6 +477,12 @@ pub fn run_destination(labs: Labs, timeout: Duration) -> Status {
     // SAFETY: fd 3 is the socket the source passed (checked above), owned by nothing else in
     // this process: kvm-hello opens no file before this point.
     let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(DESTINATION_FD) });
+    serve_destination(labs, stream, timeout)
+}
+
+/// The destination's work on its end of the stream, under a watchdog of its own; a failure
+/// goes back to the source as a `Failed` record.
+fn serve_destination(labs: Labs, stream: UnixStream, timeout: Duration) -> Status {
     let spare = stream.try_clone().and_then(Link::new);
     let link = match Link::new(stream) {
         Ok(link) => link,

@@ -28,7 +28,7 @@ use crate::explain::Explanation;
 use crate::labs::Labs;
 
 pub use gdb::GdbOptions;
-pub use migrate::{LAB7, MigrateReport, round_lines, run_destination};
+pub use migrate::{LAB7, MigrateReport, Where, round_lines, run_destination, set_self_prefix};
 pub use panics::{install_panic_hook, panic_status, take_last_panic};
 pub use schedule::{LAB6, ScheduleReport};
 pub use stepper::StepOptions;
@@ -170,17 +170,21 @@ pub fn run_schedule(
 }
 
 /// Runs lab 7's source: the migration guest, moved to a destination process (or not, with
-/// `--no-migration`). The watchdog's budget is `timeout` of the source's CPU time.
+/// `--no-migration`), its destination in a second process or on a thread (`place`). The
+/// watchdog's budget is `timeout` of the source's CPU time.
 pub fn run_migrate(
     labs: Labs,
     options: crate::cli::MigrateOptions,
+    place: Where,
     capture_output: bool,
     timeout: Duration,
 ) -> RunReport {
     vcpu_thread::run_session(
         watchdog::Limits::of_timeout(timeout),
         capture_output,
-        move |watchdog, console, report| migrate::migrate_session(&labs, options, timeout, watchdog, console, report),
+        move |watchdog, console, report| {
+            migrate::migrate_session(&labs, options, place, timeout, watchdog, console, report)
+        },
     )
 }
 
