@@ -19,13 +19,17 @@ use serde_json::Value;
 
 pub use kvm_hello::labs::Labs;
 /// The lab crates, for probes built around them (the kit's hostile probe).
-pub use {lab0_lwn, lab1_memory, lab2_paging, lab3_registers, lab4_exit_loop, lab5_hypercalls, lab6_scheduling};
+pub use {
+    lab0_lwn, lab1_memory, lab2_paging, lab3_registers, lab4_exit_loop, lab5_hypercalls, lab6_scheduling,
+    lab7_migration,
+};
 
 pub mod e2e;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
 pub mod lab4;
+pub mod lab7;
 pub mod memory;
 
 /// What the probe runs: the lab functions, and the program that is kvm-hello built from them.
@@ -60,8 +64,14 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] =
-        &[lab1::route, lab2::route, lab0::route, lab4::route, e2e::route];
+    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[
+        lab1::route,
+        lab2::route,
+        lab0::route,
+        lab4::route,
+        e2e::route,
+        lab7::route,
+    ];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))
@@ -132,6 +142,8 @@ pub fn main() -> ExitCode {
 pub fn main_with(probe: Probe) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(VMM_ARG) {
+        // `--lab migrate` starts this executable again as its destination: behind `vmm` too.
+        kvm_hello::vmm::set_self_prefix(vec![VMM_ARG.to_owned()]);
         let status = kvm_hello::main_with_args(args[1..].iter().map(Into::into));
         return ExitCode::from(status.code() as u8);
     }
