@@ -8,7 +8,8 @@
 //! (`guest/migrate/pager.rs`), the VM's creation (with your lab 6), the stream and everything
 //! else is given. Book: "Lab 7: Moving a running VM".
 //!
-//! Run it with `cargo run -p kvm-hello -- --lab migrate`; compare with `--no-migration`.
+//! Run it with `cargo run -p kvm-hello -- --lab migrate`; compare with `--no-migration`; check it
+//! with `cargo grade lab7`.
 //! (`--features solution` builds the reference in `solution.rs` instead of the functions marked
 //! `#[cfg(not(feature = "solution"))]`; you never need it.)
 
