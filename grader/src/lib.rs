@@ -226,9 +226,11 @@ pub fn all_checks() -> Vec<Check> {
     let public: Vec<Check> = [
         checks::lab1::CHECKS, // lab 1
         checks::lab2::CHECKS, // lab 2
+        checks::lab3::CHECKS, // lab 3
         checks::lab4::CHECKS, // lab 4
         checks::e2e::CHECKS,  // end to end
         checks::lab0::CHECKS, // lab 0
+        checks::lab5::CHECKS, // lab 5
         checks::lab7::CHECKS, // lab 7
     ]
     .concat();

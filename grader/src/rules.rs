@@ -18,7 +18,12 @@ pub struct Rule {
 
 /// The rule of `check`, if it has one.
 pub fn rule_of(check: &str) -> Option<&'static Rule> {
-    RULES.iter().find(|rule| rule.check == check)
+    // A hidden check grades the rule of the public check it is a variant of, with other inputs.
+    let public = crate::checks::hidden::VARIANT_OF
+        .iter()
+        .find(|(hidden, _)| *hidden == check)
+        .map_or(check, |(_, public)| public);
+    RULES.iter().find(|rule| rule.check == public)
 }
 
 /// Text as the rule test compares it: comment markers (`//!`, `///`, `//`) at the start of a line

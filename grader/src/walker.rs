@@ -132,7 +132,15 @@ impl RandomTables {
         let cr3 = table();
         let mut in_memory = Vec::new();
         let offset = |rng: &mut Rng, shift: u32| rng.range(0, 1 << shift);
-        let pml4_indices = [distinct(rng, 1, 0)[0], distinct(rng, 1, 256)[0]];
+        let lower = distinct(rng, 1, 0)[0];
+        // Another index than the first path's (which may be in the upper half too).
+        let upper = loop {
+            let i = rng.range(256, 512);
+            if i != lower {
+                break i;
+            }
+        };
+        let pml4_indices = [lower, upper];
         let mut unused_pml4 = || loop {
             let i = rng.range(0, 512);
             if !pml4_indices.contains(&i) {

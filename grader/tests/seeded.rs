@@ -279,6 +279,113 @@ fn rflags_0() {
     );
 }
 
+#[test]
+fn canned_sregs_that_ignore_the_given_state() {
+    // A state built from scratch, whatever the vCPU had: right registers, lost descriptor tables.
+    fn seeded(mode: Mode, _sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
+        lab3_registers::special_registers(mode, kvm_sregs::default(), cr3)
+    }
+    for check in [
+        "lab3_long_mode_control_registers",
+        "lab3_long_mode_code_segment",
+        "lab3_paged32_mode",
+    ] {
+        let message = failure_of(check, |labs| labs.special_registers = seeded);
+        assert_names(
+            &message,
+            "lab3 special_registers: ",
+            &[" mode = 0x0, expected 0x", "keep the value the vCPU had"],
+        );
+    }
+}
+
+#[test]
+fn guest_with_interrupts_enabled() {
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        kvm_regs {
+            rflags: 0x202,
+            ..lab3_registers::general_registers(mode, mem_size)
+        }
+    }
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.general_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 general_registers: after the ",
+        &["show RFLAGS as the lab set it", "RFLAGS 0x202"],
+    );
+}
+
+#[test]
+fn guest_with_a_32_bit_code_segment_in_long_mode() {
+    let seeded = long_sregs_with(|s| {
+        if s.efer != 0 {
+            s.cs.l = 0;
+            s.cs.db = 1;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert!(
+        message.contains("a long-mode guest") || message.contains("after the long-mode guest"),
+        "{message}"
+    );
+    assert!(message.contains("l 0, db 1"), "{message}");
+}
+
+#[test]
+fn guest_with_a_data_segment_not_at_0() {
+    let seeded = long_sregs_with(|s| {
+        if s.cr0 & 1 != 0 {
+            s.ds.base = 0x1000;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers: after the ",
+        &["guest, the word at 0x", "stored a value through DS"],
+    );
+}
+
+#[test]
+fn guest_with_the_kit_cr3_instead_of_the_one_given() {
+    let seeded = long_sregs_with(|s| {
+        if s.efer != 0 {
+            s.cr3 = 0x2000;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers/general_registers: a long-mode guest stopped with ",
+        &["before its HLT"],
+    );
+}
+
+#[test]
+fn stack_at_the_kit_memory_size_whatever_the_size() {
+    // A canned RSP: right for the kit's 2 MiB, wrong for the memory size of this run.
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        let right = lab3_registers::general_registers(mode, mem_size);
+        kvm_regs {
+            rsp: if right.rsp == 0 { 0 } else { 0x20_0000 },
+            ..right
+        }
+    }
+    let message = failure_of("lab3_general_registers", |labs| labs.general_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 general_registers: RSP in ",
+        &["mode = 0x200000, expected 0x"],
+    );
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.general_registers = seeded);
+    assert!(
+        message.starts_with("lab3 general_registers")
+            || message.starts_with("lab3 special_registers/general_registers"),
+        "{message}"
+    );
+    assert!(message.contains("RSP 0x200000"), "{message}");
+}
+
 // ---- lab 4 ----
 
 #[test]
@@ -956,8 +1063,12 @@ fn a_string_of_exactly_the_maximum_length_refused() {
     fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
         let bytes = lab5_hypercalls::read_guest_string(memory, cr3, gva)?;
         if bytes.len() >= lab5_hypercalls::MAX_STRING {
-            // Refused as the reference refuses an unmapped address.
-            return lab5_hypercalls::read_guest_string(memory, cr3, 1 << 46);
+            // Refused as the reference refuses a string without a NUL.
+            return Err(Lab5Error::BadAddress {
+                call: "print_str",
+                gva,
+                reason: lab5_hypercalls::AddressError::Unterminated,
+            });
         }
         Ok(bytes)
     }
@@ -1212,22 +1323,246 @@ fn a_stub_reached_through_kvm_hello_is_reported_as_not_implemented() {
 
 #[test]
 fn hard_coded_hypercall_output() {
+    /// What the kit's hypercall guest (guest/hypercalls) prints: plausible, and the same on every run.
+    const KIT_GUEST_OUTPUT: &[u8] = b"Hello from the hypercall guest!\n2048\n4294967295\nThis line costs one exit.\n35\n37\nIO in: 3\nIO out: 37\nInvalid GVA\n";
     fn seeded(
-        _vcpu: &mut VcpuFd,
+        vcpu: &mut VcpuFd,
         host: &mut Host<'_>,
         console: &mut dyn Write,
         _trace: &mut dyn FnMut(&VcpuExit<'_>),
     ) -> Result<(), Lab5Error> {
-        console
-            // TODO(probe split, lab 5): the hypercall guest's output, as the judge generates it.
-            .write_all(b"")
-            .map_err(Lab5Error::Console)?;
-        host.counts.io_out = 43;
-        host.counts.hlt = 1;
+        console.write_all(KIT_GUEST_OUTPUT).map_err(Lab5Error::Console)?;
+        (host.counts.io_in, host.counts.io_out, host.counts.hlt) = (3, 40, 1);
+        // The results a halted guest leaves, so only the output can tell.
+        host.memory.write_obj(42u64, GuestAddress(0x400)).unwrap();
+        let regs = kvm_regs {
+            rax: 42,
+            ..vcpu.get_regs().unwrap()
+        };
+        vcpu.set_regs(&regs).unwrap();
         Ok(())
     }
-    let message = failure_of("lab5_hypercall_guest", |labs| labs.run_hypercalls = seeded);
-    assert!(message.starts_with("lab5 "), "{message}");
+    for check in [
+        "lab5_hypercall_guest",
+        "lab5_print_str_in_one_exit",
+        "lab5_gva_to_hva_live",
+    ] {
+        let message = failure_of(check, |labs| labs.run_hypercalls = seeded);
+        assert_names(
+            &message,
+            "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+            &["expected"],
+        );
+    }
+}
+
+#[test]
+fn gva_to_hva_without_the_memory_bound() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
+        // Any guest physical address the tables give, in guest memory or not.
+        Some(host_base + lab2_paging::translate(memory, cr3, gva).result.ok()?)
+    }
+    let message = failure_of("lab5_gva_to_hva_outside_memory", |labs| labs.gva_to_hva = seeded);
+    assert_names(
+        &message,
+        "lab5 gva_to_hva: gva_to_hva(0x",
+        &["past the end of guest memory", "answer None"],
+    );
+}
+
+#[test]
+fn read_guest_string_without_a_limit() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
+        let mut bytes = Vec::new();
+        loop {
+            let at = gva + bytes.len() as u64;
+            let gpa = lab2_paging::translate(memory, cr3, at)
+                .result
+                .map_err(|fault| Lab5Error::BadAddress {
+                    call: "print_str",
+                    gva,
+                    reason: fault.into(),
+                })?;
+            let byte: u8 = memory
+                .read_obj(GuestAddress(gpa))
+                .map_err(|err| Lab5Error::BadAddress {
+                    call: "print_str",
+                    gva,
+                    reason: err.into(),
+                })?;
+            if byte == 0 {
+                return Ok(bytes);
+            }
+            bytes.push(byte);
+        }
+    }
+    let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a string with no NUL within 4096 bytes",
+        &["expected Err(Lab5Error::BadAddress)"],
+    );
+}
+
+#[test]
+fn read_guest_string_that_translates_only_its_first_address() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
+        let bad = |reason| Lab5Error::BadAddress {
+            call: "print_str",
+            gva,
+            reason,
+        };
+        let gpa = lab2_paging::translate(memory, cr3, gva)
+            .result
+            .map_err(|fault| bad(fault.into()))?;
+        // Then on through guest physical memory, as if the next page followed it there.
+        let mut bytes = Vec::new();
+        while bytes.len() <= lab5_hypercalls::MAX_STRING {
+            let byte: u8 = memory
+                .read_obj(GuestAddress(gpa + bytes.len() as u64))
+                .map_err(|err| bad(err.into()))?;
+            if byte == 0 {
+                return Ok(bytes);
+            }
+            bytes.push(byte);
+        }
+        Err(bad(lab5_hypercalls::AddressError::Unterminated))
+    }
+    let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a ",
+        &["across", "translating the address of each page"],
+    );
+}
+
+#[test]
+fn hypercall_loop_that_never_returns() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        host: &mut Host<'_>,
+        console: &mut dyn Write,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), Lab5Error> {
+        lab5_hypercalls::run_hypercalls(vcpu, host, console, trace)?;
+        // Spins after the HLT instead of returning: kvm-hello's watchdog must end the run.
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+    let message = failure_of("lab5_print_str_in_one_exit", |labs| labs.run_hypercalls = seeded);
+    assert_names(
+        &message,
+        "lab5 run_hypercalls: a hypercall guest made for this run: timeout",
+        &[],
+    );
+}
+
+/// The reference's `run_hypercalls` serving every exit with `$handle` (the reference loop calls
+/// its own `handle_hypercall`).
+macro_rules! hypercall_loop {
+    ($handle:ident) => {{
+        fn serve_all(
+            vcpu: &mut VcpuFd,
+            host: &mut Host<'_>,
+            console: &mut dyn Write,
+            trace: &mut dyn FnMut(&VcpuExit<'_>),
+        ) -> Result<(), Lab5Error> {
+            loop {
+                let exit = vcpu.run().map_err(Lab5Error::Run)?;
+                trace(&exit);
+                if $handle(exit, host, console)? == Flow::Halt {
+                    return Ok(());
+                }
+            }
+        }
+        serve_all
+    }};
+}
+
+#[test]
+fn live_gva_to_hva_without_the_page_tables() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEE, data) => {
+                host.counts.io_out += 1;
+                let slot = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                let gpa = lab2_paging::translate(host.memory, host.cr3, slot).result.unwrap();
+                let gva: u64 = host.memory.read_obj(GuestAddress(gpa)).unwrap();
+                // The GVA taken for a guest physical address: right for the identity map only.
+                let hva = (gva < 0x20_0000).then(|| host.host_base + gva);
+                host.memory.write_obj(hva.unwrap_or(0), GuestAddress(gpa)).unwrap();
+                host.record("gva_to_hva", &[gva], Some(hva.unwrap_or(0)));
+                if hva.is_none() {
+                    console.write_all(b"Invalid GVA\n").map_err(Lab5Error::Console)?;
+                }
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_gva_to_hva_live", |labs| {
+        labs.run_hypercalls = hypercall_loop!(seeded)
+    });
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        &["gva_to_hva of GVA", "the guest maps its first 2 MiB again"],
+    );
+}
+
+#[test]
+fn live_print_str_without_the_page_tables() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEC, data) => {
+                host.counts.io_out += 1;
+                let gva = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                host.record("print_str", &[gva], None);
+                // The GVA read as a guest physical address.
+                let mut at = gva;
+                while let Ok(byte) = host.memory.read_obj::<u8>(GuestAddress(at)) {
+                    if byte == 0 {
+                        break;
+                    }
+                    console.write_all(&[byte]).map_err(Lab5Error::Console)?;
+                    at += 1;
+                }
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_hypercall_guest", |labs| {
+        labs.run_hypercalls = hypercall_loop!(seeded)
+    });
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        &["print_str of a ", "read through the guest's page tables"],
+    );
+}
+
+#[test]
+fn a_stub_reached_in_the_hypercall_loop_is_reported_as_not_implemented() {
+    fn stub(
+        _: &mut VcpuFd,
+        _: &mut Host<'_>,
+        _: &mut dyn Write,
+        _: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), Lab5Error> {
+        panic!("not yet implemented: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)")
+    }
+    let mut labs = Labs::BUILT;
+    labs.run_hypercalls = stub;
+    let outcome = common::outcome_of("lab5_hypercall_guest", labs, common::seed());
+    assert_eq!(
+        outcome,
+        grader::runner::Outcome::NotImplemented(
+            "not implemented yet: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)"
+                .into()
+        )
+    );
 }
 
 #[test]
@@ -1382,8 +1717,10 @@ fn gva_to_hva_that_ignores_the_page_tables() {
     fn seeded(_memory: &GuestMemoryMmap, _cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
         (gva < 0x20_0000).then(|| host_base + gva)
     }
-    let message = failure_of("lab5_gva_to_hva", |labs| labs.gva_to_hva = seeded);
-    assert_names(&message, "lab5 gva_to_hva: gva_to_hva(0x", &["expected"]);
+    for check in ["lab5_gva_to_hva", "lab5_gva_to_hva_outside_memory"] {
+        let message = failure_of(check, |labs| labs.gva_to_hva = seeded);
+        assert_names(&message, "lab5 gva_to_hva: gva_to_hva(0x", &["expected"]);
+    }
 }
 
 #[test]

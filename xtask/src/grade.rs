@@ -81,6 +81,7 @@ pub struct CargoJail {
 
 impl CargoJail {
     /// This host's cargo, jailed; `Err` says why it cannot be.
+    #[allow(dead_code)] // official grading's (grade-submissions), which a student copy leaves out
     pub fn detect() -> Result<CargoJail, String> {
         let jail = kit_jail::Jail::detect().map_err(|why| why.to_string())?;
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
@@ -132,6 +133,7 @@ impl CargoJail {
 /// The probe of a submission's kit, built jailed for official grading, with partial credit
 /// across lab files that do not compile: the probe, the labs stubbed out with their first error,
 /// and the warnings about the lab files.
+#[allow(dead_code)] // official grading's (grade-submissions), which a student copy leaves out
 pub fn build_probe_for_grading(
     kit: &Path,
     jail: &CargoJail,
@@ -155,6 +157,7 @@ pub fn build_probe_for_grading(
 
 /// The judge of the kit at `root` (the `grader` binary: no lab code, so no lab file can stop
 /// its build), built once for a whole class.
+#[allow(dead_code)] // official grading's (grade-submissions), which a student copy leaves out
 pub fn build_judge(root: &Path) -> Result<PathBuf, String> {
     let out = Command::new(kit::cargo())
         .current_dir(root)

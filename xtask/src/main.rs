@@ -9,6 +9,7 @@ mod grade;
 #[cfg(feature = "instructor")]
 mod gradescope;
 mod kit;
+#[cfg(feature = "instructor")]
 mod shape;
 #[cfg(feature = "instructor")]
 mod student_kit;

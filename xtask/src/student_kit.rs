@@ -67,7 +67,9 @@ const ANSWER_SUMMARY: &str = "<summary>Answer";
 const MIN_LEAK_LINE: usize = 16;
 /// Reference body lines that the kit's given code also has, word for word, because there is one
 /// way to write them (a match arm, a struct's rest), not because it copies the answer.
-const GENERIC_LINES: [&str; 8] = [
+const GENERIC_LINES: [&str; 10] = [
+    "let mut bytes = Vec::new();",
+    ".write_obj(value, GuestAddress(addr))",
     "Mode::Paged32 => {",
     "..Default::default()",
     "VcpuExit::Hlt => {",
@@ -99,7 +101,7 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 10] = [
+const INSTRUCTOR_ONLY: [&str; 15] = [
     ".ci",
     "README.md",
     "book/src/instructors.md",
@@ -108,7 +110,14 @@ const INSTRUCTOR_ONLY: [&str; 10] = [
     // bytes, which it also holds, are written into the student book instead).
     "crates/kvm-hello/tests/lwn.rs",
     "grader/tests/grade.rs",
+    // The hidden checks (the copy gets a stand-in that says how many and their points), the
+    // hostile probe of the isolation tests, and the jail's own tests (bubblewrap and python3).
+    "grader/src/checks/hidden.rs",
+    "grader/tests/bin",
+    "grader/tests/isolation.rs",
+    "crates/kit-jail/tests",
     "tests/reference_blocks.rs",
+    "xtask/src/shape.rs",
     "xtask/src/student_kit.rs",
     "xtask/src/submissions.rs",
     "xtask/src/gradescope.rs",
@@ -203,7 +212,13 @@ pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<Exported, F
     }
     write(dir, Path::new("README.md"), student_readme().as_bytes())?;
     write(dir, Path::new(".github/workflows/grade.yml"), GRADE_WORKFLOW.as_bytes())?;
-    written += 2;
+    let (checks, points) = hidden_summary(root)?;
+    write(
+        dir,
+        Path::new(HIDDEN_CHECKS),
+        hidden_stand_in(checks, points).as_bytes(),
+    )?;
+    written += 3;
     check_export(root, dir, &stubs).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
     Ok(Exported { written, left_out })
 }
@@ -492,6 +507,23 @@ pub fn remove_feature(manifest: &str, name: &str) -> String {
         if line.starts_with('[') {
             in_table = line.trim() == "[features]";
         }
+        // A target that needs the feature goes with it: `[[bin]]` … `required-features = ["NAME"]`.
+        if line.starts_with("[[") {
+            let end = (i + 1..lines.len())
+                .find(|&j| lines[j].starts_with('['))
+                .unwrap_or(lines.len());
+            if lines[i..end]
+                .iter()
+                .any(|l| l.starts_with("required-features") && l.contains(&format!("\"{name}\"")))
+            {
+                while out.last().is_some_and(|l| l.trim().is_empty()) {
+                    out.pop();
+                }
+                out.push("");
+                i = end;
+                continue;
+            }
+        }
         if in_table && line.starts_with(&format!("{name} = ")) {
             while out.last().is_some_and(|l| l.starts_with('#')) {
                 out.pop();
@@ -767,6 +799,74 @@ fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The file of the hidden checks: instructor-only; the copy gets `hidden_stand_in`.
+const HIDDEN_CHECKS: &str = "grader/src/checks/hidden.rs";
+
+/// How many hidden checks the instructors' grader has, and their points (`grader --hidden-summary`,
+/// from the judge, which builds without any lab).
+fn hidden_summary(root: &Path) -> Result<(usize, u32), Failure> {
+    let out = std::process::Command::new(kit::cargo())
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "grader",
+            "--bin",
+            "grader",
+            "--",
+            "--hidden-summary",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|err| (kit::status::IO, format!("cannot run cargo: {err}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut numbers = text.split_whitespace().map(str::parse::<u32>);
+    match (out.status.success(), numbers.next(), numbers.next()) {
+        (true, Some(Ok(checks)), Some(Ok(points))) => Ok((checks as usize, points)),
+        _ => Err((
+            kit::status::KIT_BROKEN,
+            format!(
+                "cannot count the hidden checks (grader --hidden-summary): {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("no answer")
+            ),
+        )),
+    }
+}
+
+/// The student copy's `grader/src/checks/hidden.rs`: no check, only how many there are.
+fn hidden_stand_in(checks: usize, points: u32) -> String {
+    format!(
+        r#"//! Hidden checks: official grading (`cargo xtask grade-submissions`, the Gradescope package)
+//! runs {checks} more check(s), worth {points} points, with inputs this copy does not hold. They grade
+//! the rules of the public checks (your stubs and the book state them all), with other inputs.
+
+use crate::Check;
+
+/// How many checks this copy leaves out, and their points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Withheld {{
+    /// Hidden checks left out.
+    pub checks: usize,
+    /// Their points.
+    pub points: u32,
+}}
+
+/// What this copy leaves out.
+pub const WITHHELD: Withheld = Withheld {{ checks: {checks}, points: {points} }};
+
+/// No hidden check is in this copy.
+pub const VARIANT_OF: &[(&str, &str)] = &[];
+
+/// No hidden check is in this copy.
+pub const CHECKS: &[Check] = &[];
+"#
+    )
 }
 
 fn student_readme() -> String {

@@ -28,7 +28,9 @@ pub mod e2e;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab3;
 pub mod lab4;
+pub mod lab5;
 pub mod lab7;
 pub mod memory;
 
@@ -70,6 +72,8 @@ fn route(probe: &Probe, envelope: &Envelope) -> Handled {
         lab0::route,
         lab4::route,
         e2e::route,
+        lab3::route,
+        lab5::route,
         lab7::route,
     ];
     routes

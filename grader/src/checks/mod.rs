@@ -5,7 +5,9 @@ pub mod hidden;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab3;
 pub mod lab4;
+pub mod lab5;
 pub mod lab7;
 
 use std::fmt::Display;
