@@ -83,3 +83,42 @@ fn the_dirty_log_gives_the_pages_the_guest_wrote() {
         .unwrap();
     assert_eq!((labs.take_dirty_pages)(&guest.vm).unwrap(), Vec::<u64>::new());
 }
+
+/// A destination whose `receive` is still a stub: the run ends with status 6 and the stub's own
+/// line, and the source has run the guest to its end (the output of an unmoved run).
+#[test]
+fn a_stub_on_the_destination_ends_the_run_with_its_own_line() {
+    common::require_kvm();
+    fn receive_stub(
+        _: &lab7_migration::Base,
+        _: &mut lab7_migration::Link,
+    ) -> Result<lab7_migration::GuestVm, lab7_migration::Lab7Error> {
+        todo!("lab7 receive (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
+    }
+    kvm_hello::vmm::install_panic_hook(false);
+    let options = |no_migration| kvm_hello::cli::MigrateOptions {
+        params: PARAMS,
+        max_rounds: 4,
+        no_migration,
+        kill_destination: None,
+    };
+    let timeout = Duration::from_secs(20);
+    let unmoved = kvm_hello::vmm::run_migrate(Labs::BUILT, options(true), kvm_hello::vmm::Where::Thread, true, timeout);
+    assert!(unmoved.failure.is_none(), "{:?}", unmoved.failure);
+    let labs = Labs {
+        receive: receive_stub,
+        ..Labs::BUILT
+    };
+    let report = kvm_hello::vmm::run_migrate(labs, options(false), kvm_hello::vmm::Where::Thread, true, timeout);
+    let failure = report.failure.expect("the run fails");
+    assert_eq!(failure.status, kit_common::Status::NotImplemented);
+    assert_eq!(
+        failure.message,
+        "not implemented yet: lab7 receive (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)"
+    );
+    assert_eq!(
+        report.output, unmoved.output,
+        "the source ran the guest to its end alone"
+    );
+    assert_eq!(report.migration.unwrap().finished_on, Some("source"));
+}

@@ -336,6 +336,8 @@ fn finish_here(
     report.migration = Some(record);
     match failed_move {
         None => Ok(()),
+        // A stub or a panic of lab code on the destination: its own line, as any run gives it.
+        Some((cause, status @ (Status::NotImplemented | Status::LabPanicked))) => Err(Failure::new(status, cause)),
         Some((cause, status)) => Err(Failure::new(
             status,
             format!("migration failed: {cause}; the source ran the guest to its end alone (checksum {checksum:#018x})"),
@@ -346,13 +348,10 @@ fn finish_here(
 /// Why `migrate` failed, and the status it ends the run with. A closed stream is explained by
 /// the destination's own `Failed` record when it sent one.
 fn cause_of(err: Lab7Error, link: &mut Link) -> (String, Status) {
-    let destination_said = |status: u8, message: String| {
-        let status = match status {
-            6 => Status::NotImplemented,
-            7 => Status::LabPanicked,
-            _ => Status::MigrationFailed,
-        };
-        (format!("the destination stopped: {message}"), status)
+    let destination_said = |status: u8, message: String| match status {
+        6 => (message, Status::NotImplemented),
+        7 => (format!("{message} (on the destination)"), Status::LabPanicked),
+        _ => (format!("the destination stopped: {message}"), Status::MigrationFailed),
     };
     match err {
         Lab7Error::Destination { status, message } => destination_said(status, message),
