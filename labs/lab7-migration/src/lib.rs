@@ -297,6 +297,7 @@ pub fn read_progress(memory: &GuestMemoryMmap) -> Result<u64, Lab7Error> {
     Ok(memory.read_obj::<u64>(GuestAddress(PROGRESS_ADDR))?)
 }
 
+// ANCHOR: stub_run_slice
 // TODO(lab7): lab 6's slice, for one guest and with a stop condition that matters for a move.
 // Nothing to do once `guest.halted`. With a length, arm `timer` for it; then `KVM_RUN` until: EINTR
 // (the timer; KVM completed any I/O the guest had started before it returned) gives `Timer`; HLT
@@ -315,7 +316,9 @@ pub fn run_slice(
     let _ = (guest, length, timer, console);
     todo!("lab7 run_slice (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_run_slice
 
+// ANCHOR: stub_save_vcpu
 // TODO(lab7): the vCPU's state, with KVM_GET_REGS, KVM_GET_SREGS and KVM_GET_FPU (`VcpuState`).
 // Name the ioctl in the error (`Lab7Error::Ioctl`).
 /// Saves what the vCPU needs to resume elsewhere.
@@ -324,7 +327,9 @@ pub fn save_vcpu(vcpu: &VcpuFd) -> Result<VcpuState, Lab7Error> {
     let _ = vcpu;
     todo!("lab7 save_vcpu (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_save_vcpu
 
+// ANCHOR: stub_restore_vcpu
 // TODO(lab7): put `state` into `vcpu`: the special registers first (they set the CPU mode the
 // general ones are read in), then the general registers, then the FPU.
 /// Loads a saved state into a vCPU.
@@ -333,7 +338,9 @@ pub fn restore_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<(), Lab7Error> {
     let _ = (vcpu, state);
     todo!("lab7 restore_vcpu (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_restore_vcpu
 
+// ANCHOR: stub_snapshot
 // TODO(lab7): a snapshot of a stopped guest: its vCPU (`save_vcpu`) and a copy of all of its memory.
 /// The whole VM at this instant.
 #[cfg(not(feature = "solution"))]
@@ -341,16 +348,23 @@ pub fn snapshot(guest: &GuestVm) -> Result<Snapshot, Lab7Error> {
     let _ = guest;
     todo!("lab7 snapshot (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_snapshot
 
+// ANCHOR: stub_restore_snapshot
 // TODO(lab7): a fresh VM (`empty_vm`), the snapshot's memory written into it, its vCPU restored
 // (`restore_vcpu`). Nothing else: the page tables and the parameters are in the memory already.
+// Graded (lab7_snapshot_round_trip): restore_snapshot gives a new VM whose vCPU, as save_vcpu
+// reads it, equals the snapshot's bit for bit (general registers, special registers, FPU), with
+// all of the snapshot's memory: the restored guest ends with the checksum of an unmoved run.
 /// A new VM that resumes where the snapshot was taken.
 #[cfg(not(feature = "solution"))]
 pub fn restore_snapshot(base: &Base, snapshot: &Snapshot) -> Result<GuestVm, Lab7Error> {
     let _ = (base, snapshot);
     todo!("lab7 restore_snapshot (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_restore_snapshot
 
+// ANCHOR: stub_enable_dirty_log
 // TODO(lab7): register the memory slot again (same slot, same memory) with the flag
 // KVM_MEM_LOG_DIRTY_PAGES: from then on KVM records every page the guest writes.
 /// Turns on KVM's dirty-page log for the guest's memory.
@@ -359,16 +373,23 @@ pub fn enable_dirty_log(vm: &Vm) -> Result<(), Lab7Error> {
     let _ = vm;
     todo!("lab7 enable_dirty_log (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_enable_dirty_log
 
+// ANCHOR: stub_take_dirty_pages
 // TODO(lab7): KVM_GET_DIRTY_LOG on the slot (`VmFd::get_dirty_log`): one bit per page, set for
 // each page written since the last call (the call clears them). Return the page numbers, in order.
+// Graded (lab7_dirty_log): take_dirty_pages returns, in increasing order, the number of every
+// page the guest wrote since the last call; on a slot registered without
+// KVM_MEM_LOG_DIRTY_PAGES it returns KVM's error.
 /// The pages the guest wrote since the last call.
 #[cfg(not(feature = "solution"))]
 pub fn take_dirty_pages(vm: &Vm) -> Result<Vec<u64>, Lab7Error> {
     let _ = vm;
     todo!("lab7 take_dirty_pages (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_take_dirty_pages
 
+// ANCHOR: stub_migrate
 // TODO(lab7): the source. Send `Hello`, turn the dirty log on, then pre-copy: round 1 sends every
 // page, each later round the dirty set (a `Page` record each, then `RoundEnd`). After each round
 // the guest runs one slice (`parts.run_slice`) as long as sending took, at least
@@ -376,6 +397,13 @@ pub fn take_dirty_pages(vm: &Vm) -> Result<Vec<u64>, Lab7Error> {
 // `plan.stop_pages` pages, after `plan.max_rounds` rounds, or when the guest halts. Then
 // stop-and-copy: the last dirty set, `Vcpu` (`parts.save_vcpu`), `Resume`, and wait for
 // `Resumed`: the downtime runs from the stop to it. Call the functions through `parts`.
+// Graded (lab7_move_fast_writer): A moved guest prints exactly the lines and the checksum of an
+// unmoved run, even when it writes faster than the rounds can send: the stop-and-copy round
+// sends the pages of one last dirty log read after the guest stopped.
+// Graded (lab7_rounds_converge): Round 1 sends all 512 pages; each later round sends the dirty
+// set the log gave after the one before; pre-copy stops when that set has at most
+// plan.stop_pages pages or after plan.max_rounds rounds, and the stop-and-copy round sends the
+// last dirty set.
 /// Moves `guest` to the destination at the other end of `link`.
 #[cfg(not(feature = "solution"))]
 pub fn migrate(
@@ -388,7 +416,9 @@ pub fn migrate(
     let _ = (parts, guest, plan, link, console);
     todo!("lab7 migrate (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_migrate
 
+// ANCHOR: stub_receive
 // TODO(lab7): the destination. The first record is `Hello` (its memory size must be
 // GUEST_MEMORY_SIZE); build an `empty_vm`, write each `Page` where it belongs, keep the last
 // `Vcpu` state and, at `Resume`, restore it (`restore_vcpu`) and return the VM. Any other
@@ -399,6 +429,7 @@ pub fn receive(base: &Base, link: &mut Link) -> Result<GuestVm, Lab7Error> {
     let _ = (base, link);
     todo!("lab7 receive (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)")
 }
+// ANCHOR_END: stub_receive
 
 #[cfg(feature = "solution")]
 mod solution;
