@@ -235,6 +235,22 @@ pub const RULES: &[Rule] = &[
             r#"The stack grows down from the top of guest memory; in real mode SS = 0 reaches only 64 KiB, and SP = 0 wraps to 0xfffe on the first push."#,
         ],
     },
+    Rule {
+        check: "lab3_guest_runs_in_each_mode",
+        rule: r#"With the registers special_registers and general_registers give for a mode, a guest loaded at 0 runs from RIP 0 in that mode: its code executes with the operand size of that mode, its pushes land just below mem_size, and its stores reach guest physical memory through segments based at 0 (and, in long mode, through the page tables at the CR3 it was given)."#,
+        hints: [
+            r#"Run your own build: `cargo run -p kvm-hello -- --mode protected` (and real, long) runs the kit's guest with your registers."#,
+            r#"A guest that prints garbage or the wrong number ran with the wrong operand size (CS.L, CS.DB); one that faults on its first push has RSP or SS wrong; one whose store lands elsewhere has a data segment not based at 0."#,
+        ],
+    },
+    Rule {
+        check: "lab3_guest_runs_in_paged32",
+        rule: r#"The same holds in paged32 mode, through a 32-bit page directory at the CR3 it was given whose large entries map 4 MiB pages (which needs CR4.PSE)."#,
+        hints: [
+            r#"Without CR4.PSE, the PS bit of a 32-bit page-directory entry is ignored and the entry points to a page table."#,
+            r#"Paged32 needs CR0.PG and CR0.PE, CR4.PSE for the 4 MiB page, and EFER without LME; it runs on VMX and SVM hosts (PVM refuses 32-bit paging)."#,
+        ],
+    },
     // Lab 4.
     Rule {
         check: "lab4_console_output",
@@ -416,9 +432,9 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "e2e_lab_lwn",
-        rule: r#"`kvm-hello --lab lwn` ends with status 0, prints "4" and a newline, and reports 3 exits (io 2, hlt 1); its --json report says the same."#,
+        rule: r#"`kvm-hello --lab lwn --guest IMAGE` runs IMAGE in the VM your create_vm made, from 0x1000: it ends with status 0, its --json report's output is exactly what the guest wrote to the serial port, and it counts one io exit per OUT and one hlt."#,
         hints: [
-            r#"Run `cargo run -p kvm-hello -- --lab lwn --json`."#,
+            r#"Run `cargo run -p kvm-hello -- --lab lwn --json`: the article's code prints "4" in 3 exits (io 2, hlt 1)."#,
             r#"When lab 0's other checks pass, compare the exit counts: every exit counted once."#,
         ],
     },

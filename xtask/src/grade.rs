@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::kit::{self, LABS, status};
+use crate::watch;
 
 /// The environment variable, suffixed with a lab's number, that tells the grader a lab file does
 /// not compile (its value: the compiler's first error). Read by `grader::runner`.
@@ -28,6 +29,9 @@ const MAX_ROUNDS: usize = LABS.len() + 1;
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true)]
 pub struct Args {
+    /// Grade each lab file when it is saved, until Ctrl-C (rustlings' watch mode).
+    #[arg(long)]
+    watch: bool,
     /// The grader's arguments: lab1 … lab5, e2e, a check's name, --json, --gradescope FILE, …
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     grader_args: Vec<String>,
@@ -186,17 +190,33 @@ pub fn build_judge(root: &Path) -> Result<PathBuf, String> {
 /// `cargo grade --solution`: grade the reference solutions (the instructors' repository only).
 const SOLUTION_ARG: &str = "--solution";
 
-pub fn run(mut args: Args) -> u8 {
-    let root = kit::root();
-    let solution = args.grader_args.iter().any(|arg| arg == SOLUTION_ARG);
-    args.grader_args.retain(|arg| arg != SOLUTION_ARG);
-    if solution && !root.join("labs/lab1-memory/src/solution.rs").is_file() {
-        return fail(
-            status::USAGE,
-            "--solution grades the reference solutions, which only the instructors' repository has",
-        );
+/// The grader, built around the lab files that do not compile, ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    grader: PathBuf,
+    /// The root of the kit that was built (the shadow copy when a lab file does not compile).
+    grader_root: PathBuf,
+    /// The labs stubbed out, with the compiler's first error.
+    pub broken: BTreeMap<u8, String>,
+    /// The compiler's warnings about the lab files.
+    pub lab_warnings: Vec<String>,
+}
+
+impl Prepared {
+    /// The grader with `args`, told which lab files do not compile.
+    pub fn command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(&self.grader);
+        command.args(args).current_dir(&self.grader_root);
+        for (number, error) in &self.broken {
+            command.env(format!("{DOES_NOT_COMPILE_ENV}{number}"), error);
+        }
+        command
     }
-    let plan = Plan {
+}
+
+/// The plan of `cargo grade`: the judge and the probe, of the labs or (`--solution`) of the references.
+pub fn local_plan(solution: bool) -> Plan<'static> {
+    Plan {
         features: if solution {
             "grader/probe grader/solution"
         } else {
@@ -205,38 +225,73 @@ pub fn run(mut args: Args) -> u8 {
         probe_only: false,
         jail: None,
         deadline: None,
-    };
-    let (build, broken, grader_root) = match build_around_broken_labs(&root, plan) {
-        Ok(found) => found,
-        Err(message) => return fail(status::IO, &message),
-    };
-    let Some(grader) = build.grader else {
+    }
+}
+
+/// Builds the grader (the judge and the probe) of the kit at `root` around the lab files that do
+/// not compile. Fails with an exit status and a message for the user when the kit does not build
+/// outside the lab files.
+pub fn prepare(root: &Path, plan: Plan) -> Result<Prepared, (u8, String)> {
+    let (build, broken, grader_root) = build_around_broken_labs(root, plan).map_err(|message| (status::IO, message))?;
+    let Some(grader) = build.grader.filter(|_| build.probe.is_some()) else {
         let mut message = String::from("the kit does not build, outside your lab files:");
         for error in build.other_errors.iter().take(3) {
             message.push_str("\n  ");
             message.push_str(error);
         }
         message.push_str("\n(restore any file you changed outside labs/*/src/lib.rs, e.g. with git checkout)");
-        return fail(status::KIT_BROKEN, &message);
+        return Err((status::KIT_BROKEN, message));
     };
-    show_warnings(&build.lab_warnings);
-    for (number, error) in &broken {
-        let file = LABS
-            .iter()
-            .find(|lab| lab.number == *number)
-            .map(|lab| lab.file())
-            .unwrap_or_default();
-        eprintln!(
-            "cargo grade: {file} does not compile, so lab {number}'s checks score 0 and those that need it are blocked; \
-             every other lab is graded with its untouched stub in its place. First error: {error}"
+    Ok(Prepared {
+        grader,
+        grader_root,
+        broken,
+        lab_warnings: build.lab_warnings,
+    })
+}
+
+/// What `cargo grade` says about a lab file that does not compile.
+pub fn does_not_compile(number: u8, error: &str) -> String {
+    let file = LABS
+        .iter()
+        .find(|lab| lab.number == number)
+        .map(|lab| lab.file())
+        .unwrap_or_default();
+    format!(
+        "{file} does not compile, so lab {number}'s checks score 0 and those that need it are blocked; \
+         every other lab is graded with its untouched stub in its place. First error: {error}"
+    )
+}
+
+pub fn run(mut args: Args) -> u8 {
+    let root = kit::root();
+    // `cargo grade lab2 --watch` too: the grader's arguments swallow a late --watch.
+    if args.watch || args.grader_args.iter().any(|arg| arg == "--watch") {
+        if args.grader_args.iter().any(|arg| arg != "--watch") {
+            return fail(
+                status::USAGE,
+                "--watch takes no other argument: it grades the lab whose file you save (cargo grade --watch)",
+            );
+        }
+        return watch::run(&root);
+    }
+    let solution = args.grader_args.iter().any(|arg| arg == SOLUTION_ARG);
+    args.grader_args.retain(|arg| arg != SOLUTION_ARG);
+    if solution && !root.join("labs/lab1-memory/src/solution.rs").is_file() {
+        return fail(
+            status::USAGE,
+            "--solution grades the reference solutions, which only the instructors' repository has",
         );
     }
-    let mut command = Command::new(grader);
-    command.args(&args.grader_args).current_dir(&grader_root);
-    for (number, error) in &broken {
-        command.env(format!("{DOES_NOT_COMPILE_ENV}{number}"), error);
+    let prepared = match prepare(&root, local_plan(solution)) {
+        Ok(prepared) => prepared,
+        Err((code, message)) => return fail(code, &message),
+    };
+    show_warnings(&prepared.lab_warnings);
+    for (number, error) in &prepared.broken {
+        eprintln!("cargo grade: {}", does_not_compile(*number, error));
     }
-    match command.status() {
+    match prepared.command(&args.grader_args).status() {
         Ok(exit) => exit.code().map_or(status::IO, |code| code as u8),
         Err(err) => fail(status::IO, &format!("cannot run the grader: {err}")),
     }

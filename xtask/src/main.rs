@@ -1,14 +1,17 @@
 //! `cargo xtask COMMAND`: the kit's commands for course staff and maintainers (the `cargo xtask`
 //! convention: a plain binary in the workspace, run through the alias in `.cargo/config.toml`).
 //!
-//! `grade` (what `cargo grade` runs) and `svm-check` ship to students; the course staff's
+//! `grade` (what `cargo grade` runs, and `cargo grade --watch`) and `svm-check` ship to students; the course staff's
 //! commands are behind the `instructor` feature, one module file each, and `student-kit` drops
 //! them from the student copy (each such item is the one line after its feature gate).
 
+#[cfg(feature = "instructor")]
+mod ci;
 mod grade;
 #[cfg(feature = "instructor")]
 mod gradescope;
 mod kit;
+mod progress;
 #[cfg(feature = "instructor")]
 mod shape;
 #[cfg(feature = "instructor")]
@@ -16,6 +19,7 @@ mod student_kit;
 #[cfg(feature = "instructor")]
 mod submissions;
 mod svm_check;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -46,6 +50,10 @@ enum Command {
     /// Writes a Gradescope autograder (setup.sh, run_autograder and the kit) as a zip file.
     #[cfg(feature = "instructor")]
     Gradescope(gradescope::Args),
+    /// The slow system tests that the README's test command leaves (a student copy's round trip,
+    /// cargo grade --watch, a class, the Gradescope autograder), then svm-check.
+    #[cfg(feature = "instructor")]
+    Ci(ci::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +67,7 @@ fn main() -> ExitCode {
         Command::GradeSubmissions(args) => ExitCode::from(submissions::run(args)),
         #[cfg(feature = "instructor")]
         Command::Gradescope(args) => ExitCode::from(gradescope::run(args)),
+        #[cfg(feature = "instructor")]
+        Command::Ci(args) => ExitCode::from(ci::run(args)),
     }
 }

@@ -101,7 +101,7 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 15] = [
+const INSTRUCTOR_ONLY: [&str; 16] = [
     ".ci",
     "README.md",
     "book/src/instructors.md",
@@ -121,6 +121,7 @@ const INSTRUCTOR_ONLY: [&str; 15] = [
     "xtask/src/student_kit.rs",
     "xtask/src/submissions.rs",
     "xtask/src/gradescope.rs",
+    "xtask/src/ci.rs",
 ];
 /// Instructor-only unless `--with-answers`: the test that every question has an answer.
 const ANSWERS_TEST: &str = "tests/answers.rs";
@@ -911,6 +912,7 @@ Open the file it names, read its `TODO(labN)` comments and the book chapter, rep
 cargo grade            # every check, with points and what is wrong
 cargo grade lab2       # one lab (or e2e, or part of a check's name)
 cargo grade --json     # the same, as JSON
+cargo grade --watch    # grades each lab file when you save it, in one line; Ctrl-C stops
 ```
 
 A failing check says which lab, function and field is wrong and which book chapter explains it.

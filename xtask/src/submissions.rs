@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::grade::{self, CargoJail, DOES_NOT_COMPILE_ENV};
 use crate::kit::{self, LABS, Lab};
+use crate::progress::Progress;
 use crate::student_kit;
 
 /// Bad usage: `DIR` is not a folder of folders.
@@ -137,6 +138,7 @@ fn grade_all(args: &Args) -> Result<(), Failure> {
     let started = Instant::now();
     let total = submissions.len();
     let limit = Duration::from_secs(args.timeout);
+    let progress = &Progress::new(total, "students");
     std::thread::scope(|scope| {
         for job in 0..jobs {
             let (queue, done, pristine) = (Arc::clone(&queue), Arc::clone(&done), pristine.clone());
@@ -156,17 +158,19 @@ fn grade_all(args: &Args) -> Result<(), Failure> {
                     } else {
                         graded.error.clone()
                     };
-                    eprintln!(
+                    progress.line(&format!(
                         "[{}/{total}] {}: {outcome} in {:.0} s ({:.0} s so far)",
                         done.len(),
                         graded.name,
                         graded.seconds,
                         started.elapsed().as_secs_f64()
-                    );
+                    ));
+                    progress.set(done.len(), String::new());
                 }
             });
         }
     });
+    progress.finish();
     STOP_REAPING.store(true, Ordering::Relaxed);
     let mut graded = Arc::try_unwrap(done)
         .map(|m| m.into_inner().unwrap())

@@ -17,9 +17,12 @@ use std::fs::File;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cases::{Case, Cell, Run};
+
+use crate::progress::Progress;
 
 /// The Debian packages the command needs, in the order of the apt-get line it prints.
 const PACKAGES: [&str; 3] = ["qemu-system-x86", "linux-image-amd64", "busybox-static"];
@@ -37,6 +40,8 @@ const HOST_KVM_HELLO_LIMIT: Duration = Duration::from_secs(60);
 const HOST_GRADER_LIMIT: Duration = Duration::from_secs(900);
 /// How often a running child is looked at.
 const POLL: Duration = Duration::from_millis(50);
+/// How often the progress bar (on a terminal only) reads what the guest reported.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// Lines of the guest's console shown when something went wrong.
 const CONSOLE_TAIL: usize = 12;
 
@@ -139,20 +144,31 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     let initrd = temp.path.join("initramfs.cpio");
     write_initramfs(&tools, &binaries, &cases, &initrd)?;
 
-    eprintln!(
+    let progress = Progress::new(cases.len(), "cases run on SVM");
+    progress.line(&format!(
         "svm-check: booting {} under QEMU (TCG, AMD-V emulated), at most {} s",
         tools.kernel.display(),
         args.time_limit
-    );
+    ));
     let mut qemu = Qemu::start(&tools.kernel, &initrd, &temp.path)?;
     let host_title = host_title();
-    eprintln!("svm-check: running the same cases on this machine ({host_title})");
+    progress.line(&format!(
+        "svm-check: running the same cases on this machine ({host_title})"
+    ));
     // The host runs beside QEMU, so QEMU's time limit holds whatever the host's runs take.
+    let host_done = AtomicUsize::new(0);
+    let qemu_done = AtomicBool::new(false);
+    let results_log = temp.path.join("results.log");
     let (host_rows, finished) = std::thread::scope(|scope| {
-        let host = scope.spawn(|| run_on_host(&cases, &binaries, &corpus_dir, &temp.path));
+        let host = scope.spawn(|| run_on_host(&cases, &binaries, &corpus_dir, &temp.path, &host_done));
+        if progress.is_shown() {
+            scope.spawn(|| show_progress(&progress, cases.len(), &results_log, &host_done, &qemu_done));
+        }
         let finished = qemu.wait(Duration::from_secs(args.time_limit));
+        qemu_done.store(true, Ordering::Relaxed);
         (host.join().expect("the host's runs do not panic"), finished)
     });
+    progress.finish();
     let (host_rows, finished) = (host_rows?, finished?);
 
     let log = std::fs::read_to_string(temp.path.join("results.log")).unwrap_or_default();
@@ -182,6 +198,22 @@ fn svm_check(args: &Args) -> Result<bool, Error> {
     let (passed, line) = table::verdict(&rows, build, &host_title);
     println!("{line} ({:.0} s in all)", started.elapsed().as_secs_f64());
     Ok(passed)
+}
+
+/// The bar (on a terminal): the cases the guest has reported so far, and this host's.
+fn show_progress(
+    progress: &Progress,
+    total: usize,
+    results_log: &Path,
+    host_done: &AtomicUsize,
+    qemu_done: &AtomicBool,
+) {
+    while !qemu_done.load(Ordering::Relaxed) {
+        let log = std::fs::read_to_string(results_log).unwrap_or_default();
+        let host = host_done.load(Ordering::Relaxed);
+        progress.set(serial::parse(&log).runs.len(), format!("(this host: {host}/{total})"));
+        std::thread::sleep(PROGRESS_EVERY);
+    }
 }
 
 /// The images the cases load, written for the host's runs.
@@ -422,6 +454,7 @@ fn run_on_host(
     binaries: &Binaries,
     corpus_dir: &Path,
     temp: &Path,
+    done: &AtomicUsize,
 ) -> Result<Vec<(String, Cell)>, Error> {
     let mut rows = Vec::new();
     for case in cases {
@@ -433,6 +466,7 @@ fn run_on_host(
         command.args(case.args(corpus_dir));
         let run = run_limited(command, limit, temp)?;
         rows.extend(cases::judge(case, &run));
+        done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(rows)
 }

@@ -10,8 +10,9 @@
 //! `#[cfg(not(feature = "solution"))]`; you never need it.)
 
 // The end-to-end checks of this lab (kvm-hello run as a program) state their rules here:
-// Graded (e2e_lab_lwn): `kvm-hello --lab lwn` ends with status 0, prints "4" and a newline, and
-// reports 3 exits (io 2, hlt 1); its --json report says the same.
+// Graded (e2e_lab_lwn): `kvm-hello --lab lwn --guest IMAGE` runs IMAGE in the VM your create_vm
+// made, from 0x1000: it ends with status 0, its --json report's output is exactly what the guest
+// wrote to the serial port, and it counts one io exit per OUT and one hlt.
 
 pub use std::io::Write;
 

@@ -126,6 +126,13 @@ pub fn special_registers(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
 // Graded (lab3_general_registers): general_registers sets RIP = ENTRY_POINT, RFLAGS =
 // RFLAGS_RESERVED, RSP = mem_size in protected, paged32 and long mode and 0 in real mode, and every
 // other register to 0.
+// Graded (lab3_guest_runs_in_each_mode): With the registers special_registers and
+// general_registers give for a mode, a guest loaded at 0 runs from RIP 0 in that mode: its code
+// executes with the operand size of that mode, its pushes land just below mem_size, and its stores
+// reach guest physical memory through segments based at 0 (and, in long mode, through the page
+// tables at the CR3 it was given).
+// Graded (lab3_guest_runs_in_paged32): The same holds in paged32 mode, through a 32-bit page
+// directory at the CR3 it was given whose large entries map 4 MiB pages (which needs CR4.PSE).
 /// The general registers for `mode` with `mem_size` bytes of guest memory.
 #[cfg(not(feature = "solution"))]
 pub fn general_registers(mode: Mode, mem_size: usize) -> kvm_regs {

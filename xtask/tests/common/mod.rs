@@ -95,17 +95,22 @@ pub fn export(dir: &Path) -> PathBuf {
 }
 
 /// `cargo ARGS` in `kit`, with its own target directory (never the instructors' one), warnings
-/// denied, offline (the instructors' build fetched every crate already).
-pub fn cargo(kit: &Path, args: &[&str]) -> Output {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+/// denied, offline (the instructors' build fetched every crate already), not started yet.
+pub fn cargo_command(kit: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
         .current_dir(kit)
         .args(args)
         .env("RUSTFLAGS", "-D warnings")
         .env("CARGO_NET_OFFLINE", "true")
         .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_MANIFEST_DIR")
-        .output()
-        .expect("cargo runs")
+        .env_remove("CARGO_MANIFEST_DIR");
+    command
+}
+
+/// `cargo ARGS` in `kit`, as [`cargo_command`], run to its end.
+pub fn cargo(kit: &Path, args: &[&str]) -> Output {
+    cargo_command(kit, args).output().expect("cargo runs")
 }
 
 /// `cargo test --workspace` in `kit` passes (the student README's test command).
@@ -294,4 +299,52 @@ pub fn assert_full_marks(results: &[Value]) {
             "the solved student copy fails a check: {result}"
         );
     }
+}
+
+/// Reference body lines shorter than this (`Ok(())`) say nothing about the answer.
+const MIN_LEAK_LINE: usize = 16;
+
+/// The lines of every reference function body that the lab's stub file does not already show.
+pub fn reference_body_lines() -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for lab in LABS {
+        let dir = instructors().join("labs").join(lab).join("src");
+        let stub = pristine_stub(lab);
+        let (mut depth, mut in_fn) = (0usize, false);
+        for line in read(&dir.join("solution.rs")).lines() {
+            if depth == 0 && (line.starts_with("pub fn ") || line.starts_with("fn ")) {
+                in_fn = true;
+            }
+            let body = in_fn && depth > 0;
+            depth = (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
+            in_fn &= depth > 0 || !line.starts_with('}');
+            let line = line.trim();
+            if body && line.len() >= MIN_LEAK_LINE && !line.starts_with("//") && !stub.lines().any(|l| l.trim() == line)
+            {
+                found.push((lab.to_owned(), line.to_owned()));
+            }
+        }
+    }
+    assert!(
+        found.len() > 100,
+        "the leak check knows only {} reference lines",
+        found.len()
+    );
+    found
+}
+
+pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }
