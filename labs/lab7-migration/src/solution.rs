@@ -187,8 +187,8 @@ pub fn migrate(
 
 /// One round: each page in `pages`, then the round's end.
 fn send_pages(link: &mut Link, guest: &GuestVm, pages: &[u64], round: u32) -> Result<(), Lab7Error> {
-    for &page in pages {
-        let gpa = page * PAGE_SIZE as u64;
+    for &number in pages {
+        let gpa = number * PAGE_SIZE as u64;
         let mut contents = vec![0u8; PAGE_SIZE];
         guest.vm.memory.read_slice(&mut contents, GuestAddress(gpa))?;
         link.send(&Record::Page { gpa, bytes: contents })?;
