@@ -847,7 +847,6 @@ mod tests {
                 &["--lab", "migrate", "--no-migration", "--kill-destination", "1"][..],
                 "do not go with --no-migration",
             ),
-            (&["--lab", "lwn", "--guest", "x.bin"][..], "does not go with --guest"),
             (&["--lab", "hypercalls", "--explain"][..], "does not go with --explain"),
         ] {
             assert!(parse_str(args).unwrap_err().to_string().contains(needle), "{args:?}");
