@@ -42,6 +42,13 @@ const GUESTS: &[Guest] = &[
         compile: rust_object,
     },
     Guest {
+        name: "migrate64",
+        sources: &["migrate/pager.rs"],
+        script: "migrate/link.ld",
+        emulation: "elf_x86_64",
+        compile: rust_object,
+    },
+    Guest {
         name: "hello32",
         sources: &["asm/hello32.S"],
         script: "asm/link.ld",

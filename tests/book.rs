@@ -166,6 +166,7 @@ fn every_lab_chapter_has_try_it_and_further_reading() {
         "lab4-exit-loop",
         "lab5-hypercalls",
         "lab6-scheduling",
+        "lab7-migration",
     ] {
         let text = read(&book_src().join(format!("{lab}.md")));
         for heading in ["\n## Try it\n", "\n## Further reading\n"] {

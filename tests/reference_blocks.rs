@@ -22,6 +22,7 @@ fn every_lab_chapter_has_a_whole_reference_solution_block() {
         "lab4-exit-loop",
         "lab5-hypercalls",
         "lab6-scheduling",
+        "lab7-migration",
     ] {
         let text = read(&book_src().join(format!("{lab}.md")));
         let solution = text

@@ -172,6 +172,7 @@ impl Part {
             Part::Lab(0) => "Lab 0 (extension): The LWN warm-up",
             Part::Lab(5) => "Lab 5 (extension): Hypercalls",
             Part::Lab(6) => "Lab 6 (extension): Scheduling two VMs",
+            Part::Lab(7) => "Lab 7 (extension): Moving a running VM",
             Part::Lab(_) => "Lab",
             Part::EndToEnd => "End to end: kvm-hello",
         }
@@ -230,6 +231,7 @@ pub fn all_checks() -> Vec<Check> {
         checks::e2e::CHECKS,  // end to end
         checks::lab0::CHECKS, // lab 0
         checks::lab5::CHECKS, // lab 5
+        checks::lab7::CHECKS, // lab 7
     ]
     .concat();
     let mut all = Vec::new();

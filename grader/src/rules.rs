@@ -592,6 +592,39 @@ pub const RULES: &[Rule] = &[
             r#"Check the sum of both accounts' guest_time before each slice, and leave as soon as it is at least the duration."#,
         ],
     },
+    // Lab 7.
+    Rule {
+        check: "lab7_snapshot_round_trip",
+        rule: r#"restore_snapshot gives a new VM whose vCPU, as save_vcpu reads it, equals the snapshot's bit for bit (general registers, special registers, FPU), with all of the snapshot's memory: the restored guest ends with the checksum of an unmoved run."#,
+        hints: [
+            r#"What does a vCPU need to resume elsewhere, and in which order must the parts go in?"#,
+            r#"KVM_SET_SREGS first (it sets the mode the general registers are read in), then KVM_SET_REGS, then KVM_SET_FPU; the memory is one write of the snapshot's bytes at guest physical 0."#,
+        ],
+    },
+    Rule {
+        check: "lab7_dirty_log",
+        rule: r#"take_dirty_pages returns, in increasing order, the number of every page the guest wrote since the last call; on a slot registered without KVM_MEM_LOG_DIRTY_PAGES it returns KVM's error."#,
+        hints: [
+            r#"Which pages did the guest change during the slice, and are they all in your list?"#,
+            r#"get_dirty_log gives one u64 per 64 pages: bit i of word w is page 64 * w + i; its error (ENOENT without the flag) must reach the caller."#,
+        ],
+    },
+    Rule {
+        check: "lab7_move_fast_writer",
+        rule: r#"A moved guest prints exactly the lines and the checksum of an unmoved run, even when it writes faster than the rounds can send: the stop-and-copy round sends the pages of one last dirty log read after the guest stopped."#,
+        hints: [
+            r#"The guest wrote pages during the last slice before the stop: where do they go?"#,
+            r#"After the last pre-copy slice, read the log once more (the guest no longer runs) and send those pages before the vCPU's state and Resume."#,
+        ],
+    },
+    Rule {
+        check: "lab7_rounds_converge",
+        rule: r#"Round 1 sends all 512 pages; each later round sends the dirty set the log gave after the one before; pre-copy stops when that set has at most plan.stop_pages pages or after plan.max_rounds rounds, and the stop-and-copy round sends the last dirty set."#,
+        hints: [
+            r#"How many pages does the log report right after it was turned on, and why must round 1 send them all anyway?"#,
+            r#"Keep the log's answer after each slice as the next round's pages; compare its size with plan.stop_pages before the next round."#,
+        ],
+    },
 ];
 
 #[cfg(test)]

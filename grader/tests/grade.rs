@@ -140,4 +140,8 @@ checks!(
     lab6_weighted_shares,
     lab6_state_survives_switches,
     lab6_ends_at_duration,
+    lab7_snapshot_round_trip,
+    lab7_dirty_log,
+    lab7_move_fast_writer,
+    lab7_rounds_converge,
 );

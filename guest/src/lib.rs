@@ -11,6 +11,10 @@ pub const HYPERCALLS64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hyperc
 /// The worker guest of lab 6, Rust `#![no_std]` (schedule/worker.rs): long mode, never halts;
 /// prints "<name> <round>" lines, its name read from 0x500, its progress stored at 0x508.
 pub const WORKER64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/worker64.bin"));
+/// The migration guest of lab 7, Rust `#![no_std]` (migrate/pager.rs): long mode, a seeded
+/// computation over 512 KiB that prints progress lines and its checksum, then halts; its seed,
+/// dirty rate, steps and step length (TSC ticks) read from its parameter block at 0x1000.
+pub const MIGRATE64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/migrate64.bin"));
 /// The 32-bit guest for protected and paged32 modes (asm/hello32.S): stores 4 bytes at 0x400.
 pub const HELLO32: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello32.bin"));
 /// The real-mode guest (asm/hello16.S): stores 2 bytes at 0x400.
@@ -36,6 +40,8 @@ mod tests {
                 image.len()
             );
         }
+        // The migration guest has a page of its own: its parameters start at 0x1000.
+        assert!(!MIGRATE64.is_empty() && MIGRATE64.len() <= 0x1000);
         for image in [HELLO32, HELLO16, HELLO64_C] {
             assert!(contains(image, b"Hello, world!\n"));
         }

@@ -37,7 +37,7 @@ impl Lab {
 }
 
 /// Every lab, in the order of their numbers.
-pub const LABS: [Lab; 7] = [
+pub const LABS: [Lab; 8] = [
     Lab {
         number: 0,
         dir: "lab0-lwn",
@@ -65,6 +65,10 @@ pub const LABS: [Lab; 7] = [
     Lab {
         number: 6,
         dir: "lab6-scheduling",
+    },
+    Lab {
+        number: 7,
+        dir: "lab7-migration",
     },
 ];
 

@@ -941,6 +941,7 @@ const STUDENT_LABS: &str = "\
 | 0 (extension) | `labs/lab0-lwn/src/lib.rs` | the VM of LWN's \"Using the KVM API\" (`cargo run -p kvm-hello -- --lab lwn`) |
 | 5 (extension) | `labs/lab5-hypercalls/src/lib.rs` | the host side of six hypercalls (`cargo run -p kvm-hello -- --lab hypercalls`) |
 | 6 (extension) | `labs/lab6-scheduling/src/lib.rs` | two VMs on one thread: a time-slice scheduler and its policies (`cargo run -p kvm-hello -- --lab schedule`) |
+| 7 (extension) | `labs/lab7-migration/src/lib.rs` | move a running guest to a second process: snapshot, restore, pre-copy over KVM's dirty log (`cargo run -p kvm-hello -- --lab migrate`) |
 
 You never need another file.";
 

@@ -35,7 +35,7 @@ const STATUS_USAGE: u8 = 2;
 /// This host cannot jail lab code (or its build), so it gives no official grade.
 const STATUS_NO_JAIL: u8 = 6;
 /// The parts of the scoreboard, in the CSV's column order.
-const PARTS: [&str; 8] = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6"];
+const PARTS: [&str; 9] = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "lab7"];
 /// Where the pristine kit and the jobs' copies live, under this repository's `target/`.
 const WORK_DIR: &str = "grade-submissions";
 /// At most this many processes (threads included) per student: a fork loop stops there, and a
@@ -641,7 +641,7 @@ mod tests {
         assert_eq!((graded.total, graded.max, graded.not_run), (6, 9, 1));
         assert_eq!(
             csv(&[graded]),
-            "student,lab1,lab2,lab3,lab4,e2e,lab0,lab5,lab6,total,max,not_run,error\n\"a, b\",2,0,0,0,4,0,0,0,6,9,1,\n"
+            "student,lab1,lab2,lab3,lab4,e2e,lab0,lab5,lab6,lab7,total,max,not_run,error\n\"a, b\",2,0,0,0,4,0,0,0,0,6,9,1,\n"
         );
     }
 }

@@ -111,6 +111,8 @@ pub enum Status {
     NotImplemented = 6,
     /// Lab code panicked for another reason (a bug in a lab, not in the guest).
     LabPanicked = 7,
+    /// A live migration failed; the source ran the guest to its end alone (lab 7).
+    MigrationFailed = 8,
 }
 
 impl Status {

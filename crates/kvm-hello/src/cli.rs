@@ -28,6 +28,20 @@ pub const DEFAULT_SHARES: [u32; 2] = [70, 30];
 pub const DEFAULT_DURATION: Duration = Duration::from_millis(1000);
 /// The longest `--quantum-ms` and `--duration-ms`: ten minutes.
 pub const MAX_SCHEDULE_MS: u64 = 600_000;
+/// `--rounds`' default: pre-copy rounds at most.
+pub const DEFAULT_ROUNDS: u32 = 8;
+/// The most `--rounds` accepted.
+pub const MAX_ROUNDS: u32 = 64;
+/// `--dirty-rate`'s default: words the guest writes per step (a step is 1 ms).
+pub const DEFAULT_DIRTY_RATE: u64 = 2;
+/// The highest `--dirty-rate` accepted.
+pub const MAX_DIRTY_RATE: u64 = 10_000;
+/// `--seed`'s default.
+pub const DEFAULT_SEED: u64 = 1;
+/// `--steps`' default: 2 s (a step is 1 ms on any host fast enough to do it in less).
+pub const DEFAULT_STEPS: u64 = 2000;
+/// The most `--steps` accepted.
+pub const MAX_STEPS: u64 = 3_600_000;
 
 /// The first lines of the help text.
 const ABOUT: &str = "\
@@ -37,7 +51,8 @@ writes to port 0xE9.";
 /// The last lines of the help text.
 const STATUSES: &str = "\
 Exit status: 0 ok, 1 wrong result, 2 bad usage or input, 3 KVM unavailable, 4 guest fault or
-unexpected exit, 5 timeout, 6 a lab stub is not implemented yet, 7 lab code panicked.
+unexpected exit, 5 timeout, 6 a lab stub is not implemented yet, 7 lab code panicked, 8 a
+migration failed (the source ran the guest to its end alone).
 A closed stdout or stderr (`| head`) ends kvm-hello quietly by SIGPIPE (shell status 141).";
 
 /// What the command line asks for.
@@ -85,8 +100,8 @@ pub struct Options {
     /// a run that lasts 60 x SECONDS, is stopped too
     #[arg(long, allow_hyphen_values = true, value_name = "SECONDS", default_value = "5", hide_default_value = true, value_parser = parse_timeout)]
     pub timeout: Duration,
-    /// run an extension lab instead: lwn (lab 0, the LWN warm-up), hypercalls (lab 5) or
-    /// schedule (lab 6: two VMs on one thread)
+    /// run an extension lab instead: lwn (lab 0, the LWN warm-up), hypercalls (lab 5), schedule
+    /// (lab 6: two VMs on one thread) or migrate (lab 7: move a running guest to a second process)
     #[arg(long, allow_hyphen_values = true, value_name = "LAB", value_parser = parse_lab)]
     pub lab: Option<ExtraLab>,
     /// with --lab schedule: cooperative, round-robin (default) or weighted
@@ -105,6 +120,32 @@ pub struct Options {
     /// The options of `--lab schedule`, from the four above (`check`).
     #[arg(skip)]
     pub schedule: ScheduleOptions,
+    /// with --lab migrate: pre-copy rounds at most, 0 to 64 (default 8; 0: stop and copy at once)
+    #[arg(long = "rounds", allow_hyphen_values = true, value_name = "N", value_parser = parse_rounds)]
+    rounds: Option<u32>,
+    /// with --lab migrate: words the guest writes per step, each in a page it picks, 0 to 10000
+    /// (default 2; a step lasts 1 ms)
+    #[arg(long = "dirty-rate", allow_hyphen_values = true, value_name = "N", value_parser = parse_dirty_rate)]
+    dirty_rate: Option<u64>,
+    /// with --lab migrate: the guest's seed (default 1)
+    #[arg(long = "seed", allow_hyphen_values = true, value_name = "N", value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// with --lab migrate: the guest's steps before it prints its checksum, 1 ms each (default 2000)
+    #[arg(long = "steps", allow_hyphen_values = true, value_name = "N", value_parser = parse_steps)]
+    steps: Option<u64>,
+    /// with --lab migrate: run the guest on the source alone, unmoved (the run a move must match)
+    #[arg(long = "no-migration")]
+    no_migration: bool,
+    /// with --lab migrate: kill the destination (SIGKILL) once round N is sent, to see the source
+    /// finish alone
+    #[arg(long = "kill-destination", allow_hyphen_values = true, value_name = "N", value_parser = parse_kill_round)]
+    kill_destination: Option<u32>,
+    /// The migration's destination: kvm-hello starts itself with it, the stream on fd 3.
+    #[arg(long = "destination", hide = true)]
+    pub destination: bool,
+    /// The options of `--lab migrate`, from the ones above (`check`).
+    #[arg(skip)]
+    pub migrate: MigrateOptions,
     /// print pictures of the live VM instead of the guest's output: guest physical memory,
     /// kvm-hello's virtual memory, the page tables, a page walk, every exit
     #[arg(long)]
@@ -155,6 +196,14 @@ impl Default for Options {
             shares: None,
             duration: None,
             schedule: ScheduleOptions::default(),
+            rounds: None,
+            dirty_rate: None,
+            seed: None,
+            steps: None,
+            no_migration: false,
+            kill_destination: None,
+            destination: false,
+            migrate: MigrateOptions::default(),
             help: false,
             version: false,
         }
@@ -181,6 +230,34 @@ impl Default for ScheduleOptions {
     }
 }
 
+/// The options of `--lab migrate` (lab 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrateOptions {
+    /// The guest's seed, dirty rate and steps.
+    pub params: lab7_migration::Params,
+    /// Pre-copy rounds at most.
+    pub max_rounds: u32,
+    /// Run unmoved.
+    pub no_migration: bool,
+    /// Kill the destination once this round is sent.
+    pub kill_destination: Option<u32>,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            params: lab7_migration::Params {
+                seed: DEFAULT_SEED,
+                dirty_rate: DEFAULT_DIRTY_RATE,
+                steps: DEFAULT_STEPS,
+            },
+            max_rounds: DEFAULT_ROUNDS,
+            no_migration: false,
+            kill_destination: None,
+        }
+    }
+}
+
 /// The extension labs `--lab` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtraLab {
@@ -190,6 +267,8 @@ pub enum ExtraLab {
     Hypercalls,
     /// Lab 6: two VMs scheduled on one thread.
     Schedule,
+    /// Lab 7: a running guest moved to a second process.
+    Migrate,
 }
 
 impl ExtraLab {
@@ -199,6 +278,7 @@ impl ExtraLab {
             ExtraLab::Lwn => "lwn",
             ExtraLab::Hypercalls => "hypercalls",
             ExtraLab::Schedule => "schedule",
+            ExtraLab::Migrate => "migrate",
         }
     }
 }
@@ -241,7 +321,10 @@ fn parse_lab(text: &str) -> Result<ExtraLab, String> {
         "lwn" => Ok(ExtraLab::Lwn),
         "hypercalls" => Ok(ExtraLab::Hypercalls),
         "schedule" => Ok(ExtraLab::Schedule),
-        other => Err(format!("unknown lab '{other}': expected lwn, hypercalls or schedule")),
+        "migrate" => Ok(ExtraLab::Migrate),
+        other => Err(format!(
+            "unknown lab '{other}': expected lwn, hypercalls, schedule or migrate"
+        )),
     }
 }
 
@@ -293,6 +376,33 @@ fn parse_quantum(text: &str) -> Result<Duration, String> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     parse_millis("--duration-ms", text)
+}
+
+/// A whole number from `min` to `max` for `flag`.
+fn parse_bounded(flag: &str, text: &str, min: u64, max: u64) -> Result<u64, String> {
+    parse_number(text.trim())
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{flag} takes a whole number from {min} to {max}; got '{text}'"))
+}
+
+fn parse_rounds(text: &str) -> Result<u32, String> {
+    parse_bounded("--rounds", text, 0, u64::from(MAX_ROUNDS)).map(|n| n as u32)
+}
+
+fn parse_dirty_rate(text: &str) -> Result<u64, String> {
+    parse_bounded("--dirty-rate", text, 0, MAX_DIRTY_RATE)
+}
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    parse_bounded("--seed", text, 0, u64::MAX)
+}
+
+fn parse_steps(text: &str) -> Result<u64, String> {
+    parse_bounded("--steps", text, 1, MAX_STEPS)
+}
+
+fn parse_kill_round(text: &str) -> Result<u32, String> {
+    parse_bounded("--kill-destination", text, 1, u64::from(MAX_ROUNDS) + 1).map(|n| n as u32)
 }
 
 /// `--share A:B`: two whole percentages, each at least 1, adding up to 100.
@@ -413,15 +523,45 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     if options.lab == Some(ExtraLab::Schedule) {
         options.schedule = schedule_options(&options)?;
     }
+    if options.lab == Some(ExtraLab::Migrate) {
+        let defaults = MigrateOptions::default();
+        options.migrate = MigrateOptions {
+            params: lab7_migration::Params {
+                seed: options.seed.unwrap_or(defaults.params.seed),
+                dirty_rate: options.dirty_rate.unwrap_or(defaults.params.dirty_rate),
+                steps: options.steps.unwrap_or(defaults.params.steps),
+            },
+            max_rounds: options.rounds.unwrap_or(defaults.max_rounds),
+            no_migration: options.no_migration,
+            kill_destination: options.kill_destination,
+        };
+    }
     Ok(Command::Run(options))
 }
 
 /// The rules between options.
 fn check(options: &Options, mode_given: bool) -> Result<(), UsageError> {
     let usage = |text: &str| Err(UsageError(text.to_owned()));
-    let svg_of_schedule = options.lab == Some(ExtraLab::Schedule) && options.walk.is_none();
-    if (options.walk.is_some() || options.svg.is_some()) && !options.explain && !svg_of_schedule {
-        return usage("--walk and --svg go with --explain (--svg also with --lab schedule)");
+    let svg_of_lab = matches!(options.lab, Some(ExtraLab::Schedule | ExtraLab::Migrate)) && options.walk.is_none();
+    if (options.walk.is_some() || options.svg.is_some()) && !options.explain && !svg_of_lab {
+        return usage("--walk and --svg go with --explain (--svg also with --lab schedule or migrate)");
+    }
+    let migrate_flags = [
+        (options.rounds.is_some(), "--rounds"),
+        (options.dirty_rate.is_some(), "--dirty-rate"),
+        (options.seed.is_some(), "--seed"),
+        (options.steps.is_some(), "--steps"),
+        (options.no_migration, "--no-migration"),
+        (options.kill_destination.is_some(), "--kill-destination"),
+        (options.destination, "--destination"),
+    ];
+    if let Some((_, flag)) = migrate_flags.iter().find(|(given, _)| *given)
+        && options.lab != Some(ExtraLab::Migrate)
+    {
+        return Err(UsageError(format!("{flag} goes with --lab migrate")));
+    }
+    if options.no_migration && (options.rounds.is_some() || options.kill_destination.is_some()) {
+        return usage("--rounds and --kill-destination do not go with --no-migration");
     }
     let schedule_flags = [
         (options.policy.is_some(), "--policy"),
@@ -450,6 +590,10 @@ fn check(options: &Options, mode_given: bool) -> Result<(), UsageError> {
             Some("--guest (lab 6 runs its worker guest in both VMs)")
         } else if lab == ExtraLab::Schedule && options.trace {
             Some("--trace (the two VMs' exits would interleave)")
+        } else if lab == ExtraLab::Migrate && options.guest.is_some() {
+            Some("--guest (lab 7 runs its own migration guest)")
+        } else if lab == ExtraLab::Migrate && options.trace {
+            Some("--trace (the guest makes thousands of exits in two processes)")
         } else {
             None
         };
@@ -641,6 +785,38 @@ mod tests {
             panic!()
         };
         assert_eq!(options.schedule, ScheduleOptions::default());
+        let Ok(Command::Run(options)) = parse_str(&[
+            "--lab",
+            "migrate",
+            "--rounds=3",
+            "--dirty-rate",
+            "0x10",
+            "--seed",
+            "42",
+            "--steps",
+            "500",
+            "--kill-destination",
+            "2",
+        ]) else {
+            panic!("--lab migrate takes its options")
+        };
+        assert_eq!(
+            options.migrate,
+            MigrateOptions {
+                params: lab7_migration::Params {
+                    seed: 42,
+                    dirty_rate: 16,
+                    steps: 500,
+                },
+                max_rounds: 3,
+                no_migration: false,
+                kill_destination: Some(2),
+            }
+        );
+        let Ok(Command::Run(options)) = parse_str(&["--lab", "migrate"]) else {
+            panic!()
+        };
+        assert_eq!(options.migrate, MigrateOptions::default());
         for (args, needle) in [
             (&["--lab", "lab9"][..], "unknown lab 'lab9'"),
             (&["--policy", "weighted"][..], "--policy goes with --lab schedule"),
@@ -661,7 +837,16 @@ mod tests {
                 "does not go with --guest",
             ),
             (&["--lab", "lwn", "--mode", "real"][..], "does not go with --mode"),
-            (&["--lab", "lwn", "--guest", "x.bin"][..], "does not go with --guest"),
+            (&["--rounds", "3"][..], "--rounds goes with --lab migrate"),
+            (
+                &["--lab", "schedule", "--seed", "3"][..],
+                "--seed goes with --lab migrate",
+            ),
+            (&["--lab", "migrate", "--rounds", "99"][..], "from 0 to 64"),
+            (
+                &["--lab", "migrate", "--no-migration", "--kill-destination", "1"][..],
+                "do not go with --no-migration",
+            ),
             (&["--lab", "hypercalls", "--explain"][..], "does not go with --explain"),
         ] {
             assert!(parse_str(args).unwrap_err().to_string().contains(needle), "{args:?}");
@@ -686,6 +871,12 @@ mod tests {
             "--quantum-ms <N>",
             "--share <A:B>",
             "--duration-ms <N>",
+            "--rounds <N>",
+            "--dirty-rate <N>",
+            "--seed <N>",
+            "--steps <N>",
+            "--no-migration",
+            "--kill-destination <N>",
             "--guest <IMAGE>",
             "--json",
             "--trace",
@@ -700,6 +891,7 @@ mod tests {
             "-h, --help",
             "-V, --version",
             "Exit status: 0 ok",
+            "8 a\nmigration failed",
             "SIGPIPE",
         ] {
             assert!(help.contains(needle), "the help names {needle}:\n{help}");

@@ -11,6 +11,7 @@ use lab2_paging::Lab2Error;
 use lab4_exit_loop::{ExitCounts, ExitLoopError, ResultError};
 use lab5_hypercalls::{Host, Lab5Error};
 use lab6_scheduling::{Account, Choice, GuestVm, Lab6Error, Policy, Slice, SliceEnd, SliceTimer};
+use lab7_migration::{GuestVm as MigrationGuest, Lab7Error};
 use vm_memory::GuestMemoryMmap;
 
 use std::time::Duration;
@@ -82,6 +83,35 @@ pub struct Labs {
         Duration,
         &mut dyn Write,
     ) -> Result<Vec<Slice>, Lab6Error>,
+    /// Lab 7: one slice of the migration guest, stopped where its state is whole.
+    pub migration_run_slice: fn(
+        &mut MigrationGuest,
+        Option<Duration>,
+        &mut SliceTimer,
+        &mut dyn Write,
+    ) -> Result<lab7_migration::SliceEnd, Lab7Error>,
+    /// Lab 7: save the vCPU's state.
+    pub save_vcpu: fn(&VcpuFd) -> Result<lab7_migration::VcpuState, Lab7Error>,
+    /// Lab 7: load a saved state into a vCPU.
+    pub restore_vcpu: fn(&VcpuFd, &lab7_migration::VcpuState) -> Result<(), Lab7Error>,
+    /// Lab 7: a snapshot of the whole VM.
+    pub snapshot: fn(&MigrationGuest) -> Result<lab7_migration::Snapshot, Lab7Error>,
+    /// Lab 7: a new VM from a snapshot.
+    pub restore_snapshot: fn(&lab6_scheduling::Base, &lab7_migration::Snapshot) -> Result<MigrationGuest, Lab7Error>,
+    /// Lab 7: turn the dirty log on.
+    pub enable_dirty_log: fn(&Vm) -> Result<(), Lab7Error>,
+    /// Lab 7: read and clear the dirty log.
+    pub take_dirty_pages: fn(&Vm) -> Result<Vec<u64>, Lab7Error>,
+    /// Lab 7: the source's side of a move.
+    pub migrate: fn(
+        &lab7_migration::Parts,
+        &mut MigrationGuest,
+        &lab7_migration::Plan,
+        &mut lab7_migration::Link,
+        &mut dyn Write,
+    ) -> Result<lab7_migration::Migration, Lab7Error>,
+    /// Lab 7: the destination's side.
+    pub receive: fn(&lab6_scheduling::Base, &mut lab7_migration::Link) -> Result<MigrationGuest, Lab7Error>,
     /// Lab 4: read the result slot.
     pub read_result_slot: fn(&GuestMemoryMmap, usize) -> Result<u64, ResultError>,
     /// Lab 4: the two 42 checks.
@@ -116,6 +146,15 @@ impl Labs {
         next_slice: lab6_scheduling::next_slice,
         run_slice: lab6_scheduling::run_slice,
         run_schedule: lab6_scheduling::run_schedule,
+        migration_run_slice: lab7_migration::run_slice,
+        save_vcpu: lab7_migration::save_vcpu,
+        restore_vcpu: lab7_migration::restore_vcpu,
+        snapshot: lab7_migration::snapshot,
+        restore_snapshot: lab7_migration::restore_snapshot,
+        enable_dirty_log: lab7_migration::enable_dirty_log,
+        take_dirty_pages: lab7_migration::take_dirty_pages,
+        migrate: lab7_migration::migrate,
+        receive: lab7_migration::receive,
         read_result_slot: lab4_exit_loop::read_result_slot,
         check_results: lab4_exit_loop::check_results,
     };
@@ -139,6 +178,16 @@ impl Labs {
         lab6_scheduling::Parts {
             next_slice: self.next_slice,
             run_slice: self.run_slice,
+        }
+    }
+
+    /// Lab 7's migration parts (with the given slice runner).
+    pub fn migration_parts(&self) -> lab7_migration::Parts {
+        lab7_migration::Parts {
+            save_vcpu: self.save_vcpu,
+            enable_dirty_log: self.enable_dirty_log,
+            take_dirty_pages: self.take_dirty_pages,
+            run_slice: self.migration_run_slice,
         }
     }
 }

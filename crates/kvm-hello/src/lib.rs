@@ -7,6 +7,7 @@ pub mod cli;
 pub mod explain;
 pub mod labs;
 pub mod report;
+pub mod rounds;
 pub mod slices;
 pub mod step;
 pub mod vmm;
@@ -57,6 +58,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
             return Status::BadInput;
         }
     };
+    if options.destination {
+        vmm::install_panic_hook(false);
+        return vmm::run_destination(labs::Labs::BUILT, options.timeout);
+    }
     let image = match &options.guest {
         Some(path) => match read_guest_image(path) {
             Ok(image) => image,
@@ -133,18 +138,33 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
             options.json,
             options.timeout,
         ),
+        Some(cli::ExtraLab::Migrate) => vmm::run_migrate(
+            labs::Labs::BUILT,
+            options.migrate,
+            vmm::Where::Process,
+            options.json,
+            options.timeout,
+        ),
         None => vmm::run(config),
     };
+    if let Some(record) = &result.migration {
+        for line in vmm::round_lines(record) {
+            report::print_summary_line(&line);
+        }
+    }
     let json = report::json(options.mode, options.lab, &result);
     if options.json {
         report::print_stdout(&format!("{json}\n"));
     }
-    if let (Some(dir), Some(svg)) = (&options.svg, slices::svg(&json)) {
-        let name = slices::file_name(options.schedule.policy.name());
-        if let Err(err) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&name), svg)) {
-            report::print_summary_line(&format!("cannot write {name} into '{}': {err}", dir.display()));
-            return Status::BadInput;
-        }
+    let picture = match options.lab {
+        Some(cli::ExtraLab::Migrate) => rounds::svg(&json).map(|svg| (rounds::FILE_NAME.to_owned(), svg)),
+        _ => slices::svg(&json).map(|svg| (slices::file_name(options.schedule.policy.name()), svg)),
+    };
+    if let (Some(dir), Some((name, svg))) = (&options.svg, picture)
+        && let Err(err) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&name), svg))
+    {
+        report::print_summary_line(&format!("cannot write {name} into '{}': {err}", dir.display()));
+        return Status::BadInput;
     }
     if let Some(explanation) = &result.explanation {
         report::print_stdout(&explain::text(explanation, &result.output));

@@ -29,6 +29,9 @@ pub fn summary(report: &RunReport) -> String {
     match (&report.failure, &report.schedule) {
         (Some(failure), _) => failure.message.clone(),
         (None, Some(schedule)) => crate::vmm::schedule_summary(schedule),
+        (None, None) if report.migration.is_some() => {
+            crate::vmm::migrate_summary(report.migration.as_ref().expect("checked"))
+        }
         (None, None) => {
             let c = &report.counts;
             let halted = format!("guest halted after {} exits (io {}, hlt {})", c.total(), c.io(), c.hlt);
@@ -51,6 +54,7 @@ pub fn kind(status: Status) -> &'static str {
         Status::Timeout => "timeout",
         Status::NotImplemented => "not_implemented",
         Status::LabPanicked => "lab_panicked",
+        Status::MigrationFailed => "migration_failed",
     }
 }
 
@@ -83,11 +87,14 @@ pub fn json(mode: Mode, lab: Option<crate::cli::ExtraLab>, report: &RunReport) -
         value["lab"] = Value::from(lab.name());
         value["mode"] = Value::from(match lab {
             crate::cli::ExtraLab::Lwn => "real",
-            crate::cli::ExtraLab::Hypercalls | crate::cli::ExtraLab::Schedule => "long",
+            crate::cli::ExtraLab::Hypercalls | crate::cli::ExtraLab::Schedule | crate::cli::ExtraLab::Migrate => "long",
         });
     }
     if let Some(schedule) = &report.schedule {
         value["schedule"] = schedule_json(schedule);
+    }
+    if let Some(migration) = &report.migration {
+        value["migration"] = migration_json(migration);
     }
     if let Some(records) = &report.hypercalls {
         let calls: Vec<Value> = records
@@ -163,6 +170,43 @@ fn schedule_json(schedule: &crate::vmm::ScheduleReport) -> Value {
         "cpu_us": micros(schedule.cpu),
         "vms": vms,
         "slices": slices,
+    })
+}
+
+/// `migration` in the `--json` report of `--lab migrate`: the guest's parameters, the plan, every
+/// pre-copy round, the stop-and-copy round, the downtime (times in microseconds), where the guest
+/// finished and its checksum, and why the move failed if it did.
+fn migration_json(record: &crate::vmm::MigrateReport) -> Value {
+    let params = &record.options.params;
+    let rounds: Vec<Value> = record
+        .migration
+        .iter()
+        .flat_map(|m| m.rounds.iter())
+        .map(|round| {
+            json!({
+                "round": round.number,
+                "pages": round.pages,
+                "send_us": micros(round.send_time),
+                "guest_us": micros(round.guest_time),
+                "dirty_after": round.dirty_after,
+            })
+        })
+        .collect();
+    json!({
+        "seed": params.seed,
+        "dirty_rate": params.dirty_rate,
+        "steps": params.steps,
+        "max_rounds": record.plan.max_rounds,
+        "stop_pages": record.plan.stop_pages,
+        "guest_pages": lab7_migration::GUEST_PAGES,
+        "moved": record.migration.is_some(),
+        "rounds": rounds,
+        "stop_copy_pages": record.migration.as_ref().map(|m| m.stop_copy_pages),
+        "total_pages": record.migration.as_ref().map(|m| m.total_pages()),
+        "downtime_us": record.migration.as_ref().map(|m| micros(m.downtime)),
+        "finished_on": record.finished_on,
+        "checksum": record.checksum.map(|c| format!("{c:#018x}")),
+        "error": record.error,
     })
 }
 

@@ -19,7 +19,10 @@ use serde_json::Value;
 
 pub use kvm_hello::labs::Labs;
 /// The lab crates, for probes built around them (the kit's hostile probe).
-pub use {lab0_lwn, lab1_memory, lab2_paging, lab3_registers, lab4_exit_loop, lab5_hypercalls, lab6_scheduling};
+pub use {
+    lab0_lwn, lab1_memory, lab2_paging, lab3_registers, lab4_exit_loop, lab5_hypercalls, lab6_scheduling,
+    lab7_migration,
+};
 
 pub mod e2e;
 pub mod lab0;
@@ -28,6 +31,7 @@ pub mod lab2;
 pub mod lab3;
 pub mod lab4;
 pub mod lab5;
+pub mod lab7;
 pub mod memory;
 
 /// What the probe runs: the lab functions, and the program that is kvm-hello built from them.
@@ -70,6 +74,7 @@ fn route(probe: &Probe, envelope: &Envelope) -> Handled {
         e2e::route,
         lab3::route,
         lab5::route,
+        lab7::route,
     ];
     routes
         .iter()
@@ -141,6 +146,8 @@ pub fn main() -> ExitCode {
 pub fn main_with(probe: Probe) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(VMM_ARG) {
+        // `--lab migrate` starts this executable again as its destination: behind `vmm` too.
+        kvm_hello::vmm::set_self_prefix(vec![VMM_ARG.to_owned()]);
         let status = kvm_hello::main_with_args(args[1..].iter().map(Into::into));
         return ExitCode::from(status.code() as u8);
     }

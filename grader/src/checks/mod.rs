@@ -8,6 +8,7 @@ pub mod lab2;
 pub mod lab3;
 pub mod lab4;
 pub mod lab5;
+pub mod lab7;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -69,6 +70,7 @@ pub fn chapter(lab: u8) -> &'static str {
         4 => "Lab 4, The exit loop",
         5 => "Lab 5, Hypercalls",
         6 => "Lab 6, Scheduling two VMs",
+        7 => "Lab 7, Moving a running VM",
         _ => "kvm-hello reference",
     }
 }

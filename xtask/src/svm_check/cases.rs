@@ -13,7 +13,7 @@ const GREETING: &str = "Hello, world!\n";
 /// The modes of `kvm-hello --mode`.
 const MODES: [&str; 4] = ["long", "protected", "paged32", "real"];
 /// The extension labs of `kvm-hello --lab`.
-const LABS: [&str; 3] = ["lwn", "hypercalls", "schedule"];
+const LABS: [&str; 4] = ["lwn", "hypercalls", "schedule", "migrate"];
 /// kvm-hello's own limit for the kit's guests: generous, an emulated CPU is slow.
 const HELLO_TIMEOUT_SECS: &str = "20";
 /// The limit for a corpus guest that must be stopped (status 5): the tests use 1 s too.
@@ -211,6 +211,7 @@ impl Cell {
 pub fn judge(case: &Case, run: &Run) -> Vec<(String, Cell)> {
     match case.expect {
         Expect::Hello => vec![(case.label.clone(), judge_hello(run, Some(GREETING)))],
+        Expect::Lab if case.args.iter().any(|a| a == "migrate") => vec![(case.label.clone(), judge_migrate(run))],
         Expect::Lab => vec![(case.label.clone(), judge_hello(run, None))],
         Expect::Step => vec![(case.label.clone(), judge_step(run))],
         Expect::Corpus(guest) => vec![(case.label.clone(), judge_corpus(guest, run))],
@@ -262,6 +263,41 @@ fn judge_hello(run: &Run, greeting: Option<&str>) -> Cell {
     }
     let summary = exits.map_or_else(|| "ok".to_owned(), |n| format!("ok, {}", plural(n, "exit")));
     Cell::pass(summary, &run.stderr)
+}
+
+/// `kvm-hello --lab migrate --json`: a hello run's verdict, and the guest moved: it finished on
+/// the destination with the checksum it printed last.
+fn judge_migrate(run: &Run) -> Cell {
+    let hello = judge_hello(run, None);
+    if !hello.passed {
+        return hello;
+    }
+    let report: Value = serde_json::from_slice(&run.stdout).unwrap_or_default();
+    let migration = &report["migration"];
+    let printed = report["output"]
+        .as_str()
+        .and_then(|out| out.lines().last())
+        .and_then(|line| line.strip_prefix("checksum "))
+        .map(str::to_owned);
+    let checksum = migration["checksum"].as_str().map(str::to_owned);
+    if migration["finished_on"] != "destination" || printed.is_none() || printed != checksum {
+        return Cell::fail(
+            "not moved".to_owned(),
+            format!(
+                "finished on {}, printed {printed:?}, reported {checksum:?}",
+                migration["finished_on"]
+            ),
+        );
+    }
+    let rounds = migration["rounds"].as_array().map_or(0, Vec::len);
+    Cell::pass(
+        format!(
+            "moved, {}, downtime {} us",
+            plural(rounds as u64, "round"),
+            migration["downtime_us"].as_u64().unwrap_or(0)
+        ),
+        &run.stderr,
+    )
 }
 
 /// `kvm-hello --step --json`: one record per instruction, then the report. Passes when the report
@@ -434,6 +470,7 @@ mod tests {
             "kvm-hello --mode real",
             "kvm-hello --lab hypercalls",
             "kvm-hello --lab schedule",
+            "kvm-hello --lab migrate",
             "grader",
         ] {
             assert!(labels.contains(&label), "{label} in {labels:?}");

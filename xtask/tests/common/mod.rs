@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 /// The labs, by folder.
-pub const LABS: [&str; 7] = [
+pub const LABS: [&str; 8] = [
     "lab0-lwn",
     "lab1-memory",
     "lab2-paging",
@@ -16,6 +16,7 @@ pub const LABS: [&str; 7] = [
     "lab4-exit-loop",
     "lab5-hypercalls",
     "lab6-scheduling",
+    "lab7-migration",
 ];
 
 /// The instructors' repository (this workspace).

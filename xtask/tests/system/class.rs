@@ -179,8 +179,8 @@ fn grade_class(class: &Path, csv: &Path, jobs: &str) -> Vec<Row> {
     assert_eq!(
         header,
         [
-            "student", "lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "total", "max", "not_run",
-            "error"
+            "student", "lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "lab7", "total", "max",
+            "not_run", "error"
         ]
     );
     lines
@@ -275,7 +275,7 @@ fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
         assert_eq!(points(row, "max"), full_max - not_run_points, "{row:?}");
         assert_eq!(points(row, "not_run"), not_run, "{row:?}");
         assert_eq!(row["error"], "", "{row:?}");
-        let by_part: u64 = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6"]
+        let by_part: u64 = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "lab7"]
             .iter()
             .map(|p| points(row, p))
             .sum();
@@ -317,7 +317,9 @@ fn a_class_is_graded_row_by_row_and_in_parallel_as_in_series() {
     assert_lab2_timed_out(&dir, "hanging");
     // The forker's page walk starts processes and never returns: it scores as the hanging one
     // (its processes count against no other check), and nothing it started is left.
-    for part in ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "total"] {
+    for part in [
+        "lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6", "lab7", "total",
+    ] {
         assert_eq!(points(&forker, part), points(&hanging, part), "{part}: {forker:?}");
     }
     assert_lab2_timed_out(&dir, "forker");

@@ -75,6 +75,23 @@ fn assert_untouched(kit: &Path) {
 /// One lab's file does not compile (`break_it` turns its solved source into a broken one): its
 /// checks say so with the compiler's first error and `expected` in it, the checks that need the lab
 /// are blocked, and every other check still passes.
+/// Labs 0 to 6 solved, lab 7 untouched: `kvm-hello --lab migrate` builds its VM with labs 1 to 3
+/// and lab 6, and stops at lab 7's first stub with status 6, naming it.
+fn assert_stops_at_lab7(kit: &Path) {
+    let build = cargo(kit, &["build", "-p", "kvm-hello"]);
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let out = Command::new(kit.join("target/debug/kvm-hello"))
+        .args(["--lab", "migrate"])
+        .output()
+        .expect("kvm-hello runs");
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "kvm-hello: not implemented yet: lab7 migrate (labs/lab7-migration/src/lib.rs; book: Lab 7, Moving a running VM)\n"
+    );
+}
+
 fn assert_partial_credit(kit: &Path, lab: &str, number: u8, expected: &str, break_it: impl Fn(&str) -> String) {
     let file = format!("labs/{lab}/src/lib.rs");
     let solved = read(&kit.join(&file));
@@ -139,9 +156,14 @@ fn a_student_copy_leaks_nothing_and_grades_from_untouched_to_full_marks() {
     solve(kit, "lab1-memory");
     solve(kit, "lab2-paging");
     assert_tests_pass(kit, "partly solved");
-    for lab in LABS.iter().filter(|lab| !["lab1-memory", "lab2-paging"].contains(lab)) {
+    for lab in LABS
+        .iter()
+        .filter(|lab| !["lab1-memory", "lab2-paging", "lab7-migration"].contains(lab))
+    {
         solve(kit, lab);
     }
+    assert_stops_at_lab7(kit);
+    solve(kit, "lab7-migration");
     assert_tests_pass(kit, "solved");
     assert_full_marks(&grade(kit));
     // A half-typed function in lab 3.

@@ -10,6 +10,7 @@
 
 mod diagnosis;
 mod gdb;
+mod migrate;
 mod panics;
 mod schedule;
 mod session;
@@ -27,6 +28,7 @@ use crate::explain::Explanation;
 use crate::labs::Labs;
 
 pub use gdb::GdbOptions;
+pub use migrate::{LAB7, MigrateReport, Where, round_lines, run_destination, set_self_prefix};
 pub use panics::{install_panic_hook, panic_status, take_last_panic};
 pub use schedule::{LAB6, ScheduleReport};
 pub use stepper::StepOptions;
@@ -112,6 +114,8 @@ pub struct RunReport {
     pub hypercalls: Option<Vec<lab5_hypercalls::HypercallRecord>>,
     /// What the scheduler did (only for lab 6's schedule).
     pub schedule: Option<ScheduleReport>,
+    /// What the move did (only for lab 7's migrate).
+    pub migration: Option<MigrateReport>,
 }
 
 impl RunReport {
@@ -165,6 +169,30 @@ pub fn run_schedule(
         capture_output,
         move |watchdog, console, report| schedule::schedule_session(&labs, policy, duration, watchdog, console, report),
     )
+}
+
+/// Runs lab 7's source: the migration guest, moved to a destination process (or not, with
+/// `--no-migration`), its destination in a second process or on a thread (`place`). The
+/// watchdog's budget is `timeout` of the source's CPU time.
+pub fn run_migrate(
+    labs: Labs,
+    options: crate::cli::MigrateOptions,
+    place: Where,
+    capture_output: bool,
+    timeout: Duration,
+) -> RunReport {
+    vcpu_thread::run_session(
+        watchdog::Limits::of_timeout(timeout),
+        capture_output,
+        move |watchdog, console, report| {
+            migrate::migrate_session(&labs, options, place, timeout, watchdog, console, report)
+        },
+    )
+}
+
+/// The one-line summary of a migrate run that succeeded.
+pub fn migrate_summary(record: &MigrateReport) -> String {
+    migrate::summary(record)
 }
 
 /// The one-line summary of a schedule run that succeeded.
