@@ -6,30 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Outcome, Request};
 
 /// Exits by reason, as lab 4's `ExitCounts` holds them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    /// OUT exits.
-    pub io_out: u64,
-    /// IN exits.
-    pub io_in: u64,
-    /// HLT exits.
-    pub hlt: u64,
-    /// MMIO exits.
-    pub mmio: u64,
-    /// Shutdowns.
-    pub shutdown: u64,
-    /// Every other exit.
-    pub other: u64,
-}
-
-impl Counts {
-    /// Every exit (saturating: the counts come from lab code).
-    pub fn total(&self) -> u64 {
-        [self.io_in, self.hlt, self.mmio, self.shutdown, self.other]
-            .into_iter()
-            .fold(self.io_out, u64::saturating_add)
-    }
-}
+pub use crate::lab4::Counts;
 
 /// Guest memory to prepare: fresh and zeroed, then these words and bytes written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

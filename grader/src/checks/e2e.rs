@@ -12,6 +12,7 @@ use kit_common::{Mode, Status};
 use serde_json::Value;
 
 use super::Group;
+use super::VMM_WAIT_MS;
 use crate::guestgen::{self, Guest};
 use crate::rng::Rng;
 use crate::{Check, Ctx, HostNeed, Part, Stop};
@@ -24,8 +25,6 @@ const E2E: Group = Group {
 };
 /// The value kvm-hello-world's checks want in RAX and at 0x400 (the assignment's 42).
 const EXPECTED: u64 = 42;
-/// How long one run of the VMM may take (its own watchdog stops a guest after 5 s of vCPU time).
-const VMM_WAIT_MS: u64 = 20_000;
 
 /// The end-to-end checks.
 pub const CHECKS: &[Check] = &[

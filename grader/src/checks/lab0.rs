@@ -64,9 +64,6 @@ pub const CHECKS: &[Check] = &[
     },
 ];
 
-/// How long the probe lets kvm-hello run.
-const VMM_WAIT_MS: u64 = 20_000;
-
 /// kvm-hello as a program on lab 0: `--lab lwn` with real-mode code made for this run in the
 /// VM's page (random text on a random port), judged by what it printed and its exits.
 fn lab_lwn_program(ctx: &mut Ctx) -> Result<(), Stop> {
@@ -74,18 +71,7 @@ fn lab_lwn_program(ctx: &mut Ctx) -> Result<(), Stop> {
     let text: Vec<u8> = (0..rng.range(3, 24)).map(|_| rng.range(0x21, 0x7f) as u8).collect();
     let guest = guestgen::lwn(&text, SERIAL_PORT);
     let args: Vec<String> = ["--lab", "lwn", "--json"].map(String::from).to_vec();
-    let outputs = ctx.call(&grader_protocol::e2e::RunVmm {
-        runs: vec![grader_protocol::e2e::VmmRun {
-            image: guest.image.clone(),
-            args,
-        }],
-        wait_ms: VMM_WAIT_MS,
-    })?;
-    let [run] = &outputs[..] else {
-        return Err(Stop::Failed(
-            "the probe did not report the run of kvm-hello (a fault of the kit, not of your labs: report it)".into(),
-        ));
-    };
+    let (report, run) = super::vmm_report(ctx, guest.image.clone(), args, LAB)?;
     let stderr = String::from_utf8_lossy(&run.stderr).trim_end().to_owned();
     let program_fail = |what: String| -> Stop {
         Stop::Failed(format!(
@@ -93,21 +79,13 @@ fn lab_lwn_program(ctx: &mut Ctx) -> Result<(), Stop> {
             super::chapter(LAB)
         ))
     };
-    if run.killed {
+    if run.status != Some(0) {
+        let line = stderr.strip_prefix("kvm-hello: ").unwrap_or(&stderr);
         return Err(program_fail(format!(
-            "still running after {} s: it was killed",
-            VMM_WAIT_MS / 1000
+            "exit status {:?}, expected 0: {line}",
+            run.status
         )));
     }
-    let line = stderr.strip_prefix("kvm-hello: ").unwrap_or(&stderr);
-    match run.status {
-        Some(6) => return Err(super::stub_reached(line)),
-        Some(0) => {}
-        Some(status) => return Err(program_fail(format!("exit status {status}, expected 0: {line}"))),
-        None => return Err(program_fail("ended by a signal".into())),
-    }
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout)
-        .map_err(|err| program_fail(format!("its stdout is not one JSON report ({err})")))?;
     let printed = report["output"].as_str().unwrap_or_default().as_bytes();
     if printed != text.as_slice() {
         return Err(program_fail(super::output_difference(printed, &text)));

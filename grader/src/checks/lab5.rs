@@ -8,7 +8,6 @@
 //! memory itself, the slots gva_to_hva wrote as it read them back. The counts the lab keeps
 //! count only where that output confirms them.
 
-use grader_protocol::e2e::{RunVmm, VmmRun};
 use grader_protocol::lab2::Level;
 use grader_protocol::lab5::{
     Counts, Exit, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve, Served,
@@ -129,9 +128,6 @@ const GUEST_WITH_LAB5: Group = Group {
     needs: &[1, 2, 3, 4, 5],
     runs_guest: true,
 };
-/// How long one run of kvm-hello may take, in ms of wall-clock time, before the probe kills it
-/// (its own watchdog stops a guest after 5 s of vCPU time).
-const VMM_WAIT_MS: u64 = 20_000;
 
 /// A host address for guest physical 0 as mmap gives them (above 4 GiB, below 128 TiB, page
 /// aligned), different on every run.
@@ -1000,16 +996,7 @@ fn lab_hypercalls_program(ctx: &mut Ctx) -> Result<(), Stop> {
     let guest = guestgen::hypercalls(&mut ctx.rng(), mix);
     let args: Vec<String> = ["--lab", "hypercalls", "--json"].map(String::from).to_vec();
     let shown = format!("kvm-hello --guest GUEST {}", args.join(" "));
-    let outputs = ctx.call(&RunVmm {
-        runs: vec![VmmRun {
-            image: guest.image.clone(),
-            args,
-        }],
-        wait_ms: VMM_WAIT_MS,
-    })?;
-    let [run] = &outputs[..] else {
-        return Err(malformed("one run"));
-    };
+    let (report, run) = super::vmm_report(ctx, guest.image.clone(), args, LAB)?;
     let stderr = String::from_utf8_lossy(&run.stderr).trim_end().to_owned();
     let program_fail = |what: String| -> Stop {
         Stop::Failed(format!(
@@ -1017,21 +1004,6 @@ fn lab_hypercalls_program(ctx: &mut Ctx) -> Result<(), Stop> {
             super::chapter(LAB)
         ))
     };
-    if run.killed {
-        return Err(program_fail(format!(
-            "still running after {} s: it was killed",
-            VMM_WAIT_MS / 1000
-        )));
-    }
-    let line = stderr.strip_prefix("kvm-hello: ").unwrap_or(&stderr);
-    match run.status {
-        Some(6) => return Err(super::stub_reached(line)),
-        Some(7) => return Err(program_fail(format!("exit status 7: {line}"))),
-        None => return Err(program_fail("ended by a signal".into())),
-        _ => {}
-    }
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout)
-        .map_err(|err| program_fail(format!("its stdout is not one JSON report ({err})")))?;
     let base = report["memory_host_base"].as_u64().unwrap_or_default();
     let output = report["output"].as_str().unwrap_or_default();
     let ended = report["error"]["message"].as_str().unwrap_or_default();

@@ -143,3 +143,50 @@ pub fn output_difference(found: &[u8], expected: &[u8]) -> String {
     };
     format!("printed {}, expected {}: {cause}", show(found), show(expected))
 }
+
+/// How long the probe lets one run of the student's VMM go on before it kills it.
+pub const VMM_WAIT_MS: u64 = 20_000;
+
+/// One run of the student's VMM (`kvm-hello --guest GUEST ARGS`) through the probe, as `shown`
+/// (the command line a message names) for lab `lab`: its JSON report, or why the run stops the
+/// check (a stub reached: not implemented; a panic, a signal, a kill, no report: failed).
+pub fn vmm_report(
+    ctx: &mut Ctx,
+    image: Vec<u8>,
+    args: Vec<String>,
+    lab: u8,
+) -> Result<(serde_json::Value, grader_protocol::e2e::VmmOutput), Stop> {
+    let shown = format!("kvm-hello --guest GUEST {}", args.join(" "));
+    let outputs = ctx.call(&grader_protocol::e2e::RunVmm {
+        runs: vec![grader_protocol::e2e::VmmRun { image, args }],
+        wait_ms: VMM_WAIT_MS,
+    })?;
+    let Ok([run]) = <[_; 1]>::try_from(outputs) else {
+        return Err(Stop::Failed(
+            "the probe's answer is malformed (one run): lab code must not write on descriptor 3".to_owned(),
+        ));
+    };
+    let stderr = String::from_utf8_lossy(&run.stderr).trim_end().to_owned();
+    let program_fail = |what: String| {
+        Stop::Failed(format!(
+            "{shown}: {what} (its stderr: {stderr:?}) (book: {})",
+            chapter(lab)
+        ))
+    };
+    if run.killed {
+        return Err(program_fail(format!(
+            "still running after {} s: it was killed",
+            VMM_WAIT_MS / 1000
+        )));
+    }
+    let line = stderr.strip_prefix("kvm-hello: ").unwrap_or(&stderr);
+    match run.status {
+        Some(6) => return Err(stub_reached(line)),
+        Some(7) => return Err(program_fail(format!("exit status 7: {line}"))),
+        None => return Err(program_fail("ended by a signal".into())),
+        _ => {}
+    }
+    let report = serde_json::from_slice(&run.stdout)
+        .map_err(|err| program_fail(format!("its stdout is not one JSON report ({err})")))?;
+    Ok((report, run))
+}
