@@ -94,3 +94,12 @@ pub mod lwn {
     /// The serial port the code prints on (COM1).
     pub const SERIAL_PORT: u16 = 0x3f8;
 }
+
+/// Lab 6's worker slots (the book's "Scheduling two VMs": the host writes the VM's name, the
+/// guest stores its progress).
+pub mod schedule {
+    /// The VM's name, one ASCII letter, written by the host before the first run.
+    pub const NAME_ADDR: u64 = 0x500;
+    /// The guest's progress (u64): the rounds of work it has done.
+    pub const PROGRESS_ADDR: u64 = 0x508;
+}

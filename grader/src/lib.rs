@@ -225,6 +225,7 @@ pub fn all_checks() -> Vec<Check> {
         checks::lab1::CHECKS, // lab 1
         checks::lab2::CHECKS, // lab 2
         checks::lab0::CHECKS, // lab 0
+        checks::lab6::CHECKS, // lab 6
     ]
     .concat();
     let mut all = Vec::new();

@@ -24,6 +24,7 @@ pub use {lab0_lwn, lab1_memory, lab2_paging, lab3_registers, lab4_exit_loop, lab
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab6;
 pub mod memory;
 
 /// What the probe runs: the lab functions, and the program that is kvm-hello built from them.
@@ -58,7 +59,7 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[lab1::route, lab2::route, lab0::route];
+    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[lab1::route, lab2::route, lab0::route, lab6::route];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))

@@ -4,6 +4,7 @@ pub mod hidden;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab6;
 
 use std::fmt::Display;
 use std::time::Duration;
