@@ -101,6 +101,8 @@ struct Record {
     tail_cap: usize,
     running: &'static str,
     tid: libc::pid_t,
+    /// The thread's CPU clock when the call of `run_slice` under way started.
+    slice_started: Option<Duration>,
 }
 
 impl Record {
@@ -220,6 +222,7 @@ fn probe_run_slice(
         }
         record.last = Some(slice);
         record.total += 1;
+        record.slice_started = Some(thread_cpu_time());
         record.total - 1
     };
     let cpu_before = thread_cpu_time();
@@ -233,6 +236,7 @@ fn probe_run_slice(
         Err(err) => Err(err.to_string()),
     };
     let mut record = lock(&shared);
+    record.slice_started = None;
     let console_end = record.console_len;
     record.update(at, |slice| {
         slice.cpu = cpu;
@@ -423,6 +427,7 @@ fn schedule(probe: &Probe, request: Schedule) -> Result<Result<ScheduleSeen, Lab
                 running: record.running.to_owned(),
                 cpu,
                 wall,
+                in_slice: record.slice_started.map(|started| cpu.saturating_sub(started)),
             }),
             accounts: None,
             words: None,

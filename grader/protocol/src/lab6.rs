@@ -180,6 +180,8 @@ pub struct GivenUp {
     pub cpu: Duration,
     /// The wall-clock time since it started.
     pub wall: Duration,
+    /// The CPU time the thread had spent in a call of `run_slice` still under way.
+    pub in_slice: Option<Duration>,
 }
 
 /// The first slices of a list, and how many it holds.

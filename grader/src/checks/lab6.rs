@@ -79,6 +79,9 @@ const WORK_SHARE_POINTS: f64 = 9.0;
 /// ... which is why a request is always this far from an even split, so that taking turns
 /// cannot pass.
 const SHARE_FROM_EVEN: u32 = 15;
+/// A slice still under way when the probe gave up that had run this long never ends (an honest
+/// one lasts a quantum; the probe gives up after the run's duration and 2 s more).
+const OPEN_SLICE: Duration = Duration::from_secs(1);
 /// A VM's guest did no work in its slices at all although they ran this long: not its vCPU.
 const IDLE_VM_CPU: Duration = Duration::from_millis(20);
 /// The most slices an answer holds: all of a timer run's (a hundred at most, by the durations
@@ -230,7 +233,9 @@ fn random_shares(rng: &mut Rng) -> [u32; 2] {
 
 fn next_slice_weighted(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let first = rng.range(5, 96) as u32;
+    // Never 50:50, where both orders of the shares are right.
+    let off = rng.range(1, 46) as u32;
+    let first = if rng.chance(50) { 50 + off } else { 50 - off };
     let shares = [first, 100 - first];
     let quantum = Duration::from_micros(rng.range(1_000, 30_000));
     let policy = PolicySpec::Weighted { quantum, shares };
@@ -404,27 +409,47 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
     let what = run.describe();
     let Some(returned) = &seen.returned else {
         let given_up = seen.given_up.clone().ok_or_else(malformed)?;
+        let timeout = format!(
+            "{what}: timeout: lab6 {} did not return within {} of CPU time ({:.1} s of wall clock)",
+            given_up.running,
+            ms(run.duration + CPU_SLACK),
+            given_up.wall.as_secs_f64()
+        );
+        // A slice that ran on and on is the cause; else the slices that ran tell why the loop
+        // did not reach its duration.
         let open = seen.last.as_ref().filter(|slice| slice.ended.is_none());
-        let at = match open.and_then(|slice| Some((slice, slice.vm?))) {
-            Some((slice, vm)) => format!(
-                " (its slice {} of VM {}, {}, never ended: a slice with a length ends at the timer's EINTR, one without at the guest's first console exit)",
-                seen.slices.total.saturating_sub(1),
-                run.name(vm),
-                slice
-                    .length
-                    .map_or("with no length".to_owned(), |length| format!("with a length of {}", ms(length)))
-            ),
-            None => unfinished_accounts(&seen.slices.first),
-        };
+        if let (Some(slice), Some(in_slice)) = (open, given_up.in_slice)
+            && let Some(vm) = slice.vm
+            && in_slice >= OPEN_SLICE
+        {
+            let length = slice
+                .length
+                .map_or("with no length".to_owned(), |length| format!("with a length of {}", ms(length)));
+            return Err(fail(
+                LAB,
+                &given_up.running,
+                format!(
+                    "{timeout}: does it loop forever? (its slice {} of VM {}, {length}, never ended: {} of CPU time in it; a slice with a length ends at the timer's EINTR, one without at the guest's first console exit)",
+                    seen.slices.total.saturating_sub(1),
+                    run.name(vm),
+                    ms(in_slice)
+                ),
+            )
+            .into());
+        }
+        let done: Vec<Slice> = seen.slices.first.iter().filter_map(|slice| finished(slice).ok()).collect();
+        if let Some(why) = undercounted(run, &done) {
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!("{why}; the loop, which ends on the accounts, had not ended ({timeout})"),
+            )
+            .into());
+        }
         return Err(fail(
             LAB,
             &given_up.running,
-            format!(
-                "{what}: timeout: lab6 {} did not return within {} of CPU time ({:.1} s of wall clock): does it loop forever?{at}",
-                given_up.running,
-                ms(run.duration + CPU_SLACK),
-                given_up.wall.as_secs_f64()
-            ),
+            format!("{timeout}: does it loop forever?{}", unfinished_accounts(&done)),
         )
         .into());
     };
@@ -468,7 +493,7 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
     }
     let mut slices = Vec::new();
     for (i, slice) in seen.slices.first.iter().enumerate() {
-        let Some(vm) = slice.vm else {
+        if slice.vm.is_none() {
             return Err(fail(
                 LAB,
                 "run_schedule",
@@ -477,24 +502,11 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
                 ),
             )
             .into());
-        };
-        let (Some(after), Some(ended)) = (slice.after, slice.ended.clone()) else {
-            return Err(malformed());
-        };
-        let ended = ended.map_err(|err| fail(LAB, "run_slice", format!("{what}: slice {i}: {err}")))?;
-        if slice.words_before.len() != WATCH.len() || slice.words_after.len() != WATCH.len() {
-            return Err(malformed());
         }
-        slices.push(Slice {
-            vm,
-            length: slice.length,
-            guest: after.guest_time.saturating_sub(slice.before.guest_time),
-            cpu: slice.cpu,
-            before: slice.words_before.clone(),
-            after: slice.words_after.clone(),
-            console: (slice.console.0 as usize, slice.console.1 as usize),
-            ended,
-        });
+        slices.push(finished(slice).map_err(|err| match err {
+            Some(err) => Stop::Failed(fail(LAB, "run_slice", format!("{what}: slice {i}: {err}"))),
+            None => malformed(),
+        })?);
     }
     if slices.is_empty() {
         return Err(fail(
@@ -516,15 +528,50 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
     })
 }
 
-/// When the loop never returned but every slice did: the accounts' growth against the CPU time.
-fn unfinished_accounts(slices: &[SliceSeen]) -> String {
-    let (mut cpu, mut guest) = (Duration::ZERO, Duration::ZERO);
-    for slice in slices {
-        if let Some(after) = slice.after {
-            cpu += slice.cpu;
-            guest += after.guest_time.saturating_sub(slice.before.guest_time);
-        }
+/// A slice of the probe's record that ended: `Err(Some(error))` when run_slice failed,
+/// `Err(None)` when the record is not whole.
+fn finished(slice: &SliceSeen) -> Result<Slice, Option<String>> {
+    let (Some(vm), Some(after), Some(ended)) = (slice.vm, slice.after, slice.ended.clone()) else {
+        return Err(None);
+    };
+    let ended = ended.map_err(Some)?;
+    if vm > 1 || slice.words_before.len() != WATCH.len() || slice.words_after.len() != WATCH.len() {
+        return Err(None);
     }
+    Ok(Slice {
+        vm,
+        length: slice.length,
+        guest: after.guest_time.saturating_sub(slice.before.guest_time),
+        cpu: slice.cpu,
+        before: slice.words_before.clone(),
+        after: slice.words_after.clone(),
+        console: (slice.console.0 as usize, slice.console.1 as usize),
+        ended,
+    })
+}
+
+/// The first timer slice whose guest did no console exit, so that its guest time is the one
+/// `KVM_RUN` the timer interrupted, but whose account missed most of it.
+fn undercounted(run: &Run, slices: &[Slice]) -> Option<String> {
+    slices.iter().enumerate().find_map(|(i, slice)| {
+        let silent = slice.ended == EndSeen::Timer && slice.grew(PRINTED) == 0;
+        (silent && slice.guest.as_secs_f64() < SILENT_SLICE_GUEST * slice.cpu.as_secs_f64()).then(|| {
+            format!(
+                "{} slice {i} (VM {}): its guest did {} rounds of work without a console exit, one KVM_RUN that the timer interrupted, for {} of CPU time, but the account grew by {} of guest time: add the CPU time of every KVM_RUN to the account, also the one that ends in EINTR",
+                run.policy.name(),
+                run.name(slice.vm),
+                slice.grew(PROGRESS),
+                ms(slice.cpu),
+                ms(slice.guest)
+            )
+        })
+    })
+}
+
+/// When the loop never returned but every slice did: the accounts' growth against the CPU time.
+fn unfinished_accounts(slices: &[Slice]) -> String {
+    let cpu: Duration = slices.iter().map(|slice| slice.cpu).sum();
+    let guest: Duration = slices.iter().map(|slice| slice.guest).sum();
     if slices.is_empty() || guest.as_secs_f64() >= ALL_SLICES_GUEST * cpu.as_secs_f64() {
         return String::new();
     }
@@ -730,20 +777,9 @@ fn round_robin_quantum(ctx: &mut Ctx) -> Result<(), Stop> {
             )
             .into());
         }
-        let silent = slice.grew(PRINTED) == 0;
-        if silent && slice.guest.as_secs_f64() < SILENT_SLICE_GUEST * slice.cpu.as_secs_f64() {
-            return Err(fail(
-                LAB,
-                "run_slice",
-                format!(
-                    "round-robin slice {i} (VM {name}): its guest did {} rounds of work without a console exit, one KVM_RUN that the timer interrupted, for {} of CPU time, but the account grew by {} of guest time: add the CPU time of every KVM_RUN to the account, also the one that ends in EINTR",
-                    slice.grew(PROGRESS),
-                    ms(slice.cpu),
-                    ms(slice.guest)
-                ),
-            )
-            .into());
-        }
+    }
+    if let Some(why) = undercounted(&run, &ran.slices) {
+        return Err(fail(LAB, "run_slice", why).into());
     }
     let cpu: Duration = ran.slices.iter().map(|slice| slice.cpu).sum();
     let guest: Duration = ran.slices.iter().map(|slice| slice.guest).sum();
