@@ -154,7 +154,10 @@ fn shares_inverted() {
     // Shares are drawn at least 15 points from an even split: inverted, VM 0 gets the other
     // VM's share, 30 points or more away from its own (the tolerance is 9).
     let number_after = |marker: &str| -> f64 {
-        let at = message.find(marker).unwrap_or_else(|| panic!("no {marker:?} in {message:?}")) + marker.len();
+        let at = message
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker:?} in {message:?}"))
+            + marker.len();
         message[at..]
             .split('%')
             .next()
@@ -163,7 +166,10 @@ fn shares_inverted() {
     };
     let got = number_after(" got ");
     let expected = number_after("expected ");
-    assert!((got - expected).abs() > 20.0, "inverted shares gave {got}% for {expected}%: {message}");
+    assert!(
+        (got - expected).abs() > 20.0,
+        "inverted shares gave {got}% for {expected}%: {message}"
+    );
     let (message, _) = failure_of("lab6_next_slice_weighted", |labs| labs.next_slice = seeded);
     assert_names(
         &message,
@@ -262,7 +268,10 @@ fn a_fixed_quantum() {
     assert_names(
         &message,
         "lab6 next_slice: round-robin after ",
-        &["length: Some(20.000001ms)", "round robin gives the other VM one quantum"],
+        &[
+            "length: Some(20.000001ms)",
+            "round robin gives the other VM one quantum",
+        ],
     );
 }
 
@@ -297,10 +306,14 @@ fn lab6_stubs_on_solved_labs_are_not_implemented_yet() {
     labs.create_guest_vm = create_guest_vm;
     labs.next_slice = next_slice;
     let seed = common::seed();
-    for check in grader::all_checks().iter().filter(|check| check.name.starts_with("lab6_")) {
+    for check in grader::all_checks()
+        .iter()
+        .filter(|check| check.name.starts_with("lab6_"))
+    {
         match common::outcome_of(check.name, labs, seed) {
             grader::runner::Outcome::NotImplemented(message) => assert!(
-                message.starts_with("not implemented yet: lab6 ") && message.contains("book: Lab 6, Scheduling two VMs"),
+                message.starts_with("not implemented yet: lab6 ")
+                    && message.contains("book: Lab 6, Scheduling two VMs"),
                 "{}: {message}",
                 check.name
             ),

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use grader_protocol::lab1::LabFailure;
 use grader_protocol::lab6::{
-    AccountSeen, ChoiceSeen, ConsoleSeen, EndSeen, FirstSlices, GivenUp, LabSlice, NextSlice, PolicySpec, Schedule, ScheduleSeen, SliceSeen,
+    AccountSeen, ChoiceSeen, ConsoleSeen, EndSeen, FirstSlices, GivenUp, LabSlice, NextSlice, PolicySpec, Schedule,
+    ScheduleSeen, SliceSeen,
 };
 use grader_protocol::{Envelope, Request};
 use kit_common::LabPanic;
@@ -404,9 +405,7 @@ fn schedule(probe: &Probe, request: Schedule) -> Result<Result<ScheduleSeen, Lab
             break None;
         }
         // CPU time grows no faster than the wall clock: no limit passes before this wait ends.
-        let wait = (cpu_limit - cpu)
-            .min(wall_limit - wall)
-            .max(Duration::from_millis(1));
+        let wait = (cpu_limit - cpu).min(wall_limit - wall).max(Duration::from_millis(1));
         match rx.recv_timeout(wait) {
             Ok(outcome) => break Some(outcome),
             Err(RecvTimeoutError::Timeout) => {}

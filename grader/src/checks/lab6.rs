@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use grader_protocol::lab1::LabFailure;
 use grader_protocol::lab6::{
-    AccountSeen, ChoiceSeen, EndSeen, FirstSlices, LabSlice, NextSlice, PolicySpec, Schedule, ScheduleSeen, SliceQuestion,
-    SliceSeen,
+    AccountSeen, ChoiceSeen, EndSeen, FirstSlices, LabSlice, NextSlice, PolicySpec, Schedule, ScheduleSeen,
+    SliceQuestion, SliceSeen,
 };
 
 use super::{Group, fail};
@@ -188,11 +188,7 @@ fn next_slice_turns(ctx: &mut Ctx) -> Result<(), Stop> {
             // Guest times that would make a weighted choice go either way.
             let times = [rng.range(0, 2_000_000), rng.range(0, 2_000_000)].map(Duration::from_micros);
             let accounts = [account(&mut rng, times[0]), account(&mut rng, times[1])];
-            cases.push(SliceQuestion {
-                policy,
-                accounts,
-                last,
-            });
+            cases.push(SliceQuestion { policy, accounts, last });
         }
     }
     rng.shuffle(&mut cases);
@@ -268,11 +264,7 @@ fn next_slice_weighted(ctx: &mut Ctx) -> Result<(), Stop> {
                 account(&mut rng, Duration::from_nanos(times[1])),
             ];
             let last = *rng.pick(&[None, Some(0), Some(1)]);
-            SliceQuestion {
-                policy,
-                accounts,
-                last,
-            }
+            SliceQuestion { policy, accounts, last }
         })
         .collect();
     let answers = ask(ctx, &questions)?;
@@ -422,9 +414,9 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
             && let Some(vm) = slice.vm
             && in_slice >= OPEN_SLICE
         {
-            let length = slice
-                .length
-                .map_or("with no length".to_owned(), |length| format!("with a length of {}", ms(length)));
+            let length = slice.length.map_or("with no length".to_owned(), |length| {
+                format!("with a length of {}", ms(length))
+            });
             return Err(fail(
                 LAB,
                 &given_up.running,
@@ -437,7 +429,12 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
             )
             .into());
         }
-        let done: Vec<Slice> = seen.slices.first.iter().filter_map(|slice| finished(slice).ok()).collect();
+        let done: Vec<Slice> = seen
+            .slices
+            .first
+            .iter()
+            .filter_map(|slice| finished(slice).ok())
+            .collect();
         if let Some(why) = undercounted(run, &done) {
             return Err(fail(
                 LAB,
@@ -653,7 +650,12 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
             let account = ran.accounts[vm];
             let progress = ran.words[vm][PROGRESS];
             let slices = ran.seen.per_vm[vm];
-            let cpu: Duration = ran.slices.iter().filter(|slice| slice.vm == vm).map(|slice| slice.cpu).sum();
+            let cpu: Duration = ran
+                .slices
+                .iter()
+                .filter(|slice| slice.vm == vm)
+                .map(|slice| slice.cpu)
+                .sum();
             if progress == 0 {
                 return Err(fail(
                     LAB,
@@ -685,7 +687,10 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
                 return Err(fail(
                     LAB,
                     "run_slice",
-                    format!("{}: VM {name} ran {slices} slices and its guest did {progress} rounds of work, but {why}", run.describe()),
+                    format!(
+                        "{}: VM {name} ran {slices} slices and its guest did {progress} rounds of work, but {why}",
+                        run.describe()
+                    ),
                 )
                 .into());
             }
@@ -972,7 +977,8 @@ fn state_survives_switches(ctx: &mut Ctx) -> Result<(), Stop> {
         if from_start {
             text.rfind('\n').map_or(String::new(), |end| text[..=end].to_owned())
         } else {
-            text.find('\n').map_or(String::new(), |start| text[start + 1..].to_owned())
+            text.find('\n')
+                .map_or(String::new(), |start| text[start + 1..].to_owned())
         }
     };
     let head = printed_lines(&run, &whole_lines(&console.head, true))?;

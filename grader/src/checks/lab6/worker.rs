@@ -33,7 +33,9 @@ pub struct Worker {
 }
 
 fn abs32(addr: u64) -> [u8; 4] {
-    u32::try_from(addr).expect("the worker's slots are below 4 GiB").to_le_bytes()
+    u32::try_from(addr)
+        .expect("the worker's slots are below 4 GiB")
+        .to_le_bytes()
 }
 
 /// The worker: `iterations` xorshift steps a round (at least 1), a line every `units_per_line`
