@@ -321,3 +321,26 @@ fn lab6_stubs_on_solved_labs_are_not_implemented_yet() {
         }
     }
 }
+
+#[test]
+fn exits_not_counted() {
+    // The slice runs, but its exits never reach the VM's account: the guest's own count of its
+    // OUTs says how many there were.
+    fn seeded(
+        vm: &mut GuestVm,
+        length: Option<Duration>,
+        timer: &mut SliceTimer,
+        console: &mut dyn Write,
+    ) -> Result<SliceEnd, Lab6Error> {
+        let exits = vm.account.exits;
+        let ended = lab6_scheduling::run_slice(vm, length, timer, console);
+        vm.account.exits = exits;
+        ended
+    }
+    let (message, _) = failure_of("lab6_both_progress", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: ",
+        &["its account counts 0 exits, but its guest made ", "count every exit"],
+    );
+}

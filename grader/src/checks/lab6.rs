@@ -649,6 +649,7 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
             let name = run.name(vm);
             let account = ran.accounts[vm];
             let progress = ran.words[vm][PROGRESS];
+            let printed = ran.words[vm][PRINTED];
             let slices = ran.seen.per_vm[vm];
             let cpu: Duration = ran
                 .slices
@@ -675,6 +676,12 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
                 ))
             } else if account.guest_time.is_zero() {
                 Some("its account holds no guest time: add the CPU time of each KVM_RUN to the VM's account".to_owned())
+            } else if !(printed.saturating_sub(1)..=printed).contains(&account.exits) {
+                // The guest counts each byte just before its OUT: the timer may come in between.
+                Some(format!(
+                    "its account counts {} exits, but its guest made {printed} console OUTs (the count at {PRINTED_ADDR:#x}): count every exit of the VM in its account",
+                    account.exits
+                ))
             } else if account.progress != progress {
                 Some(format!(
                     "its account says progress {}, but the guest's counter at {PROGRESS_ADDR:#x} reads {progress} after its last slice: read the progress at the end of each slice",
@@ -688,7 +695,7 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
                     LAB,
                     "run_slice",
                     format!(
-                        "{}: VM {name} ran {slices} slices and its guest did {progress} rounds of work, but {why}",
+                        "{}: VM {name} ran {slices} slices and its guest did {progress} rounds of work; {why}",
                         run.describe()
                     ),
                 )
