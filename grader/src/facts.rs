@@ -95,6 +95,102 @@ pub mod lwn {
     pub const SERIAL_PORT: u16 = 0x3f8;
 }
 
+/// Lab 3's register values, per mode, as documented: kvm-hello-world (dpw/kvm-hello-world,
+/// kvm-hello-world.c: `setup_protected_mode`, `setup_paged_32bit_mode`, `setup_long_mode`,
+/// `setup_64bit_code_segment` and the `regs` of each `run_*_mode`) and the Intel SDM. Data, not
+/// code: the judge compares each field a lab returns with its row here.
+pub mod registers {
+    /// The hidden part of a segment register that KVM_SET_SREGS loads (`kvm_segment`'s fields).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Segment {
+        /// Selector (SDM Vol. 3A 3.4.2): index << 3, TI = 0, RPL = 0.
+        pub selector: u16,
+        /// Base address.
+        pub base: u64,
+        /// Limit, in bytes (KVM takes the byte limit; with G = 1 the low 12 bits are 1s).
+        pub limit: u32,
+        /// Type (SDM Vol. 3A 3.4.5.1, Table 3-1).
+        pub type_: u8,
+        /// P.
+        pub present: u8,
+        /// DPL.
+        pub dpl: u8,
+        /// S: 1 for a code or data descriptor.
+        pub s: u8,
+        /// G: limit in 4 KiB units.
+        pub g: u8,
+        /// L: 64-bit code (SDM Vol. 3A 3.4.5; 5.2.1).
+        pub l: u8,
+        /// D/B: 32-bit default operand size; must be 0 when L = 1.
+        pub db: u8,
+    }
+
+    /// kvm-hello-world's 64-bit code segment (`setup_64bit_code_segment`): selector 1 << 3,
+    /// base 0, limit 0xffffffff, type 11 (execute/read, accessed), P, DPL 0, S, L, G; D = 0.
+    pub const CODE_64: Segment = Segment {
+        selector: 0x08,
+        base: 0,
+        limit: 0xffff_ffff,
+        type_: 11,
+        present: 1,
+        dpl: 0,
+        s: 1,
+        g: 1,
+        l: 1,
+        db: 0,
+    };
+    /// kvm-hello-world's 32-bit code segment (`setup_protected_mode`): as the 64-bit one with
+    /// L = 0 and D = 1.
+    pub const CODE_32: Segment = Segment {
+        selector: 0x08,
+        base: 0,
+        limit: 0xffff_ffff,
+        type_: 11,
+        present: 1,
+        dpl: 0,
+        s: 1,
+        g: 1,
+        l: 0,
+        db: 1,
+    };
+    /// kvm-hello-world's data segment, in DS, ES, FS, GS and SS in every protected mode:
+    /// selector 2 << 3, type 3 (read/write, accessed), D/B = 1, L = 0.
+    pub const DATA: Segment = Segment {
+        selector: 0x10,
+        base: 0,
+        limit: 0xffff_ffff,
+        type_: 3,
+        present: 1,
+        dpl: 0,
+        s: 1,
+        g: 1,
+        l: 0,
+        db: 1,
+    };
+
+    /// CR0 of both paged modes in kvm-hello-world: PE|MP|ET|NE|WP|AM|PG (SDM Vol. 3A 2.5).
+    pub const CR0_PAGED: u64 = 0x8005_0033;
+    /// CR4 of long mode: PAE, required by IA-32e paging (SDM Vol. 3A 9.8.5).
+    pub const CR4_LONG: u64 = 0x20;
+    /// EFER of long mode: LME | LMA (SDM Vol. 3A 9.8.5; KVM_SET_SREGS wants LMA with LME and PG).
+    pub const EFER_LONG: u64 = 0x500;
+    /// CR4 of paged32 mode: PSE, for 4 MiB pages (SDM Vol. 3A 4.3).
+    pub const CR4_PAGED32: u64 = 0x10;
+    /// EFER of paged32 mode: none.
+    pub const EFER_PAGED32: u64 = 0;
+    /// The real-mode CS: selector 0 and base 0 (the image is loaded at 0).
+    pub const REAL_CS_SELECTOR: u64 = 0;
+    /// The real-mode CS base.
+    pub const REAL_CS_BASE: u64 = 0;
+
+    /// RIP: the image's first byte, at guest physical 0.
+    pub const RIP: u64 = 0;
+    /// RFLAGS: bit 1 is reserved and reads 1, every other flag clear (SDM Vol. 1 3.4.3).
+    pub const RFLAGS: u64 = 0x2;
+    /// RSP in real mode: 0 (SP wraps to 0xfffe on the first push).
+    pub const REAL_RSP: u64 = 0;
+}
+
 /// Lab 6's worker slots (the book's "Scheduling two VMs": the host writes the VM's name, the
 /// guest stores its progress).
 pub mod schedule {

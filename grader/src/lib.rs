@@ -18,6 +18,7 @@ pub mod facts;
 pub mod guestgen;
 pub mod host;
 pub mod rng;
+pub mod rules;
 pub mod runner;
 pub mod sandbox;
 pub mod scoreboard;
@@ -224,7 +225,11 @@ pub fn all_checks() -> Vec<Check> {
     let public: Vec<Check> = [
         checks::lab1::CHECKS, // lab 1
         checks::lab2::CHECKS, // lab 2
+        checks::lab3::CHECKS, // lab 3
+        checks::lab4::CHECKS, // lab 4
+        checks::e2e::CHECKS,  // end to end
         checks::lab0::CHECKS, // lab 0
+        checks::lab5::CHECKS, // lab 5
         checks::lab6::CHECKS, // lab 6
     ]
     .concat();

@@ -1,4 +1,5 @@
-//! `cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK…] [--gradescope results.json] [--json] [--seed N] [--strict]`
+//! `cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK…] [--gradescope results.json] [--json] [--seed N] [--strict]`,
+//! `cargo grade --list [--rules]`, `cargo grade --hint CHECK [--more]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, CommandFactory, Parser};
 
 use grader::runner::{self, ProbeProgram, matches_filter, run_suite};
-use grader::{all_checks, rng, scoreboard};
+use grader::{all_checks, rng, rules, scoreboard};
 
 /// The first lines of the help text.
 const ABOUT: &str = "grader: grades the labs of the KVM lab kit (cargo grade).";
@@ -14,7 +15,7 @@ const ABOUT: &str = "grader: grades the labs of the KVM lab kit (cargo grade).";
 /// The last lines of the help text.
 const STATUSES: &str = "\
 Exit status: 0 graded (whatever the score), 1 a check did not pass under --strict, 2 bad usage,
-4 --strict on a host that cannot jail lab code, 130/143 interrupted by SIGINT/SIGTERM.";
+4 --strict or --require-jail on a host that cannot jail lab code, 130/143 interrupted by SIGINT/SIGTERM.";
 
 /// `--strict` where lab code cannot be jailed: no official grade.
 const STATUS_NO_JAIL: u8 = 4;
@@ -53,6 +54,15 @@ struct Cli {
     /// print the number of hidden checks and their points (for cargo xtask student-kit)
     #[arg(long, hide = true)]
     hidden_summary: bool,
+    /// with --list: one line per check, its name, a tab, and the rule it enforces
+    #[arg(long, requires = "list")]
+    rules: bool,
+    /// the rule of CHECK and a first hint (never the answer)
+    #[arg(long, value_name = "CHECK")]
+    hint: Option<String>,
+    /// with --hint: a second, more precise hint
+    #[arg(long, requires = "hint")]
+    more: bool,
     /// draw the checks' inputs from seed N (the scoreboard prints the seed of each run)
     #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = parse_seed)]
     seed: Option<u64>,
@@ -64,6 +74,9 @@ struct Cli {
     /// grade builds both)
     #[arg(long, value_name = "PATH")]
     probe: Option<PathBuf>,
+    /// refuse to grade (status 4) where lab code cannot be jailed (--strict implies it)
+    #[arg(long)]
+    require_jail: bool,
     /// print this help
     #[arg(short = 'h', long = "help", action = ArgAction::SetTrue)]
     help: bool,
@@ -95,12 +108,30 @@ fn usage_error(err: &clap::Error) -> String {
         ErrorKind::InvalidValue if arg == "--seed" => SEED_USAGE.to_owned(),
         ErrorKind::InvalidValue if arg == "--gradescope" => GRADESCOPE_USAGE.to_owned(),
         ErrorKind::UnknownArgument => format!("unknown option '{arg}' (see --help)"),
+        ErrorKind::MissingRequiredArgument => "--rules goes with --list, --more with --hint CHECK".to_owned(),
         _ => {
             let text = err.render().to_string();
             let first = text.lines().next().unwrap_or_default();
             format!("{} (see --help)", first.trim_start_matches("error: "))
         }
     }
+}
+
+/// `--hint CHECK [--more]`: the check's rule and its first hint, or its second hint; status 2
+/// for a name no check has.
+fn print_hint(check: &str, more: bool) -> ExitCode {
+    let Some(rule) = rules::rule_of(check) else {
+        eprintln!("grader: no check is named {check:?}: `cargo grade --list` names them all");
+        return ExitCode::from(2);
+    };
+    if more {
+        println!("{check}, hint 2 of 2: {}", rule.hints[1]);
+    } else {
+        println!("{check}: {}", rule.rule);
+        println!("hint 1 of 2: {}", rule.hints[0]);
+        println!("(a second hint: cargo grade --hint {check} --more)");
+    }
+    ExitCode::SUCCESS
 }
 
 /// The probe beside this program: `cargo build -p grader --features probe` builds both.
@@ -128,10 +159,18 @@ fn main() -> ExitCode {
         println!("{} {}", hidden.len(), hidden.iter().map(|c| c.points).sum::<u32>());
         return ExitCode::SUCCESS;
     }
+    if let Some(check) = &cli.hint {
+        return print_hint(check, cli.more);
+    }
     if cli.list {
         for check in all_checks() {
-            let hidden = if check.hidden { " (hidden)" } else { "" };
-            println!("{:<40} {} pt  {}{hidden}", check.name, check.points, check.title);
+            if cli.rules {
+                let rule = rules::rule_of(check.name).map_or("(no rule written)", |rule| rule.rule);
+                println!("{}\t{rule}", check.name);
+            } else {
+                let hidden = if check.hidden { " (hidden)" } else { "" };
+                println!("{:<40} {} pt  {}{hidden}", check.name, check.points, check.title);
+            }
         }
         return ExitCode::SUCCESS;
     }
@@ -143,6 +182,7 @@ fn main() -> ExitCode {
         seed,
         strict,
         probe,
+        require_jail,
         ..
     } = cli;
     let probe = probe.unwrap_or_else(default_probe);
@@ -161,8 +201,8 @@ fn main() -> ExitCode {
     // Lab code runs jailed wherever this host can; an official grade needs the jail.
     let jail = match kit_jail::Jail::detect() {
         Ok(jail) => Some(jail),
-        Err(why) if strict => {
-            eprintln!("grader: --strict gives an official grade only with lab code jailed: {why}");
+        Err(why) if strict || require_jail => {
+            eprintln!("grader: an official grade needs lab code jailed, and here it cannot be: {why}");
             return ExitCode::from(STATUS_NO_JAIL);
         }
         Err(why) => {

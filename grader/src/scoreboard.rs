@@ -61,6 +61,11 @@ pub fn text(suite: &Suite) -> String {
         if !result.outcome.passed() {
             let _ = writeln!(out, "         {}", result.outcome.message());
         }
+        // A check that ran and failed offers its hints (rules.rs), rustlings-like.
+        if matches!(result.outcome.kind(), "failed" | "timed_out") && crate::rules::rule_of(result.check.name).is_some()
+        {
+            let _ = writeln!(out, "         hint: cargo grade --hint {}", result.check.name);
+        }
         let last_of_part = results
             .get(i + 1)
             .is_none_or(|next| next.check.part != result.check.part);

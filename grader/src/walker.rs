@@ -82,6 +82,16 @@ fn to_hole(steps: &[WalkStep], gva: u64) -> Walk {
     }
 }
 
+/// The walk of a non-canonical address: no entry is read.
+fn refused(gva: u64) -> Walk {
+    let fault = WalkFault::NonCanonical(gva);
+    Walk {
+        gva,
+        steps: Vec::new(),
+        result: Err(fault),
+    }
+}
+
 /// The entry at `table[index]`, as a walk reads it.
 fn step(level: Level, table: u64, index: u64, entry: u64) -> WalkStep {
     WalkStep {
@@ -122,7 +132,15 @@ impl RandomTables {
         let cr3 = table();
         let mut in_memory = Vec::new();
         let offset = |rng: &mut Rng, shift: u32| rng.range(0, 1 << shift);
-        let pml4_indices = [distinct(rng, 1, 0)[0], distinct(rng, 1, 256)[0]];
+        let lower = distinct(rng, 1, 0)[0];
+        // Another index than the first path's (which may be in the upper half too).
+        let upper = loop {
+            let i = rng.range(256, 512);
+            if i != lower {
+                break i;
+            }
+        };
+        let pml4_indices = [lower, upper];
         let mut unused_pml4 = || loop {
             let i = rng.range(0, 512);
             if !pml4_indices.contains(&i) {
@@ -209,11 +227,7 @@ impl RandomTables {
             // Not canonical: bits 63..48 differ from bit 47.
             let gva = rng.range(0, 1 << 48) | rng.range(1, 0xffff) << 48;
             if !is_canonical(gva) {
-                walks.push(Walk {
-                    gva,
-                    steps: Vec::new(),
-                    result: Err(WalkFault::NonCanonical(gva)),
-                });
+                walks.push(refused(gva));
             }
         }
         rng.shuffle(&mut walks);
@@ -264,11 +278,7 @@ pub fn identity_walks(rng: &mut Rng, in_page: usize, outside: bool) -> Vec<Walk>
             rng.range(1, 0xffff) << 48 | rng.range(0, 1 << 47),
         ] {
             if !is_canonical(gva) {
-                walks.push(Walk {
-                    gva,
-                    steps: Vec::new(),
-                    result: Err(WalkFault::NonCanonical(gva)),
-                });
+                walks.push(refused(gva));
             }
         }
     }

@@ -279,6 +279,113 @@ fn rflags_0() {
     );
 }
 
+#[test]
+fn canned_sregs_that_ignore_the_given_state() {
+    // A state built from scratch, whatever the vCPU had: right registers, lost descriptor tables.
+    fn seeded(mode: Mode, _sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
+        lab3_registers::special_registers(mode, kvm_sregs::default(), cr3)
+    }
+    for check in [
+        "lab3_long_mode_control_registers",
+        "lab3_long_mode_code_segment",
+        "lab3_paged32_mode",
+    ] {
+        let message = failure_of(check, |labs| labs.special_registers = seeded);
+        assert_names(
+            &message,
+            "lab3 special_registers: ",
+            &[" mode = 0x0, expected 0x", "keep the value the vCPU had"],
+        );
+    }
+}
+
+#[test]
+fn guest_with_interrupts_enabled() {
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        kvm_regs {
+            rflags: 0x202,
+            ..lab3_registers::general_registers(mode, mem_size)
+        }
+    }
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.general_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 general_registers: after the ",
+        &["show RFLAGS as the lab set it", "RFLAGS 0x202"],
+    );
+}
+
+#[test]
+fn guest_with_a_32_bit_code_segment_in_long_mode() {
+    let seeded = long_sregs_with(|s| {
+        if s.efer != 0 {
+            s.cs.l = 0;
+            s.cs.db = 1;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert!(
+        message.contains("a long-mode guest") || message.contains("after the long-mode guest"),
+        "{message}"
+    );
+    assert!(message.contains("l 0, db 1"), "{message}");
+}
+
+#[test]
+fn guest_with_a_data_segment_not_at_0() {
+    let seeded = long_sregs_with(|s| {
+        if s.cr0 & 1 != 0 {
+            s.ds.base = 0x1000;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers: after the ",
+        &["guest, the word at 0x", "stored a value through DS"],
+    );
+}
+
+#[test]
+fn guest_with_the_kit_cr3_instead_of_the_one_given() {
+    let seeded = long_sregs_with(|s| {
+        if s.efer != 0 {
+            s.cr3 = 0x2000;
+        }
+    });
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.special_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 special_registers/general_registers: a long-mode guest stopped with ",
+        &["before its HLT"],
+    );
+}
+
+#[test]
+fn stack_at_the_kit_memory_size_whatever_the_size() {
+    // A canned RSP: right for the kit's 2 MiB, wrong for the memory size of this run.
+    fn seeded(mode: Mode, mem_size: usize) -> kvm_regs {
+        let right = lab3_registers::general_registers(mode, mem_size);
+        kvm_regs {
+            rsp: if right.rsp == 0 { 0 } else { 0x20_0000 },
+            ..right
+        }
+    }
+    let message = failure_of("lab3_general_registers", |labs| labs.general_registers = seeded);
+    assert_names(
+        &message,
+        "lab3 general_registers: RSP in ",
+        &["mode = 0x200000, expected 0x"],
+    );
+    let message = failure_of("lab3_guest_runs_in_each_mode", |labs| labs.general_registers = seeded);
+    assert!(
+        message.starts_with("lab3 general_registers")
+            || message.starts_with("lab3 special_registers/general_registers"),
+        "{message}"
+    );
+    assert!(message.contains("RSP 0x200000"), "{message}");
+}
+
 // ---- lab 4 ----
 
 #[test]
@@ -956,8 +1063,12 @@ fn a_string_of_exactly_the_maximum_length_refused() {
     fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
         let bytes = lab5_hypercalls::read_guest_string(memory, cr3, gva)?;
         if bytes.len() >= lab5_hypercalls::MAX_STRING {
-            // Refused as the reference refuses an unmapped address.
-            return lab5_hypercalls::read_guest_string(memory, cr3, 1 << 46);
+            // Refused as the reference refuses a string without a NUL.
+            return Err(Lab5Error::BadAddress {
+                call: "print_str",
+                gva,
+                reason: lab5_hypercalls::AddressError::Unterminated,
+            });
         }
         Ok(bytes)
     }
@@ -1045,23 +1156,413 @@ fn hard_coded_hello_output_and_counts() {
 }
 
 #[test]
-fn hard_coded_hypercall_output() {
+fn a_failed_kvm_run_made_up_without_calling_kvm_run() {
     fn seeded(
         _vcpu: &mut VcpuFd,
+        _console: &mut dyn Write,
+        _counts: &mut ExitCounts,
+        _trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        Err(ExitLoopError::Run(kvm_ioctls::Error::new(libc::EINTR)))
+    }
+    let message = failure_of("lab4_kvm_run_errors", |labs| labs.run_until_halt = seeded);
+    assert_names(&message, "lab4 run_until_halt: ", &["without calling KVM_RUN"]);
+}
+
+#[test]
+fn a_loop_that_panics_on_its_own_thread_is_reported_without_a_backtrace() {
+    fn seeded(
+        _vcpu: &mut VcpuFd,
+        _console: &mut dyn Write,
+        _counts: &mut ExitCounts,
+        _trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        let exits: Vec<u64> = Vec::new();
+        panic!("no exit {}", exits.len())
+    }
+    let message = failure_of("lab4_kvm_run_errors", |labs| labs.run_until_halt = seeded);
+    assert!(
+        message.starts_with("lab code panicked: no exit 0 (at grader/tests/seeded.rs:"),
+        "{message}"
+    );
+}
+
+#[test]
+fn handle_exit_that_halts_on_every_exit() {
+    fn seeded(exit: VcpuExit<'_>, _console: &mut dyn Write, counts: &mut ExitCounts) -> Result<Flow, ExitLoopError> {
+        let _ = exit;
+        counts.hlt += 1;
+        Ok(Flow::Halt)
+    }
+    let message = failure_of("lab4_hlt_ends_the_loop", |labs| labs.handle_exit = seeded);
+    assert_names(
+        &message,
+        "lab4 handle_exit: an OUT to 0xE9 gave Ok(Halt)",
+        &["the guest goes on after printing"],
+    );
+}
+
+#[test]
+fn the_kit_guests_counts_filled_in_after_a_real_run() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        console: &mut dyn Write,
+        counts: &mut ExitCounts,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        let result = lab4_exit_loop::run_until_halt(vcpu, console, counts, trace);
+        *counts = ExitCounts {
+            io_out: 14,
+            hlt: 1,
+            ..ExitCounts::default()
+        };
+        result
+    }
+    for check in ["lab4_hello_long_mode", "lab4_hello_real_mode"] {
+        let message = failure_of(check, |labs| labs.run_until_halt = seeded);
+        assert_names(
+            &message,
+            "lab4 run_until_halt: a ",
+            &["made 15 exits (io_out 14, hlt 1), expected"],
+        );
+    }
+}
+
+#[test]
+fn trace_fed_made_up_exits() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        console: &mut dyn Write,
+        counts: &mut ExitCounts,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), ExitLoopError> {
+        lab4_exit_loop::run_until_halt(vcpu, console, counts, &mut |_| trace(&VcpuExit::Hlt))
+    }
+    let message = failure_of("lab4_trace_every_exit", |labs| labs.run_until_halt = seeded);
+    assert_names(
+        &message,
+        "lab4 run_until_halt: the trace callback's exit 1 was hlt",
+        &["expected io out Some(233)", "as KVM_RUN returned it"],
+    );
+}
+
+#[test]
+fn result_slot_that_always_reads_42() {
+    fn seeded(_memory: &GuestMemoryMmap, _width: usize) -> Result<u64, ResultError> {
+        Ok(42)
+    }
+    let message = failure_of("lab4_hello_long_mode", |labs| labs.read_result_slot = seeded);
+    assert_names(
+        &message,
+        "lab4 read_result_slot: a long-mode guest made for this run",
+        &["the run read 0x2a", "read the mode's word"],
+    );
+}
+
+#[test]
+fn result_checks_that_pass_everything() {
+    fn seeded(_rax: u64, _memory: u64) -> Result<(), ResultError> {
+        Ok(())
+    }
+    let message = failure_of("lab4_hello_real_mode", |labs| labs.check_results = seeded);
+    assert_names(
+        &message,
+        "lab4 check_results: a real-mode guest made for this run",
+        &["passed the result checks: both must be 42"],
+    );
+}
+
+/// The end-to-end checks with `script` (sh) as the VMM, the labs as built.
+fn e2e_outcome_with_vmm(check: &str, script: &str) -> grader::runner::Outcome {
+    let mut backend = common::InProcess {
+        probe: grader_probe::Probe {
+            labs: Labs::BUILT,
+            vmm: ("/bin/sh".into(), vec!["-c".into(), script.into(), "kvm-hello".into()]),
+        },
+    };
+    let check = grader::find_check(check).expect("an e2e check");
+    grader::runner::run_check(&mut backend, &check, common::seed()).expect("not interrupted")
+}
+
+#[test]
+fn a_vmm_that_prints_the_kit_guests_greeting_and_summary() {
+    // What a correct kvm-hello prints for the kit's own guest, whatever guest it is given.
+    let script = r#"
+        case "$*" in
+        *--json*) printf '%s\n' '{"mode":"long","output":"Hello, world!\n","exits":{"total":15,"io":14,"hlt":1},"rax":42,"memory_0x400":42,"ok":true,"status":0}' ;;
+        *) printf 'Hello, world!\n'
+           echo 'kvm-hello: guest halted after 15 exits (io 14, hlt 1); rax = 42, memory[0x400] = 42' >&2 ;;
+        esac
+    "#;
+    for check in [
+        "e2e_long_mode",
+        "e2e_protected_mode",
+        "e2e_real_mode",
+        "e2e_json_report",
+    ] {
+        match e2e_outcome_with_vmm(check, script) {
+            grader::runner::Outcome::Failed(message) => {
+                assert!(message.starts_with("kvm-hello --guest GUEST --mode "), "{message}")
+            }
+            other => panic!("{check}: a canned greeting was not caught: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_stub_reached_through_kvm_hello_is_reported_as_not_implemented() {
+    let script = "echo 'kvm-hello: not implemented yet: lab4 run_until_halt (labs/lab4-exit-loop/src/lib.rs; book: Lab 4, The exit loop)' >&2; exit 6";
+    assert_eq!(
+        e2e_outcome_with_vmm("e2e_long_mode", script),
+        grader::runner::Outcome::NotImplemented(
+            "not implemented yet: lab4 run_until_halt (labs/lab4-exit-loop/src/lib.rs; book: Lab 4, The exit loop)"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn hard_coded_hypercall_output() {
+    /// What the kit's hypercall guest (guest/hypercalls) prints: plausible, and the same on every run.
+    const KIT_GUEST_OUTPUT: &[u8] = b"Hello from the hypercall guest!\n2048\n4294967295\nThis line costs one exit.\n35\n37\nIO in: 3\nIO out: 37\nInvalid GVA\n";
+    fn seeded(
+        vcpu: &mut VcpuFd,
         host: &mut Host<'_>,
         console: &mut dyn Write,
         _trace: &mut dyn FnMut(&VcpuExit<'_>),
     ) -> Result<(), Lab5Error> {
-        console
-            // TODO(probe split, lab 5): the hypercall guest's output, as the judge generates it.
-            .write_all(b"")
-            .map_err(Lab5Error::Console)?;
-        host.counts.io_out = 43;
-        host.counts.hlt = 1;
+        console.write_all(KIT_GUEST_OUTPUT).map_err(Lab5Error::Console)?;
+        (host.counts.io_in, host.counts.io_out, host.counts.hlt) = (3, 40, 1);
+        // The results a halted guest leaves, so only the output can tell.
+        host.memory.write_obj(42u64, GuestAddress(0x400)).unwrap();
+        let regs = kvm_regs {
+            rax: 42,
+            ..vcpu.get_regs().unwrap()
+        };
+        vcpu.set_regs(&regs).unwrap();
         Ok(())
     }
-    let message = failure_of("lab5_hypercall_guest", |labs| labs.run_hypercalls = seeded);
-    assert!(message.starts_with("lab5 "), "{message}");
+    for check in [
+        "lab5_hypercall_guest",
+        "lab5_print_str_in_one_exit",
+        "lab5_gva_to_hva_live",
+    ] {
+        let message = failure_of(check, |labs| labs.run_hypercalls = seeded);
+        assert_names(
+            &message,
+            "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+            &["expected"],
+        );
+    }
+}
+
+#[test]
+fn gva_to_hva_without_the_memory_bound() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
+        // Any guest physical address the tables give, in guest memory or not.
+        Some(host_base + lab2_paging::translate(memory, cr3, gva).result.ok()?)
+    }
+    let message = failure_of("lab5_gva_to_hva_outside_memory", |labs| labs.gva_to_hva = seeded);
+    assert_names(
+        &message,
+        "lab5 gva_to_hva: gva_to_hva(0x",
+        &["past the end of guest memory", "answer None"],
+    );
+}
+
+#[test]
+fn read_guest_string_without_a_limit() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
+        let mut bytes = Vec::new();
+        loop {
+            let at = gva + bytes.len() as u64;
+            let gpa = lab2_paging::translate(memory, cr3, at)
+                .result
+                .map_err(|fault| Lab5Error::BadAddress {
+                    call: "print_str",
+                    gva,
+                    reason: fault.into(),
+                })?;
+            let byte: u8 = memory
+                .read_obj(GuestAddress(gpa))
+                .map_err(|err| Lab5Error::BadAddress {
+                    call: "print_str",
+                    gva,
+                    reason: err.into(),
+                })?;
+            if byte == 0 {
+                return Ok(bytes);
+            }
+            bytes.push(byte);
+        }
+    }
+    let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a string with no NUL within 4096 bytes",
+        &["expected Err(Lab5Error::BadAddress)"],
+    );
+}
+
+#[test]
+fn read_guest_string_that_translates_only_its_first_address() {
+    fn seeded(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Result<Vec<u8>, Lab5Error> {
+        let bad = |reason| Lab5Error::BadAddress {
+            call: "print_str",
+            gva,
+            reason,
+        };
+        let gpa = lab2_paging::translate(memory, cr3, gva)
+            .result
+            .map_err(|fault| bad(fault.into()))?;
+        // Then on through guest physical memory, as if the next page followed it there.
+        let mut bytes = Vec::new();
+        while bytes.len() <= lab5_hypercalls::MAX_STRING {
+            let byte: u8 = memory
+                .read_obj(GuestAddress(gpa + bytes.len() as u64))
+                .map_err(|err| bad(err.into()))?;
+            if byte == 0 {
+                return Ok(bytes);
+            }
+            bytes.push(byte);
+        }
+        Err(bad(lab5_hypercalls::AddressError::Unterminated))
+    }
+    let message = failure_of("lab5_read_guest_string", |labs| labs.read_guest_string = seeded);
+    assert_names(
+        &message,
+        "lab5 read_guest_string: a ",
+        &["across", "translating the address of each page"],
+    );
+}
+
+#[test]
+fn hypercall_loop_that_never_returns() {
+    fn seeded(
+        vcpu: &mut VcpuFd,
+        host: &mut Host<'_>,
+        console: &mut dyn Write,
+        trace: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), Lab5Error> {
+        lab5_hypercalls::run_hypercalls(vcpu, host, console, trace)?;
+        // Spins after the HLT instead of returning: kvm-hello's watchdog must end the run.
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+    let message = failure_of("lab5_print_str_in_one_exit", |labs| labs.run_hypercalls = seeded);
+    assert_names(
+        &message,
+        "lab5 run_hypercalls: a hypercall guest made for this run: timeout",
+        &[],
+    );
+}
+
+/// The reference's `run_hypercalls` serving every exit with `$handle` (the reference loop calls
+/// its own `handle_hypercall`).
+macro_rules! hypercall_loop {
+    ($handle:ident) => {{
+        fn serve_all(
+            vcpu: &mut VcpuFd,
+            host: &mut Host<'_>,
+            console: &mut dyn Write,
+            trace: &mut dyn FnMut(&VcpuExit<'_>),
+        ) -> Result<(), Lab5Error> {
+            loop {
+                let exit = vcpu.run().map_err(Lab5Error::Run)?;
+                trace(&exit);
+                if $handle(exit, host, console)? == Flow::Halt {
+                    return Ok(());
+                }
+            }
+        }
+        serve_all
+    }};
+}
+
+#[test]
+fn live_gva_to_hva_without_the_page_tables() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEE, data) => {
+                host.counts.io_out += 1;
+                let slot = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                let gpa = lab2_paging::translate(host.memory, host.cr3, slot).result.unwrap();
+                let gva: u64 = host.memory.read_obj(GuestAddress(gpa)).unwrap();
+                // The GVA taken for a guest physical address: right for the identity map only.
+                let hva = (gva < 0x20_0000).then(|| host.host_base + gva);
+                host.memory.write_obj(hva.unwrap_or(0), GuestAddress(gpa)).unwrap();
+                host.record("gva_to_hva", &[gva], Some(hva.unwrap_or(0)));
+                if hva.is_none() {
+                    console.write_all(b"Invalid GVA\n").map_err(Lab5Error::Console)?;
+                }
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_gva_to_hva_live", |labs| {
+        labs.run_hypercalls = hypercall_loop!(seeded)
+    });
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        &["gva_to_hva of GVA", "the guest maps its first 2 MiB again"],
+    );
+}
+
+#[test]
+fn live_print_str_without_the_page_tables() {
+    fn seeded(exit: VcpuExit<'_>, host: &mut Host<'_>, console: &mut dyn Write) -> Result<Flow, Lab5Error> {
+        match exit {
+            VcpuExit::IoOut(0xEC, data) => {
+                host.counts.io_out += 1;
+                let gva = u64::from(u32::from_le_bytes(data.try_into().unwrap()));
+                host.record("print_str", &[gva], None);
+                // The GVA read as a guest physical address.
+                let mut at = gva;
+                while let Ok(byte) = host.memory.read_obj::<u8>(GuestAddress(at)) {
+                    if byte == 0 {
+                        break;
+                    }
+                    console.write_all(&[byte]).map_err(Lab5Error::Console)?;
+                    at += 1;
+                }
+                Ok(Flow::Continue)
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console),
+        }
+    }
+    let message = failure_of("lab5_hypercall_guest", |labs| {
+        labs.run_hypercalls = hypercall_loop!(seeded)
+    });
+    assert_names(
+        &message,
+        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        &["print_str of a ", "read through the guest's page tables"],
+    );
+}
+
+#[test]
+fn a_stub_reached_in_the_hypercall_loop_is_reported_as_not_implemented() {
+    fn stub(
+        _: &mut VcpuFd,
+        _: &mut Host<'_>,
+        _: &mut dyn Write,
+        _: &mut dyn FnMut(&VcpuExit<'_>),
+    ) -> Result<(), Lab5Error> {
+        panic!("not yet implemented: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)")
+    }
+    let mut labs = Labs::BUILT;
+    labs.run_hypercalls = stub;
+    let outcome = common::outcome_of("lab5_hypercall_guest", labs, common::seed());
+    assert_eq!(
+        outcome,
+        grader::runner::Outcome::NotImplemented(
+            "not implemented yet: lab5 run_hypercalls (labs/lab5-hypercalls/src/lib.rs; book: Lab 5, Hypercalls)"
+                .into()
+        )
+    );
 }
 
 #[test]
@@ -1216,8 +1717,10 @@ fn gva_to_hva_that_ignores_the_page_tables() {
     fn seeded(_memory: &GuestMemoryMmap, _cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
         (gva < 0x20_0000).then(|| host_base + gva)
     }
-    let message = failure_of("lab5_gva_to_hva", |labs| labs.gva_to_hva = seeded);
-    assert_names(&message, "lab5 gva_to_hva: gva_to_hva(0x", &["expected"]);
+    for check in ["lab5_gva_to_hva", "lab5_gva_to_hva_outside_memory"] {
+        let message = failure_of(check, |labs| labs.gva_to_hva = seeded);
+        assert_names(&message, "lab5 gva_to_hva: gva_to_hva(0x", &["expected"]);
+    }
 }
 
 #[test]

@@ -6,8 +6,10 @@
 //! the lab are blocked as usual, and every other lab is graded.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use crate::kit::{self, LABS, status};
 
@@ -34,14 +36,151 @@ pub struct Args {
 /// What one `cargo build` of the grader gave.
 #[derive(Debug, Default)]
 struct Build {
-    /// The grader binary, when it was built.
+    /// The grader binary (the judge), when it was built.
     grader: Option<PathBuf>,
+    /// The probe binary (the labs), when it was built.
+    probe: Option<PathBuf>,
     /// The first error of each lab crate that did not compile.
     broken_labs: BTreeMap<u8, String>,
     /// Errors outside the lab crates, and cargo's own.
     other_errors: Vec<String>,
     /// The compiler's warnings about the lab files (`file:line:col: warning: …`).
     lab_warnings: Vec<String>,
+}
+
+/// What to build, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    /// `--features` of the build.
+    pub features: &'a str,
+    /// Only the probe (official grading brings its own judge).
+    pub probe_only: bool,
+    /// Run cargo jailed, with this folder (the submission's copy of the kit, which holds the
+    /// shadow too) its only one (official grading: a build sees nothing else).
+    pub jail: Option<(&'a CargoJail, &'a Path)>,
+    /// When a build is stopped, with everything it started.
+    pub deadline: Option<Instant>,
+}
+
+impl Plan<'_> {
+    /// What the build must have produced to be usable.
+    fn built(&self, build: &Build) -> bool {
+        build.probe.is_some() && (self.probe_only || build.grader.is_some())
+    }
+}
+
+/// cargo in a jail (kit-jail): the toolchain and cargo's home read-only, offline, and the one kit
+/// being built as the only writable folder.
+#[derive(Debug, Clone)]
+pub struct CargoJail {
+    jail: kit_jail::Jail,
+    cargo: PathBuf,
+    cargo_home: PathBuf,
+    rustup_home: PathBuf,
+}
+
+impl CargoJail {
+    /// This host's cargo, jailed; `Err` says why it cannot be.
+    #[allow(dead_code)] // official grading's (grade-submissions), which a student copy leaves out
+    pub fn detect() -> Result<CargoJail, String> {
+        let jail = kit_jail::Jail::detect().map_err(|why| why.to_string())?;
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let dir = |var: &str, default: &str| std::env::var_os(var).map_or_else(|| home.join(default), PathBuf::from);
+        let cargo = PathBuf::from(kit::cargo());
+        let cargo = if cargo.is_absolute() {
+            cargo
+        } else {
+            dir("CARGO_HOME", ".cargo").join("bin/cargo")
+        };
+        Ok(CargoJail {
+            jail,
+            cargo,
+            cargo_home: dir("CARGO_HOME", ".cargo"),
+            rustup_home: dir("RUSTUP_HOME", ".rustup"),
+        })
+    }
+
+    /// `command` (a cargo command run in `kit`) run jailed, with `kit` its only writable folder.
+    fn wrap(&self, command: &Command, kit: &Path) -> Result<Command, String> {
+        let tools = self.cargo.parent().map(Path::to_path_buf).unwrap_or_default();
+        let path = format!(
+            "{}:{}/bin:{}",
+            tools.display(),
+            self.cargo_home.display(),
+            kit_jail::JAIL_PATH
+        );
+        let mut builder = self
+            .jail
+            .command(&self.cargo)
+            .args(command.get_args())
+            .arg("--offline")
+            .read_only(&self.cargo_home)
+            .scratch(kit)
+            .env("CARGO_HOME", &self.cargo_home)
+            .env("PATH", path);
+        if self.rustup_home.is_dir() {
+            builder = builder
+                .read_only(&self.rustup_home)
+                .env("RUSTUP_HOME", &self.rustup_home);
+        }
+        if !self.cargo.starts_with(&self.cargo_home) && !self.cargo.starts_with(&self.rustup_home) {
+            builder = builder.read_only(&tools);
+        }
+        builder.build().map_err(|err| err.to_string())
+    }
+}
+
+/// The probe of a submission's kit, built jailed for official grading, with partial credit
+/// across lab files that do not compile: the probe, the labs stubbed out with their first error,
+/// and the warnings about the lab files.
+#[allow(dead_code)] // official grading's (grade-submissions), which a student copy leaves out
+pub fn build_probe_for_grading(
+    kit: &Path,
+    jail: &CargoJail,
+    deadline: Instant,
+) -> Result<(PathBuf, BTreeMap<u8, String>), String> {
+    let plan = Plan {
+        features: "grader/probe",
+        probe_only: true,
+        jail: Some((jail, kit)),
+        deadline: Some(deadline),
+    };
+    let (build, broken, _) = build_around_broken_labs(kit, plan)?;
+    match build.probe {
+        Some(probe) => Ok((probe, broken)),
+        None => Err(format!(
+            "the kit does not build, outside the lab files: {}",
+            build.other_errors.first().map_or("cargo build failed", String::as_str)
+        )),
+    }
+}
+
+/// The judge of the kit at `root` (the `grader` binary: no lab code, so no lab file can stop
+/// its build), built once for a whole class.
+#[allow(dead_code)] // official grading's (grade-submissions), which a student copy leaves out
+pub fn build_judge(root: &Path) -> Result<PathBuf, String> {
+    let out = Command::new(kit::cargo())
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--message-format=json",
+            "-p",
+            "grader",
+            "--bin",
+            "grader",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    let build = parse_build_messages(&String::from_utf8_lossy(&out.stdout));
+    match build.grader {
+        Some(judge) if out.status.success() => Ok(judge),
+        _ => Err(format!(
+            "the grader (the judge) does not build: {}",
+            build.other_errors.first().map_or("cargo build failed", String::as_str)
+        )),
+    }
 }
 
 /// `cargo grade --solution`: grade the reference solutions (the instructors' repository only).
@@ -57,12 +196,17 @@ pub fn run(mut args: Args) -> u8 {
             "--solution grades the reference solutions, which only the instructors' repository has",
         );
     }
-    let features = if solution {
-        "grader/probe grader/solution"
-    } else {
-        "grader/probe"
+    let plan = Plan {
+        features: if solution {
+            "grader/probe grader/solution"
+        } else {
+            "grader/probe"
+        },
+        probe_only: false,
+        jail: None,
+        deadline: None,
     };
-    let (build, broken, grader_root) = match build_around_broken_labs(&root, features) {
+    let (build, broken, grader_root) = match build_around_broken_labs(&root, plan) {
         Ok(found) => found,
         Err(message) => return fail(status::IO, &message),
     };
@@ -101,17 +245,17 @@ pub fn run(mut args: Args) -> u8 {
 /// Builds the grader; when lab files do not compile, builds it in the shadow copy with their
 /// untouched stubs instead. Returns the last build, the labs stubbed out with their first error,
 /// and the root of the kit that was built.
-fn build_around_broken_labs(root: &Path, features: &str) -> Result<(Build, BTreeMap<u8, String>, PathBuf), String> {
-    let mut build = build_grader(root, &root.join("target"), features)?;
+fn build_around_broken_labs(root: &Path, plan: Plan) -> Result<(Build, BTreeMap<u8, String>, PathBuf), String> {
+    let mut build = build_grader(root, &root.join("target"), plan)?;
     let mut broken = build.broken_labs.clone();
-    if build.grader.is_some() || broken.is_empty() || !build.other_errors.is_empty() {
+    if plan.built(&build) || broken.is_empty() || !build.other_errors.is_empty() {
         return Ok((build, broken, root.to_path_buf()));
     }
     // Stub out the labs that fail, build again, until the kit builds (a lab that uses a broken
     // one may only fail once that one is stubbed out, or the kit's own code may name a lab).
     for _ in 0..MAX_ROUNDS {
-        build = build_shadow(root, &broken, features)?;
-        if build.grader.is_some() || !build.other_errors.is_empty() {
+        build = build_shadow(root, &broken, plan)?;
+        if plan.built(&build) || !build.other_errors.is_empty() {
             break;
         }
         if build.broken_labs.keys().all(|lab| broken.contains_key(lab)) {
@@ -125,19 +269,19 @@ fn build_around_broken_labs(root: &Path, features: &str) -> Result<(Build, BTree
     }
     // A lab may have failed only because a lab it uses changed (lab 5 calls lab 2): give each its
     // own file back, one at a time, and keep it wherever the kit still builds.
-    if build.grader.is_some() && broken.len() > 1 {
+    if plan.built(&build) && broken.len() > 1 {
         let mut last_trial_built = true;
         for lab in broken.keys().copied().collect::<Vec<_>>() {
             let mut trial = broken.clone();
             trial.remove(&lab);
-            let trial_build = build_shadow(root, &trial, features)?;
-            last_trial_built = trial_build.grader.is_some();
+            let trial_build = build_shadow(root, &trial, plan)?;
+            last_trial_built = plan.built(&trial_build);
             if last_trial_built {
                 (build, broken) = (trial_build, trial);
             }
         }
         if !last_trial_built {
-            build = build_shadow(root, &broken, features)?;
+            build = build_shadow(root, &broken, plan)?;
         }
     }
     Ok((build, broken, shadow_root(root)))
@@ -148,12 +292,13 @@ fn shadow_root(root: &Path) -> PathBuf {
 }
 
 /// Builds the grader in the shadow copy, with `broken` labs stubbed out.
-fn build_shadow(root: &Path, broken: &BTreeMap<u8, String>, features: &str) -> Result<Build, String> {
+fn build_shadow(root: &Path, broken: &BTreeMap<u8, String>, plan: Plan) -> Result<Build, String> {
     prepare_shadow(root, &shadow_root(root), broken)?;
+    // The shadow lies inside `root`, so a jailed build still writes only there.
     build_grader(
         &shadow_root(root),
         &root.join("target").join(SHADOW_DIR).join("target"),
-        features,
+        plan,
     )
 }
 
@@ -177,8 +322,9 @@ fn fail(code: u8, message: &str) -> u8 {
 
 /// Builds the grader of the kit at `root` into `target`, going on past crates that fail, and
 /// sorts the errors by lab.
-fn build_grader(root: &Path, target: &Path, features: &str) -> Result<Build, String> {
-    let out = Command::new(kit::cargo())
+fn build_grader(root: &Path, target: &Path, plan: Plan) -> Result<Build, String> {
+    let mut command = Command::new(kit::cargo());
+    command
         .current_dir(root)
         .args([
             "build",
@@ -187,15 +333,21 @@ fn build_grader(root: &Path, target: &Path, features: &str) -> Result<Build, Str
             "--message-format=json-diagnostic-short",
             "-p",
             "grader",
-            // Both binaries: the judge (no lab code) and the probe (the labs).
+            // The judge links no lab code; the probe is the labs.
             "--features",
-            features,
+            plan.features,
         ])
         .arg("--target-dir")
-        .arg(target)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| format!("cannot run cargo: {err}"))?;
+        .arg(target);
+    if plan.probe_only {
+        command.args(["--bin", "grader-probe"]);
+    }
+    if let Some((jail, kit)) = plan.jail {
+        // The jail starts in `kit`; `root` may be the shadow inside it.
+        command.arg("--manifest-path").arg(root.join("Cargo.toml"));
+        command = jail.wrap(&command, kit)?;
+    }
+    let out = output_until(command, plan.deadline)?;
     let mut build = parse_build_messages(&String::from_utf8_lossy(&out.stdout));
     if !out.status.success() && build.broken_labs.is_empty() && build.other_errors.is_empty() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -207,8 +359,82 @@ fn build_grader(root: &Path, target: &Path, features: &str) -> Result<Build, Str
     }
     if !out.status.success() {
         build.grader = None;
+        build.probe = None;
     }
     Ok(build)
+}
+
+/// `command`'s output, or an error once `deadline` passes (the command and all it started, in
+/// its process group, are killed then).
+fn output_until(mut command: Command, deadline: Option<Instant>) -> Result<std::process::Output, String> {
+    let Some(deadline) = deadline else {
+        return command
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("cannot run cargo: {err}"));
+    };
+    let mut ours = kit::own_children().lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    let pid = child.id() as libc::pid_t;
+    ours.insert(pid);
+    drop(ours);
+    let forget = || {
+        kit::own_children()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    };
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut read = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut read);
+            }
+            read
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|err| format!("cannot wait for cargo: {err}"))?
+        {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let Some(status) = status else {
+        // SAFETY: kill(2) on our child's process group; no memory is touched.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = child.wait();
+        forget();
+        return Err("the build took too long and was stopped".to_owned());
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// Reads cargo's JSON messages: the grader's executable, and the first error of each crate.
@@ -222,6 +448,11 @@ fn parse_build_messages(stdout: &str) -> Build {
             Some("compiler-artifact") if message["target"]["name"] == "grader" => {
                 if let Some(exe) = message["executable"].as_str() {
                     build.grader = Some(PathBuf::from(exe));
+                }
+            }
+            Some("compiler-artifact") if message["target"]["name"] == "grader-probe" => {
+                if let Some(exe) = message["executable"].as_str() {
+                    build.probe = Some(PathBuf::from(exe));
                 }
             }
             Some("compiler-message")

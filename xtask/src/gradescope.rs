@@ -1,7 +1,8 @@
 //! `cargo xtask gradescope FILE.zip`: a Gradescope autograder. The zip holds `setup.sh` (installs
 //! gcc, binutils and Rust when missing, then builds the kit so grading starts warm),
 //! `run_autograder` (takes the lab files from the submission into the kit and runs `cargo grade
-//! --gradescope`) and `kit/`, a pristine student copy exported from this repository. Both scripts
+//! --gradescope`) and `kit/`, a pristine student copy exported from this repository, with the
+//! hidden checks put back (students never see the package). Both scripts
 //! take their root from `AUTOGRADER_ROOT` (default `/autograder`), so they can be tried anywhere.
 //! Gradescope's standard containers have no `/dev/kvm`: there, the checks that need KVM are the
 //! grader's to report as not run.
@@ -17,6 +18,8 @@ use crate::student_kit;
 const STATUS_USAGE: u8 = 2;
 /// Where the package is put together, under this repository's `target/`.
 const WORK_DIR: &str = "gradescope";
+/// The hidden checks, which the student copy replaces with a stand-in.
+const HIDDEN_CHECKS: &str = "grader/src/checks/hidden.rs";
 /// Executable scripts: rwxr-xr-x.
 const EXECUTABLE: u32 = 0o755;
 
@@ -50,6 +53,10 @@ fn package(file: &Path) -> Result<(), Failure> {
     let work = root.join("target").join(WORK_DIR);
     let _ = std::fs::remove_dir_all(&work);
     student_kit::export(&root, &work.join("kit"), false)?;
+    // Official grading runs the hidden checks: the package (which students never see) holds them.
+    let hidden = Path::new(HIDDEN_CHECKS);
+    std::fs::copy(root.join(hidden), work.join("kit").join(hidden))
+        .map_err(|err| (kit::status::IO, kit::io_error("copy", &root.join(hidden), err)))?;
     write_script(&work.join("setup.sh"), SETUP)?;
     write_script(&work.join("run_autograder"), &run_autograder())?;
     let file = std::path::absolute(file).map_err(|err| (kit::status::IO, kit::io_error("find", file, err)))?;

@@ -160,7 +160,8 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
 }
 
 /// Exit statuses of `cargo xtask` (the grader's own statuses pass through `cargo grade`; the
-/// instructors' commands add 2, bad usage or input, and 5, a repository not fit to export).
+/// instructors' commands add 2, bad usage or input, 5, a repository not fit to export, 6, files git
+/// does not track where the export reads, and 7, a repository that is not a git checkout).
 pub mod status {
     /// Bad usage (as the grader's own).
     pub const USAGE: u8 = 2;
@@ -251,6 +252,15 @@ pub fn sync_tree(to: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<(), String> 
 /// An I/O error with the file it happened on.
 pub fn io_error(what: &str, path: &Path, err: io::Error) -> String {
     format!("cannot {what} {}: {err}", path.display())
+}
+
+/// The processes this xtask started and waits for itself (builds, gradings), which the orphan
+/// reaper of `grade-submissions` leaves alone. Hold the lock from before `spawn` until the pid is
+/// in, so the reaper never takes a child that has just been started.
+pub fn own_children() -> &'static std::sync::Mutex<std::collections::HashSet<libc::pid_t>> {
+    static CHILDREN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<libc::pid_t>>> =
+        std::sync::OnceLock::new();
+    CHILDREN.get_or_init(Default::default)
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ mod grade;
 mod gradescope;
 mod kit;
 #[cfg(feature = "instructor")]
+mod shape;
+#[cfg(feature = "instructor")]
 mod student_kit;
 #[cfg(feature = "instructor")]
 mod submissions;

@@ -6,16 +6,39 @@
 //! Before writing anything it checks the stubs (each stubbed function is an untouched `todo!` that
 //! names its lab, file and book chapter, and the reference defines it); after writing, it checks
 //! that no line of a reference function body and no mention of the `solution` feature is left.
+//!
+//! The copy is made of the files git tracks (`git ls-files`: the index, so a file `git add`ed but
+//! not yet committed counts) and of the files the export writes itself (`xtask/stubs/`, the
+//! student README, the CI workflow), never of a listing of the folder: course staff keep
+//! submissions, gradebooks and notes beside the kit, and none of them may reach a class. Untracked
+//! files outside the exported folders (the top-level folders a shipped file is in: a
+//! `submissions/` folder or a `grades.csv` at the root) are never read; untracked (not ignored)
+//! files under them make the export refuse (status 6), since a file there was either forgotten by
+//! `git add` (the copy would lack it) or does not belong in the kit. A folder that is not the top
+//! of a git checkout (a tarball, a copy), or one git cannot list, is refused (status 7): nothing
+//! says which of its files are the kit. A tracked file is exported as the working tree holds it,
+//! uncommitted edits included (the lab files excepted: their untouched exercise comes from a
+//! pristine source, see `kit::pristine_stub`): staff edit the book and the kit and export what
+//! they just built and tested, and every check above runs on what is written; HEAD's version
+//! would silently drop those edits. Which files ship is git's record; what they say is the
+//! working tree's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::kit::{self, LABS, STUB_GATE};
+use crate::shape;
 
 /// Bad usage: `DIR` exists and is not empty.
 const STATUS_USAGE: u8 = 2;
 /// The instructors' repository is not fit to export (a stub was edited, reference code leaks).
 const STATUS_NOT_EXPORTABLE: u8 = 5;
+/// The working tree holds files git does not track under the exported folders.
+const STATUS_UNTRACKED: u8 = 6;
+/// The instructors' repository is not the top of a git checkout: no record of what the kit is.
+const STATUS_NOT_A_CHECKOUT: u8 = 7;
+/// How many untracked paths a refusal names.
+const NAMED_UNTRACKED: usize = 3;
 
 /// The gate of a test file that runs in the student build only.
 const STUDENT_BUILD_TEST_GATE: &str = "#![cfg(not(feature = \"solution\"))]";
@@ -44,7 +67,9 @@ const ANSWER_SUMMARY: &str = "<summary>Answer";
 const MIN_LEAK_LINE: usize = 16;
 /// Reference body lines that the kit's given code also has, word for word, because there is one
 /// way to write them (a match arm, a struct's rest), not because it copies the answer.
-const GENERIC_LINES: [&str; 8] = [
+const GENERIC_LINES: [&str; 10] = [
+    "let mut bytes = Vec::new();",
+    ".write_obj(value, GuestAddress(addr))",
     "Mode::Paged32 => {",
     "..Default::default()",
     "VcpuExit::Hlt => {",
@@ -70,20 +95,13 @@ const KIT_OVERLAP: [&str; 10] = [
     "if version != KVM_API_VERSION {",
 ];
 
-/// Given files that hold a reference's answer by design, and why (known, and reported to the
-/// course staff: a student can read them). The leak check skips them.
-pub const SHIPPED_ANSWERS: [(&str, &str); 1] = [(
-    "grader/src/walker.rs",
-    "the grader's own page walker, which judges lab 2's translate on random page tables, is lab 2's answer",
-)];
-
 /// Lines the book teaches as facts (the long-mode state KVM_SET_SREGS accepts, in "Under
 /// KVM_RUN", from `crates/kvm-hello/tests/set_sregs.rs`) that the reference also has.
 const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME | EFER_LMA;"];
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 10] = [
+const INSTRUCTOR_ONLY: [&str; 15] = [
     ".ci",
     "README.md",
     "book/src/instructors.md",
@@ -92,7 +110,14 @@ const INSTRUCTOR_ONLY: [&str; 10] = [
     // bytes, which it also holds, are written into the student book instead).
     "crates/kvm-hello/tests/lwn.rs",
     "grader/tests/grade.rs",
+    // The hidden checks (the copy gets a stand-in that says how many and their points), the
+    // hostile probe of the isolation tests, and the jail's own tests (bubblewrap and python3).
+    "grader/src/checks/hidden.rs",
+    "grader/tests/bin",
+    "grader/tests/isolation.rs",
+    "crates/kit-jail/tests",
     "tests/reference_blocks.rs",
+    "xtask/src/shape.rs",
     "xtask/src/student_kit.rs",
     "xtask/src/submissions.rs",
     "xtask/src/gradescope.rs",
@@ -114,8 +139,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> u8 {
     match export(&kit::root(), &args.dir, args.with_answers) {
-        Ok(written) => {
+        Ok(Exported { written, left_out }) => {
             eprintln!("student-kit: wrote {written} files to {}", args.dir.display());
+            if !left_out.is_empty() {
+                eprintln!(
+                    "student-kit: left out {} (untracked, outside the exported folders): only what git tracks is exported",
+                    left_out.join(", ")
+                );
+            }
             0
         }
         Err((status, message)) => {
@@ -135,8 +166,18 @@ fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|err| io_failure("read", path, err))
 }
 
-/// Writes the student copy of the kit at `root` into `dir`; returns how many files it wrote.
-pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<usize, Failure> {
+/// What an export did.
+#[derive(Debug)]
+pub struct Exported {
+    /// How many files it wrote.
+    pub written: usize,
+    /// Untracked paths of the instructors' repository that it did not read (outside the exported
+    /// folders; a folder ends with `/`).
+    pub left_out: Vec<String>,
+}
+
+/// Writes the student copy of the kit at `root` into `dir`.
+pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<Exported, Failure> {
     let stubs = pristine_stubs(root).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
     check_stubs(root, &stubs).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
@@ -146,16 +187,16 @@ pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<usize, Fail
         ));
     }
     let mut written = 0;
-    let files = kit::files(root).map_err(|err| io_failure("list the files of", root, err))?;
-    let dropped_chapters: Vec<String> = files
+    let (dropped, files): (Vec<PathBuf>, Vec<PathBuf>) = tracked_files(root)?
+        .into_iter()
+        .partition(|file| is_instructor_only(root, file, with_answers));
+    let left_out = refuse_untracked(root, &files)?;
+    let dropped_chapters: Vec<String> = dropped
         .iter()
-        .filter(|file| file.starts_with("book/src") && is_instructor_only(root, file, with_answers))
+        .filter(|file| file.starts_with("book/src"))
         .filter_map(|file| file.file_name().map(|name| name.to_string_lossy().into_owned()))
         .collect();
     for relative in &files {
-        if is_instructor_only(root, relative, with_answers) {
-            continue;
-        }
         let from = root.join(relative);
         let contents = match transform(root, relative, with_answers, &dropped_chapters, &stubs)? {
             Some(text) => text.into_bytes(),
@@ -171,9 +212,141 @@ pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<usize, Fail
     }
     write(dir, Path::new("README.md"), student_readme().as_bytes())?;
     write(dir, Path::new(".github/workflows/grade.yml"), GRADE_WORKFLOW.as_bytes())?;
-    written += 2;
+    let (checks, points) = hidden_summary(root)?;
+    write(
+        dir,
+        Path::new(HIDDEN_CHECKS),
+        hidden_stand_in(checks, points).as_bytes(),
+    )?;
+    written += 3;
     check_export(root, dir, &stubs).map_err(|message| (STATUS_NOT_EXPORTABLE, message))?;
-    Ok(written)
+    Ok(Exported { written, left_out })
+}
+
+/// `git ARGS` in `root`: its standard output, or a failure that says why git could not give it
+/// (git's own first line: not a repository, a repository git does not trust, a broken index).
+fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, Failure> {
+    let out = std::process::Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|err| {
+            (
+                kit::status::IO,
+                format!("cannot run git (git {}): {err}", args.join(" ")),
+            )
+        })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cause = stderr
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("no message");
+    Err((
+        STATUS_NOT_A_CHECKOUT,
+        format!(
+            "{}: git cannot tell which files are the kit (git {}: {cause}): the student copy is made of the files git tracks; export from a git clone of the instructors' repository",
+            root.display(),
+            args.join(" ")
+        ),
+    ))
+}
+
+/// Paths from `git ls-files -z`.
+fn paths(listing: &[u8]) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    listing
+        .split(|byte| *byte == 0)
+        .filter(|path| !path.is_empty())
+        .map(|path| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+        .collect()
+}
+
+/// The files git tracks in `root` that the working tree holds (a tracked file deleted there is
+/// not exported, like any other uncommitted edit), sorted. `root` must be the top of its own
+/// checkout: a copy of the kit inside another repository's folder is not tracked as the kit.
+fn tracked_files(root: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let top = git(root, &["rev-parse", "--show-toplevel"])?;
+    let top = PathBuf::from(String::from_utf8_lossy(&top).trim_end_matches('\n'));
+    let same = |a: &Path, b: &Path| {
+        a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().is_ok_and(|b| a == b))
+    };
+    if !same(&top, root) {
+        return Err((
+            STATUS_NOT_A_CHECKOUT,
+            format!(
+                "{} is not the top of a git checkout (it lies inside the one at {}): the student copy is made of the files git tracks; export from a git clone of the instructors' repository",
+                root.display(),
+                top.display()
+            ),
+        ));
+    }
+    let mut files: Vec<PathBuf> = paths(&git(root, &["ls-files", "-z", "--cached"])?)
+        .into_iter()
+        .filter(|file| !kit::is_build_output(file))
+        .filter(|file| std::fs::symlink_metadata(root.join(file)).is_ok_and(|meta| meta.is_file()))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The exported folders: the top-level folders of the files the export ships.
+fn exported_folders(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut folders: Vec<PathBuf> = files
+        .iter()
+        .filter(|file| file.components().count() > 1)
+        .filter_map(|file| file.components().next().map(|first| PathBuf::from(first.as_os_str())))
+        .collect();
+    folders.sort();
+    folders.dedup();
+    folders
+}
+
+/// Refuses when git does not track a file (and does not ignore it) under the exported folders;
+/// returns the untracked paths elsewhere, which the export never reads.
+fn refuse_untracked(root: &Path, files: &[PathBuf]) -> Result<Vec<String>, Failure> {
+    let untracked = paths(&git(
+        root,
+        &[
+            "ls-files",
+            "-z",
+            "--others",
+            "--exclude-standard",
+            "--directory",
+            "--no-empty-directory",
+        ],
+    )?);
+    let folders = exported_folders(files);
+    let (inside, outside): (Vec<PathBuf>, Vec<PathBuf>) = untracked
+        .into_iter()
+        .partition(|path| path.components().count() > 1 && folders.iter().any(|folder| path.starts_with(folder)));
+    // (`--directory` names a wholly untracked folder once, with a trailing slash.)
+    let shown = |path: &PathBuf| path.to_string_lossy().into_owned();
+    if !inside.is_empty() {
+        let mut named: Vec<String> = inside.iter().take(NAMED_UNTRACKED).map(shown).collect();
+        if inside.len() > NAMED_UNTRACKED {
+            named.push(format!("and {} more", inside.len() - NAMED_UNTRACKED));
+        }
+        let folders: Vec<String> = folders
+            .iter()
+            .map(|folder| folder.to_string_lossy().into_owned())
+            .collect();
+        return Err((
+            STATUS_UNTRACKED,
+            format!(
+                "git does not track {} under the exported folders ({}): the student copy is made of what git tracks only; commit them, remove them, or move them outside the repository",
+                named.join(", "),
+                folders.join(", ")
+            ),
+        ));
+    }
+    Ok(outside.iter().map(shown).collect())
 }
 
 fn write(dir: &Path, relative: &Path, contents: &[u8]) -> Result<(), Failure> {
@@ -333,6 +506,23 @@ pub fn remove_feature(manifest: &str, name: &str) -> String {
         let line = lines[i];
         if line.starts_with('[') {
             in_table = line.trim() == "[features]";
+        }
+        // A target that needs the feature goes with it: `[[bin]]` … `required-features = ["NAME"]`.
+        if line.starts_with("[[") {
+            let end = (i + 1..lines.len())
+                .find(|&j| lines[j].starts_with('['))
+                .unwrap_or(lines.len());
+            if lines[i..end]
+                .iter()
+                .any(|l| l.starts_with("required-features") && l.contains(&format!("\"{name}\"")))
+            {
+                while out.last().is_some_and(|l| l.trim().is_empty()) {
+                    out.pop();
+                }
+                out.push("");
+                i = end;
+                continue;
+            }
         }
         if in_table && line.starts_with(&format!("{name} = ")) {
             while out.last().is_some_and(|l| l.starts_with('#')) {
@@ -562,17 +752,34 @@ fn reference_lines(root: &Path, stubs: &Stubs) -> Result<Vec<(String, String)>, 
     Ok(found)
 }
 
-/// The written copy mentions no reference and contains no line of a reference function body.
+/// The written copy mentions no reference, contains no line of a reference function body, and
+/// no Rust file of it shares a run of lines with a reference file, alike but for names, numbers
+/// and strings (`shape`): nothing in it, pasted into a lab file, solves a lab.
 fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
     let reference = reference_lines(root, stubs)?;
+    let mut reference_shapes = Vec::new();
+    for lab in LABS {
+        let file = format!("labs/{}/src/solution.rs", lab.dir);
+        let text = std::fs::read_to_string(root.join(&file)).map_err(|err| format!("cannot read {file}: {err}"))?;
+        reference_shapes.push((file, shape::shapes(&text)));
+    }
     let files = kit::files(dir).map_err(|err| kit::io_error("list the files of", dir, err))?;
     for relative in files {
-        if SHIPPED_ANSWERS.iter().any(|(file, _)| relative == Path::new(file)) {
-            continue;
-        }
         let Ok(text) = std::fs::read_to_string(dir.join(&relative)) else {
             continue;
         };
+        if relative.extension().is_some_and(|ext| ext == "rs") {
+            let shipped = shape::shapes(&text);
+            for (file, shapes) in &reference_shapes {
+                if let Some((at, line)) = shape::shared_run(shapes, &shipped) {
+                    return Err(format!(
+                        "the student copy's {}:{line} repeats {file}:{at}: {} lines alike but for names and numbers; a reference's code must not ship, renamed or not",
+                        relative.display(),
+                        shape::RUN
+                    ));
+                }
+            }
+        }
         for (number, line) in text.lines().enumerate() {
             if let Some(word) = FORBIDDEN.iter().find(|word| line.contains(*word)) {
                 return Err(format!(
@@ -592,6 +799,74 @@ fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The file of the hidden checks: instructor-only; the copy gets `hidden_stand_in`.
+const HIDDEN_CHECKS: &str = "grader/src/checks/hidden.rs";
+
+/// How many hidden checks the instructors' grader has, and their points (`grader --hidden-summary`,
+/// from the judge, which builds without any lab).
+fn hidden_summary(root: &Path) -> Result<(usize, u32), Failure> {
+    let out = std::process::Command::new(kit::cargo())
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "grader",
+            "--bin",
+            "grader",
+            "--",
+            "--hidden-summary",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|err| (kit::status::IO, format!("cannot run cargo: {err}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut numbers = text.split_whitespace().map(str::parse::<u32>);
+    match (out.status.success(), numbers.next(), numbers.next()) {
+        (true, Some(Ok(checks)), Some(Ok(points))) => Ok((checks as usize, points)),
+        _ => Err((
+            kit::status::KIT_BROKEN,
+            format!(
+                "cannot count the hidden checks (grader --hidden-summary): {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("no answer")
+            ),
+        )),
+    }
+}
+
+/// The student copy's `grader/src/checks/hidden.rs`: no check, only how many there are.
+fn hidden_stand_in(checks: usize, points: u32) -> String {
+    format!(
+        r#"//! Hidden checks: official grading (`cargo xtask grade-submissions`, the Gradescope package)
+//! runs {checks} more check(s), worth {points} points, with inputs this copy does not hold. They grade
+//! the rules of the public checks (your stubs and the book state them all), with other inputs.
+
+use crate::Check;
+
+/// How many checks this copy leaves out, and their points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Withheld {{
+    /// Hidden checks left out.
+    pub checks: usize,
+    /// Their points.
+    pub points: u32,
+}}
+
+/// What this copy leaves out.
+pub const WITHHELD: Withheld = Withheld {{ checks: {checks}, points: {points} }};
+
+/// No hidden check is in this copy.
+pub const VARIANT_OF: &[(&str, &str)] = &[];
+
+/// No hidden check is in this copy.
+pub const CHECKS: &[Check] = &[];
+"#
+    )
 }
 
 fn student_readme() -> String {
@@ -617,8 +892,15 @@ stubs; `kvm-hello` runs your labs in order, and the grader tells you what is rig
 ```sh
 cargo run -p kvm-hello         # runs your VMM; at first it stops at lab 1 with status 6:
 # kvm-hello: not implemented yet: lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)
-cargo test --workspace         # the kit's own tests: they pass whatever state your labs are in
+cargo test --workspace         # the kit's own tests (not your labs'): they pass while every lab file compiles
 ```
+
+`cargo test --workspace` builds every lab file: a lab file that does not compile fails it (the
+compiler names the line), while `cargo grade` still grades every other lab. Its tests check the
+kit: kvm-hello stops at your first stub, KVM refuses what the book says it refuses, every graded
+rule is written in your lab files or the book, and the book's includes resolve. `cargo grade`
+grades your labs. Each rule it checks is in your lab file, in a `Graded (CHECK): ...` comment;
+`cargo grade --hint CHECK` gives a hint, `--more` a second one.
 
 Open the file it names, read its `TODO(labN)` comments and the book chapter, replace the
 `todo!`s, and run it again: each run goes one step further, until the guest says hello.

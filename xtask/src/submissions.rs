@@ -1,14 +1,18 @@
 //! `cargo xtask grade-submissions DIR --csv FILE [--jobs N]`: grades a class. `DIR` holds one
 //! folder per student (a clone of their repository, or just their lab files). For each student
 //! only the lab files are taken, into a pristine student copy of the kit exported afresh from
-//! this repository, and graded there by the same `cargo grade` a student runs (same checks, same
-//! limits, partial credit across compile errors). Each student gets a text and a JSON report and
-//! one CSV row. Students are graded `--jobs` at a time, each job in its own copy of the kit with
-//! its own build; each grading runs in its own process group and, where the machine allows, its
-//! own pids cgroup (a fork loop meets `pids.max`), under a wall-clock limit, and everything left
-//! of it is killed before the next student uses the copy.
+//! this repository. There the student's probe (`grader-probe`: the labs) is built in a jail
+//! (kit-jail: the copy is the only folder it sees and writes; no network; cargo offline), with
+//! partial credit across lab files that do not compile. Then the judge, built once from this
+//! repository (hidden checks included, no lab code in it), grades it: every request of every
+//! check runs in a fresh jailed probe, and the judge writes its report to a file that only it
+//! holds. A student whose grading ends otherwise (no jail, the judge failing) gets no grade:
+//! "error" in the CSV, with why. Each student gets a text and a JSON report and one CSV row.
+//! Students are graded `--jobs` at a time, each job in its own copy of the kit with its own build;
+//! each build and grading runs in its own process group and, where the machine allows, its own
+//! pids cgroup, under a wall-clock limit, and everything left of it is killed before the next
+//! student uses the copy.
 
-use std::collections::HashSet;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::Read;
@@ -16,16 +20,19 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::grade::{self, CargoJail, DOES_NOT_COMPILE_ENV};
 use crate::kit::{self, LABS, Lab};
 use crate::student_kit;
 
 /// Bad usage: `DIR` is not a folder of folders.
 const STATUS_USAGE: u8 = 2;
+/// This host cannot jail lab code (or its build), so it gives no official grade.
+const STATUS_NO_JAIL: u8 = 6;
 /// The parts of the scoreboard, in the CSV's column order.
 const PARTS: [&str; 8] = ["lab1", "lab2", "lab3", "lab4", "e2e", "lab0", "lab5", "lab6"];
 /// Where the pristine kit and the jobs' copies live, under this repository's `target/`.
@@ -33,8 +40,6 @@ const WORK_DIR: &str = "grade-submissions";
 /// At most this many processes (threads included) per student: a fork loop stops there, and a
 /// build of the kit (cargo, rustc and their threads) stays well below.
 const PIDS_MAX: u32 = 4096;
-/// How many lines of `cargo grade`'s own message a report keeps when grading gave no report.
-const ERROR_LINES: usize = 4;
 /// How often a running grading is looked at.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -107,7 +112,14 @@ fn grade_all(args: &Args) -> Result<(), Failure> {
         args.csv.with_file_name(format!("{stem}-reports"))
     });
     std::fs::create_dir_all(&reports).map_err(|err| (kit::status::IO, kit::io_error("create", &reports, err)))?;
+    let jail = CargoJail::detect().map_err(|why| {
+        (
+            STATUS_NO_JAIL,
+            format!("official grades need lab code jailed, and here it cannot be: {why}"),
+        )
+    })?;
     let root = kit::root();
+    let judge = grade::build_judge(&root).map_err(|message| (kit::status::KIT_BROKEN, message))?;
     let work = root.join("target").join(WORK_DIR);
     let pristine = work.join("kit");
     let _ = std::fs::remove_dir_all(&pristine);
@@ -128,13 +140,14 @@ fn grade_all(args: &Args) -> Result<(), Failure> {
     std::thread::scope(|scope| {
         for job in 0..jobs {
             let (queue, done, pristine) = (Arc::clone(&queue), Arc::clone(&done), pristine.clone());
+            let (judge, jail) = (&judge, &jail);
             let slot = work.join(format!("job-{job}"));
             scope.spawn(move || {
                 loop {
                     let Some(submission) = queue.lock().unwrap().pop_front() else {
                         break;
                     };
-                    let graded = grade_one(&pristine, &slot, &submission, limit);
+                    let graded = grade_one(&pristine, &slot, &submission, limit, judge, jail);
                     let mut done = done.lock().unwrap();
                     done.push(graded);
                     let graded = done.last().unwrap();
@@ -207,7 +220,14 @@ fn lab_file_in(student: &Path, lab: Lab) -> Option<PathBuf> {
 }
 
 /// Grades one student in the job's copy of the kit.
-fn grade_one(pristine: &Path, slot: &Path, submission: &Submission, limit: Duration) -> Graded {
+fn grade_one(
+    pristine: &Path,
+    slot: &Path,
+    submission: &Submission,
+    limit: Duration,
+    judge: &Path,
+    jail: &CargoJail,
+) -> Graded {
     let started = Instant::now();
     let mut graded = Graded {
         name: submission.name.clone(),
@@ -221,37 +241,13 @@ fn grade_one(pristine: &Path, slot: &Path, submission: &Submission, limit: Durat
         notes: String::new(),
         seconds: 0.0,
     };
-    if let Err(message) = prepare_slot(pristine, slot, submission, &mut graded.missing) {
-        graded.error = message;
-        graded.seconds = started.elapsed().as_secs_f64();
-        return graded;
-    }
-    match run_contained(slot, limit) {
-        Ok((stdout, stderr)) => match serde_json::from_str::<Value>(&stdout) {
-            Ok(Value::Array(results)) => {
-                graded.results = results;
-                graded.notes = stderr
-                    .lines()
-                    .filter(|l| l.starts_with("cargo grade:"))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-            }
-            _ => {
-                // The launcher's message, with the lines that detail it (at most a few).
-                let cause: Vec<&str> = stderr
-                    .lines()
-                    .skip_while(|l| !l.starts_with("cargo grade:"))
-                    .take(ERROR_LINES)
-                    .map(str::trim)
-                    .collect();
-                let cause = if cause.is_empty() {
-                    "no report".to_owned()
-                } else {
-                    cause.join(" ")
-                };
-                graded.error = format!("grading gave no report: {cause}");
-            }
-        },
+    match prepare_slot(pristine, slot, submission, &mut graded.missing)
+        .and_then(|()| build_and_judge(slot, limit, judge, jail))
+    {
+        Ok((results, notes)) => {
+            graded.results = results;
+            graded.notes = notes;
+        }
         Err(message) => graded.error = message,
     }
     score(&mut graded);
@@ -259,8 +255,55 @@ fn grade_one(pristine: &Path, slot: &Path, submission: &Submission, limit: Durat
     graded
 }
 
-/// Makes `slot` the pristine kit with the student's lab files (files that did not change keep
-/// their time stamps, so the job's build stays incremental).
+/// Builds the student's probe in `slot`, jailed, then has the judge grade it; returns the
+/// judge's report (every check's outcome) and notes on lab files that do not compile.
+fn build_and_judge(
+    slot: &Path,
+    limit: Duration,
+    judge: &Path,
+    jail: &CargoJail,
+) -> Result<(Vec<Value>, String), String> {
+    let deadline = Instant::now() + limit;
+    let (probe, broken) = grade::build_probe_for_grading(slot, jail, deadline)?;
+    let notes: Vec<String> = broken
+        .iter()
+        .map(|(lab, error)| format!("lab {lab} does not compile: {error}"))
+        .collect();
+    // The report: a new file in a folder of the judge's, outside the slot and out of the jail's view.
+    let reports = slot.with_extension("report");
+    let _ = std::fs::remove_dir_all(&reports);
+    std::fs::create_dir_all(&reports).map_err(|err| kit::io_error("create", &reports, err))?;
+    let report = reports.join("report.json");
+    let mut command = Command::new(judge);
+    command
+        .arg("--probe")
+        .arg(&probe)
+        .arg("--report")
+        .arg(&report)
+        .args(["--json", "--require-jail"]);
+    for (lab, error) in &broken {
+        command.env(format!("{DOES_NOT_COMPILE_ENV}{lab}"), error);
+    }
+    let (status, _stdout, stderr) = run_contained(command, deadline.saturating_duration_since(Instant::now()))?;
+    if status != Some(0) {
+        let why = stderr
+            .lines()
+            .rev()
+            .find(|line| line.starts_with("grader:"))
+            .unwrap_or("no line on stderr")
+            .to_owned();
+        return Err(format!(
+            "the grader exited with {}: {why}",
+            status.map_or("a signal".to_owned(), |code| format!("status {code}"))
+        ));
+    }
+    let text = std::fs::read_to_string(&report).map_err(|err| kit::io_error("read", &report, err))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(results)) => Ok((results, notes.join("\n"))),
+        _ => Err("the grader's report is not its JSON".to_owned()),
+    }
+}
+
 fn prepare_slot(
     pristine: &Path,
     slot: &Path,
@@ -336,9 +379,9 @@ impl Drop for PidsCgroup {
     }
 }
 
-/// Runs `cargo grade --json` in `slot`, in its own process group and pids cgroup, killed with all
-/// it started at `limit`. Returns its stdout and stderr.
-fn run_contained(slot: &Path, limit: Duration) -> Result<(String, String), String> {
+/// Runs `command` in its own process group and pids cgroup, killed with all it started at
+/// `limit`. Returns its exit status (`None`: a signal), stdout and stderr.
+fn run_contained(command: Command, limit: Duration) -> Result<(Option<i32>, String, String), String> {
     // One cgroup per grading: nothing of a student's is ever counted against the next one's.
     static GRADINGS: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
@@ -347,17 +390,28 @@ fn run_contained(slot: &Path, limit: Duration) -> Result<(String, String), Strin
         GRADINGS.fetch_add(1, Ordering::Relaxed)
     );
     let cgroup = PidsCgroup::create(&name);
-    // The shell joins the cgroup before it becomes cargo, so nothing it starts escapes.
+    // The shell joins the cgroup before it becomes the program, so nothing it starts escapes.
     let join = match &cgroup {
         Some(cgroup) => format!("echo $$ > '{}/cgroup.procs' && ", cgroup.0.display()),
         None => String::new(),
     };
-    let mut ours = children().lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Command::new("sh")
+    let mut ours = kit::own_children().lock().unwrap_or_else(|e| e.into_inner());
+    let mut shell = Command::new("sh");
+    shell
         .arg("-c")
-        .arg(format!("{join}exec \"$0\" grade --json"))
-        .arg(kit::cargo())
-        .current_dir(slot)
+        .arg(format!("{join}exec \"$0\" \"$@\""))
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        shell.current_dir(dir);
+    }
+    let mut child = shell
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_MANIFEST_DIR")
         .env_remove("RUSTFLAGS")
@@ -366,7 +420,7 @@ fn run_contained(slot: &Path, limit: Duration) -> Result<(String, String), Strin
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|err| format!("cannot start cargo grade: {err}"))?;
+        .map_err(|err| format!("cannot start {}: {err}", command.get_program().to_string_lossy()))?;
     ours.insert(child.id() as libc::pid_t);
     drop(ours);
     let readers = [
@@ -375,11 +429,11 @@ fn run_contained(slot: &Path, limit: Duration) -> Result<(String, String), Strin
     ];
     let readers = readers.map(|r| r.map(std::thread::spawn));
     let started = Instant::now();
-    let timed_out = loop {
+    let (timed_out, status) = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break false,
+            Ok(Some(status)) => break (false, status.code()),
             Ok(None) if started.elapsed() < limit => std::thread::sleep(POLL),
-            _ => break true,
+            _ => break (true, None),
         }
     };
     // Whatever the grading left behind goes now, before the next student uses this copy.
@@ -389,7 +443,7 @@ fn run_contained(slot: &Path, limit: Duration) -> Result<(String, String), Strin
         cgroup.kill_all();
     }
     let _ = child.wait();
-    children()
+    kit::own_children()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&(child.id() as libc::pid_t));
@@ -400,13 +454,7 @@ fn run_contained(slot: &Path, limit: Duration) -> Result<(String, String), Strin
             limit.as_secs()
         ));
     }
-    Ok((stdout, stderr))
-}
-
-/// The gradings' `sh` processes: our own children, which the orphan reaper leaves to us.
-fn children() -> &'static Mutex<HashSet<libc::pid_t>> {
-    static CHILDREN: OnceLock<Mutex<HashSet<libc::pid_t>>> = OnceLock::new();
-    CHILDREN.get_or_init(Default::default)
+    Ok((status, stdout, stderr))
 }
 
 /// Makes this process the reaper of every orphan of the gradings (what a killed check started)
@@ -424,7 +472,10 @@ fn start_reaping_orphans(stop: &'static AtomicBool) {
             let found = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, peek) } == 0;
             // SAFETY: `info` was filled by waitid for a child that exited.
             let pid = if found { unsafe { info.si_pid() } } else { 0 };
-            let ours = children().lock().unwrap_or_else(|e| e.into_inner()).contains(&pid);
+            let ours = kit::own_children()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&pid);
             if pid != 0 && !ours {
                 // SAFETY: reaps exactly that orphan; no memory is passed.
                 unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };

@@ -306,7 +306,10 @@ fn host_title() -> String {
 #[derive(Debug)]
 struct Binaries {
     kvm_hello: PathBuf,
+    /// The judge.
     grader: PathBuf,
+    /// The probe the judge starts, beside it in /bin.
+    probe: PathBuf,
 }
 
 impl Binaries {
@@ -326,13 +329,16 @@ fn build_binaries(root: &Path, reference: bool) -> Result<Binaries, Error> {
         .args(["build", "--release", "-p", "kvm-hello", "-p", "grader"])
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped());
+    // The grader is two programs: the judge and the probe (the labs) it starts beside it.
     if reference {
         command.args(["--features", "kvm-hello/solution,grader/solution"]);
+    } else {
+        command.args(["--features", "grader/probe"]);
     }
     let mut child = command
         .spawn()
         .map_err(|err| Error::io("cannot run cargo".to_owned(), err))?;
-    let mut found = (None, None);
+    let mut found = (None, None, None);
     let stdout = child.stdout.take().expect("piped stdout");
     for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -345,6 +351,7 @@ fn build_binaries(root: &Path, reference: bool) -> Result<Binaries, Error> {
         match name {
             Some("kvm-hello") => found.0 = Some(PathBuf::from(executable)),
             Some("grader") => found.1 = Some(PathBuf::from(executable)),
+            Some("grader-probe") => found.2 = Some(PathBuf::from(executable)),
             _ => {}
         }
     }
@@ -352,9 +359,15 @@ fn build_binaries(root: &Path, reference: bool) -> Result<Binaries, Error> {
         .wait()
         .map_err(|err| Error::io("waiting for cargo".to_owned(), err))?;
     match found {
-        (Some(kvm_hello), Some(grader)) if status.success() => Ok(Binaries { kvm_hello, grader }),
+        (Some(kvm_hello), Some(grader), Some(probe)) if status.success() => Ok(Binaries {
+            kvm_hello,
+            grader,
+            probe,
+        }),
         _ if !status.success() => Err(Error::Build(format!(" ({status})"))),
-        _ => Err(Error::Build(": it reported no kvm-hello or grader binary".to_owned())),
+        _ => Err(Error::Build(
+            ": it reported no kvm-hello, grader or grader-probe binary".to_owned(),
+        )),
     }
 }
 
@@ -373,7 +386,12 @@ fn write_initramfs(tools: &Tools, binaries: &Binaries, cases: &[Case], path: &Pa
         ));
     }
     let mut libraries = initramfs::shared_libraries(&binaries.kvm_hello)?;
-    for library in initramfs::shared_libraries(&binaries.grader)? {
+    for library in [
+        initramfs::shared_libraries(&binaries.grader)?,
+        initramfs::shared_libraries(&binaries.probe)?,
+    ]
+    .concat()
+    {
         if !libraries.contains(&library) {
             libraries.push(library);
         }
@@ -385,6 +403,7 @@ fn write_initramfs(tools: &Tools, binaries: &Binaries, cases: &[Case], path: &Pa
         binaries: vec![
             ("kvm-hello".to_owned(), binaries.kvm_hello.clone()),
             ("grader".to_owned(), binaries.grader.clone()),
+            ("grader-probe".to_owned(), binaries.probe.clone()),
         ],
         libraries,
         corpus: cases::images(guests::CORPUS)

@@ -315,3 +315,149 @@ fn the_export_wants_a_new_or_empty_folder() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
     assert_eq!(read(&dir.join("keep.txt")), "mine");
 }
+
+/// `git ARGS` in `repo`: its standard output.
+fn git_stdout(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(repo)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A copy of the instructors' repository committed to a git repository of its own.
+fn committed_copy(name: &str) -> std::path::PathBuf {
+    let repo = instructors_copy(name);
+    git(&repo, &["init", "--quiet"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "kit"]);
+    repo
+}
+
+/// The files a student copy holds that the export writes itself.
+fn is_generated(relative: &str) -> bool {
+    relative == "README.md" || relative == ".github/workflows/grade.yml" || relative.starts_with("xtask/stubs/")
+}
+
+fn write_file(path: &Path, contents: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+#[test]
+fn an_export_beside_submissions_and_grades_ships_neither() {
+    let repo = committed_copy("student-kit-untracked");
+    // Where course staff might keep a class's work and its gradebook: in the repository, untracked.
+    let secret = "7f3a-not-for-students";
+    write_file(
+        &repo.join("submissions/alice/labs/lab2-paging/src/lib.rs"),
+        &format!("// alice's lab 2, {secret}\npub fn translate() {{}}\n"),
+    );
+    write_file(&repo.join("grades.csv"), &format!("student,total\nalice,97 {secret}\n"));
+    // Ignored build output never matters.
+    write_file(&repo.join("target/debug/leftover.txt"), secret);
+    // A tracked chapter edited since the last commit is exported as the working tree holds it.
+    let chapter = repo.join("book/src/lab1-memory.md");
+    std::fs::write(&chapter, format!("{}\nEdited after the last commit.\n", read(&chapter))).unwrap();
+
+    let kit = repo.join("../kit");
+    let out = export_from(&repo, &kit);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("student-kit: left out grades.csv, submissions/ (untracked, outside the exported folders)"),
+        "{stderr}"
+    );
+    let tracked = git_stdout(&repo, &["ls-files"]);
+    let tracked: Vec<&str> = tracked.lines().collect();
+    let shipped = files(&kit);
+    assert!(shipped.len() > 100, "only {} files shipped", shipped.len());
+    for path in shipped {
+        let relative = path.strip_prefix(&kit).unwrap().to_string_lossy().into_owned();
+        assert!(
+            tracked.contains(&relative.as_str()) || is_generated(&relative),
+            "the student copy has {relative}, which git does not track"
+        );
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        assert!(
+            !text.contains(secret),
+            "the student copy's {relative} holds an untracked file's text"
+        );
+    }
+    assert!(read(&kit.join("book/src/lab1-memory.md")).contains("Edited after the last commit."));
+
+    // An untracked file where the export reads: it refuses, names the first three, writes nothing.
+    for name in ["draft-a.md", "draft-b.md", "draft-c.md", "draft-d.md"] {
+        write_file(&repo.join("book/src").join(name), "# Draft\n");
+    }
+    let out = export_from(&repo, &repo.join("../drafts"));
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "student-kit: git does not track book/src/draft-a.md, book/src/draft-b.md, book/src/draft-c.md, and 1 more \
+         under the exported folders (.cargo, book, crates, grader, guest, labs, src, tests, xtask): the student copy \
+         is made of what git tracks only; commit them, remove them, or move them outside the repository"
+    );
+    assert!(!repo.join("../drafts").exists(), "a refused export wrote files");
+    for name in ["draft-a.md", "draft-b.md", "draft-c.md", "draft-d.md"] {
+        std::fs::remove_file(repo.join("book/src").join(name)).unwrap();
+    }
+
+    // Submissions put inside an exported folder are refused the same way, as one folder.
+    write_file(&repo.join("labs/submissions/bob/lib.rs"), secret);
+    let out = export_from(&repo, &repo.join("../inside"));
+    assert_eq!(out.status.code(), Some(6));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("student-kit: git does not track labs/submissions/ under the exported folders"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn an_export_from_a_folder_that_is_not_a_git_checkout_refuses() {
+    // As a tarball unpacks: the kit's files and no `.git`. GIT_CEILING_DIRECTORIES keeps git from
+    // finding a repository above it (this test's own, whose target/ may hold the copy).
+    let repo = instructors_copy("student-kit-no-git");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["student-kit", repo.join("../kit").to_str().unwrap()])
+        .env("CARGO_MANIFEST_DIR", repo.join("xtask"))
+        .env("GIT_CEILING_DIRECTORIES", repo.parent().unwrap())
+        .output()
+        .expect("xtask runs");
+    assert_eq!(out.status.code(), Some(7));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "student-kit: {}: git cannot tell which files are the kit (git rev-parse --show-toplevel: fatal: not a git repository",
+            repo.display()
+        )) && stderr.trim_end().ends_with(
+            "): the student copy is made of the files git tracks; export from a git clone of the instructors' repository"
+        ),
+        "{stderr}"
+    );
+    assert!(!repo.join("../kit").exists(), "a refused export wrote files");
+
+    // Inside another checkout that does not track it as its root: refused too, saying where.
+    let outer = repo.parent().unwrap();
+    git(outer, &["init", "--quiet"]);
+    let out = export_from(&repo, &outer.join("kit"));
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "student-kit: {} is not the top of a git checkout (it lies inside the one at {}): the student copy is \
+             made of the files git tracks; export from a git clone of the instructors' repository",
+            repo.display(),
+            outer.display()
+        )
+    );
+}

@@ -446,8 +446,6 @@ fn check(options: &Options, mode_given: bool) -> Result<(), UsageError> {
             Some("--step")
         } else if options.gdb.is_some() {
             Some("--gdb")
-        } else if lab == ExtraLab::Lwn && options.guest.is_some() {
-            Some("--guest (lab 0 runs the LWN code)")
         } else if lab == ExtraLab::Schedule && options.guest.is_some() {
             Some("--guest (lab 6 runs its worker guest in both VMs)")
         } else if lab == ExtraLab::Schedule && options.trace {

@@ -74,6 +74,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         None if options.lab == Some(cli::ExtraLab::Hypercalls) => guests::HYPERCALLS64.to_vec(),
         None => builtin_guest(options.mode).to_vec(),
     };
+    if options.lab == Some(cli::ExtraLab::Lwn) && options.guest.is_some() && image.len() > lab0_lwn::PAGE_SIZE {
+        let message = format!(
+            "--lab lwn runs its guest in the VM's one page at {:#x}: the image is {} bytes, at most {} fit",
+            lab0_lwn::CODE_ADDR,
+            image.len(),
+            lab0_lwn::PAGE_SIZE
+        );
+        report::print_summary_line(&message);
+        return Status::BadInput;
+    }
     if options.gdb.is_some() && options.mode == kit_common::Mode::Real {
         report::print_summary_line(
             "--gdb does not support real mode (gdb's x86 targets are 32- and 64-bit): use --step --mode real, or \
@@ -105,7 +115,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Sta
         },
     };
     let result = match options.lab {
-        Some(cli::ExtraLab::Lwn) => vmm::run_lwn(labs::Labs::BUILT, options.json, options.trace, options.timeout),
+        Some(cli::ExtraLab::Lwn) => vmm::run_lwn(
+            labs::Labs::BUILT,
+            options.guest.is_some().then(|| config.image.clone()),
+            options.json,
+            options.trace,
+            options.timeout,
+        ),
         Some(cli::ExtraLab::Hypercalls) => vmm::run(vmm::RunConfig {
             program: vmm::Program::Hypercalls,
             ..config

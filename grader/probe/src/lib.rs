@@ -21,9 +21,13 @@ pub use kvm_hello::labs::Labs;
 /// The lab crates, for probes built around them (the kit's hostile probe).
 pub use {lab0_lwn, lab1_memory, lab2_paging, lab3_registers, lab4_exit_loop, lab5_hypercalls, lab6_scheduling};
 
+pub mod e2e;
 pub mod lab0;
 pub mod lab1;
 pub mod lab2;
+pub mod lab3;
+pub mod lab4;
+pub mod lab5;
 pub mod lab6;
 pub mod memory;
 
@@ -59,7 +63,16 @@ pub fn handle<R: Request>(body: &Value, work: impl FnOnce(R) -> Result<R::Reply,
 
 /// The handler of the request named in `envelope`.
 fn route(probe: &Probe, envelope: &Envelope) -> Handled {
-    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[lab1::route, lab2::route, lab0::route, lab6::route];
+    let routes: &[fn(&Probe, &Envelope) -> Option<Handled>] = &[
+        lab1::route,
+        lab2::route,
+        lab0::route,
+        lab4::route,
+        e2e::route,
+        lab3::route,
+        lab5::route,
+        lab6::route,
+    ];
     routes
         .iter()
         .find_map(|route| route(probe, envelope))

@@ -12,9 +12,10 @@ pub fn fresh() -> Result<GuestMemoryMmap, String> {
 
 /// Writes the judge's words.
 pub fn fill(memory: &GuestMemoryMmap, words: &[(u64, u64)]) -> Result<(), String> {
-    for &(addr, value) in words {
+    for &(addr, word) in words {
+        let at = GuestAddress(addr);
         memory
-            .write_obj(value, GuestAddress(addr))
+            .write_obj(word, at)
             .map_err(|err| format!("cannot write {addr:#x}: {err}"))?;
     }
     Ok(())

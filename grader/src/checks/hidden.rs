@@ -4,6 +4,7 @@
 //! no check, only `WITHHELD`: how many there are and what they are worth, for the scoreboard.
 
 use super::lab2;
+use super::lab5;
 use crate::Check;
 
 /// How many checks the student copy leaves out, and their points.
@@ -17,6 +18,13 @@ pub struct Withheld {
 
 /// Here, in the instructors' repository, nothing is withheld: the hidden checks are below.
 pub const WITHHELD: Withheld = Withheld { checks: 0, points: 0 };
+
+/// Each hidden check and the public check whose rule (and hints) it grades with other inputs.
+pub const VARIANT_OF: &[(&str, &str)] = &[
+    ("lab2_translate_hidden_cr3_flags", "lab2_translate_other_pages"),
+    ("lab2_translate_hidden_many_addresses", "lab2_translate_faults"),
+    ("lab5_hypercall_guest_hidden_many_calls", "lab5_hypercall_guest"),
+];
 
 /// The hidden checks.
 pub const CHECKS: &[Check] = &[
@@ -34,6 +42,14 @@ pub const CHECKS: &[Check] = &[
             "translate: 64 random addresses in and around the identity map",
             2,
             lab2::translate_many_addresses,
+        )
+        .hidden(),
+    lab5::GUEST
+        .check(
+            "lab5_hypercall_guest_hidden_many_calls",
+            "a hypercall guest made for this run with 25 to 40 printing calls: its whole output and its exits",
+            2,
+            lab5::hypercall_guest_many_calls,
         )
         .hidden(),
 ];

@@ -52,7 +52,76 @@ pub const CHECKS: &[Check] = &[
         2,
         run,
     ),
+    // Lab 0's other checks first: a failure of theirs blocks this one.
+    Check {
+        needs: &[0],
+        ..KVM.check(
+            "e2e_lab_lwn",
+            "kvm-hello --lab lwn --guest (made for this run) --json: its output and exits",
+            1,
+            lab_lwn_program,
+        )
+    },
 ];
+
+/// How long the probe lets kvm-hello run.
+const VMM_WAIT_MS: u64 = 20_000;
+
+/// kvm-hello as a program on lab 0: `--lab lwn` with real-mode code made for this run in the
+/// VM's page (random text on a random port), judged by what it printed and its exits.
+fn lab_lwn_program(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    let text: Vec<u8> = (0..rng.range(3, 24)).map(|_| rng.range(0x21, 0x7f) as u8).collect();
+    let guest = guestgen::lwn(&text, SERIAL_PORT);
+    let args: Vec<String> = ["--lab", "lwn", "--json"].map(String::from).to_vec();
+    let outputs = ctx.call(&grader_protocol::e2e::RunVmm {
+        runs: vec![grader_protocol::e2e::VmmRun {
+            image: guest.image.clone(),
+            args,
+        }],
+        wait_ms: VMM_WAIT_MS,
+    })?;
+    let [run] = &outputs[..] else {
+        return Err(Stop::Failed(
+            "the probe did not report the run of kvm-hello (a fault of the kit, not of your labs: report it)".into(),
+        ));
+    };
+    let stderr = String::from_utf8_lossy(&run.stderr).trim_end().to_owned();
+    let program_fail = |what: String| -> Stop {
+        Stop::Failed(format!(
+            "kvm-hello --guest GUEST --lab lwn --json: {what} (its stderr: {stderr:?}) (book: {})",
+            super::chapter(LAB)
+        ))
+    };
+    if run.killed {
+        return Err(program_fail(format!(
+            "still running after {} s: it was killed",
+            VMM_WAIT_MS / 1000
+        )));
+    }
+    let line = stderr.strip_prefix("kvm-hello: ").unwrap_or(&stderr);
+    match run.status {
+        Some(6) => return Err(super::stub_reached(line)),
+        Some(0) => {}
+        Some(status) => return Err(program_fail(format!("exit status {status}, expected 0: {line}"))),
+        None => return Err(program_fail("ended by a signal".into())),
+    }
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .map_err(|err| program_fail(format!("its stdout is not one JSON report ({err})")))?;
+    let printed = report["output"].as_str().unwrap_or_default().as_bytes();
+    if printed != text.as_slice() {
+        return Err(program_fail(super::output_difference(printed, &text)));
+    }
+    // The exits the guest must cause: one OUT per byte it printed, then its HLT.
+    let (io, hlt) = (report["exits"]["io"].as_u64(), report["exits"]["hlt"].as_u64());
+    if io != Some(text.len() as u64) || hlt != Some(1) {
+        return Err(program_fail(format!(
+            "the report counts io {io:?} and hlt {hlt:?}; the guest made {} OUTs, then one HLT",
+            text.len()
+        )));
+    }
+    Ok(())
+}
 
 fn lab_failed(failure: LabFailure) -> Stop {
     Stop::Failed(fail(LAB, &failure.function, failure.error))

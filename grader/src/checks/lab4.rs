@@ -1,17 +1,23 @@
-//! Lab 4: exit handling on made-up exits (no KVM), then the loop on real guests.
+//! Lab 4: exit handling on made-up exits (no KVM), then the loop on guests made for each run.
+//!
+//! The probe hands the judge's exits to `handle_exit`, and runs the judge's guests through the
+//! student's labs 1 to 4 as kvm-hello does; it reports what the console received, the counts the
+//! lab filled in, RAX and the result slot. Every guest prints text drawn for this run and leaves
+//! values drawn for this run, so the judge knows what a correct run shows from how it made the
+//! guest: the counts count only where the output confirms them (one OUT per byte printed).
 
 use std::time::Duration;
 
-use kit_common::{Mode, Status};
-use kvm_hello::vmm::{self, RunConfig, RunReport};
-use kvm_ioctls::VcpuExit;
-use lab4_exit_loop::{ExitCounts, ExitLoopError, Flow, ResultError, UnexpectedExit};
-use vm_memory::{Bytes, GuestAddress};
+use grader_protocol::lab4::{
+    CheckResults, Exit, FailingKvmRun, Flow, GuestRun, HandleExits, LoopError, ReadResultSlot, ResultError, RunGuest,
+    TracedExit, UnexpectedExit,
+};
+use kit_common::{CONSOLE_PORT, Mode, Status};
 
 use super::{GUEST_TIMEOUT, Group, expect_field, fail};
 use crate::guestgen::{self, Guest};
 use crate::rng::Rng;
-use crate::{Check, Ctx, Part, describe};
+use crate::{Check, Ctx, Part, Stop, describe};
 
 const LAB: u8 = 4;
 /// Checks of exit handling alone: no KVM.
@@ -26,7 +32,7 @@ const GUEST: Group = Group {
     needs: &[1, 2, 3],
     runs_guest: true,
 };
-/// Checks that need KVM but no other lab: the grader makes the vCPU itself.
+/// Checks that need KVM but no other lab: the probe makes the vCPU itself.
 const KVM_ONLY: Group = Group {
     part: Part::Lab(LAB),
     needs: &[],
@@ -36,6 +42,10 @@ const HANDLE: &str = "handle_exit";
 /// How long run_until_halt may take to return a failed KVM_RUN before it counts as retrying.
 const RETURN_WAIT: Duration = Duration::from_secs(2);
 const RUN: &str = "run_until_halt";
+/// The value kvm-hello-world's checks want in RAX and at 0x400 (the assignment's 42).
+const EXPECTED: u64 = 42;
+/// The modes a lab-4 guest runs in on every host (paged32 needs VMX or SVM: `HostNeed::Paged32`).
+const MODES: [Mode; 3] = [Mode::Real, Mode::Protected, Mode::Long];
 
 /// The checks of lab 4.
 pub const CHECKS: &[Check] = &[
@@ -71,19 +81,19 @@ pub const CHECKS: &[Check] = &[
     ),
     GUEST.check(
         "lab4_hello_long_mode",
-        "the long-mode guest: 15 exits, greeting, 42s",
+        "a long-mode guest made for the run: its text, exits and results",
         3,
         hello_long_mode,
     ),
     GUEST.check(
         "lab4_hello_real_mode",
-        "the real-mode guest: 15 exits, greeting, 42s",
+        "a real-mode guest made for the run: its text, exits and results",
         2,
         hello_real_mode,
     ),
     GUEST.check(
         "lab4_string_io",
-        "rep outsb and 4-byte OUTs print all their bytes",
+        "rep outsb, 4- and 2-byte OUTs print all their bytes",
         2,
         string_io,
     ),
@@ -114,31 +124,46 @@ pub const CHECKS: &[Check] = &[
     ),
 ];
 
-fn console_output(ctx: &Ctx) -> Result<(), String> {
+fn show(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
+fn console_output(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let text = rng.text_between(2, 64);
-    let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-    let flow = (ctx.labs.handle_exit)(VcpuExit::IoOut(0xE9, &text), &mut console, &mut counts)
-        .map_err(|err| fail(LAB, HANDLE, format!("an OUT to 0xE9 gave {err}")))?;
-    if console != text {
+    let handled = ctx.call(&HandleExits {
+        exits: vec![Exit::IoOut {
+            port: CONSOLE_PORT,
+            data: text.clone(),
+        }],
+    })?;
+    let flow = match handled.results.first() {
+        Some(Ok(flow)) => *flow,
+        Some(Err(err)) => return Err(fail(LAB, HANDLE, format!("an OUT to 0xE9 gave {err:?}")).into()),
+        None => return Err(fail(LAB, HANDLE, "the probe reported no result for the OUT").into()),
+    };
+    if handled.console != text {
         return Err(fail(
             LAB,
             HANDLE,
             format!(
-                "an OUT of {} bytes {:?} to 0xE9 printed {:?}: print the whole data slice (size x count bytes: a 4-byte OUT or a rep outsb brings several)",
+                "an OUT of {} bytes {} to 0xE9 printed {}: print the whole data slice (size x count bytes: a 4-byte OUT or a rep outsb brings several)",
                 text.len(),
-                String::from_utf8_lossy(&text),
-                String::from_utf8_lossy(&console)
+                show(&text),
+                show(&handled.console)
             ),
-        ));
+        )
+        .into());
     }
     if flow != Flow::Continue {
         return Err(fail(
             LAB,
             HANDLE,
             format!("an OUT to 0xE9 gave {flow:?}, expected Flow::Continue: the guest goes on after printing"),
-        ));
+        )
+        .into());
     }
+    let counts = handled.counts;
     expect_field(
         LAB,
         HANDLE,
@@ -156,94 +181,122 @@ fn console_output(ctx: &Ctx) -> Result<(), String> {
         1,
         describe::hex,
         "count each exit under its reason only",
-    )
+    )?;
+    Ok(())
 }
 
-fn hlt_ends_the_loop(ctx: &Ctx) -> Result<(), String> {
-    let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-    match (ctx.labs.handle_exit)(VcpuExit::Hlt, &mut console, &mut counts) {
-        Ok(Flow::Halt) => expect_field(
-            LAB,
-            HANDLE,
-            "counts.hlt after one HLT",
-            counts.hlt,
-            1,
-            describe::hex,
-            "count the HLT exit too",
-        ),
-        other => Err(fail(
-            LAB,
-            HANDLE,
-            format!("HLT gave {other:?}, expected Ok(Flow::Halt): the guest is done, leave the loop"),
-        )),
+/// One to four console OUTs, then HLT: only the HLT may say Halt.
+fn hlt_ends_the_loop(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    // At least one OUT: a handle_exit that says Halt to everything passes nothing.
+    let outs = rng.range(1, 5) as usize;
+    let mut exits: Vec<Exit> = (0..outs)
+        .map(|_| Exit::IoOut {
+            port: CONSOLE_PORT,
+            data: rng.text_between(1, 8),
+        })
+        .collect();
+    exits.push(Exit::Hlt);
+    let handled = ctx.call(&HandleExits { exits })?;
+    for (i, result) in handled.results.iter().enumerate() {
+        let (expected, what) = if i == outs {
+            (Flow::Halt, "HLT")
+        } else {
+            (Flow::Continue, "an OUT to 0xE9")
+        };
+        if *result != Ok(expected) {
+            let why = if expected == Flow::Halt {
+                "the guest is done, leave the loop"
+            } else {
+                "the guest goes on after printing"
+            };
+            return Err(fail(
+                LAB,
+                HANDLE,
+                format!("{what} gave {result:?}, expected Ok({expected:?}) (Flow::{expected:?}): {why}"),
+            )
+            .into());
+        }
     }
+    if handled.results.len() != outs + 1 {
+        return Err(fail(LAB, HANDLE, "the probe did not report every exit").into());
+    }
+    expect_field(
+        LAB,
+        HANDLE,
+        "counts.hlt after one HLT",
+        handled.counts.hlt,
+        1,
+        describe::hex,
+        "count the HLT exit too",
+    )?;
+    Ok(())
 }
 
-/// One exit of `unexpected_exits`, owned so the cases can be shuffled.
-enum ExitCase {
-    /// An OUT to the console: served.
-    Console(Vec<u8>),
-    Out(u16, Vec<u8>),
-    In(u16),
-    MmioRead(u64),
-    Shutdown,
-}
-
-fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
+fn unexpected_exits(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let port = loop {
         let port = rng.range(0x10, 0x400) as u16;
-        if port != kit_common::CONSOLE_PORT {
+        if port != CONSOLE_PORT {
             break port;
         }
     };
     let text = rng.text_between(1, 8);
+    let refused = rng.text_between(1, 4);
     let mmio = rng.range(0x20_0000, 0xf000_0000) & !3;
     let mut cases = vec![
-        ExitCase::Console(text.clone()),
-        ExitCase::Out(port, rng.text_between(1, 4)),
-        ExitCase::In(kit_common::CONSOLE_PORT),
-        ExitCase::MmioRead(mmio),
-        ExitCase::Shutdown,
+        (
+            Exit::IoOut {
+                port: CONSOLE_PORT,
+                data: text.clone(),
+            },
+            None,
+            "an OUT to port 0xe9".to_owned(),
+        ),
+        (
+            Exit::IoOut {
+                port,
+                data: refused.clone(),
+            },
+            Some(UnexpectedExit::IoOut {
+                port,
+                len: refused.len(),
+            }),
+            format!("an OUT of {} byte(s) to port {port:#x}", refused.len()),
+        ),
+        (
+            Exit::IoIn {
+                port: CONSOLE_PORT,
+                len: 1,
+            },
+            Some(UnexpectedExit::IoIn {
+                port: CONSOLE_PORT,
+                len: 1,
+            }),
+            format!("an IN from port {CONSOLE_PORT:#x}"),
+        ),
+        (
+            Exit::MmioRead { addr: mmio, len: 4 },
+            Some(UnexpectedExit::MmioRead { addr: mmio, len: 4 }),
+            format!("an MMIO read at {mmio:#x}"),
+        ),
+        (
+            Exit::Shutdown,
+            Some(UnexpectedExit::Shutdown),
+            "a triple fault".to_owned(),
+        ),
     ];
     rng.shuffle(&mut cases);
-    let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-    for case in cases {
-        let (mut byte, mut word) = ([0u8; 1], [0u8; 4]);
-        let (exit, expected, what) = match &case {
-            ExitCase::Console(data) => (
-                VcpuExit::IoOut(kit_common::CONSOLE_PORT, data),
-                None,
-                "an OUT to port 0xe9".to_owned(),
-            ),
-            ExitCase::Out(port, data) => (
-                VcpuExit::IoOut(*port, data),
-                Some(UnexpectedExit::IoOut {
-                    port: *port,
-                    len: data.len(),
-                }),
-                format!("an OUT of {} byte(s) to port {port:#x}", data.len()),
-            ),
-            ExitCase::In(port) => (
-                VcpuExit::IoIn(*port, &mut byte),
-                Some(UnexpectedExit::IoIn { port: *port, len: 1 }),
-                format!("an IN from port {port:#x}"),
-            ),
-            ExitCase::MmioRead(addr) => (
-                VcpuExit::MmioRead(*addr, &mut word),
-                Some(UnexpectedExit::MmioRead { addr: *addr, len: 4 }),
-                format!("an MMIO read at {addr:#x}"),
-            ),
-            ExitCase::Shutdown => (
-                VcpuExit::Shutdown,
-                Some(UnexpectedExit::Shutdown),
-                "a triple fault".to_owned(),
-            ),
-        };
-        let result = (ctx.labs.handle_exit)(exit, &mut console, &mut counts);
+    let handled = ctx.call(&HandleExits {
+        exits: cases.iter().map(|(exit, _, _)| exit.clone()).collect(),
+    })?;
+    if handled.results.len() != cases.len() {
+        return Err(fail(LAB, HANDLE, "the probe did not report every exit").into());
+    }
+    for ((_, expected, what), result) in cases.iter().zip(&handled.results) {
         match (expected, result) {
             (None, Ok(Flow::Continue)) => {}
-            (Some(expected), Err(ExitLoopError::Unexpected(found))) if found == expected => {}
+            (Some(expected), Err(LoopError::Unexpected(found))) if found == expected => {}
             (None, other) => {
                 return Err(fail(
                     LAB,
@@ -251,7 +304,8 @@ fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
                     format!(
                         "{what} gave {other:?}, expected Ok(Flow::Continue): the console is served, then the guest goes on"
                     ),
-                ));
+                )
+                .into());
             }
             (Some(expected), other) => {
                 return Err(fail(
@@ -260,22 +314,25 @@ fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
                     format!(
                         "{what} gave {other:?}, expected Err(ExitLoopError::Unexpected({expected:?})): the VMM serves only OUT to 0xE9 and HLT; anything else ends the run with a diagnostic"
                     ),
-                ));
+                )
+                .into());
             }
         }
     }
-    if console != text {
+    if handled.console != text {
         return Err(fail(
             LAB,
             HANDLE,
             format!(
-                "the console got {:?}, expected only the {:?} written to port 0xe9: only port 0xE9 is the console (port {port:#x} is not)",
-                String::from_utf8_lossy(&console),
-                String::from_utf8_lossy(&text)
+                "the console got {}, expected only the {} written to port 0xe9: only port 0xE9 is the console (port {port:#x} is not)",
+                show(&handled.console),
+                show(&text)
             ),
-        ));
+        )
+        .into());
     }
-    let found = (counts.io_out, counts.io_in, counts.mmio, counts.shutdown);
+    let c = handled.counts;
+    let found = (c.io_out, c.io_in, c.mmio, c.shutdown);
     if found != (2, 1, 1, 1) {
         return Err(fail(
             LAB,
@@ -283,29 +340,25 @@ fn unexpected_exits(ctx: &Ctx) -> Result<(), String> {
             format!(
                 "after two OUTs (one refused), an IN, an MMIO read and a triple fault the counts are (io_out, io_in, mmio, shutdown) = {found:?}, expected (2, 1, 1, 1): count every exit by reason, also the ones you refuse"
             ),
-        ));
+        )
+        .into());
     }
     Ok(())
 }
 
-fn result_slot(ctx: &Ctx) -> Result<(), String> {
+fn result_slot(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let memory = super::lab2::fresh_memory();
     // Every byte non-zero, so a read of the wrong width or place shows.
     let value = rng.next_u64() | 0x0101_0101_0101_0101;
-    memory
-        .write_obj::<u64>(value, GuestAddress(0x400))
-        .expect("inside guest memory");
-    memory
-        .write_obj::<u64>(rng.next_u64() | 1, GuestAddress(0x408))
-        .expect("inside guest memory");
-    memory
-        .write_obj::<u64>(rng.next_u64() | 1, GuestAddress(0x3f8))
-        .expect("inside guest memory");
+    let memory = vec![(0x3f8, rng.next_u64() | 1), (0x400, value), (0x408, rng.next_u64() | 1)];
     let mut widths = [(2, value & 0xffff), (4, value & 0xffff_ffff), (8, value)];
     rng.shuffle(&mut widths);
-    for (width, expected) in widths {
-        let found = (ctx.labs.read_result_slot)(&memory, width).map_err(|err| {
+    let found = ctx.call(&ReadResultSlot {
+        memory,
+        widths: widths.iter().map(|&(width, _)| width).collect(),
+    })?;
+    for ((width, expected), found) in widths.into_iter().zip(found) {
+        let found = found.map_err(|err| {
             fail(
                 LAB,
                 "read_result_slot",
@@ -326,24 +379,34 @@ fn result_slot(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn check_results(ctx: &Ctx) -> Result<(), String> {
-    let mut rng = ctx.rng();
-    let wrong = |rng: &mut Rng| loop {
-        let value = rng.range(0, 1 << 40);
-        if value != 42 {
+/// A value that is not 42, below `limit`.
+fn wrong_below(rng: &mut Rng, limit: u64) -> u64 {
+    loop {
+        let value = rng.range(0, limit);
+        if value != EXPECTED {
             break value;
         }
-    };
-    let (a, b, c) = (wrong(&mut rng), wrong(&mut rng), wrong(&mut rng));
+    }
+}
+
+fn check_results(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    let (a, b, c) = (
+        wrong_below(&mut rng, 1 << 40),
+        wrong_below(&mut rng, 1 << 40),
+        wrong_below(&mut rng, 1 << 40),
+    );
     let mut cases = [
-        ((42, 42), Ok(())),
-        ((a, 42), Err(ResultError::Rax(a))),
-        ((42, b), Err(ResultError::Memory(b))),
+        ((EXPECTED, EXPECTED), Ok(())),
+        ((a, EXPECTED), Err(ResultError::Rax(a))),
+        ((EXPECTED, b), Err(ResultError::Memory(b))),
         ((c, c), Err(ResultError::Rax(c))),
     ];
     rng.shuffle(&mut cases);
-    for ((rax, memory), expected) in cases {
-        let found = (ctx.labs.check_results)(rax, memory);
+    let found = ctx.call(&CheckResults {
+        cases: cases.iter().map(|&(pair, _)| pair).collect(),
+    })?;
+    for (((rax, memory), expected), found) in cases.into_iter().zip(found) {
         if found != expected {
             return Err(fail(
                 LAB,
@@ -351,57 +414,76 @@ fn check_results(ctx: &Ctx) -> Result<(), String> {
                 format!(
                     "check_results(rax = {rax}, memory = {memory}) gave {found:?}, expected {expected:?}: RAX is checked first, then the memory, both against 42"
                 ),
-            ));
+            )
+            .into());
         }
     }
     Ok(())
 }
 
+fn wire_mode(mode: Mode) -> grader_protocol::lab4::Mode {
+    use grader_protocol::lab4::Mode as W;
+    match mode {
+        Mode::Real => W::Real,
+        Mode::Protected => W::Protected,
+        Mode::Paged32 => W::Paged32,
+        Mode::Long => W::Long,
+    }
+}
+
 /// Runs a guest through the labs under test, as kvm-hello does.
-pub fn run_guest(ctx: &Ctx, mode: Mode, image: &[u8]) -> RunReport {
-    vmm::run(RunConfig {
-        labs: ctx.labs,
-        mode,
+fn run_guest(ctx: &mut Ctx, mode: Mode, image: &[u8], trace: bool) -> Result<GuestRun, Stop> {
+    ctx.call(&RunGuest {
+        mode: wire_mode(mode),
         image: image.to_vec(),
-        capture_output: true,
-        trace: false,
-        timeout: GUEST_TIMEOUT,
-        explain_walk: None,
-        program: vmm::Program::Hello,
+        timeout_ms: GUEST_TIMEOUT.as_millis() as u64,
+        trace,
     })
 }
 
 /// Names a failed run as a student should read it.
-fn run_failure(report: &RunReport, what: &str) -> Option<String> {
-    let failure = report.failure.as_ref()?;
-    let message = match failure.status {
-        Status::Timeout => format!(
-            "{what}: {} (did run_until_halt leave the loop at HLT, and return a failed KVM_RUN as an error?)",
-            failure.message
-        ),
-        Status::NotImplemented => super::stub_reached(&failure.message),
-        Status::LabPanicked => return Some(failure.message.clone()),
-        _ => format!("{what}: {}", failure.message),
-    };
-    Some(fail(LAB, RUN, message))
-}
-
-/// Runs `guest` and compares its output and, when `exact_exits`, its exits with a correct run's.
-fn expect_run(ctx: &Ctx, mode: Mode, guest: &Guest, what: &str, exact_exits: bool) -> Result<RunReport, String> {
-    let report = run_guest(ctx, mode, &guest.image);
-    if let Some(message) = run_failure(&report, what) {
-        return Err(message);
+fn run_failure(run: &GuestRun, what: &str) -> Option<Stop> {
+    let status = run.status;
+    if status == Status::Ok.code() {
+        return None;
     }
-    if report.output != guest.output {
-        return Err(fail(
+    let message = &run.message;
+    Some(if status == Status::Timeout.code() {
+        fail(
             LAB,
             RUN,
-            format!("{what} {}", super::output_difference(&report.output, &guest.output)),
-        ));
+            format!(
+                "{what}: {message} (did run_until_halt leave the loop at HLT, and return a failed KVM_RUN as an error?)"
+            ),
+        )
+        .into()
+    } else if status == Status::NotImplemented.code() {
+        super::stub_reached(message)
+    } else if status == Status::LabPanicked.code() {
+        Stop::Failed(message.clone())
+    } else {
+        fail(LAB, RUN, format!("{what}: {message}")).into()
+    })
+}
+
+/// The output must be the guest's, byte for byte: the effect that confirms the exits.
+fn expect_output(run: &GuestRun, guest: &Guest, function: &str, what: &str, tail: &str) -> Result<(), Stop> {
+    if run.output == guest.output {
+        return Ok(());
     }
-    let c = report.counts;
+    Err(fail(
+        LAB,
+        function,
+        format!("{what} {}{tail}", super::output_difference(&run.output, &guest.output)),
+    )
+    .into())
+}
+
+/// The exits of a run whose output matched: one OUT per byte and the HLT, each counted once.
+fn expect_exits(run: &GuestRun, guest: &Guest, what: &str) -> Result<(), Stop> {
+    let c = run.counts;
     let out = guest.exits.saturating_sub(1);
-    if exact_exits && (c.total(), c.io_out, c.hlt) != (guest.exits, out, 1) {
+    if (c.total(), c.io_out, c.hlt) != (guest.exits, out, 1) {
         return Err(fail(
             LAB,
             RUN,
@@ -412,159 +494,223 @@ fn expect_run(ctx: &Ctx, mode: Mode, guest: &Guest, what: &str, exact_exits: boo
                 c.hlt,
                 guest.exits
             ),
-        ));
-    }
-    Ok(report)
-}
-
-/// The kit's guest (the assignment's greeting and 42s) and a guest made for this run, in a
-/// random order: memorised output or counts cannot pass both.
-fn expect_hello(ctx: &Ctx, mode: Mode, image: &[u8], what: &str) -> Result<(), String> {
-    let mut rng = ctx.rng();
-    let text = rng.text_between(3, 40);
-    let made = match mode {
-        Mode::Real => guestgen::real_mode(&text, 42, 42),
-        _ => guestgen::long_mode(&text, 42, 42),
-    };
-    let kit = Guest {
-        image: image.to_vec(),
-        output: b"Hello, world!\n".to_vec(),
-        exits: 15,
-        rax: 42,
-        result: 42,
-    };
-    let made_what = format!("a {mode}-mode guest made for this run ({} bytes of text)", text.len());
-    let mut runs = [(kit, what.to_owned()), (made, made_what)];
-    rng.shuffle(&mut runs);
-    for (guest, what) in &runs {
-        expect_run(ctx, mode, guest, what, true)?;
+        )
+        .into());
     }
     Ok(())
 }
 
-fn hello_long_mode(ctx: &Ctx) -> Result<(), String> {
-    expect_hello(ctx, Mode::Long, guests::HELLO64, "the long-mode guest")
-}
-
-fn hello_real_mode(ctx: &Ctx) -> Result<(), String> {
-    expect_hello(ctx, Mode::Real, guests::HELLO16, "the real-mode guest")
-}
-
-fn corpus(name: &str) -> &'static [u8] {
-    guests::CORPUS
-        .iter()
-        .find(|guest| guest.name == name)
-        .map(|guest| guest.image)
-        .expect("a guest of guest/corpus")
-}
-
-fn string_io(ctx: &Ctx) -> Result<(), String> {
-    let mut rng = ctx.rng();
-    let text = rng.text_between(5, 60);
-    let what = format!(
-        "a guest made for this run, printing {} bytes with one rep outsb",
-        text.len()
-    );
-    let report = run_guest(ctx, Mode::Long, &guestgen::long_mode_rep_outsb(&text).image);
-    if let Some(message) = run_failure(&report, &what) {
-        return Err(message);
+/// Runs a guest that halts with the 42s and expects a run that succeeds with its output and its
+/// exits.
+fn expect_run(ctx: &mut Ctx, mode: Mode, guest: &Guest, what: &str) -> Result<GuestRun, Stop> {
+    let run = run_guest(ctx, mode, &guest.image, false)?;
+    if let Some(stop) = run_failure(&run, what) {
+        return Err(stop);
     }
-    if report.output != text {
-        return Err(fail(
-            LAB,
-            HANDLE,
-            format!(
-                "{what} {}; an OUT exit carries size x count bytes: print them all",
-                super::output_difference(&report.output, &text)
-            ),
-        ));
-    }
-    for (name, what) in [
-        ("rep-outsb", "a guest printing with rep outsb"),
-        ("out-wide", "a guest printing with 4- and 2-byte OUTs"),
-    ] {
-        let report = run_guest(ctx, Mode::Long, corpus(name));
-        if let Some(message) = run_failure(&report, what) {
-            return Err(message);
-        }
-        let output = String::from_utf8_lossy(&report.output);
-        if output != "Hello, world!\n" {
-            return Err(fail(
-                LAB,
-                HANDLE,
-                format!(
-                    "{what} printed {output:?}, expected \"Hello, world!\\n\": an OUT exit carries size x count bytes; print them all"
-                ),
-            ));
-        }
-    }
-    Ok(())
+    expect_output(&run, guest, RUN, what, "")?;
+    expect_exits(&run, guest, what)?;
+    Ok(run)
 }
 
-/// Long mode: HLT, then an OUT of 'X' and HLT again: a loop that goes on after the first HLT prints X.
-const HLT_THEN_PRINT: [u8; 11] = [0xf4, 0x66, 0xba, 0xe9, 0x00, 0xb0, 0x58, 0xee, 0xf4, 0xeb, 0xfe];
+/// Runs a guest that halts with other values than the 42s: the run ends as a wrong result,
+/// after its whole output, its exits, with the guest's RAX and the guest's word at 0x400.
+fn expect_wrong_result(ctx: &mut Ctx, mode: Mode, guest: &Guest, what: &str) -> Result<(), Stop> {
+    let run = run_guest(ctx, mode, &guest.image, false)?;
+    judge_wrong_result(&run, mode, guest, what)
+}
 
-fn stops_at_hlt(ctx: &Ctx) -> Result<(), String> {
-    let report = run_guest(ctx, Mode::Long, &HLT_THEN_PRINT);
-    if !report.output.is_empty() || report.counts.hlt > 1 {
+/// `expect_wrong_result` on a run already made.
+fn judge_wrong_result(run: &GuestRun, mode: Mode, guest: &Guest, what: &str) -> Result<(), Stop> {
+    if run.status != Status::WrongResult.code()
+        && let Some(stop) = run_failure(run, what)
+    {
+        return Err(stop);
+    }
+    expect_output(run, guest, RUN, what, "")?;
+    expect_exits(run, guest, what)?;
+    let mask = guestgen::word_mask(mode);
+    let rax = run.rax.map(|rax| rax & mask);
+    if rax != Some(guest.rax) {
         return Err(fail(
             LAB,
             RUN,
             format!(
-                "the guest ran on after its HLT (it printed {:?}, {} HLT exits): leave the loop at the first HLT",
-                String::from_utf8_lossy(&report.output),
-                report.counts.hlt
+                "{what} stopped with RAX = {}, expected {:#x}, which the guest sets just before its HLT: the loop runs the guest until its HLT",
+                rax.map_or("unknown".to_owned(), describe::hex),
+                guest.rax
             ),
-        ));
+        )
+        .into());
     }
-    match report.failure {
-        // The guest's RAX is not 42: that is the only failure expected here.
-        Some(ref failure) if failure.status == Status::WrongResult => Ok(()),
-        _ => match run_failure(&report, "a guest that halts at once") {
-            Some(message) => Err(message),
-            None => Err(fail(
-                LAB,
-                "check_results",
-                "a guest that halts with RAX = 0 passed the result checks",
-            )),
-        },
+    if run.memory_0x400 != Some(guest.result) {
+        return Err(fail(
+            LAB,
+            "read_result_slot",
+            format!(
+                "{what} stored {:#x} at 0x400 as a {}-byte word, the run read {}: read the mode's word (2 bytes in real mode, 4 in 32-bit modes, 8 in long mode)",
+                guest.result,
+                mode.result_width(),
+                run.memory_0x400.map_or("nothing".to_owned(), describe::hex)
+            ),
+        )
+        .into());
+    }
+    if run.status == Status::Ok.code() {
+        return Err(fail(
+            LAB,
+            "check_results",
+            format!(
+                "{what} halted with RAX = {} and {} at 0x400, and the run passed the result checks: both must be 42",
+                guest.rax, guest.result
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Values for a guest that must fail the result checks: RAX wrong, or RAX right and memory wrong.
+fn wrong_values(rng: &mut Rng, mode: Mode) -> (u64, u64) {
+    let limit = guestgen::word_mask(mode).min(u64::MAX - 1) + 1;
+    if rng.chance(50) {
+        (wrong_below(rng, limit), rng.next_u64())
+    } else {
+        (EXPECTED, wrong_below(rng, limit))
     }
 }
 
-/// A guest made for this run that must succeed: an error path is never tested alone, so code
-/// that fails everything gains nothing.
-fn expect_success(ctx: &Ctx, rng: &mut Rng) -> Result<(), String> {
-    let guest = guestgen::long_mode(&rng.text_between(1, 12), 42, 42);
-    expect_run(
-        ctx,
-        Mode::Long,
-        &guest,
-        "a guest made for this run that halts normally",
-        true,
-    )
-    .map(drop)
-}
-
-fn unexpected_exit_ends_the_run(ctx: &Ctx) -> Result<(), String> {
+/// A guest made for this run that succeeds and one that fails the result checks, each with its
+/// own text, in a random order: memorised output, counts or results cannot pass both.
+fn expect_hello(ctx: &mut Ctx, mode: Mode) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let port = loop {
+    let good = guestgen::returning(mode, &rng.text_between(3, 40), EXPECTED, EXPECTED, rng.next_u64());
+    let (rax, result) = wrong_values(&mut rng, mode);
+    // Texts of two lengths: no count filled in without running matches both guests.
+    let text = loop {
+        let text = rng.text_between(3, 40);
+        if text.len() != good.output.len() {
+            break text;
+        }
+    };
+    let bad = guestgen::returning(mode, &text, rax, result, rng.next_u64());
+    let good_what = format!(
+        "a {mode}-mode guest made for this run ({} bytes of text, then RAX = 42 and 42 at 0x400)",
+        good.output.len()
+    );
+    let bad_what = format!(
+        "a {mode}-mode guest made for this run ({} bytes of text, then RAX = {} and {} at 0x400)",
+        bad.output.len(),
+        bad.rax,
+        bad.result
+    );
+    if rng.chance(50) {
+        expect_run(ctx, mode, &good, &good_what)?;
+        expect_wrong_result(ctx, mode, &bad, &bad_what)?;
+    } else {
+        expect_wrong_result(ctx, mode, &bad, &bad_what)?;
+        expect_run(ctx, mode, &good, &good_what)?;
+    }
+    Ok(())
+}
+
+fn hello_long_mode(ctx: &mut Ctx) -> Result<(), Stop> {
+    expect_hello(ctx, Mode::Long)
+}
+
+fn hello_real_mode(ctx: &mut Ctx) -> Result<(), Stop> {
+    expect_hello(ctx, Mode::Real)
+}
+
+fn string_io(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    let rep = guestgen::long_mode_rep_outsb(&rng.text_between(5, 60));
+    let wide = guestgen::long_mode_wide_outs(&rng.text_between(5, 60), &mut || rng.range(1, 5) as usize);
+    let tail = "; an OUT exit carries size x count bytes: print them all";
+    let rep_what = format!(
+        "a guest made for this run, printing {} bytes with one rep outsb",
+        rep.output.len()
+    );
+    let wide_what = format!(
+        "a guest made for this run, printing {} bytes with 4-, 2- and 1-byte OUTs",
+        wide.output.len()
+    );
+    let mut runs = [(rep, rep_what, false), (wide, wide_what, true)];
+    rng.shuffle(&mut runs);
+    for (guest, what, exact_exits) in &runs {
+        let run = run_guest(ctx, Mode::Long, &guest.image, false)?;
+        if let Some(stop) = run_failure(&run, what) {
+            return Err(stop);
+        }
+        expect_output(&run, guest, HANDLE, what, tail)?;
+        // A rep outsb makes as many exits as the host's KVM chooses; a plain OUT makes one.
+        if *exact_exits {
+            expect_exits(&run, guest, what)?;
+        }
+    }
+    Ok(())
+}
+
+fn stops_at_hlt(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    let first = rng.text_between(1, 12);
+    let (rax, result) = (wrong_below(&mut rng, 1 << 40), rng.next_u64());
+    let guest = guestgen::long_mode_halt_then_print(&first, rax, result, &rng.text_between(1, 12));
+    let run = run_guest(ctx, Mode::Long, &guest.image, false)?;
+    if run.output.len() > first.len() || run.counts.hlt > 1 {
+        return Err(fail(
+            LAB,
+            RUN,
+            format!(
+                "the guest ran on after its HLT (it printed {}, {} HLT exits): leave the loop at the first HLT",
+                show(&run.output),
+                run.counts.hlt
+            ),
+        )
+        .into());
+    }
+    let what = format!(
+        "a guest made for this run that prints {} bytes and halts with RAX = {rax}",
+        first.len()
+    );
+    judge_wrong_result(&run, Mode::Long, &guest, &what)
+}
+
+/// A guest made for this run that must succeed, in a random mode with junk after its result
+/// slot: an error path is never tested alone, so code that fails everything (or reads the slot
+/// too wide) gains nothing.
+fn expect_success(ctx: &mut Ctx, rng: &mut Rng) -> Result<(), Stop> {
+    let mode = *rng.pick(&MODES);
+    let guest = guestgen::returning(mode, &rng.text_between(1, 12), EXPECTED, EXPECTED, rng.next_u64() | 1);
+    let what = format!("a {mode}-mode guest made for this run that halts normally");
+    expect_run(ctx, mode, &guest, &what).map(drop)
+}
+
+fn unexpected_exit_ends_the_run(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    let narrow = loop {
         let port = rng.range(0x10, 0x100) as u8;
-        if u16::from(port) != kit_common::CONSOLE_PORT {
+        if u16::from(port) != CONSOLE_PORT {
             break port;
         }
     };
-    let made = guestgen::long_mode_odd_port(&rng.text_between(1, 10), port, &rng.text_between(1, 10));
+    let wide = rng.range(0x100, 0x1_0000) as u16;
     let mut cases = vec![
-        (corpus("odd-port").to_vec(), 0x3f8u16, 1u64),
-        (made.image, u16::from(port), made.exits),
+        (
+            guestgen::long_mode_odd_port(&rng.text_between(1, 10), narrow, &rng.text_between(1, 10)),
+            u16::from(narrow),
+        ),
+        (
+            guestgen::long_mode_odd_port_dx(&rng.text_between(1, 10), wide, &rng.text_between(1, 10)),
+            wide,
+        ),
     ];
     rng.shuffle(&mut cases);
     let success_first = rng.chance(50);
     if success_first {
         expect_success(ctx, &mut rng)?;
     }
-    for (image, port, out_exits) in cases {
-        odd_port_ends_the_run(ctx, &image, port, out_exits)?;
+    for (guest, port) in &cases {
+        odd_port_ends_the_run(ctx, guest, *port)?;
     }
     if !success_first {
         expect_success(ctx, &mut rng)?;
@@ -572,112 +718,107 @@ fn unexpected_exit_ends_the_run(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn odd_port_ends_the_run(ctx: &Ctx, image: &[u8], port: u16, io_out: u64) -> Result<(), String> {
+fn odd_port_ends_the_run(ctx: &mut Ctx, guest: &Guest, port: u16) -> Result<(), Stop> {
     let what = format!("a guest writing to port {port:#x}");
-    let report = run_guest(ctx, Mode::Long, image);
-    match &report.failure {
-        Some(failure) if failure.status == Status::WrongResult => Err(fail(
+    let run = run_guest(ctx, Mode::Long, &guest.image, false)?;
+    if run.status == Status::WrongResult.code() {
+        return Err(fail(
             LAB,
             HANDLE,
             format!(
                 "the run of {what} ended as if the guest had halted there (then: {}): an exit other than OUT to 0xE9 and HLT was swallowed; it must end the run with ExitLoopError::Unexpected",
-                failure.message
+                run.message
             ),
-        )),
-        Some(failure)
-            if failure.status == Status::GuestFault && failure.message.contains(&format!("port {port:#x}")) =>
-        {
-            expect_field(
-                LAB,
-                HANDLE,
-                "counts.io_out",
-                report.counts.io_out,
-                io_out.max(1),
-                describe::hex,
-                "the refused OUT is counted too",
-            )
-        }
-        _ => Err(run_failure(&report, &what).unwrap_or_else(|| {
-            fail(
-                LAB,
-                HANDLE,
-                format!(
-                    "{what} ran to the end: an OUT to any port but 0xE9 must end the run with ExitLoopError::Unexpected"
-                ),
-            )
-        })),
+        )
+        .into());
     }
+    if run.status == Status::Ok.code() {
+        return Err(fail(
+            LAB,
+            HANDLE,
+            format!(
+                "{what} ran to the end: an OUT to any port but 0xE9 must end the run with ExitLoopError::Unexpected"
+            ),
+        )
+        .into());
+    }
+    if run.status != Status::GuestFault.code() || !run.message.contains(&format!("port {port:#x}")) {
+        return Err(run_failure(&run, &what).unwrap_or_else(|| fail(LAB, RUN, &run.message).into()));
+    }
+    // What the guest printed before the refused OUT confirms the count.
+    expect_output(&run, guest, RUN, &format!("{what}, before it,"), "")?;
+    expect_field(
+        LAB,
+        HANDLE,
+        "counts.io_out",
+        run.counts.io_out,
+        guest.exits,
+        describe::hex,
+        "one per byte the guest printed, and the refused OUT is counted too",
+    )?;
+    Ok(())
 }
 
-fn wrong_results_are_caught(ctx: &Ctx) -> Result<(), String> {
+fn wrong_results_are_caught(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let wrong = |rng: &mut Rng| loop {
-        let value = rng.range(0, 1 << 31) as u32;
-        if value != 42 {
-            break value;
-        }
-    };
-    let (rax, memory) = (wrong(&mut rng), wrong(&mut rng));
-    let made_rax = guestgen::long_mode(b"", rax, 42).image;
-    let made_memory = guestgen::long_mode(b"", 42, memory).image;
-    let mut cases = vec![
-        (
-            "wrong-rax".to_owned(),
-            Mode::Long,
-            "RAX is 41 (".to_owned(),
-            corpus("wrong-rax").to_vec(),
+    let mut cases = Vec::new();
+    let mode = *rng.pick(&MODES);
+    let rax = wrong_below(&mut rng, guestgen::word_mask(mode).min(1 << 31));
+    cases.push((
+        mode,
+        guestgen::returning(mode, &rng.text_between(0, 8), rax, EXPECTED, rng.next_u64()),
+        format!("made for this run in {mode} mode with RAX = {rax}"),
+        format!("RAX is {rax} ("),
+    ));
+    let mode = *rng.pick(&MODES);
+    let memory = wrong_below(&mut rng, guestgen::word_mask(mode).min(1 << 31));
+    cases.push((
+        mode,
+        guestgen::returning(mode, &rng.text_between(0, 8), EXPECTED, memory, rng.next_u64()),
+        format!("made for this run in {mode} mode with {memory} at 0x400"),
+        format!("memory at 0x400 is {memory} ("),
+    ));
+    // 42 in the low byte only: a read of one byte passes it.
+    let mode = *rng.pick(&[Mode::Real, Mode::Protected]);
+    let memory = EXPECTED | rng.range(1, 0x100) << 8;
+    cases.push((
+        mode,
+        guestgen::returning(mode, &rng.text_between(0, 8), EXPECTED, memory, rng.next_u64()),
+        format!(
+            "made for this run in {mode} mode with the {}-byte word {memory} ({memory:#x}) at 0x400",
+            mode.result_width()
         ),
-        (
-            "wrong-memory".to_owned(),
-            Mode::Long,
-            "memory at 0x400 is 7 (".to_owned(),
-            corpus("wrong-memory").to_vec(),
-        ),
-        (
-            "wrong-width".to_owned(),
-            Mode::Real,
-            "memory at 0x400 is 298 (".to_owned(),
-            corpus("wrong-width").to_vec(),
-        ),
-        (
-            format!("made for this run with RAX = {rax}"),
-            Mode::Long,
-            format!("RAX is {rax} ("),
-            made_rax,
-        ),
-        (
-            format!("made for this run with {memory} at 0x400"),
-            Mode::Long,
-            format!("memory at 0x400 is {memory} ("),
-            made_memory,
-        ),
-    ];
+        format!("memory at 0x400 is {memory} ("),
+    ));
     rng.shuffle(&mut cases);
     let success_first = rng.chance(50);
     if success_first {
         expect_success(ctx, &mut rng)?;
     }
-    for (name, mode, needle, image) in cases {
-        let report = run_guest(ctx, mode, &image);
-        match &report.failure {
-            Some(failure) if failure.status == Status::WrongResult && failure.message.contains(needle.as_str()) => {}
-            Some(failure) if failure.status != Status::WrongResult => {
-                return Err(
-                    run_failure(&report, &format!("the guest {name}")).unwrap_or_else(|| failure.message.clone())
-                );
-            }
-            other => {
-                return Err(fail(
-                    LAB,
-                    "check_results",
-                    format!(
-                        "the guest {name} should fail with \"{}\", got {:?}: read the slot at the mode's width and compare both values with 42",
-                        needle.trim_end_matches(" ("),
-                        other.as_ref().map(|f| f.message.as_str())
-                    ),
-                ));
-            }
+    for (mode, guest, name, needle) in &cases {
+        let run = run_guest(ctx, *mode, &guest.image, false)?;
+        if run.status == Status::WrongResult.code() && run.message.contains(needle.as_str()) {
+            continue;
         }
+        if run.status != Status::WrongResult.code() && run.status != Status::Ok.code() {
+            return Err(
+                run_failure(&run, &format!("the guest {name}")).unwrap_or_else(|| fail(LAB, RUN, &run.message).into())
+            );
+        }
+        let got = if run.status == Status::Ok.code() {
+            "a run that passed".to_owned()
+        } else {
+            format!("{:?}", run.message)
+        };
+        return Err(fail(
+            LAB,
+            "check_results",
+            format!(
+                "the guest {name} should fail with \"{}\", got {got}: read the slot at the mode's width and compare both values with 42",
+                needle.trim_end_matches(" (")
+            ),
+        )
+        .into());
     }
     if !success_first {
         expect_success(ctx, &mut rng)?;
@@ -685,58 +826,84 @@ fn wrong_results_are_caught(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn trace_every_exit(ctx: &Ctx) -> Result<(), String> {
+fn trace_every_exit(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let text = rng.text_between(3, 30);
-    let guest = guestgen::long_mode(&text, 42, 42);
-    let report = vmm::run(RunConfig {
-        labs: ctx.labs,
-        mode: Mode::Long,
-        image: guest.image.clone(),
-        capture_output: true,
-        trace: false,
-        timeout: GUEST_TIMEOUT,
-        // The explanation records every exit through the trace callback.
-        explain_walk: Some(kit_common::RESULT_ADDR),
-        program: vmm::Program::Hello,
-    });
-    if let Some(message) = run_failure(&report, "a guest made for this run") {
-        return Err(message);
+    let guest = guestgen::returning(Mode::Long, &text, EXPECTED, EXPECTED, 0);
+    let what = "a guest made for this run";
+    let run = run_guest(ctx, Mode::Long, &guest.image, true)?;
+    if let Some(stop) = run_failure(&run, what) {
+        return Err(stop);
     }
-    let traced = report.explanation.map(|e| e.exits.len() as u64).unwrap_or_default();
-    let exits = report.counts.total();
-    if traced != exits || exits != guest.exits {
+    expect_output(&run, &guest, RUN, what, "")?;
+    let traced = run.traced.clone().unwrap_or_default();
+    let exits = run.counts.total();
+    if traced.len() as u64 != exits || exits != guest.exits {
         return Err(fail(
             LAB,
             RUN,
             format!(
-                "a guest with {} exits ran {exits} exits but the trace callback saw {traced}: call trace(&exit) once for every exit, before handling it (--trace and --explain show exits through it)",
-                guest.exits
+                "a guest with {} exits ran {exits} exits but the trace callback saw {}: call trace(&exit) once for every exit, before handling it (--trace and --explain show exits through it)",
+                guest.exits,
+                traced.len()
             ),
-        ));
+        )
+        .into());
+    }
+    let expected = text
+        .iter()
+        .map(|&byte| TracedExit {
+            kind: "io out".into(),
+            port: Some(CONSOLE_PORT),
+            data: vec![byte],
+        })
+        .chain([TracedExit {
+            kind: "hlt".into(),
+            port: None,
+            data: Vec::new(),
+        }]);
+    for (i, (found, expected)) in traced.iter().zip(expected).enumerate() {
+        if *found != expected {
+            return Err(fail(
+                LAB,
+                RUN,
+                format!(
+                    "the trace callback's exit {} was {} {:?} {}, expected {} {:?} {}: give trace each exit as KVM_RUN returned it",
+                    i + 1,
+                    found.kind,
+                    found.port,
+                    show(&found.data),
+                    expected.kind,
+                    expected.port,
+                    show(&expected.data)
+                ),
+            )
+            .into());
+        }
     }
     Ok(())
 }
 
-/// What the lab's loop did with a KVM_RUN that fails at once.
-fn run_with_failing_kvm_run(labs: crate::Labs) -> Result<Result<(), ExitLoopError>, String> {
-    let kvm = kvm_ioctls::Kvm::new().map_err(|err| format!("the grader cannot open /dev/kvm: {err}"))?;
-    let vm = kvm
-        .create_vm()
-        .map_err(|err| format!("the grader cannot create a VM: {err}"))?;
-    let mut vcpu = vm
-        .create_vcpu(0)
-        .map_err(|err| format!("the grader cannot create a vCPU: {err}"))?;
-    // With immediate_exit set, KVM_RUN returns EINTR before it enters the guest, every time:
-    // what a VMM sees when its vCPU is kicked (the watchdog does exactly this).
-    vcpu.set_kvm_immediate_exit(1);
-    let returned = super::on_lab_thread("kvm-run", RETURN_WAIT, move || {
-        let _vm = vm;
-        let (mut console, mut counts) = (Vec::new(), ExitCounts::default());
-        (labs.run_until_halt)(&mut vcpu, &mut console, &mut counts, &mut |_| {})
+fn kvm_run_errors(ctx: &mut Ctx) -> Result<(), Stop> {
+    // A RAX drawn for this run: KVM copies it into kvm_run only when KVM_RUN is really called.
+    let rax = ctx.rng().next_u64() | 1;
+    let failed = ctx.call(&FailingKvmRun {
+        wait_ms: RETURN_WAIT.as_millis() as u64,
+        rax,
     })?;
-    returned.ok_or_else(|| {
-        fail(
+    match failed.returned {
+        Some(Err(LoopError::Run { errno, .. })) if errno == libc::EINTR => {
+            if failed.synced_rax == Some(rax) {
+                return Ok(());
+            }
+            Err(fail(
+                LAB,
+                RUN,
+                "run_until_halt returned Err(ExitLoopError::Run(EINTR)) without calling KVM_RUN (the vCPU's registers never came back from KVM): call vcpu.run() and return the error it gives",
+            )
+            .into())
+        }
+        None => Err(fail(
             LAB,
             RUN,
             format!(
@@ -744,23 +911,20 @@ fn run_with_failing_kvm_run(labs: crate::Labs) -> Result<Result<(), ExitLoopErro
                 RETURN_WAIT.as_secs()
             ),
         )
-    })
-}
-
-fn kvm_run_errors(ctx: &Ctx) -> Result<(), String> {
-    match run_with_failing_kvm_run(ctx.labs)? {
-        Err(ExitLoopError::Run(err)) if err.errno() == libc::EINTR => Ok(()),
-        Ok(()) => Err(fail(
+        .into()),
+        Some(Ok(())) => Err(fail(
             LAB,
             RUN,
             "KVM_RUN failed with EINTR and run_until_halt returned Ok(()): a failed KVM_RUN was swallowed; return it as Err(ExitLoopError::Run(err))",
-        )),
-        Err(other) => Err(fail(
+        )
+        .into()),
+        Some(Err(other)) => Err(fail(
             LAB,
             RUN,
             format!(
                 "KVM_RUN failed with EINTR and run_until_halt returned Err({other:?}): return the ioctl's own error, as ExitLoopError::Run(err)"
             ),
-        )),
+        )
+        .into()),
     }
 }

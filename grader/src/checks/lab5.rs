@@ -1,19 +1,37 @@
-//! Lab 5: the host side of hypercalls, checked on made-up exits, then on the hypercall guest.
+//! Lab 5: the host side of hypercalls, checked on made-up exits, then on guests made for the run.
+//!
+//! The pure checks hand the lab random values, random exit counts, random host bases and random
+//! page tables (`walker::RandomTables`, whose walks are recorded as they are built): the judge
+//! knows every answer from how it built the input. The guest checks run a guest generated for
+//! this run (`guestgen::hypercalls`) through the student's VMM and judge what the guest printed:
+//! the answers it got from num_exits and num_exits_by_type, the report it read back from guest
+//! memory itself, the slots gva_to_hva wrote as it read them back. The counts the lab keeps
+//! count only where that output confirms them.
 
-use kit_common::{Mode, Status};
-use kvm_hello::vmm::{self, Program, RunConfig, RunReport};
-use kvm_ioctls::VcpuExit;
-use lab4_exit_loop::{ExitCounts, Flow};
-use lab5_hypercalls::{Host, HypercallRecord, Lab5Error, MAX_STRING, REPORT_ADDR};
-use vm_memory::{Bytes, GuestAddress};
+use grader_protocol::e2e::{RunVmm, VmmRun};
+use grader_protocol::lab2::Level;
+use grader_protocol::lab5::{
+    Counts, Exit, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve, Served,
+    StringRead, WriteExitReport,
+};
 
 use super::{Group, fail};
+use crate::facts::hypercall::{GVA_TO_HVA_PORT, NUM_EXITS_PORT, PRINT32_PORT, REPORT_ADDR};
+use crate::facts::{PD_ADDR, PML4_ADDR, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER};
+use crate::guestgen::{CallKind, Expected, HypercallGuest, HypercallMix};
+use crate::rng::Rng;
 use crate::walker::{self, RandomTables};
-use crate::{Check, Ctx, Part, guestgen};
+use crate::{Check, Ctx, HostNeed, Part, Stop, guestgen};
 
 const LAB: u8 = 5;
+/// The longest string `print_str` reads, NUL excluded (the lab's `MAX_STRING`, the book's port
+/// table).
+const MAX_STRING: usize = 4096;
+/// Guest memory: 2 MiB from guest physical 0 (kit_common::GUEST_MEMORY_SIZE).
+const MEMORY_END: u64 = kit_common::GUEST_MEMORY_SIZE as u64;
+
 /// Checks of single functions: no KVM.
-const PURE: Group = Group {
+pub(super) const PURE: Group = Group {
     part: Part::Lab(LAB),
     needs: &[],
     runs_guest: false,
@@ -24,14 +42,15 @@ const WALK: Group = Group {
     needs: &[2],
     runs_guest: false,
 };
-/// Checks that run the hypercall guest, set up by labs 1 to 3.
-const GUEST: Group = Group {
+/// Checks that run a guest through the student's VMM, set up by labs 1 to 3 and ended by lab
+/// 4's result checks.
+pub(super) const GUEST: Group = Group {
     part: Part::Lab(LAB),
-    needs: &[1, 2, 3],
+    needs: &[1, 2, 3, 4],
     runs_guest: true,
 };
 
-/// The checks of lab 5.
+/// The checks of lab 5; the last runs kvm-hello as a program.
 pub const CHECKS: &[Check] = &[
     PURE.check(
         "lab5_print32bit",
@@ -53,13 +72,13 @@ pub const CHECKS: &[Check] = &[
     ),
     WALK.check(
         "lab5_read_guest_string",
-        "read_guest_string: through the page tables, to the NUL",
+        "read_guest_string: through random page tables, across pages, to the NUL",
         2,
         guest_string,
     ),
     WALK.check(
         "lab5_gva_to_hva",
-        "gva_to_hva: host base + guest physical, None when unmapped",
+        "gva_to_hva: host base + guest physical, None when unmapped (random tables)",
         2,
         gva_to_hva,
     ),
@@ -71,46 +90,85 @@ pub const CHECKS: &[Check] = &[
     ),
     WALK.check(
         "lab5_gva_to_hva_outside_memory",
-        "gva_to_hva: None for a guest physical address past guest memory",
+        "gva_to_hva: None for a guest physical address past guest memory (random tables too)",
         1,
         gva_to_hva_outside_memory,
     ),
     GUEST.check(
         "lab5_hypercall_guest",
-        "the hypercall guest's whole output, and a guest made for this run",
+        "a hypercall guest made for this run: its whole output and its exits",
         3,
         hypercall_guest,
     ),
     GUEST.check(
         "lab5_print_str_in_one_exit",
-        "print_str costs one exit; 44 exits in all",
+        "print_str costs one exit; num_exits answers a guest made for this run",
         2,
         one_exit,
     ),
     GUEST.check(
         "lab5_gva_to_hva_live",
-        "gva_to_hva(0x400) = memory_host_base + 0x400",
+        "gva_to_hva in a guest made for this run: the slots it reads back",
         2,
         gva_to_hva_live,
     ),
-    super::e2e::HYPERCALLS,
+    Check {
+        host: HostNeed::Kvm,
+        ..GUEST_WITH_LAB5.check(
+            "e2e_lab_hypercalls",
+            "kvm-hello --lab hypercalls --guest (made for this run) --json: its output and report",
+            2,
+            lab_hypercalls_program,
+        )
+    },
 ];
 
-/// The output of `guest/hypercalls/hypercalls.rs`.
-pub const EXPECTED_OUTPUT: &str = "Hello from the hypercall guest!\n2048\n4294967295\nThis line costs one exit.\n35\n37\nIO in: 3\nIO out: 37\nInvalid GVA\n";
+/// kvm-hello as a program on lab 5's guest: labs 1 to 4, and lab 5's own checks first.
+const GUEST_WITH_LAB5: Group = Group {
+    part: Part::Lab(LAB),
+    needs: &[1, 2, 3, 4, 5],
+    runs_guest: true,
+};
+/// How long one run of kvm-hello may take, in ms of wall-clock time, before the probe kills it
+/// (its own watchdog stops a guest after 5 s of vCPU time).
+const VMM_WAIT_MS: u64 = 20_000;
 
-fn serve(
-    ctx: &Ctx,
-    exit: VcpuExit<'_>,
-    counts: ExitCounts,
-) -> Result<(Vec<u8>, Vec<HypercallRecord>, ExitCounts, Flow), String> {
-    let memory = super::lab2::fresh_memory();
-    let mut host = Host::new(&memory, 0x2000, 0x7f00_0000_0000);
-    host.counts = counts;
-    let mut console = Vec::new();
-    let flow =
-        (ctx.labs.handle_hypercall)(exit, &mut host, &mut console).map_err(|err| fail(LAB, "handle_hypercall", err))?;
-    Ok((console, host.records, host.counts, flow))
+/// A host address for guest physical 0 as mmap gives them (above 4 GiB, below 128 TiB, page
+/// aligned), different on every run.
+fn host_base(rng: &mut Rng) -> u64 {
+    rng.range(0x5_0000_0000 >> 12, 0x7fff_0000_0000 >> 12) << 12
+}
+
+fn malformed(what: &str) -> Stop {
+    Stop::Failed(format!(
+        "the probe's answer is malformed ({what}): lab code must not write on descriptor 3"
+    ))
+}
+
+fn record(name: &str, args: Vec<u64>, result: Option<u64>) -> Record {
+    Record {
+        name: name.to_owned(),
+        args,
+        result,
+    }
+}
+
+/// `handle_hypercall` on one made-up exit with no memory to speak of (identity tables, a random
+/// host base), from `counts`: what it returned, and what it left.
+fn serve(ctx: &mut Ctx, rng: &mut Rng, counts: Counts, exit: Exit) -> Result<(Flow, Served), Stop> {
+    let served = ctx.call(&Serve {
+        memory: Memory {
+            words: walker::identity_map(),
+            bytes: Vec::new(),
+        },
+        cr3: PML4_ADDR,
+        host_base: host_base(rng),
+        counts,
+        exit,
+        reads: Vec::new(),
+    })?;
+    let flow = served.flow.clone().map_err(|err| fail(LAB, "handle_hypercall", err))?;
+    Ok((flow, served))
 }
 
 /// Why a printed number differs from `value` in decimal with a newline.
@@ -130,312 +188,385 @@ fn number_format(printed: &[u8], value: u32) -> &'static str {
     }
 }
 
-fn print32bit(ctx: &Ctx) -> Result<(), String> {
+fn print32bit(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     // A value with a high bit set now and then, and every byte significant.
     let value = rng.range(0x0101_0101, 0xffff_ffff) as u32;
-    let (console, records, counts, flow) =
-        serve(ctx, VcpuExit::IoOut(0xEA, &value.to_le_bytes()), ExitCounts::default())?;
-    if console != format!("{value}\n").as_bytes() {
-        return Err(fail(
-            LAB,
-            "handle_hypercall",
-            format!(
-                "print32bit({value}) printed {:?}, expected \"{value}\\n\": {}; the value is the OUT's 4 data bytes, little-endian, printed in decimal with a newline",
-                String::from_utf8_lossy(&console),
-                number_format(&console, value)
-            ),
-        ));
+    let exit = Exit::Out {
+        port: PRINT32_PORT,
+        data: value.to_le_bytes().to_vec(),
+    };
+    let (flow, seen) = serve(ctx, &mut rng, Counts::default(), exit)?;
+    let console = &seen.console;
+    if *console != format!("{value}\n").into_bytes() {
+        let what = format!(
+            "print32bit({value}) printed {:?}, expected \"{value}\\n\": {}; the value is the OUT's 4 data bytes, little-endian, printed in decimal with a newline",
+            String::from_utf8_lossy(console),
+            number_format(console, value)
+        );
+        return Err(fail(LAB, "handle_hypercall", what).into());
     }
-    let expected = [HypercallRecord {
-        name: "print32bit",
-        args: vec![value.into()],
-        result: None,
-    }];
-    if records != expected || counts.io_out != 1 || flow != Flow::Continue {
-        return Err(fail(
-            LAB,
-            "handle_hypercall",
-            format!(
-                "print32bit({value}) gave records {records:?}, io_out {}, {flow:?}; expected {expected:?}, 1, Continue: record each hypercall with host.record",
-                counts.io_out
-            ),
-        ));
+    let expected = [record("print32bit", vec![value.into()], None)];
+    if seen.records != expected || seen.counts.io_out != 1 || flow != Flow::Continue {
+        let what = format!(
+            "print32bit({value}) gave records {:?}, io_out {}, {flow:?}; expected {expected:?}, 1, Continue: record each hypercall with host.record",
+            seen.records, seen.counts.io_out
+        );
+        return Err(fail(LAB, "handle_hypercall", what).into());
     }
     Ok(())
 }
 
-fn num_exits(ctx: &Ctx) -> Result<(), String> {
+fn num_exits(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let mut data = [0u8; 4];
-    let before = ExitCounts {
+    let before = Counts {
         io_out: rng.range(1, 500),
         io_in: rng.range(0, 50),
-        ..ExitCounts::default()
+        ..Counts::default()
     };
     let prior = before.total();
     let expected = prior + 1;
-    let (_, records, _, _) = serve(ctx, VcpuExit::IoIn(0xEB, &mut data), before)?;
+    let exit = Exit::In {
+        port: NUM_EXITS_PORT,
+        size: 4,
+    };
+    let (_, seen) = serve(ctx, &mut rng, before, exit)?;
+    let data: [u8; 4] = seen.in_data.as_slice().try_into().map_err(|_| malformed("IN data"))?;
     let answered = u32::from_le_bytes(data);
     if u64::from(answered) != expected {
-        return Err(fail(
-            LAB,
-            "handle_hypercall",
-            format!(
-                "num_exits after {prior} exits answered {answered}, expected {expected}: count the exit first; the answer includes this one (the guest relies on it: two calls around one print_str differ by 2)"
-            ),
-        ));
+        let what = format!(
+            "num_exits after {prior} exits answered {answered}, expected {expected}: count the exit first; the answer includes this one (the guest relies on it: two calls around one print_str differ by 2)"
+        );
+        return Err(fail(LAB, "handle_hypercall", what).into());
     }
-    match records.as_slice() {
-        [
-            HypercallRecord {
-                name: "num_exits",
-                result: Some(result),
-                ..
-            },
-        ] if *result == expected => Ok(()),
+    match seen.records.as_slice() {
+        [Record { name, result, .. }] if name == "num_exits" && *result == Some(expected) => Ok(()),
         other => Err(fail(
             LAB,
             "handle_hypercall",
             format!("num_exits was recorded as {other:?}, expected one record with result {expected}"),
+        )
+        .into()),
+    }
+}
+
+fn exit_report(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    let counts = Counts {
+        io_in: rng.range(1, 100_000),
+        io_out: rng.range(1, 100_000),
+        hlt: rng.range(0, 2),
+        ..Counts::default()
+    };
+    let expected = format!("IO in: {}\nIO out: {}\n\0", counts.io_in, counts.io_out).into_bytes();
+    let seen = ctx.call(&WriteExitReport {
+        counts,
+        read: (REPORT_ADDR, expected.len() as u64),
+    })?;
+    let addr = seen.returned.map_err(|err| fail(LAB, "write_exit_report", err))?;
+    if addr != REPORT_ADDR {
+        let what = format!("returned {addr:#x}, expected {REPORT_ADDR:#x}, where the report is");
+        return Err(fail(LAB, "write_exit_report", what).into());
+    }
+    if seen.bytes != expected {
+        let what = format!(
+            "0x5000 holds {:?}, expected {:?} (with a NUL at the end: print_str reads up to it)",
+            String::from_utf8_lossy(&seen.bytes),
+            String::from_utf8_lossy(&expected)
+        );
+        return Err(fail(LAB, "write_exit_report", what).into());
+    }
+    Ok(())
+}
+
+/// Random page tables with two GVA-adjacent 4 KiB pages mapped to guest physical pages that
+/// are not adjacent, and one more page: strings go there.
+struct StringTables {
+    cr3: u64,
+    words: Vec<(u64, u64)>,
+    /// The two adjacent pages: (GVA of the first, its guest physical page, the second's).
+    pair: (u64, u64, u64),
+    /// Another page: (GVA, guest physical).
+    single: (u64, u64),
+    /// An address the tables map outside guest memory, and where.
+    outside: Option<(u64, u64)>,
+    /// An address whose walk meets a clear P bit.
+    hole: Option<u64>,
+}
+
+/// The guest physical page of each entry the tables use, and of each page they map in memory.
+fn used_pages(tables: &RandomTables) -> Vec<u64> {
+    let mut pages: Vec<u64> = tables.memory.iter().map(|&(addr, _)| addr & !0xfff).collect();
+    pages.extend(tables.in_memory.iter().map(|&(_, gpa)| gpa));
+    pages
+}
+
+fn string_tables(rng: &mut Rng) -> StringTables {
+    loop {
+        let tables = RandomTables::build(rng);
+        let mut pages = tables.in_memory.clone();
+        rng.shuffle(&mut pages);
+        let [(first_gva, first_gpa), single] = pages[..] else {
+            continue;
+        };
+        // The PT entry of the first page, from its recorded walk.
+        let Some(pte) = tables.walks.iter().find_map(|walk| {
+            let last = walk.steps.last()?;
+            (last.level == Level::Pt && walk.gva & !0xfff == first_gva).then_some(last.entry_addr)
+        }) else {
+            continue;
+        };
+        // A free PT slot beside it: the page after, or the one before.
+        let taken = |addr: u64| tables.memory.iter().any(|&(a, _)| a == addr);
+        let (new_pte, pair_gva, new_is_second) = if pte & 0xfff != 0xff8 && !taken(pte + 8) {
+            (pte + 8, first_gva, true)
+        } else if pte & 0xfff != 0 && !taken(pte - 8) {
+            (pte - 8, first_gva - 0x1000, false)
+        } else {
+            continue;
+        };
+        let used = used_pages(&tables);
+        let new_gpa = loop {
+            let page = rng.range(0x10, 0x1f0) * 0x1000;
+            if !used.contains(&page) && page.abs_diff(first_gpa) > 0x1000 {
+                break page;
+            }
+        };
+        let pair = if new_is_second {
+            (pair_gva, first_gpa, new_gpa)
+        } else {
+            (pair_gva, new_gpa, first_gpa)
+        };
+        let outside = tables.walks.iter().find_map(|w| match w.result {
+            Ok(gpa) if gpa >= MEMORY_END => Some((w.gva, gpa)),
+            _ => None,
+        });
+        let hole = tables
+            .walks
+            .iter()
+            .find(|w| matches!(w.result, Err(grader_protocol::lab2::WalkFault::NotPresent(_))))
+            .map(|w| w.gva);
+        let mut words = tables.memory.clone();
+        words.push((new_pte, new_gpa | PTE_PRESENT | PTE_RW | PTE_USER));
+        return StringTables {
+            cr3: tables.cr3,
+            words,
+            pair,
+            single,
+            outside,
+            hole,
+        };
+    }
+}
+
+fn show(bytes: &[u8], at_most: usize) -> String {
+    String::from_utf8_lossy(bytes).chars().take(at_most).collect()
+}
+
+/// `read_guest_string` of each of `cases`, in memory with `bytes` written into `tables`.
+fn read_strings(
+    ctx: &mut Ctx,
+    tables: &StringTables,
+    bytes: Vec<(u64, Vec<u8>)>,
+    cases: &[(u64, Option<Vec<u8>>, String)],
+) -> Result<(), Stop> {
+    let memory = Memory {
+        words: tables.words.clone(),
+        bytes,
+    };
+    let gvas = cases.iter().map(|(gva, _, _)| *gva).collect();
+    let found = ctx.call(&ReadStrings {
+        memory,
+        cr3: tables.cr3,
+        gvas,
+    })?;
+    if found.len() != cases.len() {
+        return Err(malformed("a read for each address"));
+    }
+    for ((gva, expected, what), found) in cases.iter().zip(found) {
+        judge_string(*gva, expected.as_deref(), what, found)?;
+    }
+    Ok(())
+}
+
+fn judge_string(gva: u64, expected: Option<&[u8]>, what: &str, found: StringRead) -> Result<(), String> {
+    match (expected, found) {
+        (Some(want), StringRead::Read(got)) if got == want => Ok(()),
+        (Some(want), StringRead::Read(got)) => Err(fail(
+            LAB,
+            "read_guest_string",
+            format!(
+                "{what} at {gva:#x} read as {} bytes {:?}, expected {} bytes without the NUL{}",
+                got.len(),
+                show(&got, 40),
+                want.len(),
+                if got.len() < want.len() && want.len() > 100 {
+                    ": a string may be up to MAX_STRING bytes long"
+                } else {
+                    ": read up to the NUL, across pages, translating the address of each page through the guest's page tables"
+                }
+            ),
+        )),
+        (Some(want), StringRead::BadAddress(err) | StringRead::OtherError(err)) => Err(fail(
+            LAB,
+            "read_guest_string",
+            format!(
+                "{what} at {gva:#x} gave Err({err}), expected its {} bytes{}",
+                want.len(),
+                if want.len() == MAX_STRING {
+                    ": the limit is MAX_STRING bytes before the NUL, so a string of exactly that length is fine"
+                } else {
+                    ": translate the address through the guest's page tables (lab 2's translate), each 4 KiB page the string touches, then read guest physical memory there"
+                }
+            ),
+        )),
+        (None, StringRead::BadAddress(_)) => Ok(()),
+        (None, other) => Err(fail(
+            LAB,
+            "read_guest_string",
+            format!(
+                "{what} ({gva:#x}) gave {}, expected Err(Lab5Error::BadAddress): a guest must not make the host read without end or outside its memory",
+                match other {
+                    StringRead::Read(bytes) => format!("Ok({:?})", show(&bytes, 20)),
+                    StringRead::BadAddress(err) | StringRead::OtherError(err) => format!("Err({err})"),
+                }
+            ),
         )),
     }
 }
 
-fn exit_report(ctx: &Ctx) -> Result<(), String> {
+fn guest_string(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let memory = super::lab2::fresh_memory();
-    let counts = ExitCounts {
-        io_in: rng.range(1, 100_000),
-        io_out: rng.range(1, 100_000),
-        hlt: rng.range(0, 2),
-        ..ExitCounts::default()
-    };
-    let addr = (ctx.labs.write_exit_report)(&memory, &counts).map_err(|err| fail(LAB, "write_exit_report", err))?;
-    if addr != REPORT_ADDR {
-        return Err(fail(
-            LAB,
-            "write_exit_report",
-            format!("returned {addr:#x}, expected {REPORT_ADDR:#x}, where the report is"),
-        ));
-    }
-    let expected = format!("IO in: {}\nIO out: {}\n\0", counts.io_in, counts.io_out).into_bytes();
-    let expected = expected.as_slice();
-    let mut found = vec![0u8; expected.len()];
-    memory
-        .read_slice(&mut found, GuestAddress(REPORT_ADDR))
-        .expect("inside guest memory");
-    if found != expected {
-        return Err(fail(
-            LAB,
-            "write_exit_report",
-            format!(
-                "0x5000 holds {:?}, expected {:?} (with a NUL at the end: print_str reads up to it)",
-                String::from_utf8_lossy(&found),
-                String::from_utf8_lossy(expected)
-            ),
-        ));
-    }
-    Ok(())
-}
+    let tables = string_tables(&mut rng);
+    let (pair_gva, first_gpa, second_gpa) = tables.pair;
+    let (single_gva, single_gpa) = tables.single;
 
-fn identity_map() -> vm_memory::GuestMemoryMmap {
-    let memory = super::lab2::fresh_memory();
-    for (addr, entry) in [(0x2000u64, 0x3007u64), (0x3000, 0x4007), (0x4000, 0x87)] {
-        memory
-            .write_obj(entry, GuestAddress(addr))
-            .expect("inside guest memory");
-    }
-    memory
-}
-
-fn guest_string(ctx: &Ctx) -> Result<(), String> {
-    let mut rng = ctx.rng();
-    let memory = identity_map();
-    let text = rng.text_between(2, 60);
-    // Across a page boundary, at a place the lab cannot know.
-    let page = rng.range(6, 0x1e0) * 0x1000;
-    let at = page - rng.range(1, text.len() as u64);
-    memory
-        .write_slice(&text, GuestAddress(at))
-        .expect("inside guest memory");
-    memory
-        .write_obj(0u8, GuestAddress(at + text.len() as u64))
-        .expect("inside guest memory");
-    let longest = vec![b'y'; MAX_STRING];
-    let too_long_at = 0x1e_0000 + rng.range(0, 0x1000);
-    memory
-        .write_slice(&[b'x'; MAX_STRING + 8], GuestAddress(too_long_at))
-        .expect("inside guest memory");
-    let longest_at = 0x1f_0000 - rng.range(0x1000, 0x2000);
-    memory
-        .write_slice(&longest, GuestAddress(longest_at))
-        .expect("inside guest memory");
-    memory
-        .write_obj(0u8, GuestAddress(longest_at + MAX_STRING as u64))
-        .expect("inside guest memory");
     // A page the tables map far from its physical address: reading the GVA as a GPA shows.
-    let (mapped_memory, mapped_cr3, mapped_gva, mapped_text) = remapped_string(&mut rng);
-    let found = (ctx.labs.read_guest_string)(&mapped_memory, mapped_cr3, mapped_gva);
-    if found.as_ref().ok() != Some(&mapped_text) {
-        return Err(fail(
-            LAB,
-            "read_guest_string",
-            format!(
-                "a {}-byte string at {mapped_gva:#x}, on a page the tables map elsewhere (CR3 {mapped_cr3:#x}), read as {:?}: translate the address through the guest's page tables (lab 2's translate), then read guest physical memory",
-                mapped_text.len(),
-                found.map(|b| String::from_utf8_lossy(&b).chars().take(40).collect::<String>())
-            ),
+    let text = rng.text_between(2, 40);
+    let offset = rng.range(0, 0x1000 - text.len() as u64 - 1);
+    let mut placed = vec![(single_gpa + offset, [text.as_slice(), &[0]].concat())];
+    let remapped = (
+        single_gva + offset,
+        Some(text.clone()),
+        format!(
+            "a {}-byte string on a page the tables map elsewhere (CR3 {:#x}, guest physical {single_gpa:#x})",
+            text.len(),
+            tables.cr3
+        ),
+    );
+    // Across the two pages, which lie apart in guest physical memory.
+    let across = rng.text_between(2, 60);
+    let before = rng.range(1, across.len() as u64);
+    placed.push((first_gpa + 0x1000 - before, across[..before as usize].to_vec()));
+    placed.push((second_gpa, [&across[before as usize..], &[0u8][..]].concat()));
+    let mut cases = vec![(
+        pair_gva + 0x1000 - before,
+        Some(across.clone()),
+        format!(
+            "a {}-byte string across two pages the tables map to guest physical {first_gpa:#x} and {second_gpa:#x}, not adjacent",
+            across.len()
+        ),
+    )];
+    if let Some((gva, gpa)) = tables.outside {
+        cases.push((
+            gva,
+            None,
+            format!("an address the tables map outside guest memory (guest physical {gpa:#x})"),
         ));
     }
-    let mut cases: Vec<(u64, Option<Vec<u8>>, String)> = vec![
-        (
-            at,
-            Some(text.clone()),
-            format!("a {}-byte string across a page boundary", text.len()),
-        ),
-        (
-            longest_at,
-            Some(longest),
-            format!("a string of exactly MAX_STRING = {MAX_STRING} bytes"),
-        ),
-        (
-            too_long_at,
-            None,
-            format!("a string with no NUL within {MAX_STRING} bytes"),
-        ),
-        (
-            0x4000_0000 + rng.range(0, 0x1000),
-            None,
-            "an address no page table entry maps".to_owned(),
-        ),
-    ];
+    if let Some(gva) = tables.hole {
+        cases.push((gva, None, "an address whose walk meets a clear P bit".to_owned()));
+    }
     rng.shuffle(&mut cases);
-    for (gva, expected, what) in cases {
-        let found = (ctx.labs.read_guest_string)(&memory, 0x2000, gva);
-        match (expected, found) {
-            (Some(want), Ok(got)) if got == want => {}
-            (Some(want), Ok(got)) => {
-                return Err(fail(
-                    LAB,
-                    "read_guest_string",
-                    format!(
-                        "{what} at {gva:#x} read as {} bytes {:?}, expected {} bytes without the NUL{}",
-                        got.len(),
-                        String::from_utf8_lossy(&got).chars().take(40).collect::<String>(),
-                        want.len(),
-                        if got.len() < want.len() && want.len() > 100 {
-                            ": a string may be up to MAX_STRING bytes long"
-                        } else {
-                            ": read up to the NUL, across pages, translating each page"
-                        }
-                    ),
-                ));
-            }
-            (Some(want), Err(err)) => {
-                return Err(fail(
-                    LAB,
-                    "read_guest_string",
-                    format!(
-                        "{what} at {gva:#x} gave Err({err}), expected its {} bytes{}",
-                        want.len(),
-                        if want.len() == MAX_STRING {
-                            ": the limit is MAX_STRING bytes before the NUL, so a string of exactly that length is fine"
-                        } else {
-                            ""
-                        }
-                    ),
-                ));
-            }
-            (None, Err(Lab5Error::BadAddress { .. })) => {}
-            (None, other) => {
-                return Err(fail(
-                    LAB,
-                    "read_guest_string",
-                    format!(
-                        "{what} ({gva:#x}) gave {:?}, expected Err(Lab5Error::BadAddress): a guest must not make the host read without end or outside its memory",
-                        other.map(|b| String::from_utf8_lossy(&b).chars().take(20).collect::<String>())
-                    ),
-                ));
-            }
-        }
+    // The remapped page first: its message says what a walk-less read does.
+    cases.insert(0, remapped);
+    read_strings(ctx, &tables, placed, &cases)?;
+
+    // Exactly MAX_STRING bytes, then more than MAX_STRING before the NUL, across the two pages.
+    let longest: Vec<u8> = (0..MAX_STRING).map(|i| b'a' + (i % 26) as u8).collect();
+    let start = rng.range(1, 0x1000);
+    let what = format!("a string of exactly MAX_STRING = {MAX_STRING} bytes, across the two pages");
+    let placed = on_pair(&tables, start, &[longest.as_slice(), &[0]].concat());
+    read_strings(ctx, &tables, placed, &[(pair_gva + start, Some(longest), what)])?;
+    let too_long = MAX_STRING + rng.range(1, 64) as usize;
+    let start = rng.range(0, 0x2000 - too_long as u64 - 1);
+    let what = format!("a string with no NUL within {MAX_STRING} bytes (its NUL is {too_long} bytes on)");
+    let placed = on_pair(&tables, start, &[vec![b'x'; too_long], vec![0]].concat());
+    read_strings(ctx, &tables, placed, &[(pair_gva + start, None, what)])
+}
+
+/// `bytes` at `offset` from the start of the two adjacent pages, split between their guest
+/// physical pages.
+fn on_pair(tables: &StringTables, offset: u64, bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let (_, first_gpa, second_gpa) = tables.pair;
+    let in_first = (0x1000u64.saturating_sub(offset) as usize).min(bytes.len());
+    let (head, tail) = bytes.split_at(in_first);
+    let mut placed = Vec::new();
+    if !head.is_empty() {
+        placed.push((first_gpa + offset, head.to_vec()));
     }
-    Ok(())
-}
-
-/// A host address for guest physical 0 as mmap gives them (above 4 GiB, below 128 TiB, page
-/// aligned), different on every run.
-fn host_base(rng: &mut crate::rng::Rng) -> u64 {
-    rng.range(0x5_0000_0000 >> 12, 0x7fff_0000_0000 >> 12) << 12
-}
-
-/// Random page tables and a string on one of their pages mapped inside guest memory: the
-/// memory, CR3, the string's GVA and the string.
-fn remapped_string(rng: &mut crate::rng::Rng) -> (vm_memory::GuestMemoryMmap, u64, u64, Vec<u8>) {
-    loop {
-        let memory = super::lab2::fresh_memory();
-        let tables = RandomTables::build(&memory, rng);
-        let (gva, gpa) = *rng.pick(&tables.in_memory);
-        let text = rng.text_between(2, 40);
-        let offset = rng.range(0, 0x1000 - text.len() as u64 - 1);
-        memory
-            .write_slice(&text, GuestAddress(gpa + offset))
-            .expect("inside guest memory");
-        memory
-            .write_obj(0u8, GuestAddress(gpa + offset + text.len() as u64))
-            .expect("inside guest memory");
-        // A large page can cover the tables themselves: keep only a string that left its own
-        // translation intact (the grader's walker is the oracle).
-        if walker::walk(&memory, tables.cr3, gva + offset).result == Ok(gpa + offset) {
-            return (memory, tables.cr3, gva + offset, text);
-        }
+    if !tail.is_empty() {
+        placed.push((second_gpa + offset.saturating_sub(0x1000), tail.to_vec()));
     }
+    placed
 }
 
-fn gva_to_hva(ctx: &Ctx) -> Result<(), String> {
+fn gva_to_hva(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let memory = identity_map();
     let base = host_base(&mut rng);
-    let inside = rng.range(0, 0x20_0000);
-    let mut cases = [
+    let inside = rng.range(0, MEMORY_END);
+    let mut cases = vec![
         (0x400, Some(base + 0x400)),
         (inside, Some(base + inside)),
         (0x4000_0000 + rng.range(0, 0x4000_0000), None),
     ];
     rng.shuffle(&mut cases);
-    for (gva, expected) in cases {
-        expect_hva(ctx, &memory, 0x2000, base, gva, expected)?;
-    }
-    // Tables that are not an identity map: a GVA taken for a GPA shows.
-    let memory = super::lab2::fresh_memory();
-    let tables = RandomTables::build(&memory, &mut rng);
-    let mut addresses: Vec<u64> = tables
-        .in_memory
+    expect_hvas(ctx, walker::identity_map(), PML4_ADDR, base, &cases)?;
+    // Tables that are not an identity map: a GVA taken for a GPA shows. Every recorded walk,
+    // and the pages mapped inside memory.
+    let tables = RandomTables::build(&mut rng);
+    let mut cases: Vec<(u64, Option<u64>)> = tables
+        .walks
         .iter()
-        .map(|&(gva, _)| gva | rng.range(0, 0x1000))
+        .map(|walk| {
+            let hva = walk.result.ok().filter(|gpa| *gpa < MEMORY_END).map(|gpa| base + gpa);
+            (walk.gva, hva)
+        })
         .collect();
-    addresses.extend(tables.addresses.iter().take(8));
-    rng.shuffle(&mut addresses);
-    for gva in addresses {
-        let expected = walker::walk(&memory, tables.cr3, gva)
-            .result
-            .ok()
-            .filter(|gpa| *gpa < kit_common::GUEST_MEMORY_SIZE as u64)
-            .map(|gpa| base + gpa);
-        expect_hva(ctx, &memory, tables.cr3, base, gva, expected)?;
+    cases.extend(tables.in_memory.iter().map(|&(gva, gpa)| {
+        let offset = rng.range(0, 0x1000);
+        (gva | offset, Some(base + gpa + offset))
+    }));
+    rng.shuffle(&mut cases);
+    expect_hvas(ctx, tables.memory, tables.cr3, base, &cases)
+}
+
+fn expect_hvas(
+    ctx: &mut Ctx,
+    words: Vec<(u64, u64)>,
+    cr3: u64,
+    base: u64,
+    cases: &[(u64, Option<u64>)],
+) -> Result<(), Stop> {
+    let found = ctx.call(&GvaToHva {
+        memory: Memory {
+            words,
+            bytes: Vec::new(),
+        },
+        cr3,
+        host_base: base,
+        gvas: cases.iter().map(|&(gva, _)| gva).collect(),
+    })?;
+    if found.len() != cases.len() {
+        return Err(malformed("an answer for each address"));
+    }
+    for (&(gva, expected), found) in cases.iter().zip(found) {
+        expect_hva(cr3, base, gva, expected, found)?;
     }
     Ok(())
 }
 
-fn expect_hva(
-    ctx: &Ctx,
-    memory: &vm_memory::GuestMemoryMmap,
-    cr3: u64,
-    base: u64,
-    gva: u64,
-    expected: Option<u64>,
-) -> Result<(), String> {
-    let found = (ctx.labs.gva_to_hva)(memory, cr3, base, gva);
+fn expect_hva(cr3: u64, base: u64, gva: u64, expected: Option<u64>, found: Option<u64>) -> Result<(), String> {
     if found == expected {
         return Ok(());
     }
@@ -473,22 +604,33 @@ fn slot_cause(found: u64, expected: u64, gva: u64, slot: u64, base: u64) -> &'st
     }
 }
 
-fn gva_to_hva_hypercall(ctx: &Ctx) -> Result<(), String> {
+fn gva_to_hva_hypercall(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let base = host_base(&mut rng);
     let mut cases = [
-        (rng.range(0, 0x20_0000), true),
+        (rng.range(0, MEMORY_END), true),
         (0x4000_0000 + rng.range(0, 0x4000_0000), false),
     ];
     rng.shuffle(&mut cases);
     for (gva, mapped) in cases {
-        let memory = identity_map();
         let slot = rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
-        memory.write_obj(gva, GuestAddress(slot)).expect("inside guest memory");
-        let mut host = Host::new(&memory, 0x2000, base);
-        let mut console = Vec::new();
-        let port_value = (slot as u32).to_le_bytes();
-        (ctx.labs.handle_hypercall)(VcpuExit::IoOut(0xEE, &port_value), &mut host, &mut console).map_err(|err| {
+        let mut words = walker::identity_map();
+        words.push((slot, gva));
+        let seen = ctx.call(&Serve {
+            memory: Memory {
+                words,
+                bytes: Vec::new(),
+            },
+            cr3: PML4_ADDR,
+            host_base: base,
+            counts: Counts::default(),
+            exit: Exit::Out {
+                port: GVA_TO_HVA_PORT,
+                data: (slot as u32).to_le_bytes().to_vec(),
+            },
+            reads: vec![(slot, 8)],
+        })?;
+        seen.flow.map_err(|err| {
             fail(
                 LAB,
                 "handle_hypercall",
@@ -496,205 +638,451 @@ fn gva_to_hva_hypercall(ctx: &Ctx) -> Result<(), String> {
             )
         })?;
         let expected = if mapped { base + gva } else { 0 };
-        let found: u64 = memory.read_obj(GuestAddress(slot)).expect("inside guest memory");
+        let found = match seen.reads.first() {
+            Some(Some(bytes)) if bytes.len() == 8 => u64::from_le_bytes(bytes.as_slice().try_into().expect("8 bytes")),
+            _ => return Err(malformed("the slot")),
+        };
         if found != expected {
-            return Err(fail(
-                LAB,
-                "handle_hypercall",
-                format!(
-                    "gva_to_hva with its slot at {slot:#x} (holding GVA {gva:#x}; host_base {base:#x}) left {found:#x} in the slot, expected {expected:#x}: {}",
-                    slot_cause(found, expected, gva, slot, base)
-                ),
-            ));
+            let what = format!(
+                "gva_to_hva with its slot at {slot:#x} (holding GVA {gva:#x}; host_base {base:#x}) left {found:#x} in the slot, expected {expected:#x}: {}",
+                slot_cause(found, expected, gva, slot, base)
+            );
+            return Err(fail(LAB, "handle_hypercall", what).into());
         }
         let expected_output: &[u8] = if mapped { b"" } else { b"Invalid GVA\n" };
-        if console != expected_output {
-            return Err(fail(
-                LAB,
-                "handle_hypercall",
-                format!(
-                    "gva_to_hva of {} GVA printed {:?}, expected {:?}: only an address that does not translate prints \"Invalid GVA\"",
-                    if mapped { "a mapped" } else { "an unmapped" },
-                    String::from_utf8_lossy(&console),
-                    String::from_utf8_lossy(expected_output)
-                ),
-            ));
+        if seen.console != expected_output {
+            let what = format!(
+                "gva_to_hva of {} GVA printed {:?}, expected {:?}: only an address that does not translate prints \"Invalid GVA\"",
+                if mapped { "a mapped" } else { "an unmapped" },
+                String::from_utf8_lossy(&seen.console),
+                String::from_utf8_lossy(expected_output)
+            );
+            return Err(fail(LAB, "handle_hypercall", what).into());
         }
-        let record = HypercallRecord {
-            name: "gva_to_hva",
-            args: vec![gva],
-            result: Some(expected),
-        };
-        if host.records != [record.clone()] {
-            return Err(fail(
-                LAB,
-                "handle_hypercall",
-                format!(
-                    "gva_to_hva was recorded as {:x?}, expected [{record:x?}]: record the GVA read from the slot and the HVA written back",
-                    host.records
-                ),
-            ));
+        let expected_record = record("gva_to_hva", vec![gva], Some(expected));
+        if seen.records != [expected_record.clone()] {
+            let what = format!(
+                "gva_to_hva was recorded as {:x?}, expected [{expected_record:x?}]: record the GVA read from the slot and the HVA written back",
+                seen.records
+            );
+            return Err(fail(LAB, "handle_hypercall", what).into());
         }
     }
     Ok(())
 }
 
-fn gva_to_hva_outside_memory(ctx: &Ctx) -> Result<(), String> {
+fn gva_to_hva_outside_memory(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    let memory = identity_map();
+    let mut words = walker::identity_map();
     // PD[1] maps the 2 MiB page just past the end of the guest's 2 MiB of memory.
-    memory
-        .write_obj::<u64>(0x20_0000 | 0x87, GuestAddress(0x4008))
-        .expect("inside guest memory");
+    words.push((PD_ADDR + 8, MEMORY_END | PTE_PRESENT | PTE_RW | PTE_USER | PTE_PS));
     let base = host_base(&mut rng);
     let mut cases = [
-        (0x20_0000, None),
-        (0x20_0000 + rng.range(0, 0x20_0000), None),
-        (0x1f_fff8, Some(base + 0x1f_fff8)),
+        (MEMORY_END, None),
+        (MEMORY_END + rng.range(0, MEMORY_END), None),
+        (MEMORY_END - 8, Some(base + MEMORY_END - 8)),
     ];
     rng.shuffle(&mut cases);
-    for (gva, expected) in cases {
-        let found = (ctx.labs.gva_to_hva)(&memory, 0x2000, base, gva);
+    let found = ctx.call(&GvaToHva {
+        memory: Memory {
+            words,
+            bytes: Vec::new(),
+        },
+        cr3: PML4_ADDR,
+        host_base: base,
+        gvas: cases.iter().map(|&(gva, _)| gva).collect(),
+    })?;
+    if found.len() != cases.len() {
+        return Err(malformed("an answer for each address"));
+    }
+    for (&(gva, expected), found) in cases.iter().zip(found) {
         if found != expected {
-            return Err(fail(
-                LAB,
-                "gva_to_hva",
-                format!(
-                    "gva_to_hva({gva:#x}) gave {found:x?}, expected {expected:x?}: a page table entry maps guest physical {gva:#x}, past the end of guest memory (2 MiB); the host address would point outside the VM's memory, so answer None"
+            let what = match expected {
+                None => format!(
+                    "gva_to_hva({gva:#x}) gave {found:x?}, expected None: a page table entry maps guest physical {gva:#x}, past the end of guest memory (2 MiB); the host address would point outside the VM's memory, so answer None"
                 ),
-            ));
+                Some(_) => format!(
+                    "gva_to_hva({gva:#x}) gave {found:x?}, expected {expected:x?}: guest physical {gva:#x} is the last word of guest memory, inside it"
+                ),
+            };
+            return Err(fail(LAB, "gva_to_hva", what).into());
+        }
+    }
+    // Random tables, whose pages mostly lie past guest memory, and two pages inside it.
+    let tables = RandomTables::build(&mut rng);
+    let mut cases: Vec<(u64, Option<u64>, Option<u64>)> = tables
+        .walks
+        .iter()
+        .filter_map(|walk| walk.result.ok().map(|gpa| (walk.gva, gpa)))
+        .map(|(gva, gpa)| (gva, Some(gpa), (gpa < MEMORY_END).then(|| base + gpa)))
+        .collect();
+    cases.extend(tables.in_memory.iter().map(|&(gva, gpa)| {
+        let offset = rng.range(0, 0x1000);
+        (gva | offset, Some(gpa + offset), Some(base + gpa + offset))
+    }));
+    rng.shuffle(&mut cases);
+    let found = ctx.call(&GvaToHva {
+        memory: Memory {
+            words: tables.memory,
+            bytes: Vec::new(),
+        },
+        cr3: tables.cr3,
+        host_base: base,
+        gvas: cases.iter().map(|&(gva, _, _)| gva).collect(),
+    })?;
+    if found.len() != cases.len() {
+        return Err(malformed("an answer for each address"));
+    }
+    for (&(gva, gpa, expected), found) in cases.iter().zip(found) {
+        match (gpa, expected) {
+            (Some(gpa), None) if found.is_some() => {
+                let what = format!(
+                    "gva_to_hva({gva:#x}) with CR3 {:#x} gave {found:x?}, expected None: the tables map it to guest physical {gpa:#x}, past the end of guest memory (2 MiB); the host address would point outside the VM's memory, so answer None",
+                    tables.cr3
+                );
+                return Err(fail(LAB, "gva_to_hva", what).into());
+            }
+            _ => expect_hva(tables.cr3, base, gva, expected, found)?,
         }
     }
     Ok(())
 }
 
-fn run_guest(ctx: &Ctx) -> Result<RunReport, String> {
-    run_image(ctx, guests::HYPERCALLS64, "the hypercall guest")
-}
-
-fn run_image(ctx: &Ctx, image: &[u8], what: &str) -> Result<RunReport, String> {
-    let report = vmm::run(RunConfig {
-        labs: ctx.labs,
-        mode: Mode::Long,
-        image: image.to_vec(),
-        capture_output: true,
-        trace: false,
-        timeout: super::GUEST_TIMEOUT,
-        explain_walk: None,
-        program: Program::Hypercalls,
-    });
-    match &report.failure {
-        None => Ok(report),
-        Some(failure) if failure.status == Status::NotImplemented => super::stub_reached(&failure.message),
-        Some(failure) if failure.status == Status::LabPanicked => Err(failure.message.clone()),
-        Some(failure) => Err(fail(LAB, "handle_hypercall", format!("{what}: {}", failure.message))),
+/// Runs a guest made for this run with `mix` through the student's VMM. A stub reached or a
+/// panic stops the check here; any other failure is left to the judge of the output.
+fn run_made_guest(ctx: &mut Ctx, mix: HypercallMix) -> Result<(HypercallGuest, HypercallRun), Stop> {
+    let guest = guestgen::hypercalls(&mut ctx.rng(), mix);
+    let run = ctx.call(&RunHypercallGuest {
+        image: guest.image.clone(),
+        timeout_ms: super::GUEST_TIMEOUT.as_millis() as u64,
+    })?;
+    match run.status {
+        6 => Err(super::stub_reached(&run.message)),
+        7 => Err(Stop::Failed(run.message.clone())),
+        _ => Ok((guest, run)),
     }
 }
 
-/// A hypercall guest made for this run: its output and exits cannot be known in advance.
-fn made_hypercall_guest(ctx: &Ctx) -> Result<(), String> {
-    let guest = guestgen::hypercalls(&mut ctx.rng());
-    let what = "a hypercall guest made for this run (print8bit, print32bit, print_str)";
-    let report = run_image(ctx, &guest.image, what)?;
-    if report.output != guest.output {
-        return Err(fail(
-            LAB,
-            "handle_hypercall",
-            format!("{what} {}", super::output_difference(&report.output, &guest.output)),
-        ));
+/// A guest made for this run, in words.
+const MADE: &str = "a hypercall guest made for this run";
+
+/// The first part of the guest's output that the run's output departs from: its index, and
+/// what the run printed there.
+fn departure(guest: &HypercallGuest, output: &[u8], base: u64) -> Option<(usize, Vec<u8>)> {
+    let mut at = 0;
+    for (i, part) in guest.parts.iter().enumerate() {
+        let expected = part.bytes(base);
+        let rest = &output[at.min(output.len())..];
+        if rest.starts_with(&expected) {
+            at += expected.len();
+            continue;
+        }
+        let shown = rest.len().min(expected.len() + 24);
+        return Some((i, rest[..shown].to_vec()));
     }
-    let total = report.counts.total();
-    if total != guest.exits {
-        return Err(fail(
-            LAB,
-            "run_hypercalls",
-            format!(
-                "{what} made {total} exits, expected {} (one per hypercall, and the HLT)",
-                guest.exits
-            ),
-        ));
-    }
-    Ok(())
+    (at != output.len()).then(|| (guest.parts.len(), output[at..].to_vec()))
 }
 
-fn hypercall_guest(ctx: &Ctx) -> Result<(), String> {
-    if ctx.rng().chance(50) {
-        made_hypercall_guest(ctx)?;
-        kit_hypercall_guest(ctx)
+/// Judges what a run of `guest` printed, the host base being `base`: `Ok` when it is the
+/// guest's whole output, else the message, which names the first call whose output differs
+/// and, for the calls `explain` knows, why. `ended` is the run's failure, if it failed.
+pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &str) -> Result<(), String> {
+    let Some((index, found)) = departure(guest, output, base) else {
+        return Ok(());
+    };
+    let ended = if ended.is_empty() {
+        String::new()
     } else {
-        kit_hypercall_guest(ctx)?;
-        made_hypercall_guest(ctx)
-    }
-}
-
-fn kit_hypercall_guest(ctx: &Ctx) -> Result<(), String> {
-    let report = run_guest(ctx)?;
-    let output = String::from_utf8_lossy(&report.output);
-    if output != EXPECTED_OUTPUT {
-        let line = output
-            .lines()
-            .zip(EXPECTED_OUTPUT.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(output.lines().count());
+        format!("; the run ended: {ended}")
+    };
+    let Some(part) = guest.parts.get(index) else {
         return Err(fail(
             LAB,
             "handle_hypercall",
             format!(
-                "the hypercall guest printed {output:?}, expected {EXPECTED_OUTPUT:?} (they part at line {}; the book's port table says what each call prints)",
-                line + 1
+                "{MADE} printed {:?} after all of its output{ended}: print each hypercall's output once",
+                show(&found, 60)
             ),
         ));
-    }
-    Ok(())
+    };
+    let expected = part.bytes(base);
+    let why = explain(guest, index, &found, base);
+    Err(fail(
+        LAB,
+        "handle_hypercall",
+        format!(
+            "{MADE} printed {:?} for its call {} of {}, {}, expected {:?}{why}{ended} (its output up to there was right)",
+            show(&found, 80),
+            index + 1,
+            guest.parts.len(),
+            part.what,
+            show(&expected, 80),
+        ),
+    ))
 }
 
-fn one_exit(ctx: &Ctx) -> Result<(), String> {
-    let report = run_guest(ctx)?;
-    let records = report.hypercalls.unwrap_or_default();
-    let answers: Vec<u64> = records
-        .iter()
-        .filter(|r| r.name == "num_exits")
-        .filter_map(|r| r.result)
-        .collect();
-    if answers.len() != 2 || answers[1] != answers[0] + 2 {
-        return Err(fail(
-            LAB,
-            "handle_hypercall",
-            format!(
-                "the two num_exits around one print_str answered {answers:?}, expected two numbers 2 apart: print_str must cost exactly one exit"
-            ),
-        ));
+/// The numbers at the start of `found`, one a line.
+fn numbers(found: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(found)
+        .lines()
+        .map_while(|line| line.trim().parse().ok())
+        .collect()
+}
+
+/// Why the output of part `index` is `found` instead of `expected`, for the calls whose mistakes
+/// have a usual cause.
+fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> String {
+    let part = &guest.parts[index];
+    let found_numbers = numbers(found);
+    match (&part.kind, &part.expected) {
+        (CallKind::NumExits | CallKind::LastNumExits, Expected::Bytes(bytes)) => {
+            let want = numbers(bytes).first().copied().unwrap_or_default();
+            match found_numbers.first() {
+                Some(&n) if n + 1 == want => {
+                    ": one less: count the exit first; the answer includes this one".to_owned()
+                }
+                Some(_) => {
+                    ": num_exits answers the exits so far, every IN and OUT of the guest, this one included".to_owned()
+                }
+                None => String::new(),
+            }
+        }
+        (CallKind::AroundPrintStr, Expected::Bytes(bytes)) => {
+            let want = numbers(bytes);
+            match found_numbers[..] {
+                [a, b, ..] if b != a + 2 => format!(
+                    ": the answers are {} apart, expected 2: print_str must cost exactly one exit, and each exit is counted once",
+                    b as i64 - a as i64
+                ),
+                [a, ..] if want.first() == Some(&(a + 1)) => {
+                    ": one less: count the exit first; the answer includes this one".to_owned()
+                }
+                _ => String::new(),
+            }
+        }
+        (CallKind::Report | CallKind::ReportInMemory, _) => format!(
+            ": X and Y count the IN and OUT exits so far, this one included; write \"IO in: X\\nIO out: Y\\n\" and a NUL at {REPORT_ADDR:#x}, answer that address{}",
+            if part.kind == CallKind::ReportInMemory {
+                " (the guest read this from guest memory itself)"
+            } else {
+                ", and print_str prints from it"
+            }
+        ),
+        (CallKind::PrintStr, _) => format!(
+            ": print the bytes up to the NUL, read through the guest's page tables (the guest maps its first 2 MiB again at {:#x})",
+            guest.alias << 21
+        ),
+        (CallKind::GvaToHva, Expected::Hva(gpa)) => {
+            let halves: Vec<u64> = found_numbers.iter().take(2).copied().collect();
+            let hva = match halves[..] {
+                [low, high] => Some(low | (high << 32)),
+                _ => None,
+            };
+            match (gpa, hva) {
+                (Some(_), _) if found.starts_with(b"Invalid GVA") => format!(
+                    ": the guest's page tables map this address (the guest maps its first 2 MiB again at {:#x}, PD[{}] beside the lab's identity map): translate it through them; only an address that does not translate is invalid",
+                    guest.alias << 21,
+                    guest.alias
+                ),
+                (None, _) => {
+                    ": an address that does not translate prints \"Invalid GVA\" and leaves 0 in the slot".to_owned()
+                }
+                (Some(gpa), Some(hva)) if hva == *gpa => {
+                    ": that is the guest physical address itself: add host_base".to_owned()
+                }
+                (Some(gpa), Some(hva)) if hva & 0xffff_ffff == base.wrapping_add(*gpa) & 0xffff_ffff => {
+                    ": only the low 4 bytes are right: the slot holds 8 bytes, the whole HVA, little-endian".to_owned()
+                }
+                (Some(gpa), Some(_)) => format!(
+                    ": the slot must hold host_base ({base:#x}) + {gpa:#x}, the guest physical address the guest's page tables give (the guest maps its first 2 MiB again at {:#x})",
+                    guest.alias << 21
+                ),
+                _ => String::new(),
+            }
+        }
+        _ => String::new(),
     }
-    let total = report.counts.total();
-    if total != 44 {
+}
+
+/// The run's exits against the guest's, once its output (which the answers of num_exits and
+/// the report are part of) is right.
+fn judge_exits(guest: &HypercallGuest, counts: &Counts) -> Result<(), String> {
+    let (total, io) = (counts.total(), (counts.io_in, counts.io_out, counts.hlt));
+    if total != guest.exits || io != (guest.io_in, guest.io_out, 1) {
         return Err(fail(
             LAB,
             "run_hypercalls",
-            format!("the hypercall guest made {total} exits, expected 44 (one per hypercall, and the HLT)"),
+            format!(
+                "{MADE} made {total} exits (IN {}, OUT {}, HLT {}), expected {} (IN {}, OUT {}, HLT 1): one per hypercall, and the HLT",
+                counts.io_in, counts.io_out, counts.hlt, guest.exits, guest.io_in, guest.io_out
+            ),
         ));
     }
     Ok(())
 }
 
-fn gva_to_hva_live(ctx: &Ctx) -> Result<(), String> {
-    let report = run_guest(ctx)?;
-    let base = report.memory_host_base.unwrap_or_default();
-    let calls: Vec<(u64, Option<u64>)> = report
-        .hypercalls
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.name == "gva_to_hva")
-        .map(|r| (r.args.first().copied().unwrap_or_default(), r.result))
+/// Runs a made guest and judges its output, then the failure of a run whose output was right.
+fn judged_run(ctx: &mut Ctx, mix: HypercallMix) -> Result<(HypercallGuest, HypercallRun), Stop> {
+    let (guest, run) = run_made_guest(ctx, mix)?;
+    let base = run.memory_host_base.unwrap_or_default();
+    let expected = guest.output(base);
+    if run.status != 0 && expected.starts_with(&run.output) {
+        // It stopped early with all it printed right: the failure says why.
+        let what = format!(
+            "{MADE}: {} (it had printed {} of the {} bytes of the guest's output, all right)",
+            run.message,
+            run.output.len(),
+            expected.len()
+        );
+        return Err(fail(LAB, "run_hypercalls", what).into());
+    }
+    judge_output(&guest, &run.output, base, &run.message)?;
+    if run.status != 0 {
+        return Err(fail(LAB, "run_hypercalls", format!("{MADE}: {}", run.message)).into());
+    }
+    Ok((guest, run))
+}
+
+/// How many printing calls a guest makes besides the others.
+const PRINTS: (u64, u64) = (3, 9);
+
+/// A guest with every kind of hypercall, `prints` of them printing ones.
+fn every_hypercall(ctx: &mut Ctx, prints: (u64, u64)) -> Result<(), Stop> {
+    let mix = HypercallMix {
+        prints,
+        exit_counts: true,
+        report: true,
+        translations: true,
+    };
+    let (guest, run) = judged_run(ctx, mix)?;
+    judge_exits(&guest, &run.counts)?;
+    Ok(())
+}
+
+fn hypercall_guest(ctx: &mut Ctx) -> Result<(), Stop> {
+    every_hypercall(ctx, PRINTS)
+}
+
+/// Hidden: a guest made for the run with 25 to 40 printing calls among the others, judged as
+/// `lab5_hypercall_guest`.
+pub(super) fn hypercall_guest_many_calls(ctx: &mut Ctx) -> Result<(), Stop> {
+    every_hypercall(ctx, (25, 41))
+}
+
+fn one_exit(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mix = HypercallMix {
+        prints: PRINTS,
+        exit_counts: true,
+        report: false,
+        translations: false,
+    };
+    let (guest, run) = judged_run(ctx, mix)?;
+    judge_exits(&guest, &run.counts)?;
+    Ok(())
+}
+
+fn gva_to_hva_live(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mix = HypercallMix {
+        prints: PRINTS,
+        exit_counts: false,
+        report: false,
+        translations: true,
+    };
+    judged_run(ctx, mix)?;
+    Ok(())
+}
+
+/// `kvm-hello --guest GUEST --lab hypercalls --json`, `GUEST` made for this run with every kind
+/// of hypercall: the JSON report's output must be the guest's (judged as in the guest checks,
+/// with the report's `memory_host_base`), its exits the guest's, its gva_to_hva records the
+/// HVAs the guest printed, its results the guest's 42s.
+fn lab_hypercalls_program(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mix = HypercallMix {
+        prints: PRINTS,
+        exit_counts: true,
+        report: true,
+        translations: true,
+    };
+    let guest = guestgen::hypercalls(&mut ctx.rng(), mix);
+    let args: Vec<String> = ["--lab", "hypercalls", "--json"].map(String::from).to_vec();
+    let shown = format!("kvm-hello --guest GUEST {}", args.join(" "));
+    let outputs = ctx.call(&RunVmm {
+        runs: vec![VmmRun {
+            image: guest.image.clone(),
+            args,
+        }],
+        wait_ms: VMM_WAIT_MS,
+    })?;
+    let [run] = &outputs[..] else {
+        return Err(malformed("one run"));
+    };
+    let stderr = String::from_utf8_lossy(&run.stderr).trim_end().to_owned();
+    let program_fail = |what: String| -> Stop {
+        Stop::Failed(format!(
+            "{shown}: {what} (its stderr: {stderr:?}) (book: {})",
+            super::chapter(LAB)
+        ))
+    };
+    if run.killed {
+        return Err(program_fail(format!(
+            "still running after {} s: it was killed",
+            VMM_WAIT_MS / 1000
+        )));
+    }
+    let line = stderr.strip_prefix("kvm-hello: ").unwrap_or(&stderr);
+    match run.status {
+        Some(6) => return Err(super::stub_reached(line)),
+        Some(7) => return Err(program_fail(format!("exit status 7: {line}"))),
+        None => return Err(program_fail("ended by a signal".into())),
+        _ => {}
+    }
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .map_err(|err| program_fail(format!("its stdout is not one JSON report ({err})")))?;
+    let base = report["memory_host_base"].as_u64().unwrap_or_default();
+    let output = report["output"].as_str().unwrap_or_default();
+    let ended = report["error"]["message"].as_str().unwrap_or_default();
+    judge_output(&guest, output.as_bytes(), base, ended)?;
+    let expected = [
+        ("/lab", serde_json::Value::from("hypercalls")),
+        ("/exits/total", guest.exits.into()),
+        ("/exits/io_in", guest.io_in.into()),
+        ("/exits/io_out", guest.io_out.into()),
+        ("/rax", 42.into()),
+        ("/memory_0x400", 42.into()),
+        ("/ok", true.into()),
+        ("/status", 0.into()),
+    ];
+    for (pointer, value) in expected {
+        let found = report.pointer(pointer).cloned().unwrap_or_default();
+        if found != value {
+            return Err(program_fail(format!(
+                "the JSON report's {pointer} is {found}, expected {value} (the guest's output, which the report shows right, makes it so)"
+            )));
+        }
+    }
+    // The records count where the guest's output confirms them: the HVAs it printed.
+    let printed: Vec<u64> = guest
+        .parts
+        .iter()
+        .filter_map(|part| match part.expected {
+            Expected::Hva(gpa) => Some(gpa.map_or(0, |gpa| base.wrapping_add(gpa))),
+            _ => None,
+        })
         .collect();
-    let expected = [(0x400, Some(base + 0x400)), (0x4000_0000, Some(0))];
-    if calls != expected {
-        return Err(fail(
-            LAB,
-            "handle_hypercall",
-            format!(
-                "gva_to_hva was recorded as {calls:x?}, expected {expected:x?} (memory_host_base {base:#x}; an unmapped address answers 0 and prints \"Invalid GVA\")"
-            ),
-        ));
+    let recorded: Vec<Option<u64>> = report["hypercalls"]
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .filter(|call| call["name"] == "gva_to_hva")
+                .map(|call| call["hva"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    if recorded != printed.iter().copied().map(Some).collect::<Vec<_>>() {
+        return Err(program_fail(format!(
+            "the JSON report's gva_to_hva records have hva {recorded:x?}, expected {printed:x?}, what the guest found in its slots: record the HVA written back (0 when the address does not translate)"
+        )));
     }
     Ok(())
 }

@@ -208,9 +208,9 @@ fn next_slice_turns(ctx: &mut Ctx) -> Result<(), Stop> {
                     choice(found.vm, found.length),
                     choice(vm, length),
                     if length.is_none() {
-                        "cooperative slices have no length (they end at the guest's console exit) and go to the other VM"
+                        "cooperative slices have no length (they end at the guest's console exit) and go to the other VM (VM 0 when none ran before: last = None)"
                     } else {
-                        "round robin gives the other VM one quantum, whatever the guest times"
+                        "round robin gives the other VM one quantum, whatever the guest times (VM 0 when none ran before: last = None)"
                     }
                 ),
             )

@@ -143,15 +143,14 @@ fn attack_now() {
                 let _ = std::fs::write(&target, b"#!/bin/sh\necho Score: 999/999\n");
             }
         }
-        "escapee" => {
-            // SAFETY: fork in the probe; the child outlives the request unless the jail ends it.
-            if unsafe { libc::fork() } == 0 {
-                unsafe { libc::setsid() };
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                spray(FORGED);
-                std::thread::sleep(std::time::Duration::from_secs(30));
-                std::process::exit(0);
-            }
+        // SAFETY: fork in the probe; the child outlives the request unless the jail ends it.
+        "escapee" if unsafe { libc::fork() } == 0 => {
+            // SAFETY: setsid changes only this child's session.
+            unsafe { libc::setsid() };
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            spray(FORGED);
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            std::process::exit(0);
         }
         _ => {}
     }

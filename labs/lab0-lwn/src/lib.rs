@@ -9,6 +9,11 @@
 //! (`--features solution` builds the reference in `solution.rs` instead of the functions marked
 //! `#[cfg(not(feature = "solution"))]`; you never need it.)
 
+// The end-to-end checks of this lab (kvm-hello run as a program) state their rules here:
+// Graded (e2e_lab_lwn): `kvm-hello --lab lwn --guest IMAGE` runs IMAGE in the VM your create_vm
+// made, from 0x1000: it ends with status 0, its --json report's output is exactly what the guest
+// wrote to the serial port, and it counts one io exit per OUT and one hlt.
+
 pub use std::io::Write;
 
 pub use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -76,29 +81,44 @@ pub enum Lab0Error {
     Console(#[source] std::io::Error),
 }
 
+// ANCHOR: stub_create_vm
 // TODO(lab0): open /dev/kvm and check the API version, create the VM, allocate one page
 // (`PAGE_SIZE`) of guest memory at `CODE_ADDR`, copy `CODE` to its start (vm-memory), and
 // register the page with KVM as slot 0 at guest physical `CODE_ADDR` (an `unsafe` call: say why it
 // is sound in a `// SAFETY:` comment).
+// Graded (lab0_create_vm): create_vm gives the VM one region of guest memory, PAGE_SIZE bytes at
+// guest physical CODE_ADDR, holding CODE at its start.
+// Graded (lab0_memory_slot): create_vm registers its page with KVM as slot 0 at guest physical
+// CODE_ADDR, memory_size PAGE_SIZE, flags 0 (writable), and userspace_addr the host address of that
+// same page.
 /// Creates the LWN VM with its page of memory and code.
 #[cfg(not(feature = "solution"))]
 pub fn create_vm() -> Result<LwnVm, Lab0Error> {
     todo!("lab0 create_vm (labs/lab0-lwn/src/lib.rs; book: Lab 0, The LWN warm-up)")
 }
+// ANCHOR_END: stub_create_vm
 
+// ANCHOR: stub_setup_vcpu
 // TODO(lab0): create vCPU 0; in its special registers set CS base and selector to 0 (real mode
 // then fetches from CS:IP = 0:0x1000); in its general registers set RIP = `CODE_ADDR`, RAX = 2,
 // RBX = 2 and RFLAGS = 0x2 (bit 1 is reserved and must be 1).
+// Graded (lab0_setup_vcpu): setup_vcpu leaves CS.base and CS.selector 0, RIP = CODE_ADDR, RAX = 2,
+// RBX = 2 and RFLAGS = 0x2.
 /// Creates and sets up the vCPU.
 #[cfg(not(feature = "solution"))]
 pub fn setup_vcpu(vm: &LwnVm) -> Result<VcpuFd, Lab0Error> {
     let _ = vm;
     todo!("lab0 setup_vcpu (labs/lab0-lwn/src/lib.rs; book: Lab 0, The LWN warm-up)")
 }
+// ANCHOR_END: stub_setup_vcpu
 
+// ANCHOR: stub_run
 // TODO(lab0): `KVM_RUN` until HLT. Give every exit to `trace` first, count it in `counts`; an OUT to
 // `SERIAL_PORT` writes its bytes to `console`; any other exit is
 // `Lab0Error::Unexpected(UnexpectedExit::from_exit(&exit))`; a failed `KVM_RUN` is `Lab0Error::Run`.
+// Graded (lab0_run): run gives every exit to trace, counts it once under its reason in counts,
+// writes each OUT to SERIAL_PORT to console and returns at the first HLT: the LWN code prints "4"
+// and a newline in 3 exits; code the grader makes for the run is served the same way.
 /// Runs the guest until it halts.
 #[cfg(not(feature = "solution"))]
 pub fn run(
@@ -110,6 +130,7 @@ pub fn run(
     let _ = (vcpu, console, counts, trace);
     todo!("lab0 run (labs/lab0-lwn/src/lib.rs; book: Lab 0, The LWN warm-up)")
 }
+// ANCHOR_END: stub_run
 
 #[cfg(feature = "solution")]
 mod solution;

@@ -109,53 +109,77 @@ pub enum Lab1Error {
     WriteImage(#[source] vm_memory::GuestMemoryError),
 }
 
+// ANCHOR: stub_vm_init
 // TODO(lab1): open /dev/kvm (`Kvm::new`), check that its API version is `KVM_API_VERSION`,
 // create the VM, give it `TSS_ADDRESS` (`set_tss_address`), allocate `mem_size` bytes of guest
 // memory at guest physical 0 (`GuestMemoryMmap::<()>::from_ranges`) and register them with KVM
 // as slot `GUEST_MEMORY_SLOT` (`kvm_userspace_memory_region`, `set_user_memory_region`: an
 // `unsafe` call; say why it is sound in a `// SAFETY:` comment).
+// Graded (lab1_vm_init_memory): vm_init(mem_size) allocates exactly mem_size bytes of guest memory,
+// as one region that starts at guest physical 0.
+// Graded (lab1_memory_seen_by_vcpu): vm_init registers all of guest memory with KVM as slot
+// GUEST_MEMORY_SLOT: guest_phys_addr 0, memory_size mem_size, flags 0 (writable), and
+// userspace_addr the host address of that same memory.
 /// Creates the VM with `mem_size` bytes of guest memory at guest physical 0 (`vm_init`).
 #[cfg(not(feature = "solution"))]
 pub fn vm_init(mem_size: usize) -> Result<Vm, Lab1Error> {
     let _ = mem_size;
     todo!("lab1 vm_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
+// ANCHOR_END: stub_vm_init
 
+// ANCHOR: stub_vcpu_init
 // TODO(lab1): create vCPU `VCPU_ID` and record the size of its `kvm_run` mapping
 // (`VmFd::run_size`). kvm-ioctls maps `kvm_run` for you inside `create_vcpu`. The `Vcpu` keeps
 // `vm` (a borrow): a vCPU cannot outlive its VM's memory.
+// Graded (lab1_vcpu_init): vcpu_init creates vCPU VCPU_ID and records in run_size the size
+// KVM_GET_VCPU_MMAP_SIZE reports.
 /// Creates the VM's vCPU (`vcpu_init`).
 #[cfg(not(feature = "solution"))]
 pub fn vcpu_init(vm: &Vm) -> Result<Vcpu<'_>, Lab1Error> {
     let _ = vm;
     todo!("lab1 vcpu_init (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
+// ANCHOR_END: stub_vcpu_init
 
+// ANCHOR: stub_load_image
 // TODO(lab1): refuse an image longer than `MAX_IMAGE_SIZE`, then copy it to `GUEST_LOAD_ADDR`
 // through vm-memory (`Bytes::write_slice`): never through a raw pointer.
+// Graded (lab1_load_image): load_image copies the whole image to guest physical 0; an image of up
+// to MAX_IMAGE_SIZE bytes is loaded, and a longer one is refused with Lab1Error::ImageTooLarge {
+// len }.
 /// Copies the guest image to guest physical 0, where the vCPU starts.
 #[cfg(not(feature = "solution"))]
 pub fn load_image(memory: &GuestMemoryMmap, image: &[u8]) -> Result<(), Lab1Error> {
     let _ = (memory, image);
     todo!("lab1 load_image (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
+// ANCHOR_END: stub_load_image
 
+// ANCHOR: stub_guest_memory_host_address
 // TODO(lab1): the host virtual address at which guest physical 0 is mapped in this process
 // (`GuestMemoryBackend::get_host_address`). It is what kvm-hello-world's `mmap` returns.
+// Graded (lab1_guest_memory_host_address): guest_memory_host_address returns the host virtual
+// address at which guest physical 0 is mapped in this process.
 /// The host virtual address of guest physical 0.
 #[cfg(not(feature = "solution"))]
 pub fn guest_memory_host_address(memory: &GuestMemoryMmap) -> u64 {
     let _ = memory;
     todo!("lab1 guest_memory_host_address (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
+// ANCHOR_END: stub_guest_memory_host_address
 
+// ANCHOR: stub_kvm_run_mapping
 // TODO(lab1): where the vCPU's `kvm_run` area is mapped (`VcpuFd::get_kvm_run`) and its size.
+// Graded (lab1_kvm_run_mapping): kvm_run_mapping returns the host virtual address of the vCPU's
+// kvm_run structure (VcpuFd::get_kvm_run) and the size KVM_GET_VCPU_MMAP_SIZE reports.
 /// The host virtual address and size of the vCPU's `kvm_run` mapping.
 #[cfg(not(feature = "solution"))]
 pub fn kvm_run_mapping(vcpu: &mut Vcpu<'_>) -> KvmRunMapping {
     let _ = vcpu;
     todo!("lab1 kvm_run_mapping (labs/lab1-memory/src/lib.rs; book: Lab 1, Guest memory and the vCPU)")
 }
+// ANCHOR_END: stub_kvm_run_mapping
 
 #[cfg(feature = "solution")]
 mod solution;

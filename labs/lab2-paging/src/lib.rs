@@ -161,35 +161,63 @@ pub fn entry_flags(entry: u64) -> String {
     }
 }
 
+// ANCHOR: stub_setup_long_mode_page_tables
 // TODO(lab2): build the long-mode identity map of kvm-hello-world: PML4[0] -> PDPT, PDPT[0] ->
 // PD, and PD[0] mapping one 2 MiB page at physical 0 (PS). Every entry is Present, RW and User;
 // every other entry of the three tables is zero. Write through vm-memory (`Bytes::write_obj`).
+// Graded (lab2_long_mode_cr3): setup_long_mode_page_tables returns the value for CR3: the PML4's
+// guest physical address, PML4_ADDR.
+// Graded (lab2_pml4_entry): PML4[0] holds PDPT_ADDR with Present, RW and User set.
+// Graded (lab2_pdpt_entry): PDPT[0] holds PD_ADDR with Present, RW and User set.
+// Graded (lab2_pd_entry): PD[0] maps one 2 MiB page at guest physical 0: address 0 with Present,
+// RW, User and PS set.
+// Graded (lab2_nothing_else_mapped): Every other entry of the three long-mode tables is zero, and
+// setup_long_mode_page_tables writes no other byte of guest memory.
 /// Writes the long-mode page tables into guest memory; returns the value for CR3.
 #[cfg(not(feature = "solution"))]
 pub fn setup_long_mode_page_tables(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
     let _ = memory;
     todo!("lab2 setup_long_mode_page_tables (labs/lab2-paging/src/lib.rs; book: Lab 2, Page tables)")
 }
+// ANCHOR_END: stub_setup_long_mode_page_tables
 
+// ANCHOR: stub_setup_paged32_page_directory
 // TODO(lab2): build the paged32 page directory: PD32[0] maps one 4 MiB page at physical 0
 // (Present, RW, User, PS with CR4.PSE); the other 1023 entries (4 bytes each) are zero.
+// Graded (lab2_paged32_directory): setup_paged32_page_directory returns PD32_ADDR and writes
+// PD32[0] as a 4-byte entry that maps one 4 MiB page at guest physical 0 (Present, RW, User, PS);
+// the other 1023 entries stay zero.
 /// Writes the 32-bit page directory into guest memory; returns the value for CR3.
 #[cfg(not(feature = "solution"))]
 pub fn setup_paged32_page_directory(memory: &GuestMemoryMmap) -> Result<u64, Lab2Error> {
     let _ = memory;
     todo!("lab2 setup_paged32_page_directory (labs/lab2-paging/src/lib.rs; book: Lab 2, Page tables)")
 }
+// ANCHOR_END: stub_setup_paged32_page_directory
 
+// ANCHOR: stub_translate
 // TODO(lab2): walk the long-mode tables from `cr3` as the MMU does: reject a non-canonical
 // address; at each level take the 9-bit index at `level.shift()`, read the 8-byte entry,
 // record a `WalkStep`, stop at a clear Present bit; a PS entry in the PDPT (1 GiB) or PD
 // (2 MiB) maps the page itself, so the low 30 or 21 bits are the offset.
+// Graded (lab2_translate_identity): translate walks PML4, PDPT and PD from CR3, records one
+// WalkStep per entry it reads (level, index, entry address, entry), and answers the guest physical
+// address.
+// Graded (lab2_translate_faults): translate answers WalkFault::NonCanonical, reading no table, when
+// bits 63..48 of the address are not copies of bit 47, and WalkFault::NotPresent(level) at the
+// first entry whose Present bit is clear, after recording that entry's step.
+// Graded (lab2_translate_other_pages): translate takes the PML4's address from CR3's bits 12..51
+// (CR3's low bits are flags) and each next address from an entry's bits 12..51 (ENTRY_ADDR_MASK:
+// flags and NX masked off); PS maps a page only in a PDPT entry (1 GiB) or a PD entry (2 MiB): bit
+// 7 of a PML4 entry does not end the walk, and in a PT entry it is PAT; a table outside guest
+// memory is WalkFault::TableOutsideMemory with the level and the entry's address.
 /// Translates a guest virtual address through the long-mode page tables at `cr3`.
 #[cfg(not(feature = "solution"))]
 pub fn translate(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
     let _ = (memory, cr3, gva);
     todo!("lab2 translate (labs/lab2-paging/src/lib.rs; book: Lab 2, Page tables)")
 }
+// ANCHOR_END: stub_translate
 
 #[cfg(feature = "solution")]
 mod solution;

@@ -68,19 +68,27 @@ pub const RFLAGS_RESERVED: u64 = 1 << 1;
 pub const ENTRY_POINT: u64 = kit_common::GUEST_LOAD_ADDR;
 // ANCHOR_END: constants
 
+// ANCHOR: stub_flat_segment
 // TODO(lab3): a flat segment covering 4 GiB: `kvm_segment { base: 0, limit: FLAT_LIMIT, g: 1,
 // present: 1, dpl: 0, s: 1, .. }` (s = 1: a code/data descriptor; `avl`, `unusable` and `padding`
 // stay 0). The code segment (`SEG_TYPE_CODE` in `type_`, `CODE_SELECTOR`) is 64-bit in long mode
 // (`l` = 1, `db` = 0) and 32-bit otherwise (`l` = 0, `db` = 1); the data segment is
 // `SEG_TYPE_DATA` with `DATA_SELECTOR` and `db` = 1, `l` = 0. Real mode does not use these.
 // The book's Lab 3 chapter has a table of every field.
+// Graded (lab3_flat_segment): flat_segment(mode, code) is a present, ring-0, flat 4 GiB segment:
+// base 0, limit FLAT_LIMIT, g 1, s 1, dpl 0; the code segment has SEG_TYPE_CODE and CODE_SELECTOR
+// and is 64-bit in long mode (l 1, db 0), 32-bit otherwise (l 0, db 1); the data segment has
+// SEG_TYPE_DATA, DATA_SELECTOR, db 1 and l 0; every other field is 0. Mode::Real is never asked for
+// and not graded: answer as for Mode::Protected.
 /// The flat code (`code == true`) or data segment of a protected, paged32 or long-mode guest.
 #[cfg(not(feature = "solution"))]
 pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
     let _ = (mode, code);
     todo!("lab3 flat_segment (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)")
 }
+// ANCHOR_END: stub_flat_segment
 
+// ANCHOR: stub_special_registers
 // TODO(lab3): start from `sregs` (the vCPU's reset state, from KVM_GET_SREGS) and set, per mode:
 // - real: CS selector and base 0 (the reset state fetches from 0xFFFFFFF0), nothing else;
 // - protected: CR0.PE and the flat segments (CS, then DS, ES, FS, GS, SS);
@@ -89,23 +97,49 @@ pub fn flat_segment(mode: Mode, code: bool) -> kvm_segment {
 //   data segment in DS, ES, FS, GS and SS.
 // KVM_SET_SREGS checks the result: LME with PG but without LMA, or CS.L = 1 outside long mode,
 // is refused with EINVAL.
+// Graded (lab3_long_mode_control_registers): In long mode special_registers sets CR0 =
+// PE|MP|ET|NE|WP|AM|PG, CR3 = the cr3 it is given, CR4 = PAE and EFER = LME|LMA.
+// Graded (lab3_long_mode_code_segment): In long mode CS is flat_segment(Mode::Long, true): a 64-bit
+// code segment (l 1, db 0).
+// Graded (lab3_data_segments): In protected, paged32 and long mode, DS, ES, FS, GS and SS each hold
+// flat_segment(mode, false).
+// Graded (lab3_protected_mode): In protected mode special_registers sets CR0.PE, keeps every other
+// CR0 bit of the reset state, leaves CR3, CR4 and EFER as they were, and loads 32-bit flat segments
+// (CS.l 0, CS.db 1).
+// Graded (lab3_paged32_mode): In paged32 mode special_registers sets CR0 = PE|MP|ET|NE|WP|AM|PG,
+// CR3 = the cr3 it is given, CR4 = PSE (not PAE), EFER = 0, and 32-bit flat segments.
+// Graded (lab3_real_mode): In real mode special_registers sets CS.selector and CS.base to 0 and
+// changes nothing else of the reset state.
 /// The special registers (control registers, EFER, segments) for `mode`.
 #[cfg(not(feature = "solution"))]
 pub fn special_registers(mode: Mode, sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
     let _ = (mode, sregs, cr3);
     todo!("lab3 special_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)")
 }
+// ANCHOR_END: stub_special_registers
 
+// ANCHOR: stub_general_registers
 // TODO(lab3): RIP = `ENTRY_POINT`, RFLAGS = `RFLAGS_RESERVED`, every other register 0, except
 // the stack: RSP = `mem_size` (the top of guest memory; the stack grows down) in the 32- and
 // 64-bit modes, and 0 in real mode (SP wraps to 0xFFFE on the first push: the top of the first
 // 64 KiB, all that SS = 0 reaches).
+// Graded (lab3_general_registers): general_registers sets RIP = ENTRY_POINT, RFLAGS =
+// RFLAGS_RESERVED, RSP = mem_size in protected, paged32 and long mode and 0 in real mode, and every
+// other register to 0.
+// Graded (lab3_guest_runs_in_each_mode): With the registers special_registers and
+// general_registers give for a mode, a guest loaded at 0 runs from RIP 0 in that mode: its code
+// executes with the operand size of that mode, its pushes land just below mem_size, and its stores
+// reach guest physical memory through segments based at 0 (and, in long mode, through the page
+// tables at the CR3 it was given).
+// Graded (lab3_guest_runs_in_paged32): The same holds in paged32 mode, through a 32-bit page
+// directory at the CR3 it was given whose large entries map 4 MiB pages (which needs CR4.PSE).
 /// The general registers for `mode` with `mem_size` bytes of guest memory.
 #[cfg(not(feature = "solution"))]
 pub fn general_registers(mode: Mode, mem_size: usize) -> kvm_regs {
     let _ = (mode, mem_size);
     todo!("lab3 general_registers (labs/lab3-registers/src/lib.rs; book: Lab 3, Registers and CPU modes)")
 }
+// ANCHOR_END: stub_general_registers
 
 #[cfg(feature = "solution")]
 mod solution;

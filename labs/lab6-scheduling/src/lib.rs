@@ -235,6 +235,7 @@ pub fn read_progress(memory: &GuestMemoryMmap) -> Result<u64, Lab6Error> {
     Ok(memory.read_obj::<u64>(GuestAddress(PROGRESS_ADDR))?)
 }
 
+// ANCHOR: stub_create_guest_vm
 // TODO(lab6): a VM of the pair, from your labs 1 to 3 through `base`: the VM and its memory, its
 // vCPU (keep its `fd`), the image, the long-mode page tables, the special and general registers
 // (KVM_GET_SREGS first, as in kvm-hello's session), then the VM's name at `NAME_ADDR`. Its line
@@ -245,25 +246,45 @@ pub fn create_guest_vm(base: &Base, name: u8, image: &[u8]) -> Result<GuestVm, L
     let _ = (base, name, image);
     todo!("lab6 create_guest_vm (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
 }
+// ANCHOR_END: stub_create_guest_vm
 
+// ANCHOR: stub_next_slice
 // TODO(lab6): the scheduler's decision, a pure function. `last` is the VM that ran the previous
 // slice (None before the first). Cooperative: the other VM, until its next console exit (length
 // None). Round robin: the other VM, one quantum. Weighted: the VM furthest behind its share, one
 // quantum: VM 0 when guest_time[0] / shares[0] <= guest_time[1] / shares[1] (compare the cross
 // products, no division).
+// Graded (lab6_next_slice_turns): next_slice: with Cooperative and RoundRobin the next slice goes
+// to the VM that did not run last, and to VM 0 when none has run yet (last = None); cooperative
+// slices have no length (None), round-robin slices last one quantum, whatever the guest times.
+// Graded (lab6_next_slice_weighted): next_slice with Weighted gives one quantum to VM 0 when
+// guest_time[0] / shares[0] <= guest_time[1] / shares[1], else to VM 1 (compare the cross products,
+// no division; a tie goes to VM 0).
 /// Which VM runs next, and for how long.
 #[cfg(not(feature = "solution"))]
 pub fn next_slice(policy: &Policy, accounts: &[Account; 2], last: Option<usize>) -> Choice {
     let _ = (policy, accounts, last);
     todo!("lab6 next_slice (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
 }
+// ANCHOR_END: stub_next_slice
 
+// ANCHOR: stub_run_slice
 // TODO(lab6): run `vm` for one slice. With a length, arm `timer` for it; then `KVM_RUN` until the
 // slice ends: EINTR is the timer (not an error); a console OUT goes into the VM's own `line`,
 // and each complete line is written to `console` after `line_prefix(vm.name)`; with no length the
 // slice ends after the first console exit. Count every exit in the account, add the CPU time of
 // each `KVM_RUN` (`thread_cpu_time` before and after) to its guest time, count the slice, read the
 // progress at its end, and disarm the timer on every path.
+// Graded (lab6_cooperative_alternates): Cooperative: each slice runs until its VM's first console
+// exit, then the other VM runs: the VMs alternate at every console exit.
+// Graded (lab6_round_robin_quantum): RoundRobin: run_slice arms the slice timer with the quantum
+// before its first KVM_RUN and ends the slice only at the timer's EINTR, so each slice lasts one
+// quantum of the thread's CPU time (never more than 1 ms short of it; the median at most 12 ms
+// over it), and disarms the timer after. The CPU time of every KVM_RUN is guest time, also that of
+// the one the timer interrupted: in a slice without an exit it is all the guest time there is.
+// Graded (lab6_state_survives_switches): A VM goes on where it stopped: its progress only grows
+// from one of its slices to the next, and every line its guest prints appears once, whole, in
+// order, with its VM's prefix (a half-written line waits in the VM's own buffer across switches).
 /// Runs one slice of `vm`; returns why it ended.
 #[cfg(not(feature = "solution"))]
 pub fn run_slice(
@@ -275,11 +296,21 @@ pub fn run_slice(
     let _ = (vm, length, timer, console);
     todo!("lab6 run_slice (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
 }
+// ANCHOR_END: stub_run_slice
 
+// ANCHOR: stub_run_schedule
 // TODO(lab6): the scheduler's loop on this one thread: create the `SliceTimer`, then until the two
 // VMs' guest time together reaches `duration`: `parts.next_slice`, `parts.run_slice` on that VM,
 // and record the slice (`Slice::between` the VM's account before and after, with the wall-clock
 // start and length). Call the functions through `parts`, not directly.
+// Graded (lab6_both_progress): Under every policy both VMs run slices, gain guest time and
+// progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time, counts its
+// exits and itself in the VM's account, and reads the VM's progress at its end.
+// Graded (lab6_weighted_shares): Weighted, with shares drawn for each run: each VM's share of the
+// guest time in the accounts is within 4 points of its request, and its guest's share of the work
+// the two guests did within 9 points.
+// Graded (lab6_ends_at_duration): run_schedule loops while the two VMs' guest time together is
+// below the duration and stops at once when it reaches it.
 /// Runs the pair for `duration` of guest time; returns every slice in order.
 #[cfg(not(feature = "solution"))]
 pub fn run_schedule(
@@ -292,6 +323,7 @@ pub fn run_schedule(
     let _ = (parts, vms, policy, duration, console);
     todo!("lab6 run_schedule (labs/lab6-scheduling/src/lib.rs; book: Lab 6, Scheduling two VMs)")
 }
+// ANCHOR_END: stub_run_schedule
 
 #[cfg(feature = "solution")]
 mod solution;

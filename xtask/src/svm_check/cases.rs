@@ -23,7 +23,8 @@ const CORPUS_TIMEOUT_SECS: &str = "10";
 /// kvm-hello's status for a guest stopped at its time limit.
 const STATUS_TIMEOUT: i32 = 5;
 /// Guests whose outcome depends on the host, run to record it (as statuses.rs runs them):
-/// MOVAPS in real mode, which PVM hosts cannot emulate (KVM_EXIT_INTERNAL_ERROR).
+/// MOVAPS in real mode: KVM's emulator (PVM hosts) decodes it but raises #UD (CR4.OSFXSR clear),
+/// and an exception while it emulates real mode makes it give up (KVM_EXIT_INTERNAL_ERROR).
 const PROBES: [(&str, &str, &[u8]); 1] = [("movaps-real", "real", &[0x0f, 0x28, 0xc1])];
 /// The probes' time limit: enough to end by themselves on any host, short when they spin.
 const PROBE_TIMEOUT_SECS: &str = "1";

@@ -157,8 +157,8 @@ pub(crate) fn did_not_return(stop: &Stop, grace: Duration) -> Failure {
     Failure::new(Status::Timeout, message)
 }
 
-/// The RIP a vCPU reads back after KVM resets it on a shutdown (VMX and SVM hosts do; PVM keeps
-/// the guest's RIP).
+/// The RIP a vCPU reads back after KVM resets it on a shutdown: SVM hosts do (`shutdown_interception`
+/// re-initialises the VMCB, which the APM leaves undefined then); VMX and PVM keep the guest's RIP.
 const RESET_RIP: u64 = 0xfff0;
 
 pub(crate) fn loop_failure(
@@ -189,17 +189,22 @@ pub(crate) fn loop_failure(
         }
         ExitLoopError::Unexpected(UnexpectedExit::Shutdown) => {
             let reset = if report.rip == Some(RESET_RIP) {
-                " (RIP 0xfff0 is the reset state: VMX and SVM hosts reset the vCPU after a shutdown, so it does not \
+                " (RIP 0xfff0 is the reset state: SVM hosts reset the vCPU after a shutdown, so it does not \
                  say where the guest was; --trace shows its last exit, --step the instruction that faulted)"
             } else {
                 ""
             };
+            // In real mode IDTR's reset value is a valid vector table at 0: an exception jumps
+            // through it instead of becoming a shutdown at once.
+            let why = if mode == Mode::Real {
+                "in real mode an exception jumps through the vector table at guest physical 0, which holds no \
+                 handlers in the kit's guests, so the guest ran on until the CPU shut down; check CS and the registers"
+            } else {
+                "there is no IDT, so any exception becomes a shutdown; check CR3, the page tables, EFER and CS"
+            };
             Failure::new(
                 Status::GuestFault,
-                format!(
-                    "triple fault (KVM_EXIT_SHUTDOWN){at} after {exits} exits: there is no IDT, so any exception becomes a \
-                 shutdown; check CR3, the page tables, EFER and CS{reset} ({TROUBLESHOOTING})"
-                ),
+                format!("triple fault (KVM_EXIT_SHUTDOWN){at} after {exits} exits: {why}{reset} ({TROUBLESHOOTING})"),
             )
         }
         ExitLoopError::Unexpected(UnexpectedExit::InternalError) => {

@@ -140,11 +140,13 @@ pub fn run(config: RunConfig) -> RunReport {
 }
 
 /// Runs lab 0, the LWN warm-up VM, on a vCPU thread under its own watchdog.
-pub fn run_lwn(labs: Labs, capture_output: bool, trace: bool, timeout: Duration) -> RunReport {
+pub fn run_lwn(labs: Labs, image: Option<Vec<u8>>, capture_output: bool, trace: bool, timeout: Duration) -> RunReport {
     vcpu_thread::run_session(
         watchdog::Limits::of_timeout(timeout),
         capture_output,
-        move |watchdog, console, report| session::lwn_session(&labs, trace, watchdog, console, report),
+        move |watchdog, console, report| {
+            session::lwn_session(&labs, image.as_deref(), trace, watchdog, console, report)
+        },
     )
 }
 

@@ -278,9 +278,11 @@ fn trace_exit(exit: &VcpuExit<'_>) {
 }
 
 // ANCHOR: lwn_session
-/// The LWN article's `main`, one lab-0 function at a time.
+/// The LWN article's `main`, one lab-0 function at a time; `image`, when given (`--guest`),
+/// replaces the article's code in the VM's page once `create_vm` has made it.
 pub(crate) fn lwn_session(
     labs: &crate::labs::Labs,
+    image: Option<&[u8]>,
     trace: bool,
     watchdog: &Watchdog,
     console: &mut dyn Write,
@@ -288,6 +290,12 @@ pub(crate) fn lwn_session(
 ) -> Result<(), Failure> {
     enter(watchdog, LWN_CREATE_VM, report)?;
     let vm = (labs.lwn_create_vm)().map_err(lab0_failure)?;
+    if let Some(image) = image {
+        use vm_memory::{Bytes, GuestAddress};
+        vm.memory
+            .write_slice(image, GuestAddress(lab0_lwn::CODE_ADDR))
+            .map_err(|err| Failure::new(Status::BadInput, format!("cannot load the guest at 0x1000: {err}")))?;
+    }
     enter(watchdog, LWN_SETUP_VCPU, report)?;
     let mut vcpu = (labs.lwn_setup_vcpu)(&vm).map_err(lab0_failure)?;
     let mut tracer = |exit: &VcpuExit<'_>| {

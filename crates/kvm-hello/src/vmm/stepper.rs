@@ -199,7 +199,8 @@ pub(crate) fn step_until_halt(
             },
             bytes: bytes[..instruction.len.min(fetched)].to_vec(),
             text: instruction.text,
-            // After a shutdown VMX and SVM hosts have reset the vCPU: its registers say nothing.
+            // After a shutdown an SVM host has reset the vCPU (VMX and PVM do not): on any host the
+            // registers read back then say nothing about the instruction.
             changed: match exits.last() {
                 Some(exit) if exit.kind == "shutdown" => Vec::new(),
                 _ => step::changed_registers(&before, &after, bitness),
