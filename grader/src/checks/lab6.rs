@@ -488,7 +488,7 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
         )
         .into());
     }
-    let mut slices = Vec::new();
+    let mut ended = Vec::new();
     for (i, slice) in seen.slices.first.iter().enumerate() {
         if slice.vm.is_none() {
             return Err(fail(
@@ -500,12 +500,12 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
             )
             .into());
         }
-        slices.push(finished(slice).map_err(|err| match err {
+        ended.push(finished(slice).map_err(|err| match err {
             Some(err) => Stop::Failed(fail(LAB, "run_slice", format!("{what}: slice {i}: {err}"))),
             None => malformed(),
         })?);
     }
-    if slices.is_empty() {
+    if ended.is_empty() {
         return Err(fail(
             LAB,
             "run_schedule",
@@ -521,7 +521,7 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
         seen,
         accounts,
         words,
-        slices,
+        slices: ended,
     })
 }
 
