@@ -140,4 +140,5 @@ checks!(
     lab6_weighted_shares,
     lab6_state_survives_switches,
     lab6_ends_at_duration,
+    lab6_weighted_hidden_uneven_shares,
 );

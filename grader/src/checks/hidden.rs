@@ -5,6 +5,7 @@
 
 use super::lab2;
 use super::lab5;
+use super::lab6;
 use crate::Check;
 
 /// How many checks the student copy leaves out, and their points.
@@ -24,6 +25,7 @@ pub const VARIANT_OF: &[(&str, &str)] = &[
     ("lab2_translate_hidden_cr3_flags", "lab2_translate_other_pages"),
     ("lab2_translate_hidden_many_addresses", "lab2_translate_faults"),
     ("lab5_hypercall_guest_hidden_many_calls", "lab5_hypercall_guest"),
+    ("lab6_weighted_hidden_uneven_shares", "lab6_weighted_shares"),
 ];
 
 /// The hidden checks.
@@ -50,6 +52,14 @@ pub const CHECKS: &[Check] = &[
             "a hypercall guest made for this run with 25 to 40 printing calls: its whole output and its exits",
             2,
             lab5::hypercall_guest_many_calls,
+        )
+        .hidden(),
+    lab6::GUEST
+        .check(
+            "lab6_weighted_hidden_uneven_shares",
+            "weighted 80:20 to 95:5: the guests' work and the accounts follow the shares",
+            2,
+            lab6::weighted_uneven_shares,
         )
         .hidden(),
 ];

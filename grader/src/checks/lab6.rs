@@ -35,7 +35,7 @@ const PURE: Group = Group {
     runs_guest: false,
 };
 /// Checks that run the two worker VMs, built by labs 1 to 3 and run by a loop like lab 4's.
-const GUEST: Group = Group {
+pub(super) const GUEST: Group = Group {
     part: Part::Lab(LAB),
     needs: &[1, 2, 3, 4],
     runs_guest: true,
@@ -830,6 +830,22 @@ fn round_robin_quantum(ctx: &mut Ctx) -> Result<(), Stop> {
 fn weighted_shares(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let shares = random_shares(&mut rng);
+    weighted_run(ctx, rng, shares)
+}
+
+/// The hidden variant: one VM asks for 80 to 95% of the time, the other gets a few slices.
+pub(super) fn weighted_uneven_shares(ctx: &mut Ctx) -> Result<(), Stop> {
+    let mut rng = ctx.rng();
+    let large = rng.range(80, 96) as u32;
+    let shares = if rng.chance(50) {
+        [large, 100 - large]
+    } else {
+        [100 - large, large]
+    };
+    weighted_run(ctx, rng, shares)
+}
+
+fn weighted_run(ctx: &mut Ctx, mut rng: Rng, shares: [u32; 2]) -> Result<(), Stop> {
     let quantum = ms_between(&mut rng, 8, 15);
     let duration = ms_between(&mut rng, 600, 900);
     let shape: fn(&mut Rng) -> Worker = if rng.chance(50) { chatty } else { quiet };
