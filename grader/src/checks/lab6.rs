@@ -74,8 +74,8 @@ const CLOCK_ROUNDING: Duration = Duration::from_micros(20);
 /// hundred, and a late timer), ...
 const ACCOUNT_SHARE_POINTS: f64 = 4.0;
 /// ... and how far the guests' work may be: their rate of work per CPU second varies with the
-/// machine's load (up to 4 points apart between the two VMs measured on 2 busy cores), ...
-const WORK_SHARE_POINTS: f64 = 9.0;
+/// machine's load (up to 4 points apart between the two VMs measured on 2 busy cores, PVM), ...
+const WORK_SHARE_POINTS: f64 = 10.0;
 /// ... which is why a request is always this far from an even split, so that taking turns
 /// cannot pass.
 const SHARE_FROM_EVEN: u32 = 15;
@@ -834,6 +834,7 @@ fn weighted_shares(ctx: &mut Ctx) -> Result<(), Stop> {
 }
 
 /// The hidden variant: one VM asks for 80 to 95% of the time, the other gets a few slices.
+#[allow(dead_code, reason = "the hidden checks call it; the student copy has none of them")]
 pub(super) fn weighted_uneven_shares(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let large = rng.range(80, 96) as u32;
@@ -848,8 +849,10 @@ pub(super) fn weighted_uneven_shares(ctx: &mut Ctx) -> Result<(), Stop> {
 fn weighted_run(ctx: &mut Ctx, mut rng: Rng, shares: [u32; 2]) -> Result<(), Stop> {
     let quantum = ms_between(&mut rng, 8, 15);
     let duration = ms_between(&mut rng, 600, 900);
-    let shape: fn(&mut Rng) -> Worker = if rng.chance(50) { chatty } else { quiet };
-    let run = Run::new(&mut rng, PolicySpec::Weighted { quantum, shares }, duration, shape);
+    // The quiet worker: its rounds are work alone. A chatty one's rounds also hold the exits of
+    // its lines, longer for the VM whose line numbers have more digits, so that the VM with the
+    // larger share does fewer rounds per ms (measured: 61.6% of the rounds for a 72% share).
+    let run = Run::new(&mut rng, PolicySpec::Weighted { quantum, shares }, duration, quiet);
     let ran = run_pair(ctx, &run)?;
     let total_time = ran.accounts[0].guest_time + ran.accounts[1].guest_time;
     let total_work = ran.words[0][PROGRESS] + ran.words[1][PROGRESS];
