@@ -148,9 +148,17 @@ fn shares_inverted() {
         }
     }
     let (message, _) = failure_of("lab6_weighted_shares", |labs| labs.next_slice = seeded);
-    assert_names(&message, "lab6 next_slice: weighted ", &["% of the work", "expected "]);
+    assert_names(
+        &message,
+        "lab6 next_slice: weighted ",
+        &[
+            "% of the guest time in the accounts",
+            "expected ",
+            "furthest behind its share",
+        ],
+    );
     // Shares are drawn at least 15 points from an even split: inverted, VM 0 gets the other
-    // VM's share, 30 points or more away from its own (the tolerance is 9).
+    // VM's share, 30 points or more away from its own (the tolerance is 4).
     let number_after = |marker: &str| -> f64 {
         let at = message
             .find(marker)
@@ -335,5 +343,37 @@ fn exits_not_counted() {
         &message,
         "lab6 run_slice: ",
         &["its account counts 0 exits, but its guest made ", "count every exit"],
+    );
+}
+
+#[test]
+fn one_vm_accounted_half_its_guest_time() {
+    // The accounts lie for one VM (the first one run): it gets half its guest time, so the loop
+    // gives it more slices. The accounts show the requested shares; the guests' work does not.
+    fn seeded(
+        vm: &mut GuestVm,
+        length: Option<Duration>,
+        timer: &mut SliceTimer,
+        console: &mut dyn Write,
+    ) -> Result<SliceEnd, Lab6Error> {
+        static FIRST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let address = std::ptr::from_ref::<GuestVm>(vm) as usize;
+        let first = FIRST.compare_exchange(0, address, Ordering::Relaxed, Ordering::Relaxed);
+        let before = vm.account.guest_time;
+        let ended = lab6_scheduling::run_slice(vm, length, timer, console);
+        if first.is_err_and(|first| first != address) {
+            return ended;
+        }
+        vm.account.guest_time = before + vm.account.guest_time.saturating_sub(before) / 2;
+        ended
+    }
+    let (message, _) = failure_of("lab6_weighted_shares", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: weighted ",
+        &[
+            "rounds per ms of the guest time its account got",
+            "the accounts do not hold the time each guest ran",
+        ],
     );
 }

@@ -73,11 +73,11 @@ const CLOCK_ROUNDING: Duration = Duration::from_micros(20);
 /// The weighted check: how far the accounts' shares may be from the request (one slice of a
 /// hundred, and a late timer), ...
 const ACCOUNT_SHARE_POINTS: f64 = 4.0;
-/// ... and how far the guests' work may be: their rate of work per CPU second varies with the
-/// machine's load (up to 4 points apart between the two VMs measured on 2 busy cores, PVM), ...
-const WORK_SHARE_POINTS: f64 = 10.0;
-/// ... which is why a request is always this far from an even split, so that taking turns
-/// cannot pass.
+/// ... and how far apart the two guests' median work per ms of their accounts' guest time may
+/// be: they run the same code (measured within 15% of each other on 2 busy cores, PVM); an
+/// account that misses or borrows guest time moves its VM's rate by the ratio of the shares.
+const RATE_FACTOR: f64 = 1.5;
+/// A request is always this far from an even split, so that taking turns cannot pass.
 const SHARE_FROM_EVEN: u32 = 15;
 /// A slice still under way when the probe gave up that had run this long never ends (an honest
 /// one lasts a quantum; the probe gives up after the run's duration and 2 s more).
@@ -854,33 +854,63 @@ fn weighted_run(ctx: &mut Ctx, mut rng: Rng, shares: [u32; 2]) -> Result<(), Sto
     // larger share does fewer rounds per ms (measured: 61.6% of the rounds for a 72% share).
     let run = Run::new(&mut rng, PolicySpec::Weighted { quantum, shares }, duration, quiet);
     let ran = run_pair(ctx, &run)?;
-    let total_time = ran.accounts[0].guest_time + ran.accounts[1].guest_time;
-    let total_work = ran.words[0][PROGRESS] + ran.words[1][PROGRESS];
     let head = format!("weighted {}:{} over {}", shares[0], shares[1], ms(duration));
+    // The accounts: the shares the lab's loop followed.
+    let total_time = ran.accounts[0].guest_time + ran.accounts[1].guest_time;
     for (vm, &share) in shares.iter().enumerate() {
         let requested = f64::from(share);
-        let work = 100.0 * ran.words[vm][PROGRESS] as f64 / (total_work.max(1) as f64);
-        if (work - requested).abs() > WORK_SHARE_POINTS {
-            return Err(fail(
-                LAB,
-                "next_slice",
-                format!(
-                    "{head}: VM {} got {work:.1}% of the work (its guest did {} of the {total_work} rounds), expected {requested}% within {WORK_SHARE_POINTS} points: run the VM whose guest time is furthest behind its share",
-                    run.name(vm),
-                    ran.words[vm][PROGRESS]
-                ),
-            )
-            .into());
-        }
         let time = 100.0 * ran.accounts[vm].guest_time.as_secs_f64() / total_time.as_secs_f64().max(1e-9);
         if (time - requested).abs() > ACCOUNT_SHARE_POINTS {
             return Err(fail(
                 LAB,
                 "next_slice",
                 format!(
-                    "{head}: VM {} got {time:.1}% of the guest time in the accounts ({}), expected {requested}% within {ACCOUNT_SHARE_POINTS} points",
+                    "{head}: VM {} got {time:.1}% of the guest time in the accounts ({}), expected {requested}% within {ACCOUNT_SHARE_POINTS} points: run the VM whose guest time is furthest behind its share",
                     run.name(vm),
                     ms(ran.accounts[vm].guest_time)
+                ),
+            )
+            .into());
+        }
+    }
+    // The guests confirm the accounts, slice by slice: no slice's guest time is more than the
+    // thread's CPU time in it, and the two guests did the same work per ms of the guest time
+    // their accounts got. Medians: a machine's load slows a few slices (measured: single
+    // slices at half the rate, which moved whole-run shares of the work by up to 12 points).
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for (i, slice) in ran.slices.iter().enumerate() {
+        if slice.guest > slice.cpu + CLOCK_ROUNDING {
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "{head}: slice {i} (VM {}) added {} of guest time to its account, more than the {} of CPU time the thread spent in the whole slice: guest time is the thread's CPU time inside KVM_RUN (thread_cpu_time before and after)",
+                    run.name(slice.vm),
+                    ms(slice.guest),
+                    ms(slice.cpu)
+                ),
+            )
+            .into());
+        }
+        if slice.guest >= quantum / 2 {
+            rates[slice.vm].push(slice.grew(PROGRESS) as f64 / (slice.guest.as_secs_f64() * 1e3));
+        }
+    }
+    let medians = rates.map(|mut rates| {
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied()
+    });
+    if let [Some(first), Some(second)] = medians {
+        let (slow, fast) = if first < second { (0, 1) } else { (1, 0) };
+        let [slow_rate, fast_rate] = [slow, fast].map(|vm| medians[vm].unwrap_or_default());
+        if fast_rate > RATE_FACTOR * slow_rate {
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "{head}: VM {}'s guest did a median {fast_rate:.2} rounds per ms of the guest time its account got, VM {}'s {slow_rate:.2}, the same work: the accounts do not hold the time each guest ran; add to each VM's account the CPU time of its own KVM_RUN calls",
+                    run.name(fast),
+                    run.name(slow)
                 ),
             )
             .into());
