@@ -57,7 +57,7 @@ pub const CHECKS: &[Check] = &[
     lab6::GUEST
         .check(
             "lab6_weighted_hidden_uneven_shares",
-            "weighted 80:20 to 95:5: the guests' work and the accounts follow the shares",
+            "weighted 80:20 to 95:5: the accounts follow the shares, confirmed by the guests' work",
             2,
             lab6::weighted_uneven_shares,
         )

@@ -125,7 +125,7 @@ pub const CHECKS: &[Check] = &[
     ),
     GUEST.check(
         "lab6_weighted_shares",
-        "weighted: the guests' work and the accounts follow the shares",
+        "weighted: the accounts follow the shares, confirmed by the guests' work",
         3,
         weighted_shares,
     ),
