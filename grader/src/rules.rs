@@ -570,7 +570,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab6_weighted_shares",
-        rule: r#"Weighted, with shares drawn for each run: each VM's share of the guest time in the accounts is within 4 points of its request; the guests confirm the accounts: no slice adds more guest time than the thread's CPU time in it, and the two guests' median work per ms of the guest time their accounts got is within a factor of 1.5."#,
+        rule: r#"Weighted, with shares drawn for each run: each VM's share of the guest time in the accounts is within 4 points of its request; the guests confirm the accounts: no slice adds more guest time than the thread's CPU time in it, and the two guests' best work per ms of the guest time their accounts got in a slice is within a factor of 1.5."#,
         hints: [
             r#"The shares come out right only when next_slice and the guest-time accounting are both right."#,
             r#"If lab6_next_slice_weighted passes, look at the guest time each slice adds: only time inside KVM_RUN counts."#,

@@ -308,8 +308,8 @@ pub fn run_slice(
 // exits and itself in the VM's account, and reads the VM's progress at its end.
 // Graded (lab6_weighted_shares): Weighted, with shares drawn for each run: each VM's share of the
 // guest time in the accounts is within 4 points of its request; the guests confirm the accounts:
-// no slice adds more guest time than the thread's CPU time in it, and the two guests' median work
-// per ms of the guest time their accounts got is within a factor of 1.5.
+// no slice adds more guest time than the thread's CPU time in it, and the two guests' best work
+// per ms of the guest time their accounts got in a slice is within a factor of 1.5.
 // Graded (lab6_ends_at_duration): run_schedule loops while the two VMs' guest time together is
 // below the duration and stops at once when it reaches it.
 /// Runs the pair for `duration` of guest time; returns every slice in order.
