@@ -190,3 +190,12 @@ pub mod registers {
     /// RSP in real mode: 0 (SP wraps to 0xfffe on the first push).
     pub const REAL_RSP: u64 = 0;
 }
+
+/// Lab 6's worker slots (the book's "Scheduling two VMs": the host writes the VM's name, the
+/// guest stores its progress).
+pub mod schedule {
+    /// The VM's name, one ASCII letter, written by the host before the first run.
+    pub const NAME_ADDR: u64 = 0x500;
+    /// The guest's progress (u64): the rounds of work it has done.
+    pub const PROGRESS_ADDR: u64 = 0x508;
+}

@@ -231,6 +231,7 @@ pub fn all_checks() -> Vec<Check> {
         checks::e2e::CHECKS,  // end to end
         checks::lab0::CHECKS, // lab 0
         checks::lab5::CHECKS, // lab 5
+        checks::lab6::CHECKS, // lab 6
         checks::lab7::CHECKS, // lab 7
     ]
     .concat();

@@ -546,7 +546,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab6_both_progress",
-        rule: r#"Under every policy both VMs run slices, gain guest time and progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time and reads the VM's progress at its end."#,
+        rule: r#"Under every policy both VMs run slices, gain guest time and progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time, counts its exits and itself in the VM's account, and reads the VM's progress at its end."#,
         hints: [
             r#"The account is the scheduler's only view of a VM: what must a slice update there?"#,
             r#"thread_cpu_time before and after each KVM_RUN; read_progress at the slice's end; count the slice."#,
@@ -562,7 +562,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab6_round_robin_quantum",
-        rule: r#"RoundRobin: run_slice arms the slice timer with the quantum before its first KVM_RUN and ends the slice only at the timer's EINTR, so each slice holds about one quantum of guest time (at most 5 ms short of it; the median at most 10 ms over it, 9 slices in 10 at most 20 ms over it), and disarms the timer after."#,
+        rule: r#"RoundRobin: run_slice arms the slice timer with the quantum before its first KVM_RUN and ends the slice only at the timer's EINTR, so each slice lasts one quantum of the thread's CPU time (never more than 1 ms short of it; the median at most 12 ms over it), and disarms the timer after. The CPU time of every KVM_RUN is guest time, also that of the one the timer interrupted: in a slice without an exit it is all the guest time there is."#,
         hints: [
             r#"The timer counts this thread's CPU time; KVM_RUN returns EINTR when it fires, and that is the end of the slice, not an error."#,
             r#"Arm before the loop, keep calling KVM_RUN through console exits, stop at EINTR, disarm on every path out."#,
@@ -570,7 +570,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab6_weighted_shares",
-        rule: r#"Weighted 70:30 over 1 s of guest time: each VM's measured share of the guest time is within 3 points of its request."#,
+        rule: r#"Weighted, with shares drawn for each run: each VM's share of the guest time in the accounts is within 4 points of its request; the guests confirm the accounts: no slice adds more guest time than the thread's CPU time in it, and the two guests' best work per ms of the guest time their accounts got in a slice is within a factor of 1.5."#,
         hints: [
             r#"The shares come out right only when next_slice and the guest-time accounting are both right."#,
             r#"If lab6_next_slice_weighted passes, look at the guest time each slice adds: only time inside KVM_RUN counts."#,
@@ -578,7 +578,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab6_state_survives_switches",
-        rule: r#"A VM goes on where it stopped: its progress only grows from one of its slices to the next, and every round's line appears once, whole, in order, with its VM's prefix (a half-written line waits in the VM's own buffer across switches)."#,
+        rule: r#"A VM goes on where it stopped: its progress only grows from one of its slices to the next, and every line its guest prints appears once, whole, in order, with its VM's prefix (a half-written line waits in the VM's own buffer across switches)."#,
         hints: [
             r#"Each VM has its own vCPU and its own line buffer; a switch must lose neither."#,
             r#"Never set a VM's registers again after create_guest_vm; write a line to console only at its newline, after line_prefix(vm.name)."#,

@@ -31,6 +31,7 @@ pub mod lab2;
 pub mod lab3;
 pub mod lab4;
 pub mod lab5;
+pub mod lab6;
 pub mod lab7;
 pub mod memory;
 
@@ -74,6 +75,7 @@ fn route(probe: &Probe, envelope: &Envelope) -> Handled {
         e2e::route,
         lab3::route,
         lab5::route,
+        lab6::route,
         lab7::route,
     ];
     routes

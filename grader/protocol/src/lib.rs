@@ -22,6 +22,7 @@ pub mod lab2;
 pub mod lab3;
 pub mod lab4;
 pub mod lab5;
+pub mod lab6;
 pub mod lab7;
 
 /// The probe's descriptor for its answer: a pipe only the judge reads.

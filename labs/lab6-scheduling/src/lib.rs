@@ -278,12 +278,13 @@ pub fn next_slice(policy: &Policy, accounts: &[Account; 2], last: Option<usize>)
 // Graded (lab6_cooperative_alternates): Cooperative: each slice runs until its VM's first console
 // exit, then the other VM runs: the VMs alternate at every console exit.
 // Graded (lab6_round_robin_quantum): RoundRobin: run_slice arms the slice timer with the quantum
-// before its first KVM_RUN and ends the slice only at the timer's EINTR, so each slice holds about
-// one quantum of guest time (at most 5 ms short of it; the median at most 10 ms over it, 9 slices
-// in 10 at most 20 ms over it), and disarms the timer after.
+// before its first KVM_RUN and ends the slice only at the timer's EINTR, so each slice lasts one
+// quantum of the thread's CPU time (never more than 1 ms short of it; the median at most 12 ms
+// over it), and disarms the timer after. The CPU time of every KVM_RUN is guest time, also that of
+// the one the timer interrupted: in a slice without an exit it is all the guest time there is.
 // Graded (lab6_state_survives_switches): A VM goes on where it stopped: its progress only grows
-// from one of its slices to the next, and every round's line appears once, whole, in order, with
-// its VM's prefix (a half-written line waits in the VM's own buffer across switches).
+// from one of its slices to the next, and every line its guest prints appears once, whole, in
+// order, with its VM's prefix (a half-written line waits in the VM's own buffer across switches).
 /// Runs one slice of `vm`; returns why it ended.
 #[cfg(not(feature = "solution"))]
 pub fn run_slice(
@@ -303,10 +304,12 @@ pub fn run_slice(
 // and record the slice (`Slice::between` the VM's account before and after, with the wall-clock
 // start and length). Call the functions through `parts`, not directly.
 // Graded (lab6_both_progress): Under every policy both VMs run slices, gain guest time and
-// progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time and reads the
-// VM's progress at its end.
-// Graded (lab6_weighted_shares): Weighted 70:30 over 1 s of guest time: each VM's measured share of
-// the guest time is within 3 points of its request.
+// progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time, counts its
+// exits and itself in the VM's account, and reads the VM's progress at its end.
+// Graded (lab6_weighted_shares): Weighted, with shares drawn for each run: each VM's share of the
+// guest time in the accounts is within 4 points of its request; the guests confirm the accounts:
+// no slice adds more guest time than the thread's CPU time in it, and the two guests' best work
+// per ms of the guest time their accounts got in a slice is within a factor of 1.5.
 // Graded (lab6_ends_at_duration): run_schedule loops while the two VMs' guest time together is
 // below the duration and stops at once when it reaches it.
 /// Runs the pair for `duration` of guest time; returns every slice in order.
