@@ -39,7 +39,8 @@ for jobs in 1 2; do
     cargo xtask grade-submissions "$work/class" --csv "$work/grades-$jobs.csv" --jobs "$jobs" 2>"$work/log-$jobs"
     ended=$(date +%s.%N)
     seconds=$(echo "$ended - $started" | bc)
-    full=$(awk -F, 'NR > 1 && $11 != "" && $10 == $11 && $13 == "" { n++ } END { print n + 0 }' "$work/grades-$jobs.csv")
+    full=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+        $col["error"] == "" && $col["total"] == $col["max"] { n++ } END { print n + 0 }' "$work/grades-$jobs.csv")
     printf -- '--jobs %s: %d students in %.0f s, %.1f s per submission (%d of %d at full marks), load %s\n' \
         "$jobs" "$students" "$seconds" "$(echo "$seconds / $students" | bc -l)" "$full" "$students" \
         "$(cut -d' ' -f1-3 /proc/loadavg)"
