@@ -198,6 +198,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
+    // From here on Ctrl-C stops the grader's children first (the jail's trial run included).
+    runner::forward_interrupts();
     // Lab code runs jailed wherever this host can; an official grade needs the jail.
     let jail = match kit_jail::Jail::detect() {
         Ok(jail) => Some(jail),
@@ -210,7 +212,6 @@ fn main() -> ExitCode {
             None
         }
     };
-    runner::forward_interrupts();
     // Unjailed, lab code runs as the same user: without this it could open the grader's own
     // stdout through /proc/<grader>/fd (non-dumpable, /proc/<pid> belongs to root). Children are
     // dumpable again after exec.
