@@ -100,10 +100,15 @@ fn ctrl_c_stops_the_running_check_and_the_grader() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until a check's process runs, then press Ctrl-C (SIGINT to the grader).
+    // Wait until a check's probe runs (bwrap's command line, or its own, names grader-probe; the
+    // jail's trial run does not), then press Ctrl-C (SIGINT to the grader).
     let started = Instant::now();
+    let is_probe = |pid: &u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.windows(12).any(|w| w == b"grader-probe"))
+    };
     let check = loop {
-        if let Some(&child) = children_of(grader.id()).first() {
+        if let Some(child) = children_of(grader.id()).into_iter().find(is_probe) {
             break child;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "no check started");
