@@ -66,6 +66,10 @@ fn assert_untouched(kit: &Path) {
                 not_implemented += 1;
             }
             Some("blocked") => assert!(message.starts_with("blocked by lab "), "{result}"),
+            // A check this host cannot run (paged32 on a PVM host) is not run, whatever the labs.
+            Some("not_run")
+                if std::path::Path::new("/sys/module/kvm_pvm").exists()
+                    && result["check"].as_str().unwrap_or_default().contains("paged32") => {}
             _ => panic!("a check of the untouched student copy must be not implemented or blocked: {result}"),
         }
     }
