@@ -140,7 +140,6 @@ checks!(
     lab6_weighted_shares,
     lab6_state_survives_switches,
     lab6_ends_at_duration,
-    lab6_weighted_hidden_uneven_shares,
     lab7_snapshot_round_trip,
     lab7_dirty_log,
     lab7_move_fast_writer,

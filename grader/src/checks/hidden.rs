@@ -3,7 +3,7 @@
 //! student-kit` leaves this file out of the student copy and writes in its place one that holds
 //! no check, only `WITHHELD`: how many there are and what they are worth, for the scoreboard.
 
-use super::{lab2, lab5, lab6};
+use super::{lab2, lab5};
 use crate::facts::PML4_ADDR;
 use crate::walker::{self, RandomTables};
 use crate::{Check, Ctx, Stop};
@@ -25,7 +25,6 @@ pub const VARIANT_OF: &[(&str, &str)] = &[
     ("lab2_translate_hidden_cr3_flags", "lab2_translate_other_pages"),
     ("lab2_translate_hidden_many_addresses", "lab2_translate_faults"),
     ("lab5_hypercall_guest_hidden_many_calls", "lab5_hypercall_guest"),
-    ("lab6_weighted_hidden_uneven_shares", "lab6_weighted_shares"),
 ];
 
 /// The hidden checks.
@@ -52,14 +51,6 @@ pub const CHECKS: &[Check] = &[
             "a hypercall guest made for this run with 25 to 40 printing calls: its whole output and its exits",
             2,
             hypercall_guest_many_calls,
-        )
-        .hidden(),
-    lab6::GUEST
-        .check(
-            "lab6_weighted_hidden_uneven_shares",
-            "weighted 80:20 to 95:5: the accounts follow the shares, confirmed by the guests' work",
-            2,
-            lab6::weighted_uneven_shares,
         )
         .hidden(),
 ];

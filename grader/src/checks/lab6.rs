@@ -833,19 +833,6 @@ fn weighted_shares(ctx: &mut Ctx) -> Result<(), Stop> {
     weighted_run(ctx, rng, shares)
 }
 
-/// The hidden variant: one VM asks for 80 to 95% of the time, the other gets a few slices.
-#[allow(dead_code, reason = "the hidden checks call it; the student copy has none of them")]
-pub(super) fn weighted_uneven_shares(ctx: &mut Ctx) -> Result<(), Stop> {
-    let mut rng = ctx.rng();
-    let large = rng.range(80, 96) as u32;
-    let shares = if rng.chance(50) {
-        [large, 100 - large]
-    } else {
-        [100 - large, large]
-    };
-    weighted_run(ctx, rng, shares)
-}
-
 fn weighted_run(ctx: &mut Ctx, mut rng: Rng, shares: [u32; 2]) -> Result<(), Stop> {
     let quantum = ms_between(&mut rng, 8, 15);
     let duration = ms_between(&mut rng, 600, 900);
