@@ -1,4 +1,4 @@
-//! `cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK…] [--gradescope results.json] [--json] [--seed N] [--strict]`,
+//! `cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|lab6|lab7|CHECK…] [--gradescope results.json] [--json] [--seed N] [--strict]`,
 //! `cargo grade --list [--rules]`, `cargo grade --hint CHECK [--more]`
 
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ const STATUS_NO_JAIL: u8 = 4;
     about = ABOUT,
     long_about = None,
     after_help = STATUSES,
-    override_usage = "cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|CHECK ...] [OPTIONS]",
+    override_usage = "cargo grade [lab1|lab2|lab3|lab4|e2e|lab0|lab5|lab6|lab7|CHECK ...] [OPTIONS]",
     args_override_self = true,
     disable_help_flag = true,
     disable_version_flag = true,
@@ -35,7 +35,7 @@ const STATUS_NO_JAIL: u8 = 4;
     max_term_width = 100
 )]
 struct Cli {
-    /// which checks: lab1 to lab4, e2e, lab0, lab5 or part of a check's name (default: all)
+    /// which checks: lab1 to lab4, e2e, lab0, lab5 to lab7 or part of a check's name (default: all)
     #[arg(value_name = "CHECK")]
     words: Vec<String>,
     /// also write Gradescope's results.json to PATH
@@ -194,7 +194,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if !words.is_empty() && !all_checks().iter().any(|c| matches_filter(c, &words)) {
-        eprintln!("grader: no check matches {words:?}: try lab1 to lab4, e2e, lab0, lab5 or a name from --list");
+        eprintln!(
+            "grader: no check matches {words:?}: try lab1 to lab4, e2e, lab0, lab5 to lab7 or a name from --list"
+        );
         return ExitCode::from(2);
     }
 

@@ -32,7 +32,7 @@ pub struct Args {
     /// Grade each lab file when it is saved, until Ctrl-C (rustlings' watch mode).
     #[arg(long)]
     watch: bool,
-    /// The grader's arguments: lab1 … lab5, e2e, a check's name, --json, --gradescope FILE, …
+    /// The grader's arguments: lab0 … lab7, e2e, a check's name, --json, --gradescope FILE, …
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     grader_args: Vec<String>,
 }
