@@ -11,6 +11,8 @@ mod grade;
 #[cfg(feature = "instructor")]
 mod gradescope;
 mod kit;
+#[cfg(feature = "instructor")]
+mod mutants;
 mod progress;
 #[cfg(feature = "instructor")]
 mod shape;
@@ -54,6 +56,11 @@ enum Command {
     /// cargo grade --watch, a class, the Gradescope autograder), then svm-check.
     #[cfg(feature = "instructor")]
     Ci(ci::Args),
+    /// Mutation testing of the labs' references with cargo-mutants, graded by the grader's checks:
+    /// caught / missed / timeout / unviable per lab; --record writes grader/mutants.md, --check (CI)
+    /// fails only if a mutant recorded as caught is missed now.
+    #[cfg(feature = "instructor")]
+    Mutants(mutants::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +76,7 @@ fn main() -> ExitCode {
         Command::Gradescope(args) => ExitCode::from(gradescope::run(args)),
         #[cfg(feature = "instructor")]
         Command::Ci(args) => ExitCode::from(ci::run(args)),
+        #[cfg(feature = "instructor")]
+        Command::Mutants(args) => ExitCode::from(mutants::run(args)),
     }
 }

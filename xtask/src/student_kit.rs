@@ -101,8 +101,11 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 17] = [
+const INSTRUCTOR_ONLY: [&str; 20] = [
     ".ci",
+    // Mutation testing of the references: its settings and its record name the references' code.
+    ".cargo/mutants.toml",
+    "grader/mutants.md",
     "README.md",
     "book/src/instructors.md",
     "crates/kvm-hello/bench",
@@ -123,6 +126,7 @@ const INSTRUCTOR_ONLY: [&str; 17] = [
     "xtask/src/submissions.rs",
     "xtask/src/gradescope.rs",
     "xtask/src/ci.rs",
+    "xtask/src/mutants.rs",
 ];
 /// Instructor-only unless `--with-answers`: the test that every question has an answer.
 const ANSWERS_TEST: &str = "tests/answers.rs";
