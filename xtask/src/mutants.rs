@@ -22,9 +22,10 @@ use crate::kit::{self, LABS};
 const RECORD: &str = "grader/mutants.md";
 /// Where the copy, its build and cargo-mutants' output live, under the kit's `target/`.
 const WORK_DIR: &str = "mutants";
-/// How many shards `--check` splits the mutants into: about 25 mutants of ~25 s each, so a CI run
-/// stays within about ten minutes; every mutant is checked once in this many days of CI runs.
-const CHECK_SHARDS: u64 = 12;
+/// How many shards `--check` splits the mutants into: 288 mutants of labs 0 to 7 in 16 shards are
+/// 18 each, at 15 to 50 s each (PVM, 2 cores, idle to loaded, December 2026) 5 to 15 minutes; every
+/// mutant is checked once in 16 days of daily CI runs.
+const CHECK_SHARDS: u64 = 16;
 /// The test timeout of one mutant: the grader's checks take 1 to 20 s on the reference (PVM, 2
 /// cores, December 2026); a mutant that makes a check wait out its watchdog takes longer.
 const DEFAULT_TIMEOUT_SECS: u64 = 120;
@@ -613,7 +614,7 @@ fn check_shard(given: Option<&str>) -> Result<(u64, u64), String> {
                 .and_then(|(k, n)| Some((k.trim().parse::<u64>().ok()?, n.trim().parse::<u64>().ok()?)));
             match parsed {
                 Some((k, n)) if k < n => Ok((k, n)),
-                _ => Err(format!("--shard {text}: expected K/N with 0 <= K < N, e.g. 3/12")),
+                _ => Err(format!("--shard {text}: expected K/N with 0 <= K < N, e.g. 3/16")),
             }
         }
         None => {
@@ -674,7 +675,7 @@ fn run_cargo_mutants(
     };
     let lab_names: Vec<String> = labs.iter().map(u8::to_string).collect();
     eprintln!(
-        "mutants: {version}: {} of labs {}{}, each built and graded by every check (about 25 s each)",
+        "mutants: {version}: {} of labs {}{}, each built and graded by every check (15 to 50 s each here)",
         plural(planned, "mutant"),
         lab_names.join(", "),
         shard.map(|(k, n)| format!(" (shard {k}/{n})")).unwrap_or_default()
