@@ -212,7 +212,9 @@ fn split_name(name: &str) -> Option<(&str, (u32, u32), &str)> {
 /// and column, and, where a file has several mutants of that description, `#k` for the k-th in
 /// source order. Maps each full name (as cargo-mutants prints it) to its stable name.
 fn stable_names<'a>(names: impl IntoIterator<Item = &'a str>) -> HashMap<String, String> {
-    let mut alike: BTreeMap<(String, String), Vec<((u32, u32), String)>> = BTreeMap::new();
+    // (file, description) -> each such mutant's (line, column) and full name.
+    type Places = Vec<((u32, u32), String)>;
+    let mut alike: BTreeMap<(String, String), Places> = BTreeMap::new();
     let mut stable = HashMap::new();
     for name in names {
         match split_name(name) {
