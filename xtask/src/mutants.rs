@@ -677,8 +677,9 @@ fn run_cargo_mutants(
     };
     let lab_names: Vec<String> = labs.iter().map(u8::to_string).collect();
     eprintln!(
-        "mutants: {version}: {} of labs {}{}, each built and graded by every check (15 to 50 s each here)",
+        "mutants: {version}: {} of {} {}{}, each built and graded by every check (15 to 50 s each here)",
         plural(planned, "mutant"),
+        if labs.len() == 1 { "lab" } else { "labs" },
         lab_names.join(", "),
         shard.map(|(k, n)| format!(" (shard {k}/{n})")).unwrap_or_default()
     );
