@@ -8,7 +8,7 @@
 //! memory itself, the slots gva_to_hva wrote as it read them back. The counts the lab keeps
 //! count only where that output confirms them.
 
-use grader_protocol::lab2::Level;
+use grader_protocol::lab2::{Level, Walk, WalkStep};
 use grader_protocol::lab5::{
     Counts, Exit, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve, Served,
     StringRead, WriteExitReport,
@@ -288,6 +288,9 @@ struct StringTables {
     outside: Option<(u64, u64)>,
     /// An address whose walk meets a clear P bit.
     hole: Option<u64>,
+    /// The 1 GiB and 2 MiB pages that map guest physical 0, whose entries have PAT (bit 12)
+    /// set: the level of the entry and the page's first address.
+    large_at_zero: Vec<(Level, u64)>,
 }
 
 /// The guest physical page of each entry the tables use, and of each page they map in memory.
@@ -351,6 +354,7 @@ fn string_tables(rng: &mut Rng) -> StringTables {
             single,
             outside,
             hole,
+            large_at_zero: tables.large_at_zero.clone(),
         };
     }
 }
@@ -473,6 +477,24 @@ fn guest_string(ctx: &mut Ctx) -> Result<(), Stop> {
     if let Some(gva) = tables.hole {
         cases.push((gva, None, "an address whose walk meets a clear P bit".to_owned()));
     }
+    // Through the large pages at guest physical 0, on a physical page with bit 12 clear (below
+    // the tables): a walk that keeps their PAT bit reads the page after.
+    for (i, &(level, page_gva)) in tables.large_at_zero.iter().enumerate() {
+        let text = rng.text_between(2, 40);
+        // Pages 0x2000..0x6000 for the first, 0x8000..0xc000 for the second: apart.
+        let page = (1 + 3 * i as u64 + rng.range(0, 3)) * 0x2000;
+        let gpa = page + rng.range(0, 0x1000 - text.len() as u64 - 1);
+        placed.push((gpa, [text.as_slice(), &[0]].concat()));
+        let size = if level == Level::Pdpt { "1 GiB" } else { "2 MiB" };
+        cases.push((
+            page_gva + gpa,
+            Some(text.clone()),
+            format!(
+                "a {}-byte string on the {size} page that maps guest physical 0, whose entry has PAT (bit 12, not an address bit in a large page's entry) set, at guest physical {gpa:#x}",
+                text.len()
+            ),
+        ));
+    }
     rng.shuffle(&mut cases);
     // The remapped page first: its message says what a walk-less read does.
     cases.insert(0, remapped);
@@ -517,7 +539,7 @@ fn gva_to_hva(ctx: &mut Ctx) -> Result<(), Stop> {
         (0x4000_0000 + rng.range(0, 0x4000_0000), None),
     ];
     rng.shuffle(&mut cases);
-    expect_hvas(ctx, walker::identity_map(), PML4_ADDR, base, &cases)?;
+    expect_hvas(ctx, walker::identity_map(), PML4_ADDR, base, &cases, &[])?;
     // Tables that are not an identity map: a GVA taken for a GPA shows. Every recorded walk,
     // and the pages mapped inside memory.
     let tables = RandomTables::build(&mut rng);
@@ -534,7 +556,12 @@ fn gva_to_hva(ctx: &mut Ctx) -> Result<(), Stop> {
         (gva | offset, Some(base + gpa + offset))
     }));
     rng.shuffle(&mut cases);
-    expect_hvas(ctx, tables.memory, tables.cr3, base, &cases)
+    expect_hvas(ctx, tables.memory, tables.cr3, base, &cases, &tables.walks)
+}
+
+/// The last entry of the recorded walk of `gva`, if `walks` has it.
+fn leaf_of(walks: &[Walk], gva: u64) -> Option<&WalkStep> {
+    walks.iter().find(|walk| walk.gva == gva)?.steps.last()
 }
 
 fn expect_hvas(
@@ -543,6 +570,7 @@ fn expect_hvas(
     cr3: u64,
     base: u64,
     cases: &[(u64, Option<u64>)],
+    walks: &[Walk],
 ) -> Result<(), Stop> {
     let found = ctx.call(&GvaToHva {
         memory: Memory {
@@ -557,22 +585,47 @@ fn expect_hvas(
         return Err(malformed("an answer for each address"));
     }
     for (&(gva, expected), found) in cases.iter().zip(found) {
-        expect_hva(cr3, base, gva, expected, found)?;
+        expect_hva(cr3, base, gva, expected, found, leaf_of(walks, gva))?;
     }
     Ok(())
 }
 
-fn expect_hva(cr3: u64, base: u64, gva: u64, expected: Option<u64>, found: Option<u64>) -> Result<(), String> {
+/// Judges one answer of gva_to_hva; `leaf` is the entry that maps `gva`'s page, when the
+/// judge's tables recorded it.
+fn expect_hva(
+    cr3: u64,
+    base: u64,
+    gva: u64,
+    expected: Option<u64>,
+    found: Option<u64>,
+    leaf: Option<&WalkStep>,
+) -> Result<(), String> {
     if found == expected {
         return Ok(());
     }
-    let cause = match found {
-        Some(hva) if Some(hva) == expected.map(|e| e - base) => ": that is the guest physical address itself",
-        Some(hva) if hva == base.wrapping_add(gva) => {
-            ": that is host_base plus the GVA itself; these page tables do not map it to the same physical address"
+    let large_pat = leaf
+        .filter(|leaf| leaf.level != Level::Pt && leaf.entry & PTE_PS != 0 && leaf.entry & walker::PTE_PAT_LARGE != 0);
+    let cause = match (found, large_pat) {
+        (Some(hva), Some(leaf)) if expected.is_some_and(|e| hva == e + walker::PTE_PAT_LARGE) => format!(
+            ": that is {:#x} too far: the PAT bit (bit 12) of {}[{}] = {:#x} was kept in the guest physical address; in a {} page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit {}",
+            walker::PTE_PAT_LARGE,
+            leaf.level,
+            leaf.index,
+            leaf.entry,
+            if leaf.level == Level::Pd { "2 MiB" } else { "1 GiB" },
+            leaf.level.shift()
+        ),
+        (Some(hva), _) if Some(hva) == expected.map(|e| e - base) => {
+            ": that is the guest physical address itself".to_owned()
         }
-        Some(_) if expected.is_none() => ": this address does not translate, or translates outside guest memory",
-        _ => "",
+        (Some(hva), _) if hva == base.wrapping_add(gva) => {
+            ": that is host_base plus the GVA itself; these page tables do not map it to the same physical address"
+                .to_owned()
+        }
+        (Some(_), _) if expected.is_none() => {
+            ": this address does not translate, or translates outside guest memory".to_owned()
+        }
+        _ => String::new(),
     };
     Err(fail(
         LAB,
@@ -738,7 +791,7 @@ fn gva_to_hva_outside_memory(ctx: &mut Ctx) -> Result<(), Stop> {
                 );
                 return Err(fail(LAB, "gva_to_hva", what).into());
             }
-            _ => expect_hva(tables.cr3, base, gva, expected, found)?,
+            _ => expect_hva(tables.cr3, base, gva, expected, found, leaf_of(&tables.walks, gva))?,
         }
     }
     Ok(())

@@ -1,0 +1,127 @@
+//! Seeded mistakes of the page walk (labs 2 and 5), applied to the reference one at a time: each
+//! must fail its check on every seed, with a message that names the mistake. The large-page walk
+//! that keeps bit 12 (PAT) in the physical address once scored full marks in both labs.
+#![cfg(feature = "solution")]
+
+mod common;
+
+use common::outcome_of;
+use grader::runner::Outcome;
+use grader_probe::Labs;
+use lab2_paging::{Level, Walk};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// Seeds each check is run with: enough that a mistake caught only on some tables shows.
+const SEEDS: u64 = 16;
+
+/// Runs `check` with the mistake on `SEEDS` seeds (from `GRADER_SEED` or fresh ones); asserts
+/// that every run fails and that each message names every phrase.
+fn fails_on_every_seed(check: &str, seed_mistake: impl Fn(&mut Labs), place: &str, phrases: &[&str]) {
+    let first = common::seed();
+    for seed in first..first + SEEDS {
+        let mut labs = Labs::BUILT;
+        seed_mistake(&mut labs);
+        let message = match outcome_of(check, labs, seed) {
+            Outcome::Failed(message) => message,
+            other => panic!("{check}: the seeded mistake was not caught with seed {seed}: {other:?}"),
+        };
+        if seed == first {
+            eprintln!("{check} (seed {seed}): {message}");
+        }
+        assert!(
+            message.starts_with(place),
+            "seed {seed}: {message:?} does not start with {place:?}"
+        );
+        assert!(message.contains("(book: "), "seed {seed}: {message:?} names no chapter");
+        for phrase in phrases {
+            assert!(
+                message.contains(phrase),
+                "seed {seed}: {message:?} does not say {phrase:?}"
+            );
+        }
+    }
+}
+
+/// The reference walk, with a large page's address taken by `ENTRY_ADDR_MASK` alone: the
+/// entry's bit 12, PAT in a 1 GiB or 2 MiB page entry, stays in the physical address.
+fn walk_keeping_pat(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
+    let mut walk = lab2_paging::translate(memory, cr3, gva);
+    if let (Ok(gpa), Some(last)) = (&mut walk.result, walk.steps.last())
+        && last.level != Level::Pt
+    {
+        *gpa |= last.entry & 0x1000;
+    }
+    walk
+}
+
+#[test]
+fn large_page_walk_that_keeps_the_pat_bit() {
+    fails_on_every_seed(
+        "lab2_translate_other_pages",
+        |labs| labs.translate = walk_keeping_pat,
+        "lab2 translate: the walk of 0x",
+        &["the PAT bit (bit 12) of", "was kept in the physical address"],
+    );
+}
+
+#[test]
+fn large_page_walk_that_keeps_the_pat_bit_in_the_hidden_variant() {
+    fails_on_every_seed(
+        "lab2_translate_hidden_cr3_flags",
+        |labs| labs.translate = walk_keeping_pat,
+        "lab2 translate: the walk of 0x",
+        &["the PAT bit (bit 12) of", "was kept in the physical address"],
+    );
+}
+
+/// gva_to_hva through its own walk that keeps the PAT bit.
+fn gva_to_hva_keeping_pat(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) -> Option<u64> {
+    let gpa = walk_keeping_pat(memory, cr3, gva).result.ok()?;
+    memory.get_host_address(GuestAddress(gpa)).ok()?;
+    host_base.checked_add(gpa)
+}
+
+#[test]
+fn gva_to_hva_that_keeps_the_pat_bit() {
+    fails_on_every_seed(
+        "lab5_gva_to_hva",
+        |labs| labs.gva_to_hva = gva_to_hva_keeping_pat,
+        "lab5 gva_to_hva: gva_to_hva(0x",
+        &["the PAT bit (bit 12) of", "was kept in the guest physical address"],
+    );
+}
+
+/// read_guest_string through a walk that keeps the PAT bit.
+fn read_string_keeping_pat(
+    memory: &GuestMemoryMmap,
+    cr3: u64,
+    gva: u64,
+) -> Result<Vec<u8>, lab5_hypercalls::Lab5Error> {
+    use vm_memory::Bytes;
+    let bad = |reason: lab5_hypercalls::AddressError| lab5_hypercalls::Lab5Error::BadAddress {
+        call: "print_str",
+        gva,
+        reason,
+    };
+    let mut bytes = Vec::new();
+    while bytes.len() <= lab5_hypercalls::MAX_STRING {
+        let at = gva + bytes.len() as u64;
+        let gpa = walk_keeping_pat(memory, cr3, at).result.map_err(|f| bad(f.into()))?;
+        let byte: u8 = memory.read_obj(GuestAddress(gpa)).map_err(|e| bad(e.into()))?;
+        if byte == 0 {
+            return Ok(bytes);
+        }
+        bytes.push(byte);
+    }
+    Err(bad(lab5_hypercalls::AddressError::Unterminated))
+}
+
+#[test]
+fn read_guest_string_that_keeps_the_pat_bit() {
+    fails_on_every_seed(
+        "lab5_read_guest_string",
+        |labs| labs.read_guest_string = read_string_keeping_pat,
+        "lab5 read_guest_string: a ",
+        &["page that maps guest physical 0, whose entry has PAT (bit 12"],
+    );
+}
