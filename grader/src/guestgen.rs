@@ -190,6 +190,8 @@ pub struct Printed {
     pub what: String,
     /// What it prints.
     pub expected: Expected,
+    /// For print_str: the string's guest physical address and the GVA the guest passed.
+    pub string_at: Option<(u64, u64)>,
 }
 
 impl Printed {
@@ -222,6 +224,8 @@ pub struct HypercallGuest {
     /// The page directory entry the guest adds to the lab's identity map before its first
     /// hypercall: `PD[alias]` maps the first 2 MiB again at `alias << 21`.
     pub alias: u64,
+    /// That entry: a 2 MiB page at guest physical 0 with PAT (bit 12) and ignored bits set.
+    pub alias_entry: u64,
 }
 
 impl HypercallGuest {
@@ -244,6 +248,15 @@ pub struct HypercallMix {
     /// gva_to_hva of an address of the identity map, of the alias and of an unmapped one.
     pub translations: bool,
 }
+
+/// Bit 12 of a 2 MiB page's entry: PAT.
+pub const ALIAS_PAT: u64 = 1 << 12;
+/// The bits of a page entry the MMU ignores whatever the guest's control registers: 9..11 and
+/// 52..58 (59..62 are protection keys when CR4.PKE is set).
+const ALIAS_IGNORED: u64 = 0x07f0_0000_0000_0e00;
+
+/// The page of a lab 5 guest's image above its strings, filled with text and a NUL.
+const DECOY_PAGE: u64 = 0x1000;
 
 /// Where a lab 5 guest keeps its strings: past the result slot, below the page tables.
 const HYPERCALL_DATA: u64 = 0x800;
@@ -268,6 +281,7 @@ impl HypercallWriter {
             kind,
             what,
             expected: Expected::Bytes(bytes),
+            string_at: None,
         });
     }
 
@@ -315,6 +329,9 @@ impl HypercallWriter {
         self.out_eax(PRINT_STR_PORT);
         let what = format!("print_str of a {}-byte string at GVA {gva:#x}", text.len());
         self.print(CallKind::PrintStr, what, text.to_vec());
+        if let Some(part) = self.parts.last_mut() {
+            part.string_at = Some((gpa, gva));
+        }
     }
 
     fn num_exits(&mut self, kind: CallKind) {
@@ -395,6 +412,7 @@ impl HypercallWriter {
                 "gva_to_hva of GVA {gva:#x} (which leads to {leads}) through the slot at GVA {slot_gva:#x}, the slot then printed by the guest with print32bit (low half, high half)"
             ),
             expected: Expected::Hva(gpa),
+            string_at: None,
         });
     }
 }
@@ -439,8 +457,13 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
         parts: Vec::new(),
         alias: rng.range(1, 512),
     };
-    // PD[alias] = a 2 MiB page at guest physical 0: present, writable, user, PS.
-    guest.store_u64(PD_ADDR + guest.alias * 8, 0x87);
+    // PD[alias] = a 2 MiB page at guest physical 0: present, writable, user, PS, with PAT (bit
+    // 12: its memory type stays write-back under the reset PAT MSR) and ignored bits (9..11,
+    // 52..58) that a host's walk must leave out of the address. Not NX: without EFER.NXE, bit 63
+    // is reserved and the guest would fault.
+    let ignored = (rng.next_u64() & ALIAS_IGNORED) | 1 << rng.range(52, 59);
+    let alias_entry = 0x87 | ALIAS_PAT | ignored;
+    guest.store_u64(PD_ADDR + guest.alias * 8, alias_entry);
     // Slots for gva_to_hva: above the report's page, below the stack.
     let slot = |rng: &mut crate::rng::Rng| rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
     for call in calls {
@@ -477,7 +500,8 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
                 let at = rng.range(0, 0x20_0000);
                 let (gva, gpa) = match case {
                     0 => (at, Some(at)),
-                    1 => ((guest.alias << 21) | at, Some(at)),
+                    // Bit 12 clear: a host walk that keeps the alias entry's PAT bit shows.
+                    1 => ((guest.alias << 21) | (at & !ALIAS_PAT), Some(at & !ALIAS_PAT)),
                     _ => {
                         // A PD entry the tables leave empty, or past the first GiB.
                         let pd = loop {
@@ -510,6 +534,12 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
     let mut image = guest.code;
     image.resize(HYPERCALL_DATA as usize, 0);
     image.extend_from_slice(&guest.data);
+    assert!(image.len() <= DECOY_PAGE as usize, "the strings stay in the first page");
+    // The page above the strings holds text too: a host walk that keeps the alias entry's PAT
+    // bit (bit 12) reads there, and prints text the judge can point at.
+    image.resize(DECOY_PAGE as usize, 0);
+    image.extend((DECOY_PAGE..kit_common::RESERVED_START - 1).map(|_| rng.range(0x21, 0x7f) as u8));
+    image.push(0);
     assert!(
         image.len() <= kit_common::MAX_IMAGE_SIZE,
         "the image fits below the page tables"
@@ -521,6 +551,7 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
         io_in: guest.io_in,
         io_out: guest.io_out,
         alias: guest.alias,
+        alias_entry,
     }
 }
 

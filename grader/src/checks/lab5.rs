@@ -917,10 +917,19 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> Str
                 ", and print_str prints from it"
             }
         ),
-        (CallKind::PrintStr, _) => format!(
-            ": print the bytes up to the NUL, read through the guest's page tables (the guest maps its first 2 MiB again at {:#x})",
-            guest.alias << 21
-        ),
+        (CallKind::PrintStr, _) => match part.string_at.and_then(|(gpa, gva)| read_with_pat(guest, gpa, gva)) {
+            // `found` is a window of the output: it agrees with the text read 0x1000 too far.
+            Some(wrong) if !found.is_empty() && (wrong.starts_with(found) || found.starts_with(&wrong)) => format!(
+                ": that is the string at guest physical {:#x}: the PAT bit (bit 12) of the guest's PD[{}] = {:#x} was kept in the guest physical address; in a 2 MiB page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit 21",
+                part.string_at.map_or(0, |(gpa, _)| gpa | guestgen::ALIAS_PAT),
+                guest.alias,
+                guest.alias_entry
+            ),
+            _ => format!(
+                ": print the bytes up to the NUL, read through the guest's page tables (the guest maps its first 2 MiB again at {:#x})",
+                guest.alias << 21
+            ),
+        },
         (CallKind::GvaToHva, Expected::Hva(gpa)) => {
             let halves: Vec<u64> = found_numbers.iter().take(2).copied().collect();
             let hva = match halves[..] {
@@ -939,6 +948,12 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> Str
                 (Some(gpa), Some(hva)) if hva == *gpa => {
                     ": that is the guest physical address itself: add host_base".to_owned()
                 }
+                (Some(gpa), Some(hva)) if hva == base.wrapping_add(*gpa) + guestgen::ALIAS_PAT => format!(
+                    ": that is {:#x} too far: the PAT bit (bit 12) of the guest's PD[{}] = {:#x} was kept in the guest physical address; in a 2 MiB page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit 21",
+                    guestgen::ALIAS_PAT,
+                    guest.alias,
+                    guest.alias_entry
+                ),
                 (Some(gpa), Some(hva)) if hva & 0xffff_ffff == base.wrapping_add(*gpa) & 0xffff_ffff => {
                     ": only the low 4 bytes are right: the slot holds 8 bytes, the whole HVA, little-endian".to_owned()
                 }
@@ -951,6 +966,20 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> Str
         }
         _ => String::new(),
     }
+}
+
+/// What a print_str of the string at guest physical `gpa`, passed as `gva` through the guest's
+/// alias, prints when the walk keeps the alias entry's PAT bit: the image's bytes from `gpa |
+/// 0x1000` to their NUL (the image fills that page with text); `None` when the GVA is not the
+/// alias's or bit 12 is set already.
+fn read_with_pat(guest: &HypercallGuest, gpa: u64, gva: u64) -> Option<Vec<u8>> {
+    let wrong = gpa | guestgen::ALIAS_PAT;
+    if gva >> 21 != guest.alias || wrong == gpa {
+        return None;
+    }
+    let rest = guest.image.get(wrong as usize..)?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    Some(rest[..nul].to_vec())
 }
 
 /// The run's exits against the guest's, once its output (which the answers of num_exits and
