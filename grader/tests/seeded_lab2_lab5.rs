@@ -1,6 +1,7 @@
-//! Seeded mistakes of the page walk (labs 2 and 5), applied to the reference one at a time: each
-//! must fail its check on every seed, with a message that names the mistake. The large-page walk
-//! that keeps bit 12 (PAT) in the physical address once scored full marks in both labs.
+//! Seeded mistakes of labs 2 and 5 that random inputs must catch, applied to the reference one at
+//! a time: each must fail its check on every seed, with a message that names the mistake. The
+//! large-page walk that keeps bit 12 (PAT) in the physical address once scored full marks in
+//! both labs; values at the edges of their width (0, the largest, the sign bit) come next.
 #![cfg(feature = "solution")]
 
 mod common;
@@ -195,5 +196,61 @@ fn hypercalls_that_keep_the_pat_bit_in_a_guest_run() {
         |labs| labs.run_hypercalls = run_keeping_pat,
         "lab5 handle_hypercall: a hypercall guest made for this run printed ",
         &["was kept in the guest physical address"],
+    );
+}
+
+/// The reference host with print32bit printing its value as an i32.
+fn print32bit_signed(
+    exit: kvm_ioctls::VcpuExit<'_>,
+    host: &mut lab5_hypercalls::Host<'_>,
+    console: &mut dyn std::io::Write,
+) -> Result<lab5_hypercalls::Flow, lab5_hypercalls::Lab5Error> {
+    match exit {
+        kvm_ioctls::VcpuExit::IoOut(lab5_hypercalls::PRINT32_PORT, data) if data.len() == 4 => {
+            host.counts.io_out += 1;
+            let value = u32::from_le_bytes(data.try_into().expect("4 bytes"));
+            host.record("print32bit", &[value.into()], None);
+            writeln!(console, "{}", value as i32).map_err(lab5_hypercalls::Lab5Error::Console)?;
+            Ok(lab5_hypercalls::Flow::Continue)
+        }
+        other => lab5_hypercalls::handle_hypercall(other, host, console),
+    }
+}
+
+#[test]
+fn print32bit_printed_as_signed() {
+    fails_on_every_seed(
+        "lab5_print32bit",
+        |labs| labs.handle_hypercall = print32bit_signed,
+        "lab5 handle_hypercall: print32bit(",
+        &["the number was printed as signed"],
+    );
+}
+
+/// The reference host with num_exits answered in the IN's first 2 bytes only.
+fn num_exits_in_two_bytes(
+    exit: kvm_ioctls::VcpuExit<'_>,
+    host: &mut lab5_hypercalls::Host<'_>,
+    console: &mut dyn std::io::Write,
+) -> Result<lab5_hypercalls::Flow, lab5_hypercalls::Lab5Error> {
+    match exit {
+        kvm_ioctls::VcpuExit::IoIn(lab5_hypercalls::NUM_EXITS_PORT, data) if data.len() == 4 => {
+            host.counts.io_in += 1;
+            let exits = host.counts.total() as u16;
+            data[..2].copy_from_slice(&exits.to_le_bytes());
+            host.record("num_exits", &[], Some(exits.into()));
+            Ok(lab5_hypercalls::Flow::Continue)
+        }
+        other => lab5_hypercalls::handle_hypercall(other, host, console),
+    }
+}
+
+#[test]
+fn num_exits_answered_in_two_bytes() {
+    fails_on_every_seed(
+        "lab5_num_exits",
+        |labs| labs.handle_hypercall = num_exits_in_two_bytes,
+        "lab5 handle_hypercall: num_exits after ",
+        &["only the low bytes of the answer arrived"],
     );
 }
