@@ -417,9 +417,95 @@ impl HypercallWriter {
     }
 }
 
+/// Where a lab 5 guest puts a string across two pages: `PD[pd]` points at its own page table
+/// at `pt`, whose entries `index` and `index + 1` map two pages that are not adjacent in guest
+/// physical memory, `first` and `second` (the second below the first at times).
+struct SplitPages {
+    pd: u64,
+    pt: u64,
+    index: u64,
+    first: u64,
+    second: u64,
+}
+
+impl SplitPages {
+    /// Pages in 1 MiB..1.9 MiB, apart from each other; a PD index other than the alias's.
+    fn pick(rng: &mut crate::rng::Rng, alias: u64) -> SplitPages {
+        let pd = loop {
+            let pd = rng.range(1, 512);
+            if pd != alias {
+                break pd;
+            }
+        };
+        let mut pages: Vec<u64> = (0x100..0x1e0).map(|p| p * 0x1000).collect();
+        rng.shuffle(&mut pages);
+        let pt = pages[0];
+        let first = pages[1];
+        let second = *pages[2..]
+            .iter()
+            .find(|&&page| page.abs_diff(first) > 0x1000)
+            .expect("a page apart from the first");
+        SplitPages {
+            pd,
+            pt,
+            index: rng.range(0, 511),
+            first,
+            second,
+        }
+    }
+
+    /// Whether guest physical `addr` lies on one of its pages.
+    fn holds(&self, addr: u64) -> bool {
+        [self.pt, self.first, self.second].contains(&(addr & !0xfff))
+    }
+
+    /// The GVA of the first page.
+    fn gva(&self) -> u64 {
+        (self.pd << 21) | (self.index << 12)
+    }
+}
+
+impl HypercallWriter {
+    /// `mov esi, src; mov edi, dst; mov ecx, len; rep movsb`.
+    fn copy(&mut self, src: u64, dst: u64, len: usize) {
+        self.code.push(0xbe);
+        self.code.extend_from_slice(&(src as u32).to_le_bytes());
+        self.code.push(0xbf);
+        self.code.extend_from_slice(&(dst as u32).to_le_bytes());
+        self.code.push(0xb9);
+        self.code.extend_from_slice(&(len as u32).to_le_bytes());
+        self.code.extend_from_slice(&[0xf3, 0xa4]);
+    }
+
+    /// Maps `split`'s two pages, copies `text` (and its NUL) so that its first `before` bytes end
+    /// the first page and the rest begins the second, and prints it with print_str.
+    fn split_print_str(&mut self, split: &SplitPages, text: &[u8], before: u64) {
+        use crate::facts::hypercall::PRINT_STR_PORT;
+        use crate::facts::{PD_ADDR, PTE_PRESENT, PTE_RW, PTE_USER};
+        let flags = PTE_PRESENT | PTE_RW | PTE_USER;
+        self.store_u64(PD_ADDR + split.pd * 8, split.pt | flags);
+        self.store_u64(split.pt + split.index * 8, split.first | flags);
+        self.store_u64(split.pt + (split.index + 1) * 8, split.second | flags);
+        let src = self.string(text);
+        self.copy(src, split.first + 0x1000 - before, before as usize);
+        self.copy(src + before, split.second, text.len() + 1 - before as usize);
+        let gva = split.gva() + 0x1000 - before;
+        self.mov_eax(gva as u32);
+        self.out_eax(PRINT_STR_PORT);
+        let what = format!(
+            "print_str of a {}-byte string at GVA {gva:#x}, across a page boundary: its first {before} bytes end the page mapped to guest physical {:#x}, the rest begins the next virtual page, mapped to guest physical {:#x}, not adjacent",
+            text.len(),
+            split.first,
+            split.second
+        );
+        self.print(CallKind::PrintStr, what, text.to_vec());
+    }
+}
+
 /// A 64-bit guest for lab 5 made for one run: it maps its first 2 MiB a second time (a page
 /// directory entry of its own beside the lab's identity map), then makes random print8bit,
-/// print32bit and print_str hypercalls (strings through either mapping) and, as `mix` says,
+/// print32bit and print_str hypercalls (strings through either mapping, one across two pages
+/// that are not adjacent in guest physical memory, numbers at the edges of a u32 at times) and, as `mix` says,
 /// num_exits, num_exits_by_type and gva_to_hva calls whose answers it prints, in random order;
 /// then RAX = 42, 42 at 0x400, HLT.
 pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGuest {
@@ -434,10 +520,13 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
         Around,
         Report,
         Translate(u8),
+        Split,
     }
     let mut calls: Vec<Call> = (0..rng.range(mix.prints.0, mix.prints.1.min(41)))
         .map(|_| *rng.pick(&[Call::Byte, Call::Number, Call::Text]))
         .collect();
+    // One string across two pages that are not adjacent in guest physical memory.
+    calls.push(Call::Split);
     if mix.exit_counts {
         calls.extend((0..rng.range(1, 3)).map(|_| Call::NumExits));
         calls.push(Call::Around);
@@ -464,8 +553,14 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
     let ignored = (rng.next_u64() & ALIAS_IGNORED) | 1 << rng.range(52, 59);
     let alias_entry = 0x87 | ALIAS_PAT | ignored;
     guest.store_u64(PD_ADDR + guest.alias * 8, alias_entry);
-    // Slots for gva_to_hva: above the report's page, below the stack.
-    let slot = |rng: &mut crate::rng::Rng| rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
+    let split = SplitPages::pick(rng, guest.alias);
+    // Slots for gva_to_hva: above the report's page, below the stack, off the split's pages.
+    let slot = |rng: &mut crate::rng::Rng| loop {
+        let slot = rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
+        if !split.holds(slot) {
+            break slot;
+        }
+    };
     for call in calls {
         match call {
             Call::Byte => {
@@ -476,7 +571,13 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
                 guest.print(CallKind::Print8, format!("print8bit({:?})", byte as char), vec![byte]);
             }
             Call::Number => {
-                let value = rng.next_u64() as u32;
+                // At times the edges of a u32: 0, the largest, the sign bit.
+                let value = match rng.range(0, 6) {
+                    0 => 0,
+                    1 => u32::MAX,
+                    2 => 0x8000_0000 | rng.range(0, 0x100) as u32,
+                    _ => rng.next_u64() as u32,
+                };
                 guest.mov_eax(value);
                 guest.out_eax(PRINT32_PORT);
                 guest.print(
@@ -488,6 +589,11 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
             Call::Text => {
                 let (text, aliased) = (rng.text_between(1, 40), rng.chance(50));
                 guest.print_str(&text, aliased);
+            }
+            Call::Split => {
+                let text = rng.text_between(2, 40);
+                let before = rng.range(1, text.len() as u64);
+                guest.split_print_str(&split, &text, before);
             }
             Call::NumExits => guest.num_exits(CallKind::NumExits),
             Call::Around => {
@@ -506,7 +612,7 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
                         // A PD entry the tables leave empty, or past the first GiB.
                         let pd = loop {
                             let pd = rng.range(1, 512);
-                            if pd != guest.alias {
+                            if pd != guest.alias && pd != split.pd {
                                 break pd;
                             }
                         };
