@@ -254,3 +254,57 @@ fn num_exits_answered_in_two_bytes() {
         &["only the low bytes of the answer arrived"],
     );
 }
+
+/// The reference loop with print_str reading guest physical memory on from the string's first
+/// translation, as if the next virtual page were the next physical one.
+fn run_reading_contiguously(
+    vcpu: &mut kvm_ioctls::VcpuFd,
+    host: &mut lab5_hypercalls::Host<'_>,
+    console: &mut dyn std::io::Write,
+    trace: &mut dyn FnMut(&kvm_ioctls::VcpuExit<'_>),
+) -> Result<(), lab5_hypercalls::Lab5Error> {
+    use kvm_ioctls::VcpuExit;
+    use lab5_hypercalls::{Flow, Lab5Error, PRINT_STR_PORT};
+    use vm_memory::Bytes;
+    loop {
+        let exit = vcpu.run().map_err(Lab5Error::Run)?;
+        trace(&exit);
+        let flow = match exit {
+            VcpuExit::IoOut(PRINT_STR_PORT, data) if data.len() == 4 => {
+                host.counts.io_out += 1;
+                let gva = u64::from(u32::from_le_bytes(data.try_into().expect("4 bytes")));
+                host.record("print_str", &[gva], None);
+                let gpa = lab2_paging::translate(host.memory, host.cr3, gva)
+                    .result
+                    .expect("the string translates");
+                let mut bytes = Vec::new();
+                loop {
+                    let byte: u8 = host
+                        .memory
+                        .read_obj(GuestAddress(gpa + bytes.len() as u64))
+                        .expect("in memory");
+                    if byte == 0 {
+                        break;
+                    }
+                    bytes.push(byte);
+                }
+                console.write_all(&bytes).map_err(Lab5Error::Console)?;
+                Flow::Continue
+            }
+            other => lab5_hypercalls::handle_hypercall(other, host, console)?,
+        };
+        if flow == Flow::Halt {
+            return Ok(());
+        }
+    }
+}
+
+#[test]
+fn print_str_that_reads_the_next_physical_page() {
+    fails_on_every_seed(
+        "lab5_print_str_in_one_exit",
+        |labs| labs.run_hypercalls = run_reading_contiguously,
+        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        &["across a page boundary", "not adjacent"],
+    );
+}
