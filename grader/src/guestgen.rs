@@ -190,6 +190,8 @@ pub struct Printed {
     pub what: String,
     /// What it prints.
     pub expected: Expected,
+    /// For print_str: the string's guest physical address and the GVA the guest passed.
+    pub string_at: Option<(u64, u64)>,
 }
 
 impl Printed {
@@ -222,6 +224,8 @@ pub struct HypercallGuest {
     /// The page directory entry the guest adds to the lab's identity map before its first
     /// hypercall: `PD[alias]` maps the first 2 MiB again at `alias << 21`.
     pub alias: u64,
+    /// That entry: a 2 MiB page at guest physical 0 with PAT (bit 12) and ignored bits set.
+    pub alias_entry: u64,
 }
 
 impl HypercallGuest {
@@ -244,6 +248,15 @@ pub struct HypercallMix {
     /// gva_to_hva of an address of the identity map, of the alias and of an unmapped one.
     pub translations: bool,
 }
+
+/// Bit 12 of a 2 MiB page's entry: PAT.
+pub const ALIAS_PAT: u64 = 1 << 12;
+/// The bits of a page entry the MMU ignores whatever the guest's control registers: 9..11 and
+/// 52..58 (59..62 are protection keys when CR4.PKE is set).
+const ALIAS_IGNORED: u64 = 0x07f0_0000_0000_0e00;
+
+/// The page of a lab 5 guest's image above its strings, filled with text and a NUL.
+const DECOY_PAGE: u64 = 0x1000;
 
 /// Where a lab 5 guest keeps its strings: past the result slot, below the page tables.
 const HYPERCALL_DATA: u64 = 0x800;
@@ -268,6 +281,7 @@ impl HypercallWriter {
             kind,
             what,
             expected: Expected::Bytes(bytes),
+            string_at: None,
         });
     }
 
@@ -315,6 +329,9 @@ impl HypercallWriter {
         self.out_eax(PRINT_STR_PORT);
         let what = format!("print_str of a {}-byte string at GVA {gva:#x}", text.len());
         self.print(CallKind::PrintStr, what, text.to_vec());
+        if let Some(part) = self.parts.last_mut() {
+            part.string_at = Some((gpa, gva));
+        }
     }
 
     fn num_exits(&mut self, kind: CallKind) {
@@ -395,13 +412,100 @@ impl HypercallWriter {
                 "gva_to_hva of GVA {gva:#x} (which leads to {leads}) through the slot at GVA {slot_gva:#x}, the slot then printed by the guest with print32bit (low half, high half)"
             ),
             expected: Expected::Hva(gpa),
+            string_at: None,
         });
+    }
+}
+
+/// Where a lab 5 guest puts a string across two pages: `PD[pd]` points at its own page table
+/// at `pt`, whose entries `index` and `index + 1` map two pages that are not adjacent in guest
+/// physical memory, `first` and `second` (the second below the first at times).
+struct SplitPages {
+    pd: u64,
+    pt: u64,
+    index: u64,
+    first: u64,
+    second: u64,
+}
+
+impl SplitPages {
+    /// Pages in 1 MiB..1.9 MiB, apart from each other; a PD index other than the alias's.
+    fn pick(rng: &mut crate::rng::Rng, alias: u64) -> SplitPages {
+        let pd = loop {
+            let pd = rng.range(1, 512);
+            if pd != alias {
+                break pd;
+            }
+        };
+        let mut pages: Vec<u64> = (0x100..0x1e0).map(|p| p * 0x1000).collect();
+        rng.shuffle(&mut pages);
+        let pt = pages[0];
+        let first = pages[1];
+        let second = *pages[2..]
+            .iter()
+            .find(|&&page| page.abs_diff(first) > 0x1000)
+            .expect("a page apart from the first");
+        SplitPages {
+            pd,
+            pt,
+            index: rng.range(0, 511),
+            first,
+            second,
+        }
+    }
+
+    /// Whether guest physical `addr` lies on one of its pages.
+    fn holds(&self, addr: u64) -> bool {
+        [self.pt, self.first, self.second].contains(&(addr & !0xfff))
+    }
+
+    /// The GVA of the first page.
+    fn gva(&self) -> u64 {
+        (self.pd << 21) | (self.index << 12)
+    }
+}
+
+impl HypercallWriter {
+    /// `mov esi, src; mov edi, dst; mov ecx, len; rep movsb`.
+    fn copy(&mut self, src: u64, dst: u64, len: usize) {
+        self.code.push(0xbe);
+        self.code.extend_from_slice(&(src as u32).to_le_bytes());
+        self.code.push(0xbf);
+        self.code.extend_from_slice(&(dst as u32).to_le_bytes());
+        self.code.push(0xb9);
+        self.code.extend_from_slice(&(len as u32).to_le_bytes());
+        self.code.extend_from_slice(&[0xf3, 0xa4]);
+    }
+
+    /// Maps `split`'s two pages, copies `text` (and its NUL) so that its first `before` bytes end
+    /// the first page and the rest begins the second, and prints it with print_str.
+    fn split_print_str(&mut self, split: &SplitPages, text: &[u8], before: u64) {
+        use crate::facts::hypercall::PRINT_STR_PORT;
+        use crate::facts::{PD_ADDR, PTE_PRESENT, PTE_RW, PTE_USER};
+        let flags = PTE_PRESENT | PTE_RW | PTE_USER;
+        self.store_u64(PD_ADDR + split.pd * 8, split.pt | flags);
+        self.store_u64(split.pt + split.index * 8, split.first | flags);
+        self.store_u64(split.pt + (split.index + 1) * 8, split.second | flags);
+        let src = self.string(text);
+        self.copy(src, split.first + 0x1000 - before, before as usize);
+        self.copy(src + before, split.second, text.len() + 1 - before as usize);
+        let gva = split.gva() + 0x1000 - before;
+        self.mov_eax(gva as u32);
+        self.out_eax(PRINT_STR_PORT);
+        let what = format!(
+            "print_str of a {}-byte string at GVA {gva:#x}, across a page boundary: its first {before} bytes end the page mapped to guest physical {:#x}, the rest begins the next virtual page, mapped to guest physical {:#x}, not adjacent",
+            text.len(),
+            split.first,
+            split.second
+        );
+        self.print(CallKind::PrintStr, what, text.to_vec());
     }
 }
 
 /// A 64-bit guest for lab 5 made for one run: it maps its first 2 MiB a second time (a page
 /// directory entry of its own beside the lab's identity map), then makes random print8bit,
-/// print32bit and print_str hypercalls (strings through either mapping) and, as `mix` says,
+/// print32bit and print_str hypercalls (strings through either mapping, one across two pages
+/// that are not adjacent in guest physical memory, numbers at the edges of a u32 at times) and, as `mix` says,
 /// num_exits, num_exits_by_type and gva_to_hva calls whose answers it prints, in random order;
 /// then RAX = 42, 42 at 0x400, HLT.
 pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGuest {
@@ -416,10 +520,13 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
         Around,
         Report,
         Translate(u8),
+        Split,
     }
     let mut calls: Vec<Call> = (0..rng.range(mix.prints.0, mix.prints.1.min(41)))
         .map(|_| *rng.pick(&[Call::Byte, Call::Number, Call::Text]))
         .collect();
+    // One string across two pages that are not adjacent in guest physical memory.
+    calls.push(Call::Split);
     if mix.exit_counts {
         calls.extend((0..rng.range(1, 3)).map(|_| Call::NumExits));
         calls.push(Call::Around);
@@ -439,10 +546,21 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
         parts: Vec::new(),
         alias: rng.range(1, 512),
     };
-    // PD[alias] = a 2 MiB page at guest physical 0: present, writable, user, PS.
-    guest.store_u64(PD_ADDR + guest.alias * 8, 0x87);
-    // Slots for gva_to_hva: above the report's page, below the stack.
-    let slot = |rng: &mut crate::rng::Rng| rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
+    // PD[alias] = a 2 MiB page at guest physical 0: present, writable, user, PS, with PAT (bit
+    // 12: its memory type stays write-back under the reset PAT MSR) and ignored bits (9..11,
+    // 52..58) that a host's walk must leave out of the address. Not NX: without EFER.NXE, bit 63
+    // is reserved and the guest would fault.
+    let ignored = (rng.next_u64() & ALIAS_IGNORED) | 1 << rng.range(52, 59);
+    let alias_entry = 0x87 | ALIAS_PAT | ignored;
+    guest.store_u64(PD_ADDR + guest.alias * 8, alias_entry);
+    let split = SplitPages::pick(rng, guest.alias);
+    // Slots for gva_to_hva: above the report's page, below the stack, off the split's pages.
+    let slot = |rng: &mut crate::rng::Rng| loop {
+        let slot = rng.range(0x6000 / 8, 0x1f_0000 / 8) * 8;
+        if !split.holds(slot) {
+            break slot;
+        }
+    };
     for call in calls {
         match call {
             Call::Byte => {
@@ -453,7 +571,13 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
                 guest.print(CallKind::Print8, format!("print8bit({:?})", byte as char), vec![byte]);
             }
             Call::Number => {
-                let value = rng.next_u64() as u32;
+                // At times the edges of a u32: 0, the largest, the sign bit.
+                let value = match rng.range(0, 6) {
+                    0 => 0,
+                    1 => u32::MAX,
+                    2 => 0x8000_0000 | rng.range(0, 0x100) as u32,
+                    _ => rng.next_u64() as u32,
+                };
                 guest.mov_eax(value);
                 guest.out_eax(PRINT32_PORT);
                 guest.print(
@@ -466,6 +590,11 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
                 let (text, aliased) = (rng.text_between(1, 40), rng.chance(50));
                 guest.print_str(&text, aliased);
             }
+            Call::Split => {
+                let text = rng.text_between(2, 40);
+                let before = rng.range(1, text.len() as u64);
+                guest.split_print_str(&split, &text, before);
+            }
             Call::NumExits => guest.num_exits(CallKind::NumExits),
             Call::Around => {
                 // Through the alias: a print_str that takes the GVA for a GPA shows here.
@@ -477,12 +606,13 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
                 let at = rng.range(0, 0x20_0000);
                 let (gva, gpa) = match case {
                     0 => (at, Some(at)),
-                    1 => ((guest.alias << 21) | at, Some(at)),
+                    // Bit 12 clear: a host walk that keeps the alias entry's PAT bit shows.
+                    1 => ((guest.alias << 21) | (at & !ALIAS_PAT), Some(at & !ALIAS_PAT)),
                     _ => {
                         // A PD entry the tables leave empty, or past the first GiB.
                         let pd = loop {
                             let pd = rng.range(1, 512);
-                            if pd != guest.alias {
+                            if pd != guest.alias && pd != split.pd {
                                 break pd;
                             }
                         };
@@ -510,6 +640,12 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
     let mut image = guest.code;
     image.resize(HYPERCALL_DATA as usize, 0);
     image.extend_from_slice(&guest.data);
+    assert!(image.len() <= DECOY_PAGE as usize, "the strings stay in the first page");
+    // The page above the strings holds text too: a host walk that keeps the alias entry's PAT
+    // bit (bit 12) reads there, and prints text the judge can point at.
+    image.resize(DECOY_PAGE as usize, 0);
+    image.extend((DECOY_PAGE..kit_common::RESERVED_START - 1).map(|_| rng.range(0x21, 0x7f) as u8));
+    image.push(0);
     assert!(
         image.len() <= kit_common::MAX_IMAGE_SIZE,
         "the image fits below the page tables"
@@ -521,6 +657,7 @@ pub fn hypercalls(rng: &mut crate::rng::Rng, mix: HypercallMix) -> HypercallGues
         io_in: guest.io_in,
         io_out: guest.io_out,
         alias: guest.alias,
+        alias_entry,
     }
 }
 

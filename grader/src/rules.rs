@@ -164,9 +164,9 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab2_translate_other_pages",
-        rule: r#"translate takes the PML4's address from CR3's bits 12..51 (CR3's low bits are flags) and each next address from an entry's bits 12..51 (ENTRY_ADDR_MASK: flags and NX masked off); PS maps a page only in a PDPT entry (1 GiB) or a PD entry (2 MiB): bit 7 of a PML4 entry does not end the walk, and in a PT entry it is PAT; a table outside guest memory is WalkFault::TableOutsideMemory with the level and the entry's address."#,
+        rule: r#"translate takes the PML4's address from CR3's bits 12..51 (CR3's low bits are flags) and each next address from an entry's bits 12..51 (ENTRY_ADDR_MASK: flags and NX masked off); PS maps a page only in a PDPT entry (1 GiB) or a PD entry (2 MiB): bit 7 of a PML4 entry does not end the walk, and in a PT entry it is PAT; a 1 GiB or 2 MiB page's address is the entry's bits 30..51 or 21..51 (its bit 12 is PAT, not an address bit); a table outside guest memory is WalkFault::TableOutsideMemory with the level and the entry's address."#,
         hints: [
-            r#"Random tables have flag bits (RW, US, PWT, PCD, A, D, NX, OS bits) set everywhere: an address taken from an entry, or from CR3, must keep only its address bits."#,
+            r#"Random tables have flag bits (RW, US, PWT, PCD, A, D, NX, the ignored bits 9..11 and 52..62, PAT in large pages) set everywhere: an address taken from an entry, or from CR3, must keep only its address bits."#,
             r#"Mask with ENTRY_ADDR_MASK at every level, CR3 included; ask about PS only at the PDPT and PD levels, and a PT entry always maps a 4 KiB page."#,
         ],
     },

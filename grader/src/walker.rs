@@ -26,33 +26,49 @@ pub struct RandomTables {
     pub memory: Vec<(u64, u64)>,
     /// Walks through every kind of entry: 1 GiB, 2 MiB and 4 KiB pages, a non-present entry at
     /// each level, an empty PML4 slot, non-canonical addresses; in random order.
+    ///
+    /// Every present entry has bits a walk must not take for address bits: the ignored bits
+    /// (9..11 at random, all three on the leaves of one path; 52..62) and NX, at least one of
+    /// 52..63 always; the 1 GiB and 2 MiB pages have PAT (bit 12) set, and each is walked once
+    /// with bit 12 of the offset clear. The bits a large page's entry reserves (13..20, 13..29)
+    /// stay clear: the MMU faults on them, and the lab's walk has no such fault.
     pub walks: Vec<Walk>,
     /// 4 KiB pages mapped inside guest memory, on pages no table uses: (virtual, physical).
     pub in_memory: Vec<(u64, u64)>,
+    /// The 1 GiB page (a PDPT entry) and the 2 MiB page (a PD entry) that map guest physical 0
+    /// (one path has each, so their first 2 MiB lie in guest memory): the level of the entry, and
+    /// the page's first address.
+    pub large_at_zero: Vec<(Level, u64)>,
 }
 
 /// Where the random tables go: pages of the 2 MiB guest memory above the kit's own tables.
 const TABLE_AREA: (u64, u64) = (0x10_000, 0x1f_0000);
 
-/// Flag bits a walk must ignore: RW, US, PWT, PCD, A, D (and G, the OS bits, NX on leaves).
-fn noise(rng: &mut Rng, leaf: bool) -> u64 {
+/// Bits 52..=63 of an entry: ignored by the MMU (52..62; 59..62 are protection keys only with
+/// CR4.PKE) and NX (63). None of them is an address bit.
+const HIGH_BITS: u64 = 0xfff0_0000_0000_0000;
+/// Bit 12 of a 1 GiB or 2 MiB page entry: PAT, a caching attribute, not an address bit.
+pub const PTE_PAT_LARGE: u64 = 1 << 12;
+
+/// Bits a walk must ignore in a present entry: RW, US, PWT, PCD, A, D, the ignored bits 9..11 and
+/// 52..62, NX (63), and G on a leaf. Every entry has at least one bit of 52..63 set, so a walk
+/// that takes its address from anything wider than bits 12..51 goes wrong on every table.
+pub fn noise(rng: &mut Rng, leaf: bool) -> u64 {
     let mut bits = PTE_RW | PTE_USER;
     for bit in [3u64, 4, 5, 6, 9, 10, 11] {
-        if rng.chance(30) {
+        if rng.chance(40) {
             bits |= 1 << bit;
         }
     }
     if leaf && rng.chance(30) {
         bits |= 1 << 8; // G
     }
-    if rng.chance(40) {
-        bits |= 1 << 63; // NX
-    }
-    if rng.chance(20) {
-        bits |= 1 << rng.range(52, 59); // bits the OS may use
-    }
-    bits
+    bits | (rng.next_u64() & HIGH_BITS) | 1 << rng.range(52, 64)
 }
+
+/// The ignored bits 9..11, all set: on the leaves of one path, so that a walk that masks only
+/// bits 0..8 off keeps them in every address of that page.
+const IGNORED_LOW: u64 = 0xe00;
 
 /// A non-present entry: P clear, the other bits whatever an OS left there.
 fn not_present(rng: &mut Rng) -> u64 {
@@ -105,7 +121,7 @@ fn step(level: Level, table: u64, index: u64, entry: u64) -> WalkStep {
 impl RandomTables {
     /// Builds tables: a PML4 with two paths (one in the upper half), each PDPT with a 1 GiB page,
     /// a PD and a hole; each PD with a 2 MiB page, a PT and a hole; each PT with two 4 KiB pages
-    /// and a hole.
+    /// (bit 7, PAT there, set at times) and a hole.
     pub fn build(rng: &mut Rng) -> RandomTables {
         let mut pages: Vec<u64> = (TABLE_AREA.0 / 0x1000..TABLE_AREA.1 / 0x1000)
             .map(|p| p * 0x1000)
@@ -155,7 +171,13 @@ impl RandomTables {
             let gva = sign_extend((empty << 39) | offset(rng, 39));
             walks.push(to_hole(&[step(Level::Pml4, cr3, empty, 0)], gva));
         }
-        for i4 in pml4_indices {
+        // The path whose leaves have all of bits 9..11 set (the other's have them at random).
+        let all_ignored = rng.range(0, 2) as usize;
+        // The paths whose 1 GiB page and whose 2 MiB page map guest physical 0.
+        let (giant_at_zero, large_at_zero) = (rng.range(0, 2) as usize, rng.range(0, 2) as usize);
+        let mut at_zero = Vec::new();
+        for (path, i4) in pml4_indices.into_iter().enumerate() {
+            let ignored_low = if path == all_ignored { IGNORED_LOW } else { 0 };
             let pdpt = table();
             // The upper half's PML4 entry always has NX: a walk must drop it from the address.
             let nx = if i4 >= 256 { 1 << 63 } else { 0 };
@@ -164,15 +186,27 @@ impl RandomTables {
             let [giant, to_pd, hole3] = distinct(rng, 3, 0)[..] else {
                 unreachable!()
             };
-            let giant_page = rng.range(0, 1 << 10) << 30;
+            let giant_page = if path == giant_at_zero {
+                0
+            } else {
+                rng.range(1, 1 << 10) << 30
+            };
+            // PAT (bit 12) always: a 1 GiB page's address starts at bit 30.
             let s3 = write(
                 Level::Pdpt,
                 pdpt,
                 giant,
-                giant_page | PTE_PRESENT | PTE_PS | noise(rng, true),
+                giant_page | PTE_PRESENT | PTE_PS | PTE_PAT_LARGE | noise(rng, true) | ignored_low,
             );
-            let gva = sign_extend(base4 | (giant << 30) | offset(rng, 30));
+            let base = base4 | (giant << 30);
+            walks.push(to_page(&[s4, s3], sign_extend(base | offset(rng, 30)), giant_page, 30));
+            // And an offset in the first 2 MiB with bit 12 clear: PAT kept in the address shows
+            // there, also as a host address when the page is at guest physical 0.
+            let gva = sign_extend(base | (offset(rng, 21) & !PTE_PAT_LARGE));
             walks.push(to_page(&[s4, s3], gva, giant_page, 30));
+            if giant_page == 0 {
+                at_zero.push((Level::Pdpt, sign_extend(base)));
+            }
             let s3 = write(Level::Pdpt, pdpt, hole3, not_present(rng));
             walks.push(to_hole(&[s4, s3], sign_extend(base4 | (hole3 << 30) | offset(rng, 30))));
             let pd = table();
@@ -181,15 +215,30 @@ impl RandomTables {
             let [large, to_pt, hole2] = distinct(rng, 3, 0)[..] else {
                 unreachable!()
             };
-            let large_page = rng.range(0, 1 << 19) << 21;
+            let large_page = if path == large_at_zero {
+                0
+            } else {
+                rng.range(1, 1 << 19) << 21
+            };
+            // PAT (bit 12) always: a 2 MiB page's address starts at bit 21.
             let s2 = write(
                 Level::Pd,
                 pd,
                 large,
-                large_page | PTE_PRESENT | PTE_PS | noise(rng, true),
+                large_page | PTE_PRESENT | PTE_PS | PTE_PAT_LARGE | noise(rng, true) | ignored_low,
             );
-            let gva = sign_extend(base3 | (large << 21) | offset(rng, 21));
+            let base = base3 | (large << 21);
+            walks.push(to_page(
+                &[s4, s3, s2],
+                sign_extend(base | offset(rng, 21)),
+                large_page,
+                21,
+            ));
+            let gva = sign_extend(base | (offset(rng, 21) & !PTE_PAT_LARGE));
             walks.push(to_page(&[s4, s3, s2], gva, large_page, 21));
+            if large_page == 0 {
+                at_zero.push((Level::Pd, sign_extend(base)));
+            }
             let s2 = write(Level::Pd, pd, hole2, not_present(rng));
             walks.push(to_hole(
                 &[s4, s3, s2],
@@ -213,7 +262,12 @@ impl RandomTables {
                 };
                 // Bit 7 of a PT entry is PAT, not PS: set it at times.
                 let pat = if i == 1 && rng.chance(50) { PTE_PS } else { 0 };
-                let s1 = write(Level::Pt, pt, index, page | PTE_PRESENT | pat | noise(rng, true));
+                let s1 = write(
+                    Level::Pt,
+                    pt,
+                    index,
+                    page | PTE_PRESENT | pat | noise(rng, true) | ignored_low,
+                );
                 let steps = [s4, s3, s2, s1];
                 walks.push(to_page(&steps, gva, page, 12));
                 if i == 0 {
@@ -236,6 +290,7 @@ impl RandomTables {
             memory,
             walks,
             in_memory,
+            large_at_zero: at_zero,
         }
     }
 }
@@ -520,6 +575,15 @@ fn wrong_result(
             "the walk gave {got:#x}, expected {want:#x}: {}[{}] maps a {} page, so the offset is the address's low {shift} bits, not 12",
             last.level,
             last.index,
+            page_size(last.level)
+        );
+    }
+    if shift > 12 && got ^ want == PTE_PAT_LARGE && got & PTE_PAT_LARGE != 0 && last.entry & PTE_PAT_LARGE != 0 {
+        return format!(
+            "the walk gave {got:#x}, expected {want:#x}: the PAT bit (bit 12) of {}[{}] = {} was kept in the physical address; in a {} page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit {shift}: clear the bits below bit {shift} of the entry's address, then add the address's low {shift} bits",
+            last.level,
+            last.index,
+            describe::entry(last.entry),
             page_size(last.level)
         );
     }

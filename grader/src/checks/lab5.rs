@@ -8,7 +8,7 @@
 //! memory itself, the slots gva_to_hva wrote as it read them back. The counts the lab keeps
 //! count only where that output confirms them.
 
-use grader_protocol::lab2::Level;
+use grader_protocol::lab2::{Level, Walk, WalkStep};
 use grader_protocol::lab5::{
     Counts, Exit, Flow, GvaToHva, HypercallRun, Memory, ReadStrings, Record, RunHypercallGuest, Serve, Served,
     StringRead, WriteExitReport,
@@ -186,13 +186,26 @@ fn number_format(printed: &[u8], value: u32) -> &'static str {
 
 fn print32bit(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
-    // A value with a high bit set now and then, and every byte significant.
-    let value = rng.range(0x0101_0101, 0xffff_ffff) as u32;
+    // A value with every byte significant, and the edges of a u32: 0, the largest, the sign bit.
+    let mut values = [
+        rng.range(0x0101_0101, 0xffff_ffff) as u32,
+        0,
+        u32::MAX,
+        0x8000_0000 | rng.range(0, 0x1_0000) as u32,
+    ];
+    rng.shuffle(&mut values);
+    for value in values {
+        print32bit_of(ctx, &mut rng, value)?;
+    }
+    Ok(())
+}
+
+fn print32bit_of(ctx: &mut Ctx, rng: &mut Rng, value: u32) -> Result<(), Stop> {
     let exit = Exit::Out {
         port: PRINT32_PORT,
         data: value.to_le_bytes().to_vec(),
     };
-    let (flow, seen) = serve(ctx, &mut rng, Counts::default(), exit)?;
+    let (flow, seen) = serve(ctx, rng, Counts::default(), exit)?;
     let console = &seen.console;
     if *console != format!("{value}\n").into_bytes() {
         let what = format!(
@@ -215,24 +228,40 @@ fn print32bit(ctx: &mut Ctx) -> Result<(), Stop> {
 
 fn num_exits(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
+    // Exits so far: a few hundred, and answers at the edges of a byte, of 16 bits and of the
+    // sign bit of a u32 (the answer is 4 bytes).
+    let mut priors = [rng.range(1, 550), 255, 0xffff, 0x7fff_ffff + rng.range(0, 0x1_0000)];
+    rng.shuffle(&mut priors);
+    for prior in priors {
+        num_exits_after(ctx, &mut rng, prior)?;
+    }
+    Ok(())
+}
+
+fn num_exits_after(ctx: &mut Ctx, rng: &mut Rng, prior: u64) -> Result<(), Stop> {
+    let io_in = rng.range(0, prior.min(50) + 1);
     let before = Counts {
-        io_out: rng.range(1, 500),
-        io_in: rng.range(0, 50),
+        io_out: prior - io_in,
+        io_in,
         ..Counts::default()
     };
-    let prior = before.total();
     let expected = prior + 1;
     let exit = Exit::In {
         port: NUM_EXITS_PORT,
         size: 4,
     };
-    let (_, seen) = serve(ctx, &mut rng, before, exit)?;
+    let (_, seen) = serve(ctx, rng, before, exit)?;
     let data: [u8; 4] = seen.in_data.as_slice().try_into().map_err(|_| malformed("IN data"))?;
     let answered = u32::from_le_bytes(data);
     if u64::from(answered) != expected {
-        let what = format!(
-            "num_exits after {prior} exits answered {answered}, expected {expected}: count the exit first; the answer includes this one (the guest relies on it: two calls around one print_str differ by 2)"
-        );
+        let why = if u64::from(answered) + 1 == expected {
+            "count the exit first; the answer includes this one (the guest relies on it: two calls around one print_str differ by 2)"
+        } else if u64::from(answered) == expected & 0xff || u64::from(answered) == expected & 0xffff {
+            "only the low bytes of the answer arrived: the IN is 4 bytes, fill all of them with the u32, little-endian"
+        } else {
+            "the answer is the number of exits so far, this one included, as a u32 in the IN's 4 data bytes, little-endian"
+        };
+        let what = format!("num_exits after {prior} exits answered {answered}, expected {expected}: {why}");
         return Err(fail(LAB, "handle_hypercall", what).into());
     }
     match seen.records.as_slice() {
@@ -288,6 +317,9 @@ struct StringTables {
     outside: Option<(u64, u64)>,
     /// An address whose walk meets a clear P bit.
     hole: Option<u64>,
+    /// The 1 GiB and 2 MiB pages that map guest physical 0, whose entries have PAT (bit 12)
+    /// set: the level of the entry and the page's first address.
+    large_at_zero: Vec<(Level, u64)>,
 }
 
 /// The guest physical page of each entry the tables use, and of each page they map in memory.
@@ -351,6 +383,7 @@ fn string_tables(rng: &mut Rng) -> StringTables {
             single,
             outside,
             hole,
+            large_at_zero: tables.large_at_zero.clone(),
         };
     }
 }
@@ -473,6 +506,24 @@ fn guest_string(ctx: &mut Ctx) -> Result<(), Stop> {
     if let Some(gva) = tables.hole {
         cases.push((gva, None, "an address whose walk meets a clear P bit".to_owned()));
     }
+    // Through the large pages at guest physical 0, on a physical page with bit 12 clear (below
+    // the tables): a walk that keeps their PAT bit reads the page after.
+    for (i, &(level, page_gva)) in tables.large_at_zero.iter().enumerate() {
+        let text = rng.text_between(2, 40);
+        // Pages 0x2000..0x6000 for the first, 0x8000..0xc000 for the second: apart.
+        let page = (1 + 3 * i as u64 + rng.range(0, 3)) * 0x2000;
+        let gpa = page + rng.range(0, 0x1000 - text.len() as u64 - 1);
+        placed.push((gpa, [text.as_slice(), &[0]].concat()));
+        let size = if level == Level::Pdpt { "1 GiB" } else { "2 MiB" };
+        cases.push((
+            page_gva + gpa,
+            Some(text.clone()),
+            format!(
+                "a {}-byte string on the {size} page that maps guest physical 0, whose entry has PAT (bit 12, not an address bit in a large page's entry) set, at guest physical {gpa:#x}",
+                text.len()
+            ),
+        ));
+    }
     rng.shuffle(&mut cases);
     // The remapped page first: its message says what a walk-less read does.
     cases.insert(0, remapped);
@@ -517,7 +568,7 @@ fn gva_to_hva(ctx: &mut Ctx) -> Result<(), Stop> {
         (0x4000_0000 + rng.range(0, 0x4000_0000), None),
     ];
     rng.shuffle(&mut cases);
-    expect_hvas(ctx, walker::identity_map(), PML4_ADDR, base, &cases)?;
+    expect_hvas(ctx, walker::identity_map(), PML4_ADDR, base, &cases, &[])?;
     // Tables that are not an identity map: a GVA taken for a GPA shows. Every recorded walk,
     // and the pages mapped inside memory.
     let tables = RandomTables::build(&mut rng);
@@ -534,7 +585,12 @@ fn gva_to_hva(ctx: &mut Ctx) -> Result<(), Stop> {
         (gva | offset, Some(base + gpa + offset))
     }));
     rng.shuffle(&mut cases);
-    expect_hvas(ctx, tables.memory, tables.cr3, base, &cases)
+    expect_hvas(ctx, tables.memory, tables.cr3, base, &cases, &tables.walks)
+}
+
+/// The last entry of the recorded walk of `gva`, if `walks` has it.
+fn leaf_of(walks: &[Walk], gva: u64) -> Option<&WalkStep> {
+    walks.iter().find(|walk| walk.gva == gva)?.steps.last()
 }
 
 fn expect_hvas(
@@ -543,6 +599,7 @@ fn expect_hvas(
     cr3: u64,
     base: u64,
     cases: &[(u64, Option<u64>)],
+    walks: &[Walk],
 ) -> Result<(), Stop> {
     let found = ctx.call(&GvaToHva {
         memory: Memory {
@@ -557,22 +614,47 @@ fn expect_hvas(
         return Err(malformed("an answer for each address"));
     }
     for (&(gva, expected), found) in cases.iter().zip(found) {
-        expect_hva(cr3, base, gva, expected, found)?;
+        expect_hva(cr3, base, gva, expected, found, leaf_of(walks, gva))?;
     }
     Ok(())
 }
 
-fn expect_hva(cr3: u64, base: u64, gva: u64, expected: Option<u64>, found: Option<u64>) -> Result<(), String> {
+/// Judges one answer of gva_to_hva; `leaf` is the entry that maps `gva`'s page, when the
+/// judge's tables recorded it.
+fn expect_hva(
+    cr3: u64,
+    base: u64,
+    gva: u64,
+    expected: Option<u64>,
+    found: Option<u64>,
+    leaf: Option<&WalkStep>,
+) -> Result<(), String> {
     if found == expected {
         return Ok(());
     }
-    let cause = match found {
-        Some(hva) if Some(hva) == expected.map(|e| e - base) => ": that is the guest physical address itself",
-        Some(hva) if hva == base.wrapping_add(gva) => {
-            ": that is host_base plus the GVA itself; these page tables do not map it to the same physical address"
+    let large_pat = leaf
+        .filter(|leaf| leaf.level != Level::Pt && leaf.entry & PTE_PS != 0 && leaf.entry & walker::PTE_PAT_LARGE != 0);
+    let cause = match (found, large_pat) {
+        (Some(hva), Some(leaf)) if expected.is_some_and(|e| hva == e + walker::PTE_PAT_LARGE) => format!(
+            ": that is {:#x} too far: the PAT bit (bit 12) of {}[{}] = {:#x} was kept in the guest physical address; in a {} page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit {}",
+            walker::PTE_PAT_LARGE,
+            leaf.level,
+            leaf.index,
+            leaf.entry,
+            if leaf.level == Level::Pd { "2 MiB" } else { "1 GiB" },
+            leaf.level.shift()
+        ),
+        (Some(hva), _) if Some(hva) == expected.map(|e| e - base) => {
+            ": that is the guest physical address itself".to_owned()
         }
-        Some(_) if expected.is_none() => ": this address does not translate, or translates outside guest memory",
-        _ => "",
+        (Some(hva), _) if hva == base.wrapping_add(gva) => {
+            ": that is host_base plus the GVA itself; these page tables do not map it to the same physical address"
+                .to_owned()
+        }
+        (Some(_), _) if expected.is_none() => {
+            ": this address does not translate, or translates outside guest memory".to_owned()
+        }
+        _ => String::new(),
     };
     Err(fail(
         LAB,
@@ -738,7 +820,7 @@ fn gva_to_hva_outside_memory(ctx: &mut Ctx) -> Result<(), Stop> {
                 );
                 return Err(fail(LAB, "gva_to_hva", what).into());
             }
-            _ => expect_hva(tables.cr3, base, gva, expected, found)?,
+            _ => expect_hva(tables.cr3, base, gva, expected, found, leaf_of(&tables.walks, gva))?,
         }
     }
     Ok(())
@@ -864,10 +946,19 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> Str
                 ", and print_str prints from it"
             }
         ),
-        (CallKind::PrintStr, _) => format!(
-            ": print the bytes up to the NUL, read through the guest's page tables (the guest maps its first 2 MiB again at {:#x})",
-            guest.alias << 21
-        ),
+        (CallKind::PrintStr, _) => match part.string_at.and_then(|(gpa, gva)| read_with_pat(guest, gpa, gva)) {
+            // `found` is a window of the output: it agrees with the text read 0x1000 too far.
+            Some(wrong) if !found.is_empty() && (wrong.starts_with(found) || found.starts_with(&wrong)) => format!(
+                ": that is the string at guest physical {:#x}: the PAT bit (bit 12) of the guest's PD[{}] = {:#x} was kept in the guest physical address; in a 2 MiB page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit 21",
+                part.string_at.map_or(0, |(gpa, _)| gpa | guestgen::ALIAS_PAT),
+                guest.alias,
+                guest.alias_entry
+            ),
+            _ => format!(
+                ": print the bytes up to the NUL, read through the guest's page tables (the guest maps its first 2 MiB again at {:#x})",
+                guest.alias << 21
+            ),
+        },
         (CallKind::GvaToHva, Expected::Hva(gpa)) => {
             let halves: Vec<u64> = found_numbers.iter().take(2).copied().collect();
             let hva = match halves[..] {
@@ -886,6 +977,12 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> Str
                 (Some(gpa), Some(hva)) if hva == *gpa => {
                     ": that is the guest physical address itself: add host_base".to_owned()
                 }
+                (Some(gpa), Some(hva)) if hva == base.wrapping_add(*gpa) + guestgen::ALIAS_PAT => format!(
+                    ": that is {:#x} too far: the PAT bit (bit 12) of the guest's PD[{}] = {:#x} was kept in the guest physical address; in a 2 MiB page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit 21",
+                    guestgen::ALIAS_PAT,
+                    guest.alias,
+                    guest.alias_entry
+                ),
                 (Some(gpa), Some(hva)) if hva & 0xffff_ffff == base.wrapping_add(*gpa) & 0xffff_ffff => {
                     ": only the low 4 bytes are right: the slot holds 8 bytes, the whole HVA, little-endian".to_owned()
                 }
@@ -898,6 +995,20 @@ fn explain(guest: &HypercallGuest, index: usize, found: &[u8], base: u64) -> Str
         }
         _ => String::new(),
     }
+}
+
+/// What a print_str of the string at guest physical `gpa`, passed as `gva` through the guest's
+/// alias, prints when the walk keeps the alias entry's PAT bit: the image's bytes from `gpa |
+/// 0x1000` to their NUL (the image fills that page with text); `None` when the GVA is not the
+/// alias's or bit 12 is set already.
+fn read_with_pat(guest: &HypercallGuest, gpa: u64, gva: u64) -> Option<Vec<u8>> {
+    let wrong = gpa | guestgen::ALIAS_PAT;
+    if gva >> 21 != guest.alias || wrong == gpa {
+        return None;
+    }
+    let rest = guest.image.get(wrong as usize..)?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    Some(rest[..nul].to_vec())
 }
 
 /// The run's exits against the guest's, once its output (which the answers of num_exits and

@@ -209,8 +209,9 @@ pub fn setup_paged32_page_directory(memory: &GuestMemoryMmap) -> Result<u64, Lab
 // Graded (lab2_translate_other_pages): translate takes the PML4's address from CR3's bits 12..51
 // (CR3's low bits are flags) and each next address from an entry's bits 12..51 (ENTRY_ADDR_MASK:
 // flags and NX masked off); PS maps a page only in a PDPT entry (1 GiB) or a PD entry (2 MiB): bit
-// 7 of a PML4 entry does not end the walk, and in a PT entry it is PAT; a table outside guest
-// memory is WalkFault::TableOutsideMemory with the level and the entry's address.
+// 7 of a PML4 entry does not end the walk, and in a PT entry it is PAT; a 1 GiB or 2 MiB page's
+// address is the entry's bits 30..51 or 21..51 (its bit 12 is PAT, not an address bit); a table
+// outside guest memory is WalkFault::TableOutsideMemory with the level and the entry's address.
 /// Translates a guest virtual address through the long-mode page tables at `cr3`.
 #[cfg(not(feature = "solution"))]
 pub fn translate(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
