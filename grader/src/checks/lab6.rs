@@ -12,7 +12,6 @@
 
 pub mod worker;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use grader_protocol::lab1::LabFailure;
@@ -904,49 +903,54 @@ fn weighted_run(ctx: &mut Ctx, mut rng: Rng, shares: [u32; 2]) -> Result<(), Sto
     Ok(())
 }
 
-/// The lines each VM printed, in order, from lines `[A] A 17`; a line of another shape is an error.
-fn printed_lines(run: &Run, output: &str) -> Result<BTreeMap<u8, Vec<u64>>, Stop> {
-    let mut lines: BTreeMap<u8, Vec<u64>> = run.names.iter().map(|&name| (name, Vec::new())).collect();
-    for line in output.lines() {
-        let parsed = line.strip_prefix('[').and_then(|rest| {
-            let (prefix, text) = rest.split_once("] ")?;
-            let (name, number) = text.split_once(' ')?;
-            (prefix == name && name.len() == 1).then_some((name.as_bytes()[0], number.parse::<u64>().ok()?))
-        });
-        match parsed.and_then(|(name, n)| Some((lines.get_mut(&name)?, n))) {
-            Some((list, n)) => list.push(n),
-            None => {
-                return Err(fail(
-                    LAB,
-                    "run_slice",
-                    format!(
-                        "the console line {line:?} is not one VM's line (\"[{0}] {0} 17\"): keep each VM's half-written line in its own buffer and write it, with its prefix, at its newline",
-                        run.name(0)
-                    ),
-                )
-                .into());
-            }
-        }
-    }
-    Ok(lines)
+/// What a worker VM prints, `X 1\n`, `X 2\n`, ... (its name, a space, the line's number): where
+/// its lines end in the bytes it printed, and the text the host writes for them.
+struct WorkerLines {
+    name: u8,
+    /// `ends[k - 1]`: the bytes printed up to the end of line k.
+    ends: Vec<u64>,
 }
 
-/// `1..=40, 1..=3`: runs of consecutive numbers.
-fn summarize(numbers: &[u64]) -> String {
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for &n in numbers {
-        match runs.last_mut() {
-            Some((_, end)) if *end + 1 == n => *end = n,
-            _ => runs.push((n, n)),
+impl WorkerLines {
+    fn new(name: u8) -> WorkerLines {
+        WorkerLines { name, ends: Vec::new() }
+    }
+
+    /// How many lines are complete in the first `printed` bytes.
+    fn complete(&mut self, printed: u64) -> u64 {
+        while self.ends.last().is_none_or(|&end| end < printed) {
+            let k = self.ends.len() as u64 + 1;
+            let end = self.ends.last().copied().unwrap_or(0) + 3 + k.to_string().len() as u64;
+            self.ends.push(end);
         }
+        self.ends.partition_point(|&end| end <= printed) as u64
     }
-    let shown: Vec<String> = runs.iter().take(6).map(|(a, b)| format!("{a}..={b}")).collect();
-    let more = if runs.len() > 6 { ", ..." } else { "" };
-    if shown.is_empty() {
-        "none".to_owned()
-    } else {
-        format!("{}{more}", shown.join(", "))
+
+    /// Lines `from..=to` as the host writes them, each after the VM's prefix: `[X] X 17\n`.
+    fn text(&self, from: u64, to: u64) -> String {
+        let name = char::from(self.name);
+        (from..=to).map(|k| format!("[{name}] {name} {k}\n")).collect()
     }
+}
+
+/// The line of `text` around byte `at`, without its newline.
+fn line_at(text: &str, at: usize) -> &str {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    &text[start..end]
+}
+
+/// `[A] A 17` as (the prefix's name, the line's name, its number).
+fn parse_line(line: &str) -> Option<(char, char, u64)> {
+    let rest = line.strip_prefix('[')?;
+    let (prefix, text) = rest.split_once("] ")?;
+    let (name, number) = text.split_once(' ')?;
+    let one = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().filter(|_| chars.next().is_none())
+    };
+    Some((one(prefix)?, one(name)?, number.parse().ok()?))
 }
 
 fn state_survives_switches(ctx: &mut Ctx) -> Result<(), Stop> {
@@ -1007,83 +1011,127 @@ fn state_survives_switches(ctx: &mut Ctx) -> Result<(), Stop> {
             .into());
         }
     }
-    // The console: each slice writes only its VM's lines, each line once, in order. A long one
-    // comes as its head and its tail, each cut at a line's end, and its length.
+    // The console, slice by slice, against what each guest printed: a slice writes the lines
+    // its VM's guest completed in it (by the guest's own count of its bytes), each once, whole,
+    // in order, after its VM's prefix. The guest counts a byte just before its OUT: a slice the
+    // timer ended may have the count one ahead of the bytes out. A long console comes as its
+    // head and its tail; each slice's bytes are judged where they are seen, and by their number.
     let console = &ran.seen.console;
-    let cut = console.len > console.head.len() as u64;
-    let whole_lines = |text: &str, from_start: bool| -> String {
-        if !cut {
-            return text.to_owned();
-        }
-        if from_start {
-            text.rfind('\n').map_or(String::new(), |end| text[..=end].to_owned())
+    let (head, tail) = (console.head.as_bytes(), console.tail.as_bytes());
+    let tail_start = console.len.saturating_sub(tail.len() as u64) as usize;
+    let seen_at = |at: usize| -> Option<u8> {
+        if at < head.len() {
+            Some(head[at])
+        } else if at >= tail_start {
+            tail.get(at - tail_start).copied()
         } else {
-            text.find('\n')
-                .map_or(String::new(), |start| text[start + 1..].to_owned())
+            None
         }
     };
-    let head = printed_lines(&run, &whole_lines(&console.head, true))?;
-    let tail = printed_lines(&run, &whole_lines(&console.tail, false))?;
-    for slice in &ran.slices {
-        let Some(written) = console.head.get(slice.console.0..slice.console.1) else {
-            continue;
-        };
-        let prefix = format!("[{}] ", run.name(slice.vm));
-        if let Some(line) = written.lines().find(|line| !line.starts_with(&prefix)) {
+    let mut lines = [WorkerLines::new(run.names[0]), WorkerLines::new(run.names[1])];
+    let mut done = [0u64; 2];
+    let mut at = 0usize;
+    for (i, slice) in ran.slices.iter().enumerate() {
+        let name = run.name(slice.vm);
+        let (start, end) = slice.console;
+        if start != at {
             return Err(fail(
                 LAB,
-                "run_slice",
+                "run_schedule",
                 format!(
-                    "the console line {line:?} was written in a slice of VM {}: write only the running VM's lines, each at its newline",
-                    run.name(slice.vm)
+                    "the console got {} bytes between two slices (before slice {i}), outside run_slice: the guests' lines are written by run_slice, each at its newline",
+                    start.saturating_sub(at)
                 ),
             )
             .into());
         }
-    }
-    let per_line = run.worker.units_per_line;
-    let mut last_lines = [0u64; 2];
-    for (vm, &name) in run.names.iter().enumerate() {
-        let (first, last) = (&head[&name], &tail[&name]);
-        let from_one = first.iter().zip(1..).all(|(&n, expected)| n == expected);
-        let in_order = last.windows(2).all(|pair| pair[1] == pair[0] + 1);
-        let count = last.last().or(first.last()).copied().unwrap_or(0);
-        last_lines[vm] = count;
-        let progress = ran.words[vm][PROGRESS];
-        // Line n follows round n * per_line; the last line may still be half-written.
-        if !from_one || !in_order || count * per_line > progress || progress > (count + 1) * per_line {
-            let shown = if cut {
-                format!("{} at the start and {} at the end", summarize(first), summarize(last))
+        at = end;
+        let printed = slice.after[PRINTED];
+        let vm_lines = &mut lines[slice.vm];
+        let mut candidates = vec![vm_lines.complete(printed)];
+        if slice.ended == EndSeen::Timer {
+            candidates.push(vm_lines.complete(printed.saturating_sub(1)));
+        }
+        candidates.retain(|&k| k >= done[slice.vm]);
+        let from = done[slice.vm] + 1;
+        let texts: Vec<(u64, String)> = candidates.iter().map(|&k| (k, vm_lines.text(from, k))).collect();
+        let matching = texts.iter().find(|(_, text)| text.len() == end - start);
+        let Some((complete, expected)) = matching.or(texts.first()).cloned() else {
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "in slice {i} VM {name}'s guest's count of the bytes it printed (at {PRINTED_ADDR:#x}) went back to {printed}: only the VM's own guest may write its memory"
+                ),
+            )
+            .into());
+        };
+        let differs = (start..end)
+            .find(|&byte| seen_at(byte).is_some_and(|seen| expected.as_bytes().get(byte - start) != Some(&seen)));
+        if let Some(byte) = differs {
+            // The line it is in, as far as the console shows it.
+            let mut from_byte = byte;
+            while from_byte > start && seen_at(from_byte - 1).is_some_and(|b| b != b'\n') {
+                from_byte -= 1;
+            }
+            let line: Vec<u8> = (from_byte..end)
+                .map_while(seen_at)
+                .take_while(|&b| b != b'\n')
+                .collect();
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let wanted = line_at(&expected, byte - start);
+            let why = match parse_line(&line) {
+                Some((prefix, of, number)) if prefix == of && of == name => format!(
+                    "VM {name}'s line {number} came where its line {} was expected: each line must appear once, in order (is a line lost at a switch?)",
+                    parse_line(wanted).map_or(complete + 1, |(_, _, n)| n)
+                ),
+                Some((prefix, of, _)) if prefix == of => {
+                    "write only the running VM's lines, each at its newline, after its own prefix".to_owned()
+                }
+                _ => format!(
+                    "it is not one VM's line (\"[{name}] {name} 17\"): keep each VM's half-written line in its own buffer and write it, with its prefix, at its newline"
+                ),
+            };
+            let wanted = if wanted.is_empty() {
+                "no more lines".to_owned()
             } else {
-                summarize(first)
+                format!("{wanted:?}")
             };
             return Err(fail(
                 LAB,
                 "run_slice",
                 format!(
-                    "VM {} did {progress} rounds, a line every {per_line}, but its lines on the console are {shown}: each line must appear once, in order (is a line lost at a switch?)",
-                    char::from(name),
+                    "the console line {line:?} was written in slice {i} of VM {name}, where its guest's output makes {wanted}: {why}"
                 ),
             )
             .into());
         }
+        if matching.is_none() {
+            let lines = if complete < from {
+                "no line".to_owned()
+            } else {
+                format!("its lines {from} to {complete}")
+            };
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "in slice {i} VM {name}'s guest completed {lines} ({} bytes with their prefixes, by the guest's count of its bytes at {PRINTED_ADDR:#x}), but {} bytes were written: each line must appear once, whole, in order (is a line lost or cut at a switch?)",
+                    expected.len(),
+                    end - start
+                ),
+            )
+            .into());
+        }
+        done[slice.vm] = complete;
     }
-    // Between the head and the tail: lines 1 to n of each VM, `[A] A 17\n`, make the length.
-    let length: u64 = last_lines
-        .iter()
-        .map(|&n| (1..=n).map(|k| 7 + k.to_string().len() as u64).sum::<u64>())
-        .sum();
-    if length != console.len {
+    if at as u64 != console.len {
         return Err(fail(
             LAB,
-            "run_slice",
+            "run_schedule",
             format!(
-                "the console holds {} bytes, but lines 1 to {} of VM {} and 1 to {} of VM {} make {length}: each line must appear once, in order (is a line lost at a switch?)",
-                console.len,
-                last_lines[0],
-                run.name(0),
-                last_lines[1],
-                run.name(1)
+                "the console got {} bytes after the last slice, outside run_slice: the guests' lines are written by run_slice, each at its newline",
+                console.len.saturating_sub(at as u64)
             ),
         )
         .into());
