@@ -248,10 +248,63 @@ fn guest_time_of_an_interrupted_run_not_counted() {
     assert_names(
         &message,
         "lab6 run_slice: round-robin slice ",
-        &[
-            "without a console exit, one KVM_RUN that the timer interrupted",
-            "also the one that ends in EINTR",
-        ],
+        &["the account grew by", "the one that ends in EINTR"],
+    );
+    // Every slice is judged where the timer slices are run: one of the two timer runs has a
+    // quiet guest, whose slices are the interrupted KVM_RUN alone.
+    let (message, _) = failure_of("lab6_both_progress", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: ",
+        &["the account grew by", "the one that ends in EINTR"],
+    );
+}
+
+#[test]
+fn only_the_interrupted_run_counted() {
+    // The opposite mistake: guest time is added only at the timer's EINTR (the time of the slice
+    // up to then, from the last exit), so the KVM_RUN calls that end in an exit are lost: a
+    // cooperative slice gets none. Emulated around the reference: a slice keeps only the guest
+    // time after its last line on the console, and none when a console exit ended it.
+    struct Noting<'a> {
+        console: &'a mut dyn Write,
+        last_line: Option<Duration>,
+    }
+    impl Write for Noting<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.last_line = Some(thread_cpu_time());
+            self.console.write(bytes)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.console.flush()
+        }
+    }
+    fn seeded(
+        vm: &mut GuestVm,
+        length: Option<Duration>,
+        timer: &mut SliceTimer,
+        console: &mut dyn Write,
+    ) -> Result<SliceEnd, Lab6Error> {
+        let before = vm.account.guest_time;
+        let mut noting = Noting {
+            console,
+            last_line: None,
+        };
+        let ended = lab6_scheduling::run_slice(vm, length, timer, &mut noting);
+        let counted = vm.account.guest_time.saturating_sub(before);
+        vm.account.guest_time = before
+            + match (&ended, noting.last_line) {
+                (Ok(SliceEnd::Timer), Some(at)) => thread_cpu_time().saturating_sub(at).min(counted),
+                (Ok(SliceEnd::Timer), None) => counted,
+                _ => Duration::ZERO,
+            };
+        ended
+    }
+    let (message, _) = failure_of("lab6_both_progress", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: ",
+        &["the account grew by", "those that end in an exit"],
     );
 }
 
