@@ -24,7 +24,7 @@ use super::{Group, fail};
 use crate::facts::schedule::PROGRESS_ADDR;
 use crate::rng::Rng;
 use crate::{Check, Ctx, Part, Stop};
-use worker::{PRINTED_ADDR, STARTS_ADDR, Worker};
+use worker::{PRINTED_ADDR, STARTS_ADDR, StopBy, Worker};
 
 const LAB: u8 = 6;
 /// Checks of the scheduler's decision alone: no KVM.
@@ -165,6 +165,7 @@ fn account(rng: &mut Rng, guest_time: Duration) -> AccountSeen {
         guest_time,
         slices: rng.range(0, 200),
         exits: rng.range(0, 5000),
+        by_reason: [0; 6],
         progress: rng.range(0, 100_000),
     }
 }
@@ -729,6 +730,106 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
             }
         }
         every_slice_guest_time(run, &ran.slices)?;
+    }
+    stops_counted(ctx, &mut rng)
+}
+
+/// The exits of `by_reason` (lab 4's `ExitCounts` order) by name.
+const REASONS: [&str; 6] = ["io_out", "io_in", "hlt", "mmio", "shutdown", "other"];
+
+/// Guests that stop after a few lines in each way the lab tells apart (HLT, IN, OUT to another
+/// port, a triple fault): run_schedule fails on that exit, and the VM's account counts it once,
+/// by its reason (a triple fault as `shutdown` or `other`), beside the console OUTs its guest made.
+fn stops_counted(ctx: &mut Ctx, rng: &mut Rng) -> Result<(), Stop> {
+    let mut port = rng.range(0x10, 0x400) as u16;
+    if port == u16::from(worker::CONSOLE) {
+        port += 1;
+    }
+    let mut stops = [StopBy::Hlt, StopBy::In, StopBy::OutTo(port), StopBy::TripleFault];
+    rng.shuffle(&mut stops);
+    for stop in stops {
+        let lines = rng.range(1, 5) as u32;
+        let worker = worker::stopping_worker(
+            rng.next_u64(),
+            rng.range(16, 65) as u32,
+            rng.range(1, 4) as u32,
+            lines,
+            stop,
+        );
+        let (quantum, duration) = (ms_between(rng, 3, 12), ms_between(rng, 40, 80));
+        let mut run = Run::new(rng, PolicySpec::RoundRobin { quantum }, duration, chatty);
+        run.worker = worker;
+        let seen = ctx
+            .call(&Schedule {
+                image: run.worker.image.clone(),
+                names: run.names,
+                policy: run.policy,
+                duration: run.duration,
+                watch: WATCH.to_vec(),
+                cpu_limit: run.duration + CPU_SLACK,
+                wall_limit: WALL_LIMIT,
+                max_slices: MAX_SLICES,
+                console_head: CONSOLE_HEAD,
+                console_tail: CONSOLE_TAIL,
+            })?
+            .map_err(lab_failed)?;
+        let (how, field): (String, &[usize]) = match stop {
+            StopBy::Hlt => ("a HLT".into(), &[2]),
+            StopBy::In => (format!("an IN from port {:#x}", worker::CONSOLE), &[1]),
+            StopBy::OutTo(port) => (format!("an OUT to port {port:#x}"), &[0]),
+            StopBy::TripleFault => ("a triple fault (UD2 with no IDT)".into(), &[4, 5]),
+        };
+        let what = format!(
+            "{}, with guests that stop with {how} after {lines} line(s)",
+            run.describe()
+        );
+        let (Some(Err(_)), Some(accounts), Some(words)) = (&seen.returned, seen.accounts, &seen.words) else {
+            let got = match &seen.returned {
+                None => "did not return".to_owned(),
+                Some(Ok(_)) => "returned its slices".to_owned(),
+                Some(Err(_)) => return Err(malformed()),
+            };
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!("{what}: run_schedule {got}; expected the error of that exit, which the worker never causes"),
+            )
+            .into());
+        };
+        if words.iter().any(|w| w.len() != WATCH.len()) {
+            return Err(malformed());
+        }
+        let Some(stopped) = seen.last.as_ref().and_then(|slice| slice.vm) else {
+            return Err(malformed());
+        };
+        let account = accounts[stopped];
+        let printed = words[stopped][PRINTED];
+        // The console OUTs, and the stop once in its field (a triple fault in one of two).
+        let mut expected = [0u64; 6];
+        expected[0] = printed;
+        expected[field[0]] += 1;
+        let mut found = account.by_reason;
+        if let [first, second] = *field {
+            found[first] += found[second];
+            found[second] = 0;
+        }
+        if found != expected {
+            let counts: Vec<String> = REASONS
+                .iter()
+                .zip(account.by_reason)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "{what}: VM {}'s account counts exits {} after its guest made {printed} console OUTs (the count at {PRINTED_ADDR:#x}) and then {how}: count every exit in the account by its reason, also the one that ends the run",
+                    run.name(stopped),
+                    counts.join(", ")
+                ),
+            )
+            .into());
+        }
     }
     Ok(())
 }
