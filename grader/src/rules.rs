@@ -546,7 +546,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab6_both_progress",
-        rule: r#"Under every policy both VMs run slices, gain guest time and progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time, counts its exits and itself in the VM's account, and reads the VM's progress at its end."#,
+        rule: r#"Under every policy both VMs run slices, gain guest time and progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time (every slice: one ended by its console exit, one the timer interrupted after exits or without any; never more than the thread's CPU time in it), counts its exits (by reason, also an exit the worker never causes, which ends run_schedule with its error) and itself in the VM's account, and reads the VM's progress at its end."#,
         hints: [
             r#"The account is the scheduler's only view of a VM: what must a slice update there?"#,
             r#"thread_cpu_time before and after each KVM_RUN; read_progress at the slice's end; count the slice."#,

@@ -248,10 +248,63 @@ fn guest_time_of_an_interrupted_run_not_counted() {
     assert_names(
         &message,
         "lab6 run_slice: round-robin slice ",
-        &[
-            "without a console exit, one KVM_RUN that the timer interrupted",
-            "also the one that ends in EINTR",
-        ],
+        &["the account grew by", "the one that ends in EINTR"],
+    );
+    // Every slice is judged where the timer slices are run: one of the two timer runs has a
+    // quiet guest, whose slices are the interrupted KVM_RUN alone.
+    let (message, _) = failure_of("lab6_both_progress", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: ",
+        &["the account grew by", "the one that ends in EINTR"],
+    );
+}
+
+#[test]
+fn only_the_interrupted_run_counted() {
+    // The opposite mistake: guest time is added only at the timer's EINTR (the time of the slice
+    // up to then, from the last exit), so the KVM_RUN calls that end in an exit are lost: a
+    // cooperative slice gets none. Emulated around the reference: a slice keeps only the guest
+    // time after its last line on the console, and none when a console exit ended it.
+    struct Noting<'a> {
+        console: &'a mut dyn Write,
+        last_line: Option<Duration>,
+    }
+    impl Write for Noting<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.last_line = Some(thread_cpu_time());
+            self.console.write(bytes)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.console.flush()
+        }
+    }
+    fn seeded(
+        vm: &mut GuestVm,
+        length: Option<Duration>,
+        timer: &mut SliceTimer,
+        console: &mut dyn Write,
+    ) -> Result<SliceEnd, Lab6Error> {
+        let before = vm.account.guest_time;
+        let mut noting = Noting {
+            console,
+            last_line: None,
+        };
+        let ended = lab6_scheduling::run_slice(vm, length, timer, &mut noting);
+        let counted = vm.account.guest_time.saturating_sub(before);
+        vm.account.guest_time = before
+            + match (&ended, noting.last_line) {
+                (Ok(SliceEnd::Timer), Some(at)) => thread_cpu_time().saturating_sub(at).min(counted),
+                (Ok(SliceEnd::Timer), None) => counted,
+                _ => Duration::ZERO,
+            };
+        ended
+    }
+    let (message, _) = failure_of("lab6_both_progress", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: ",
+        &["the account grew by", "those that end in an exit"],
     );
 }
 
@@ -375,5 +428,107 @@ fn one_vm_accounted_half_its_guest_time() {
             "rounds per ms of the guest time its account got",
             "the accounts do not hold the time each guest ran",
         ],
+    );
+}
+
+#[test]
+fn half_written_line_dropped_at_a_switch() {
+    // The VM's line buffer is cleared when its slice starts: the part of a line its guest
+    // printed before the switch is lost, and the line comes out cut.
+    fn seeded(
+        vm: &mut GuestVm,
+        length: Option<Duration>,
+        timer: &mut SliceTimer,
+        console: &mut dyn Write,
+    ) -> Result<SliceEnd, Lab6Error> {
+        vm.line.clear();
+        lab6_scheduling::run_slice(vm, length, timer, console)
+    }
+    let (message, _) = failure_of("lab6_state_survives_switches", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: the console line ",
+        &[
+            "where its guest's output makes",
+            "keep each VM's half-written line in its own buffer",
+        ],
+    );
+}
+
+#[test]
+fn half_written_line_written_at_a_switch() {
+    // At the end of each slice the half-written line goes to the console: a line comes in two
+    // pieces, each with its prefix.
+    fn seeded(
+        vm: &mut GuestVm,
+        length: Option<Duration>,
+        timer: &mut SliceTimer,
+        console: &mut dyn Write,
+    ) -> Result<SliceEnd, Lab6Error> {
+        let ended = lab6_scheduling::run_slice(vm, length, timer, console);
+        if !vm.line.is_empty() {
+            let prefix = lab6_scheduling::line_prefix(vm.name);
+            console.write_all(prefix.as_bytes()).map_err(Lab6Error::Console)?;
+            console.write_all(&vm.line).map_err(Lab6Error::Console)?;
+            console.write_all(b"\n").map_err(Lab6Error::Console)?;
+            vm.line.clear();
+        }
+        ended
+    }
+    let (message, _) = failure_of("lab6_state_survives_switches", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: the console line ",
+        &[
+            "where its guest's output makes",
+            "keep each VM's half-written line in its own buffer",
+        ],
+    );
+}
+
+#[test]
+fn a_line_written_twice() {
+    // Each complete line is written, then written again at the end of its slice.
+    fn seeded(
+        vm: &mut GuestVm,
+        length: Option<Duration>,
+        timer: &mut SliceTimer,
+        console: &mut dyn Write,
+    ) -> Result<SliceEnd, Lab6Error> {
+        struct Twice<'a> {
+            console: &'a mut dyn Write,
+            last: Vec<u8>,
+        }
+        impl Write for Twice<'_> {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.last.extend_from_slice(bytes);
+                if bytes.ends_with(b"\n") {
+                    self.last.clear();
+                    self.last.extend_from_slice(bytes);
+                }
+                self.console.write(bytes)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.console.flush()
+            }
+        }
+        let mut twice = Twice {
+            console,
+            last: Vec::new(),
+        };
+        let ended = lab6_scheduling::run_slice(vm, length, timer, &mut twice);
+        let last = std::mem::take(&mut twice.last);
+        if !last.is_empty() {
+            let prefix = lab6_scheduling::line_prefix(vm.name);
+            twice.console.write_all(prefix.as_bytes()).map_err(Lab6Error::Console)?;
+            twice.console.write_all(&last).map_err(Lab6Error::Console)?;
+        }
+        ended
+    }
+    let (message, _) = failure_of("lab6_state_survives_switches", |labs| labs.run_slice = seeded);
+    assert_names(
+        &message,
+        "lab6 run_slice: the console line \"[",
+        &["came where its line", "each line must appear once, in order"],
     );
 }

@@ -59,6 +59,14 @@ fn seen(account: &Account) -> AccountSeen {
         guest_time: account.guest_time,
         slices: account.slices,
         exits: account.exits.total(),
+        by_reason: [
+            account.exits.io_out,
+            account.exits.io_in,
+            account.exits.hlt,
+            account.exits.mmio,
+            account.exits.shutdown,
+            account.exits.other,
+        ],
         progress: account.progress,
     }
 }

@@ -55,6 +55,9 @@ pub struct AccountSeen {
     pub slices: u64,
     /// Exits, all reasons together.
     pub exits: u64,
+    /// Exits by reason, as lab 4's `ExitCounts`: OUT, IN, HLT, MMIO, triple fault, other.
+    #[serde(default)]
+    pub by_reason: [u64; 6],
     /// The progress the lab read.
     pub progress: u64,
 }

@@ -12,7 +12,6 @@
 
 pub mod worker;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use grader_protocol::lab1::LabFailure;
@@ -25,7 +24,7 @@ use super::{Group, fail};
 use crate::facts::schedule::PROGRESS_ADDR;
 use crate::rng::Rng;
 use crate::{Check, Ctx, Part, Stop};
-use worker::{PRINTED_ADDR, STARTS_ADDR, Worker};
+use worker::{PRINTED_ADDR, STARTS_ADDR, StopBy, Worker};
 
 const LAB: u8 = 6;
 /// Checks of the scheduler's decision alone: no KVM.
@@ -65,6 +64,10 @@ const MEDIAN_LATE: Duration = Duration::from_millis(12);
 /// interrupted: it holds nearly all of the slice's CPU time (99% measured on PVM; under
 /// QEMU-emulated SVM 89% with a console exit every few µs). Below this fraction it was not counted.
 const SILENT_SLICE_GUEST: f64 = 0.5;
+/// In any timer slice the `KVM_RUN` calls hold most of its CPU time, the host's part of its exits
+/// the rest (measured: 93% at least with a console exit every 18 µs on PVM, on 2 busy cores; 89%
+/// under QEMU-emulated SVM). Below this fraction the guest time of some of them was not counted.
+const TIMER_SLICE_GUEST: f64 = 0.5;
 /// Over all timer slices, the accounts' guest time against the thread's CPU time in them.
 const ALL_SLICES_GUEST: f64 = 0.75;
 /// Guest time a slice may show beyond the CPU time the thread spent in it: none (the same clock
@@ -162,6 +165,7 @@ fn account(rng: &mut Rng, guest_time: Duration) -> AccountSeen {
         guest_time,
         slices: rng.range(0, 200),
         exits: rng.range(0, 5000),
+        by_reason: [0; 6],
         progress: rng.range(0, 100_000),
     }
 }
@@ -435,7 +439,7 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
             .iter()
             .filter_map(|slice| finished(slice).ok())
             .collect();
-        if let Some(why) = undercounted(run, &done) {
+        if let Some(why) = slice_guest_time_wrong(run, &done) {
             return Err(fail(
                 LAB,
                 "run_slice",
@@ -550,18 +554,25 @@ fn finished(slice: &SliceSeen) -> Result<Slice, Option<String>> {
 /// The first timer slice whose guest did no console exit, so that its guest time is the one
 /// `KVM_RUN` the timer interrupted, but whose account missed most of it.
 fn undercounted(run: &Run, slices: &[Slice]) -> Option<String> {
-    slices.iter().enumerate().find_map(|(i, slice)| {
-        let silent = slice.ended == EndSeen::Timer && slice.grew(PRINTED) == 0;
-        (silent && slice.guest.as_secs_f64() < SILENT_SLICE_GUEST * slice.cpu.as_secs_f64()).then(|| {
-            format!(
-                "{} slice {i} (VM {}): its guest did {} rounds of work without a console exit, one KVM_RUN that the timer interrupted, for {} of CPU time, but the account grew by {} of guest time: add the CPU time of every KVM_RUN to the account, also the one that ends in EINTR",
-                run.policy.name(),
-                run.name(slice.vm),
-                slice.grew(PROGRESS),
-                ms(slice.cpu),
-                ms(slice.guest)
-            )
-        })
+    slices
+        .iter()
+        .enumerate()
+        .find_map(|(i, slice)| silent_undercounted(run, i, slice))
+}
+
+/// Slice `i` when the timer ended it without a console exit of its guest, so that its guest time
+/// is the one `KVM_RUN` the timer interrupted, but its account missed most of it.
+fn silent_undercounted(run: &Run, i: usize, slice: &Slice) -> Option<String> {
+    let silent = slice.ended == EndSeen::Timer && slice.grew(PRINTED) == 0;
+    (silent && slice.guest.as_secs_f64() < SILENT_SLICE_GUEST * slice.cpu.as_secs_f64()).then(|| {
+        format!(
+            "{} slice {i} (VM {}): its guest did {} rounds of work without a console exit, one KVM_RUN that the timer interrupted, for {} of CPU time, but the account grew by {} of guest time: add the CPU time of every KVM_RUN to the account, also the one that ends in EINTR",
+            run.policy.name(),
+            run.name(slice.vm),
+            slice.grew(PROGRESS),
+            ms(slice.cpu),
+            ms(slice.guest)
+        )
     })
 }
 
@@ -636,12 +647,28 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let quantum = ms_between(&mut rng, 3, 12);
     let shares = random_shares(&mut rng);
+    // Slices of every kind: ended by a console exit (cooperative, chatty), interrupted by the
+    // timer with many exits in them (chatty) and without any (quiet, after its first lines).
+    let mut timer_shapes: [fn(&mut Rng) -> Worker; 2] = [chatty, quiet];
+    rng.shuffle(&mut timer_shapes);
     let mut runs = [
-        (PolicySpec::Cooperative, ms_between(&mut rng, 15, 30)),
-        (PolicySpec::RoundRobin { quantum }, ms_between(&mut rng, 60, 120)),
-        (PolicySpec::Weighted { quantum, shares }, ms_between(&mut rng, 60, 120)),
+        (
+            PolicySpec::Cooperative,
+            ms_between(&mut rng, 15, 30),
+            chatty as fn(&mut Rng) -> Worker,
+        ),
+        (
+            PolicySpec::RoundRobin { quantum },
+            ms_between(&mut rng, 60, 120),
+            timer_shapes[0],
+        ),
+        (
+            PolicySpec::Weighted { quantum, shares },
+            ms_between(&mut rng, 60, 120),
+            timer_shapes[1],
+        ),
     ]
-    .map(|(policy, duration)| Run::new(&mut rng, policy, duration, chatty));
+    .map(|(policy, duration, shape)| Run::new(&mut rng, policy, duration, shape));
     rng.shuffle(&mut runs);
     for run in &runs {
         let ran = run_pair(ctx, run)?;
@@ -702,8 +729,154 @@ fn both_progress(ctx: &mut Ctx) -> Result<(), Stop> {
                 .into());
             }
         }
+        every_slice_guest_time(run, &ran.slices)?;
+    }
+    stops_counted(ctx, &mut rng)
+}
+
+/// The exits of `by_reason` (lab 4's `ExitCounts` order) by name.
+const REASONS: [&str; 6] = ["io_out", "io_in", "hlt", "mmio", "shutdown", "other"];
+
+/// Guests that stop after a few lines in each way the lab tells apart (HLT, IN, OUT to another
+/// port, a triple fault): run_schedule fails on that exit, and the VM's account counts it once,
+/// by its reason (a triple fault as `shutdown` or `other`), beside the console OUTs its guest made.
+fn stops_counted(ctx: &mut Ctx, rng: &mut Rng) -> Result<(), Stop> {
+    let mut port = rng.range(0x10, 0x400) as u16;
+    if port == u16::from(worker::CONSOLE) {
+        port += 1;
+    }
+    let mut stops = [StopBy::Hlt, StopBy::In, StopBy::OutTo(port), StopBy::TripleFault];
+    rng.shuffle(&mut stops);
+    for stop in stops {
+        let lines = rng.range(1, 5) as u32;
+        let worker = worker::stopping_worker(
+            rng.next_u64(),
+            rng.range(16, 65) as u32,
+            rng.range(1, 4) as u32,
+            lines,
+            stop,
+        );
+        let (quantum, duration) = (ms_between(rng, 3, 12), ms_between(rng, 40, 80));
+        let mut run = Run::new(rng, PolicySpec::RoundRobin { quantum }, duration, chatty);
+        run.worker = worker;
+        let seen = ctx
+            .call(&Schedule {
+                image: run.worker.image.clone(),
+                names: run.names,
+                policy: run.policy,
+                duration: run.duration,
+                watch: WATCH.to_vec(),
+                cpu_limit: run.duration + CPU_SLACK,
+                wall_limit: WALL_LIMIT,
+                max_slices: MAX_SLICES,
+                console_head: CONSOLE_HEAD,
+                console_tail: CONSOLE_TAIL,
+            })?
+            .map_err(lab_failed)?;
+        let (how, field): (String, &[usize]) = match stop {
+            StopBy::Hlt => ("a HLT".into(), &[2]),
+            StopBy::In => (format!("an IN from port {:#x}", worker::CONSOLE), &[1]),
+            StopBy::OutTo(port) => (format!("an OUT to port {port:#x}"), &[0]),
+            StopBy::TripleFault => ("a triple fault (UD2 with no IDT)".into(), &[4, 5]),
+        };
+        let what = format!(
+            "{}, with guests that stop with {how} after {lines} line(s)",
+            run.describe()
+        );
+        let (Some(Err(_)), Some(accounts), Some(words)) = (&seen.returned, seen.accounts, &seen.words) else {
+            let got = match &seen.returned {
+                None => "did not return".to_owned(),
+                Some(Ok(_)) => "returned its slices".to_owned(),
+                Some(Err(_)) => return Err(malformed()),
+            };
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!("{what}: run_schedule {got}; expected the error of that exit, which the worker never causes"),
+            )
+            .into());
+        };
+        if words.iter().any(|w| w.len() != WATCH.len()) {
+            return Err(malformed());
+        }
+        let Some(stopped) = seen.last.as_ref().and_then(|slice| slice.vm) else {
+            return Err(malformed());
+        };
+        let account = accounts[stopped];
+        let printed = words[stopped][PRINTED];
+        // The console OUTs, and the stop once in its field (a triple fault in one of two).
+        let mut expected = [0u64; 6];
+        expected[0] = printed;
+        expected[field[0]] += 1;
+        let mut found = account.by_reason;
+        if let [first, second] = *field {
+            found[first] += found[second];
+            found[second] = 0;
+        }
+        if found != expected {
+            let counts: Vec<String> = REASONS
+                .iter()
+                .zip(account.by_reason)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "{what}: VM {}'s account counts exits {} after its guest made {printed} console OUTs (the count at {PRINTED_ADDR:#x}) and then {how}: count every exit in the account by its reason, also the one that ends the run",
+                    run.name(stopped),
+                    counts.join(", ")
+                ),
+            )
+            .into());
+        }
     }
     Ok(())
+}
+
+/// Each slice's guest time against what the thread and the guest did in it: never more than the
+/// thread's CPU time; in a slice the timer ended, most of it (all of it but the host's part of
+/// the exits), whether the interrupted `KVM_RUN` was its only one or came after many exits; in a
+/// slice ended by its console exit, more than nothing.
+fn every_slice_guest_time(run: &Run, slices: &[Slice]) -> Result<(), Stop> {
+    match slice_guest_time_wrong(run, slices) {
+        Some(why) => Err(fail(LAB, "run_slice", why).into()),
+        None => Ok(()),
+    }
+}
+
+/// The first slice whose guest time the thread and the guest contradict, and how.
+fn slice_guest_time_wrong(run: &Run, slices: &[Slice]) -> Option<String> {
+    slices.iter().enumerate().find_map(|(i, slice)| {
+        let name = run.name(slice.vm);
+        if slice.guest > slice.cpu + CLOCK_ROUNDING {
+            return Some(format!(
+                "{} slice {i} (VM {name}) added {} of guest time to its account, more than the {} of CPU time the thread spent in the whole slice: guest time is the thread's CPU time inside KVM_RUN (thread_cpu_time before and after), not the wall clock",
+                run.policy.name(),
+                ms(slice.guest),
+                ms(slice.cpu)
+            ));
+        }
+        let exits = slice.grew(PRINTED);
+        let why = match slice.ended {
+            EndSeen::Timer if exits == 0 => return silent_undercounted(run, i, slice),
+            EndSeen::Timer if slice.guest.as_secs_f64() < TIMER_SLICE_GUEST * slice.cpu.as_secs_f64() => format!(
+                "the timer ended it after {exits} console exits of its guest, which did {} rounds of work",
+                slice.grew(PROGRESS)
+            ),
+            EndSeen::Console if slice.guest.is_zero() => format!(
+                "it was one KVM_RUN, ended by its guest's console exit after {} rounds of work",
+                slice.grew(PROGRESS)
+            ),
+            EndSeen::Timer | EndSeen::Console => return None,
+        };
+        Some(format!(
+            "{} slice {i} (VM {name}): {why}, for {} of the thread's CPU time, but the account grew by {} of guest time: add the CPU time of every KVM_RUN to the account, those that end in an exit and the one that ends in EINTR",
+            run.policy.name(),
+            ms(slice.cpu),
+            ms(slice.guest)
+        ))
+    })
 }
 
 fn cooperative_alternates(ctx: &mut Ctx) -> Result<(), Stop> {
@@ -904,49 +1077,54 @@ fn weighted_run(ctx: &mut Ctx, mut rng: Rng, shares: [u32; 2]) -> Result<(), Sto
     Ok(())
 }
 
-/// The lines each VM printed, in order, from lines `[A] A 17`; a line of another shape is an error.
-fn printed_lines(run: &Run, output: &str) -> Result<BTreeMap<u8, Vec<u64>>, Stop> {
-    let mut lines: BTreeMap<u8, Vec<u64>> = run.names.iter().map(|&name| (name, Vec::new())).collect();
-    for line in output.lines() {
-        let parsed = line.strip_prefix('[').and_then(|rest| {
-            let (prefix, text) = rest.split_once("] ")?;
-            let (name, number) = text.split_once(' ')?;
-            (prefix == name && name.len() == 1).then_some((name.as_bytes()[0], number.parse::<u64>().ok()?))
-        });
-        match parsed.and_then(|(name, n)| Some((lines.get_mut(&name)?, n))) {
-            Some((list, n)) => list.push(n),
-            None => {
-                return Err(fail(
-                    LAB,
-                    "run_slice",
-                    format!(
-                        "the console line {line:?} is not one VM's line (\"[{0}] {0} 17\"): keep each VM's half-written line in its own buffer and write it, with its prefix, at its newline",
-                        run.name(0)
-                    ),
-                )
-                .into());
-            }
-        }
-    }
-    Ok(lines)
+/// What a worker VM prints, `X 1\n`, `X 2\n`, ... (its name, a space, the line's number): where
+/// its lines end in the bytes it printed, and the text the host writes for them.
+struct WorkerLines {
+    name: u8,
+    /// `ends[k - 1]`: the bytes printed up to the end of line k.
+    ends: Vec<u64>,
 }
 
-/// `1..=40, 1..=3`: runs of consecutive numbers.
-fn summarize(numbers: &[u64]) -> String {
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for &n in numbers {
-        match runs.last_mut() {
-            Some((_, end)) if *end + 1 == n => *end = n,
-            _ => runs.push((n, n)),
+impl WorkerLines {
+    fn new(name: u8) -> WorkerLines {
+        WorkerLines { name, ends: Vec::new() }
+    }
+
+    /// How many lines are complete in the first `printed` bytes.
+    fn complete(&mut self, printed: u64) -> u64 {
+        while self.ends.last().is_none_or(|&end| end < printed) {
+            let k = self.ends.len() as u64 + 1;
+            let end = self.ends.last().copied().unwrap_or(0) + 3 + k.to_string().len() as u64;
+            self.ends.push(end);
         }
+        self.ends.partition_point(|&end| end <= printed) as u64
     }
-    let shown: Vec<String> = runs.iter().take(6).map(|(a, b)| format!("{a}..={b}")).collect();
-    let more = if runs.len() > 6 { ", ..." } else { "" };
-    if shown.is_empty() {
-        "none".to_owned()
-    } else {
-        format!("{}{more}", shown.join(", "))
+
+    /// Lines `from..=to` as the host writes them, each after the VM's prefix: `[X] X 17\n`.
+    fn text(&self, from: u64, to: u64) -> String {
+        let name = char::from(self.name);
+        (from..=to).map(|k| format!("[{name}] {name} {k}\n")).collect()
     }
+}
+
+/// The line of `text` around byte `at`, without its newline.
+fn line_at(text: &str, at: usize) -> &str {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    &text[start..end]
+}
+
+/// `[A] A 17` as (the prefix's name, the line's name, its number).
+fn parse_line(line: &str) -> Option<(char, char, u64)> {
+    let rest = line.strip_prefix('[')?;
+    let (prefix, text) = rest.split_once("] ")?;
+    let (name, number) = text.split_once(' ')?;
+    let one = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().filter(|_| chars.next().is_none())
+    };
+    Some((one(prefix)?, one(name)?, number.parse().ok()?))
 }
 
 fn state_survives_switches(ctx: &mut Ctx) -> Result<(), Stop> {
@@ -1007,83 +1185,127 @@ fn state_survives_switches(ctx: &mut Ctx) -> Result<(), Stop> {
             .into());
         }
     }
-    // The console: each slice writes only its VM's lines, each line once, in order. A long one
-    // comes as its head and its tail, each cut at a line's end, and its length.
+    // The console, slice by slice, against what each guest printed: a slice writes the lines
+    // its VM's guest completed in it (by the guest's own count of its bytes), each once, whole,
+    // in order, after its VM's prefix. The guest counts a byte just before its OUT: a slice the
+    // timer ended may have the count one ahead of the bytes out. A long console comes as its
+    // head and its tail; each slice's bytes are judged where they are seen, and by their number.
     let console = &ran.seen.console;
-    let cut = console.len > console.head.len() as u64;
-    let whole_lines = |text: &str, from_start: bool| -> String {
-        if !cut {
-            return text.to_owned();
-        }
-        if from_start {
-            text.rfind('\n').map_or(String::new(), |end| text[..=end].to_owned())
+    let (head, tail) = (console.head.as_bytes(), console.tail.as_bytes());
+    let tail_start = console.len.saturating_sub(tail.len() as u64) as usize;
+    let seen_at = |at: usize| -> Option<u8> {
+        if at < head.len() {
+            Some(head[at])
+        } else if at >= tail_start {
+            tail.get(at - tail_start).copied()
         } else {
-            text.find('\n')
-                .map_or(String::new(), |start| text[start + 1..].to_owned())
+            None
         }
     };
-    let head = printed_lines(&run, &whole_lines(&console.head, true))?;
-    let tail = printed_lines(&run, &whole_lines(&console.tail, false))?;
-    for slice in &ran.slices {
-        let Some(written) = console.head.get(slice.console.0..slice.console.1) else {
-            continue;
-        };
-        let prefix = format!("[{}] ", run.name(slice.vm));
-        if let Some(line) = written.lines().find(|line| !line.starts_with(&prefix)) {
+    let mut lines = [WorkerLines::new(run.names[0]), WorkerLines::new(run.names[1])];
+    let mut done = [0u64; 2];
+    let mut at = 0usize;
+    for (i, slice) in ran.slices.iter().enumerate() {
+        let name = run.name(slice.vm);
+        let (start, end) = slice.console;
+        if start != at {
             return Err(fail(
                 LAB,
-                "run_slice",
+                "run_schedule",
                 format!(
-                    "the console line {line:?} was written in a slice of VM {}: write only the running VM's lines, each at its newline",
-                    run.name(slice.vm)
+                    "the console got {} bytes between two slices (before slice {i}), outside run_slice: the guests' lines are written by run_slice, each at its newline",
+                    start.saturating_sub(at)
                 ),
             )
             .into());
         }
-    }
-    let per_line = run.worker.units_per_line;
-    let mut last_lines = [0u64; 2];
-    for (vm, &name) in run.names.iter().enumerate() {
-        let (first, last) = (&head[&name], &tail[&name]);
-        let from_one = first.iter().zip(1..).all(|(&n, expected)| n == expected);
-        let in_order = last.windows(2).all(|pair| pair[1] == pair[0] + 1);
-        let count = last.last().or(first.last()).copied().unwrap_or(0);
-        last_lines[vm] = count;
-        let progress = ran.words[vm][PROGRESS];
-        // Line n follows round n * per_line; the last line may still be half-written.
-        if !from_one || !in_order || count * per_line > progress || progress > (count + 1) * per_line {
-            let shown = if cut {
-                format!("{} at the start and {} at the end", summarize(first), summarize(last))
+        at = end;
+        let printed = slice.after[PRINTED];
+        let vm_lines = &mut lines[slice.vm];
+        let mut candidates = vec![vm_lines.complete(printed)];
+        if slice.ended == EndSeen::Timer {
+            candidates.push(vm_lines.complete(printed.saturating_sub(1)));
+        }
+        candidates.retain(|&k| k >= done[slice.vm]);
+        let from = done[slice.vm] + 1;
+        let texts: Vec<(u64, String)> = candidates.iter().map(|&k| (k, vm_lines.text(from, k))).collect();
+        let matching = texts.iter().find(|(_, text)| text.len() == end - start);
+        let Some((complete, expected)) = matching.or(texts.first()).cloned() else {
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "in slice {i} VM {name}'s guest's count of the bytes it printed (at {PRINTED_ADDR:#x}) went back to {printed}: only the VM's own guest may write its memory"
+                ),
+            )
+            .into());
+        };
+        let differs = (start..end)
+            .find(|&byte| seen_at(byte).is_some_and(|seen| expected.as_bytes().get(byte - start) != Some(&seen)));
+        if let Some(byte) = differs {
+            // The line it is in, as far as the console shows it.
+            let mut from_byte = byte;
+            while from_byte > start && seen_at(from_byte - 1).is_some_and(|b| b != b'\n') {
+                from_byte -= 1;
+            }
+            let line: Vec<u8> = (from_byte..end)
+                .map_while(seen_at)
+                .take_while(|&b| b != b'\n')
+                .collect();
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let wanted = line_at(&expected, byte - start);
+            let why = match parse_line(&line) {
+                Some((prefix, of, number)) if prefix == of && of == name => format!(
+                    "VM {name}'s line {number} came where its line {} was expected: each line must appear once, in order (is a line lost at a switch?)",
+                    parse_line(wanted).map_or(complete + 1, |(_, _, n)| n)
+                ),
+                Some((prefix, of, _)) if prefix == of => {
+                    "write only the running VM's lines, each at its newline, after its own prefix".to_owned()
+                }
+                _ => format!(
+                    "it is not one VM's line (\"[{name}] {name} 17\"): keep each VM's half-written line in its own buffer and write it, with its prefix, at its newline"
+                ),
+            };
+            let wanted = if wanted.is_empty() {
+                "no more lines".to_owned()
             } else {
-                summarize(first)
+                format!("{wanted:?}")
             };
             return Err(fail(
                 LAB,
                 "run_slice",
                 format!(
-                    "VM {} did {progress} rounds, a line every {per_line}, but its lines on the console are {shown}: each line must appear once, in order (is a line lost at a switch?)",
-                    char::from(name),
+                    "the console line {line:?} was written in slice {i} of VM {name}, where its guest's output makes {wanted}: {why}"
                 ),
             )
             .into());
         }
+        if matching.is_none() {
+            let lines = if complete < from {
+                "no line".to_owned()
+            } else {
+                format!("its lines {from} to {complete}")
+            };
+            return Err(fail(
+                LAB,
+                "run_slice",
+                format!(
+                    "in slice {i} VM {name}'s guest completed {lines} ({} bytes with their prefixes, by the guest's count of its bytes at {PRINTED_ADDR:#x}), but {} bytes were written: each line must appear once, whole, in order (is a line lost or cut at a switch?)",
+                    expected.len(),
+                    end - start
+                ),
+            )
+            .into());
+        }
+        done[slice.vm] = complete;
     }
-    // Between the head and the tail: lines 1 to n of each VM, `[A] A 17\n`, make the length.
-    let length: u64 = last_lines
-        .iter()
-        .map(|&n| (1..=n).map(|k| 7 + k.to_string().len() as u64).sum::<u64>())
-        .sum();
-    if length != console.len {
+    if at as u64 != console.len {
         return Err(fail(
             LAB,
-            "run_slice",
+            "run_schedule",
             format!(
-                "the console holds {} bytes, but lines 1 to {} of VM {} and 1 to {} of VM {} make {length}: each line must appear once, in order (is a line lost at a switch?)",
-                console.len,
-                last_lines[0],
-                run.name(0),
-                last_lines[1],
-                run.name(1)
+                "the console got {} bytes after the last slice, outside run_slice: the guests' lines are written by run_slice, each at its newline",
+                console.len.saturating_sub(at as u64)
             ),
         )
         .into());

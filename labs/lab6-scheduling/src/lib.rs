@@ -304,8 +304,11 @@ pub fn run_slice(
 // and record the slice (`Slice::between` the VM's account before and after, with the wall-clock
 // start and length). Call the functions through `parts`, not directly.
 // Graded (lab6_both_progress): Under every policy both VMs run slices, gain guest time and
-// progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time, counts its
-// exits and itself in the VM's account, and reads the VM's progress at its end.
+// progress: each slice adds the CPU time of its KVM_RUN calls to its VM's guest time (every slice:
+// one ended by its console exit, one the timer interrupted after exits or without any; never more
+// than the thread's CPU time in it), counts its exits (by reason, also an exit the worker never
+// causes, which ends run_schedule with its error) and itself in the VM's account, and reads the
+// VM's progress at its end.
 // Graded (lab6_weighted_shares): Weighted, with shares drawn for each run: each VM's share of the
 // guest time in the accounts is within 4 points of its request; the guests confirm the accounts:
 // no slice adds more guest time than the thread's CPU time in it, and the two guests' best work

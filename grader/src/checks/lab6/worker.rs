@@ -19,7 +19,7 @@ pub const STARTS_ADDR: u64 = 0x518;
 /// The end of the buffer the guest writes a line's digits into (backwards).
 const DIGITS_END: u32 = 0x620;
 /// The console port (the lab's `CONSOLE_PORT`).
-const CONSOLE: u8 = 0xe9;
+pub const CONSOLE: u8 = 0xe9;
 
 /// A worker made for one run.
 #[derive(Debug, Clone)]
@@ -42,6 +42,49 @@ fn abs32(addr: u64) -> [u8; 4] {
 /// rounds (at least 1) for its first `lines` lines, then rounds without an exit; `state` is the
 /// generator's start.
 pub fn worker(state: u64, iterations: u32, units_per_line: u32, lines: u32) -> Worker {
+    // mov r15d, u32::MAX: silent from here (a line after 2^32 rounds, years away).
+    build(
+        state,
+        iterations,
+        units_per_line,
+        lines,
+        &[0x41, 0xbf, 0xff, 0xff, 0xff, 0xff],
+    )
+}
+
+/// How a worker that stops ends: an exit the worker of the lab never causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBy {
+    /// HLT (`KVM_EXIT_HLT`).
+    Hlt,
+    /// IN from the console port (`KVM_EXIT_IO`, in).
+    In,
+    /// OUT to another port (`KVM_EXIT_IO`, out).
+    OutTo(u16),
+    /// UD2 with no IDT: a triple fault (`KVM_EXIT_SHUTDOWN`).
+    TripleFault,
+}
+
+/// A worker that stops after its first `lines` lines with `stop` (then spins, never reached).
+pub fn stopping_worker(state: u64, iterations: u32, units_per_line: u32, lines: u32, stop: StopBy) -> Worker {
+    let mut block: Vec<u8> = match stop {
+        StopBy::Hlt => vec![0xf4],
+        // mov dx, CONSOLE; in al, dx
+        StopBy::In => vec![0x66, 0xba, CONSOLE, 0, 0xec],
+        // mov dx, port; out dx, al
+        StopBy::OutTo(port) => {
+            let [low, high] = port.to_le_bytes();
+            vec![0x66, 0xba, low, high, 0xee]
+        }
+        StopBy::TripleFault => vec![0x0f, 0x0b],
+    };
+    // jmp $
+    block.extend_from_slice(&[0xeb, 0xfe]);
+    build(state, iterations, units_per_line, lines, &block)
+}
+
+/// The worker, with `after_lines` run once its first `lines` lines are printed.
+fn build(state: u64, iterations: u32, units_per_line: u32, lines: u32, after_lines: &[u8]) -> Worker {
     let iterations = iterations.max(1);
     let units_per_line = units_per_line.max(1);
     let state = if state == 0 { 0x9e37_79b9_7f4a_7c15 } else { state };
@@ -59,13 +102,13 @@ pub fn worker(state: u64, iterations: u32, units_per_line: u32, lines: u32) -> W
     emit(&[0x49, 0xbe]);
     emit(&state.to_le_bytes());
     let next_line = code.len();
-    // mov r15d, units_per_line; cmp r13d, lines; jb unit; mov r15d, u32::MAX (silent from here:
-    // a line after 2^32 rounds, years away)
+    // mov r15d, units_per_line; cmp r13d, lines; jb unit; after_lines
     code.extend_from_slice(&[0x41, 0xbf]);
     code.extend_from_slice(&units_per_line.to_le_bytes());
     code.extend_from_slice(&[0x41, 0x81, 0xfd]);
     code.extend_from_slice(&lines.to_le_bytes());
-    code.extend_from_slice(&[0x72, 6, 0x41, 0xbf, 0xff, 0xff, 0xff, 0xff]);
+    code.extend_from_slice(&[0x72, u8::try_from(after_lines.len()).expect("a short block")]);
+    code.extend_from_slice(after_lines);
     let unit = code.len();
     // mov ecx, iterations
     code.push(0xb9);
