@@ -155,7 +155,7 @@ fn slot_problem(run: &GuestRun, probes: &[u64]) -> Option<String> {
             "the vCPU found no memory at guest physical {addr:#x} to fetch the code from: register the page as slot 0 at guest_phys_addr 0x1000"
         )),
         VcpuStop::MmioRead(addr) if !probes.contains(addr) || nothing_ran => Some(format!(
-            "the vCPU, started at CS:IP = 0:0x1000 by the grader, read guest physical {addr:#x}, where no memory is registered, before the code's first OUT: memory registered where the code is not (the page must be slot 0 at guest_phys_addr 0x1000), or code at 0x1000 that is not the LWN code"
+            "the vCPU the grader started at CS:IP = 0:0x1000 read guest physical {addr:#x}, where no memory is registered, before the code's first OUT: memory registered where the code is not (the page must be slot 0 at guest_phys_addr 0x1000), or code at 0x1000 that is not the LWN code"
         )),
         VcpuStop::MmioRead(addr) => Some(format!(
             "the vCPU found no memory at guest physical {addr:#x}: the slot must cover the whole page at 0x1000 (memory_size 0x1000)"
@@ -164,7 +164,7 @@ fn slot_problem(run: &GuestRun, probes: &[u64]) -> Option<String> {
             "the guest could read but not write guest physical {addr:#x}: the slot is registered read-only (flags must be 0, not KVM_MEM_READONLY)"
         )),
         VcpuStop::Other(exit) if nothing_ran => Some(format!(
-            "the vCPU, started at CS:IP = 0:0x1000 by the grader, ended with {exit} at 0x1000 before the code's first OUT: KVM could not run what is at guest physical 0x1000; either no memory is registered there (the page must be slot 0 at guest_phys_addr 0x1000), or the page registered there is not the one that holds the code"
+            "the vCPU the grader started at CS:IP = 0:0x1000 ended with {exit} at 0x1000 before the code's first OUT: KVM could not run what is at guest physical 0x1000; either no memory is registered there (the page must be slot 0 at guest_phys_addr 0x1000), or the page registered there is not the one that holds the code"
         )),
         VcpuStop::Other(exit) => Some(format!(
             "the vCPU did not run the code written at 0x1000 of the memory create_vm returned (it ended with {exit}): register that memory's host address as the slot's userspace_addr"

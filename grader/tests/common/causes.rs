@@ -134,13 +134,13 @@ impl Mistake {
     }
 }
 
-/// Whether a mistake in lab `lab` reaches `check`: checks of that lab and, for labs 1 to 7, of
-/// the later labs (lab 0's code runs only in lab 0). The end-to-end checks run a VMM built from
-/// the references (a separate program), which a mistake swapped in this process cannot reach.
+/// Whether a mistake in lab `lab` reaches `check`: the checks of that lab and those of later
+/// labs that call its code (the labs a check `needs` are the ones whose code it runs). The
+/// end-to-end checks run a VMM built from the references (a separate program), which a mistake
+/// swapped in this process cannot reach.
 pub fn reaches(lab: u8, check: &Check) -> bool {
     let Part::Lab(part) = check.part else { return false };
-    let later = if lab == 0 { part == 0 } else { part >= lab };
-    later && !check.name.starts_with("e2e_")
+    (part == lab || check.needs.contains(&lab)) && !check.name.starts_with("e2e_")
 }
 
 /// What is wrong with the failed checks' messages of one run of `mistake` (empty: nothing), and
