@@ -31,6 +31,8 @@ fn assert_names(message: &str, place: &str, phrases: &[&str]) {
 /// mistake gets a line here, so the wrong-cause sweep runs it against every check it reaches.
 #[rustfmt::skip]
 const MISTAKES: &[Mistake] = &[
+    Mistake::new("hlt_counted_twice", "lab4 handle_exit", seed_hlt_counted_twice),
+    Mistake::new("lwn_code_segment_base_not_0", "lab0 setup_vcpu", seed_lwn_code_segment_base_not_0),
     Mistake::new("pd_entry_without_ps", "lab2 setup_long_mode_page_tables", seed_pd_entry_without_ps),
     Mistake::new("pdpt_pointing_at_the_wrong_table", "lab2 setup_long_mode_page_tables", seed_pdpt_pointing_at_the_wrong_table),
     Mistake::new("pml4_entry_without_user", "lab2 setup_long_mode_page_tables", seed_pml4_entry_without_user),
@@ -114,7 +116,7 @@ const MISTAKES: &[Mistake] = &[
 /// against every check of its lab and the later labs, as `cargo grade` runs them. Long, so
 /// ignored here; `cargo xtask ci` runs it.
 #[test]
-#[ignore = "the full wrong-cause sweep; cargo xtask ci runs it"]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn no_seeded_mistake_is_blamed_on_another_cause() {
     assert_no_wrong_cause(MISTAKES);
 }
@@ -2184,4 +2186,100 @@ fn read_guest_string_that_ignores_the_page_tables() {
         "lab5 read_guest_string: a ",
         &["on a page the tables map elsewhere", "translate the address"],
     );
+}
+
+// ---- wrong causes a tester met (issue 20): the check with the evidence names the cause; the
+// others point to it or list the causes they cannot tell apart ----
+
+fn seed_hlt_counted_twice(labs: &mut Labs) {
+    fn seeded(exit: VcpuExit<'_>, console: &mut dyn Write, counts: &mut ExitCounts) -> Result<Flow, ExitLoopError> {
+        let halt = matches!(exit, VcpuExit::Hlt);
+        let flow = lab4_exit_loop::handle_exit(exit, console, counts)?;
+        if halt {
+            counts.hlt += 1;
+        }
+        Ok(flow)
+    }
+    labs.handle_exit = seeded;
+}
+
+#[test]
+fn hlt_counted_twice() {
+    let message = failure_of("lab4_hlt_ends_the_loop", seed_hlt_counted_twice);
+    assert_names(
+        &message,
+        "lab4 handle_exit: counts.hlt after one HLT = 0x2, expected 0x1",
+        &[],
+    );
+    // The trace saw every exit: the wrong HLT count is not the trace's (it was blamed once).
+    let outcome = common::outcome_of("lab4_trace_every_exit", with(seed_hlt_counted_twice), common::seed());
+    assert_eq!(outcome, grader::runner::Outcome::Passed);
+}
+
+#[test]
+fn truncated_output_is_not_blamed_on_the_other_port() {
+    let message = failure_of("lab4_unexpected_exits", seed_output_of_only_the_first_byte);
+    assert_names(&message, "lab4 handle_exit: after an OUT to 0xe9", &["only the first"]);
+    assert!(
+        !message.contains("is not)") && !message.contains("only port 0xE9 is the console"),
+        "{message}"
+    );
+}
+
+fn seed_lwn_code_segment_base_not_0(labs: &mut Labs) {
+    fn seeded(vm: &lab0_lwn::LwnVm) -> Result<VcpuFd, lab0_lwn::Lab0Error> {
+        let vcpu = lab0_lwn::setup_vcpu(vm)?;
+        let mut sregs = vcpu.get_sregs().unwrap();
+        sregs.cs.base = 0xffff_0000;
+        vcpu.set_sregs(&sregs).unwrap();
+        Ok(vcpu)
+    }
+    labs.lwn_setup_vcpu = seeded;
+}
+
+#[test]
+fn lwn_code_segment_base_not_0() {
+    let message = failure_of("lab0_setup_vcpu", seed_lwn_code_segment_base_not_0);
+    assert_names(
+        &message,
+        "lab0 setup_vcpu: CS.base = 0xffff0000, expected 0x0",
+        &["CS base"],
+    );
+}
+
+/// The labs with one mistake seeded.
+fn with(seed: fn(&mut Labs)) -> Labs {
+    let mut labs = Labs::BUILT;
+    seed(&mut labs);
+    labs
+}
+
+/// The mistakes the test command sweeps (the full sweep is `cargo xtask ci`'s): the three wrong
+/// causes a tester met, and one mistake of each kind of check of labs 0 to 5.
+const QUICK: &[&str] = &[
+    "hlt_counted_twice",
+    "output_of_only_the_first_byte",
+    "lwn_code_segment_base_not_0",
+    "lwn_create_vm_that_registers_nothing",
+    "vm_init_that_allocates_but_registers_nothing",
+    "vcpu_init_with_a_vcpu_of_another_vm",
+    "pd_entry_without_ps",
+    "guest_with_a_data_segment_not_at_0",
+    "an_unexpected_exit_treated_as_hlt",
+    "the_kit_guests_counts_filled_in_after_a_real_run",
+    "result_read_at_the_wrong_width",
+];
+
+#[test]
+fn the_quick_mistakes_are_blamed_on_their_cause() {
+    let quick: Vec<Mistake> = QUICK
+        .iter()
+        .map(|name| {
+            *MISTAKES
+                .iter()
+                .find(|m| m.name == *name)
+                .unwrap_or_else(|| panic!("no mistake {name} in MISTAKES"))
+        })
+        .collect();
+    assert_no_wrong_cause(&quick);
 }

@@ -46,7 +46,7 @@ const MISTAKES: &[Mistake] = &[
 /// against every check of its lab and the later labs, as `cargo grade` runs them. Long, so
 /// ignored here; `cargo xtask ci` runs it.
 #[test]
-#[ignore = "the full wrong-cause sweep; cargo xtask ci runs it"]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn no_seeded_mistake_is_blamed_on_another_cause() {
     assert_no_wrong_cause(MISTAKES);
 }
