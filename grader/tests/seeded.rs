@@ -2283,3 +2283,50 @@ fn the_quick_mistakes_are_blamed_on_their_cause() {
         .collect();
     assert_no_wrong_cause(&quick);
 }
+
+/// A check whose failure another failed check of the run explains points to it, with its cause,
+/// in every output: the scoreboard, the JSON report (`--json`, `--report`) and Gradescope's.
+#[test]
+fn a_failure_explained_by_an_earlier_check_points_to_it_in_every_output() {
+    let mut backend = common::causes::Forked {
+        probe: grader_probe::Probe {
+            labs: with(seed_lwn_create_vm_that_registers_nothing),
+            vmm: (common::probe_exe(), vec![grader_protocol::VMM_ARG.to_owned()]),
+        },
+    };
+    let seed = common::seed();
+    let suite = grader::runner::run_suite(&mut backend, seed, |check| check.part == grader::Part::Lab(0));
+    let outcome_of = |name: &str| {
+        let result = suite
+            .results
+            .iter()
+            .find(|r| r.check.name == name)
+            .expect("a lab-0 check");
+        result.outcome.message()
+    };
+    let cause = outcome_of("lab0_create_vm");
+    assert!(cause.starts_with("lab0 create_vm: "), "seed {seed}: {cause}");
+    let pointer = outcome_of("lab0_setup_vcpu");
+    let shown = cause.split(" (book: ").next().unwrap();
+    assert_eq!(pointer, format!("see lab0_create_vm ({shown})"), "seed {seed}");
+    assert!(grader::scoreboard::text(&suite).contains(&format!("         {pointer}\n")));
+    let json = grader::scoreboard::json_lines(&suite);
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "lab0_setup_vcpu")
+        .unwrap();
+    assert_eq!(entry["message"], pointer.as_str());
+    assert_eq!(entry["see"], "lab0_create_vm");
+    assert_eq!(entry["outcome"], "failed");
+    let gradescope = grader::scoreboard::gradescope(&suite);
+    let test = gradescope["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["number"] == "lab0_setup_vcpu")
+        .unwrap();
+    assert_eq!(test["output"], pointer.as_str());
+    assert_eq!(test["score"], 0);
+}
