@@ -192,6 +192,10 @@ pub struct Check {
     pub points: u32,
     /// Labs that must pass first (a check of theirs failing blocks this one).
     pub needs: &'static [u8],
+    /// Earlier checks whose failure explains a failure of this one (the same lab function run
+    /// on other inputs, or a step this one builds on): when one of them failed in the same run,
+    /// this check's message points to it (`see CHECK (its cause)`) instead of guessing a cause.
+    pub explained_by: &'static [&'static str],
     /// Whether it runs a guest (a longer time limit).
     pub runs_guest: bool,
     /// What it needs from the host: a check this host cannot run is reported "not run".
@@ -207,6 +211,14 @@ impl Check {
     /// This check, hidden.
     pub const fn hidden(self) -> Check {
         Check { hidden: true, ..self }
+    }
+
+    /// This check, explained by `checks` when they fail in the same run (see `explained_by`).
+    pub const fn explained_by(self, checks: &'static [&'static str]) -> Check {
+        Check {
+            explained_by: checks,
+            ..self
+        }
     }
 
     /// The CPU time the probe (and all it starts) may use on one request before it is stopped.
@@ -249,4 +261,47 @@ pub fn all_checks() -> Vec<Check> {
 /// A check by name.
 pub fn find_check(name: &str) -> Option<Check> {
     all_checks().into_iter().find(|check| check.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_check_is_explained_only_by_checks_that_run_before_it() {
+        let all = all_checks();
+        for (i, check) in all.iter().enumerate() {
+            for name in check.explained_by {
+                let at = all.iter().position(|c| c.name == *name);
+                assert!(
+                    at.is_some_and(|at| at < i),
+                    "{} is explained by {name}, which is not a check that runs before it",
+                    check.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pointer_names_the_check_and_its_cause() {
+        let message = checks::see(
+            "lab0_create_vm",
+            "lab0 create_vm: guest memory has regions [] (book: Lab 0, The LWN warm-up) (your code printed x)",
+        );
+        assert_eq!(
+            message,
+            "see lab0_create_vm (lab0 create_vm: guest memory has regions [])"
+        );
+        assert_eq!(checks::pointed_to(&message), Some("lab0_create_vm"));
+        assert_eq!(
+            checks::causes_named("lab3 special_registers/general_registers: a guest stopped"),
+            [(3, "special_registers".to_owned()), (3, "general_registers".to_owned())]
+        );
+        assert_eq!(
+            checks::causes_named("lab4 run_until_halt/lab1 vm_init: x"),
+            [(4, "run_until_halt".to_owned()), (1, "vm_init".to_owned())]
+        );
+        assert!(checks::causes_named("lab code panicked: at src/lib.rs:3").is_empty());
+        assert!(checks::causes_named(&message).is_empty());
+    }
 }

@@ -8,7 +8,7 @@
 //! decides. What the probe prints on stdout and stderr is never parsed: its tail is shown to the
 //! student as what their code printed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -499,8 +499,9 @@ pub fn run_check(backend: &mut dyn Backend, check: &Check, seed: u64) -> Result<
     })
 }
 
-/// Runs the selected checks (and, silently, those of the labs they need) in order, each with
-/// its own seed drawn from `seed`. Returns the results of the selected ones.
+/// Runs the selected checks (and, silently, those of the labs they need and those that explain
+/// their failures) in order, each with its own seed drawn from `seed`. Returns the results of the
+/// selected ones.
 pub fn run_suite(backend: &mut dyn Backend, seed: u64, selected: impl Fn(&Check) -> bool) -> Suite {
     let host = Host::probe();
     let checks = all_checks();
@@ -511,7 +512,11 @@ pub fn run_suite(backend: &mut dyn Backend, seed: u64, selected: impl Fn(&Check)
         .filter(|(_, w)| **w)
         .flat_map(|(c, _)| c.needs.iter().copied())
         .collect();
+    let explainers = explainers_of(&checks, &wanted);
     let mut failed_labs = BTreeSet::new();
+    // The failed checks of this run: name -> the check and the message a pointer to it shows
+    // (the root of a chain of pointers).
+    let mut failed: BTreeMap<&'static str, (&'static str, String)> = BTreeMap::new();
     let mut suite = Suite {
         results: Vec::new(),
         seed,
@@ -519,7 +524,7 @@ pub fn run_suite(backend: &mut dyn Backend, seed: u64, selected: impl Fn(&Check)
         interrupted: None,
     };
     for (check, wanted) in checks.into_iter().zip(wanted) {
-        let needed = matches!(check.part, Part::Lab(n) if needed_labs.contains(&n));
+        let needed = matches!(check.part, Part::Lab(n) if needed_labs.contains(&n)) || explainers.contains(check.name);
         if !wanted && !needed {
             continue;
         }
@@ -543,6 +548,7 @@ pub fn run_suite(backend: &mut dyn Backend, seed: u64, selected: impl Fn(&Check)
                 }
             }
         };
+        let outcome = explained(&check, outcome, &mut failed);
         if let (Part::Lab(n), false) = (check.part, outcome.passed() || outcome.not_run()) {
             failed_labs.insert(n);
         }
@@ -555,6 +561,45 @@ pub fn run_suite(backend: &mut dyn Backend, seed: u64, selected: impl Fn(&Check)
         }
     }
     suite
+}
+
+/// The checks that explain the failures of the wanted ones, and those that explain theirs.
+fn explainers_of(checks: &[Check], wanted: &[bool]) -> BTreeSet<&'static str> {
+    let mut explainers: BTreeSet<&'static str> = checks
+        .iter()
+        .zip(wanted)
+        .filter(|(_, w)| **w)
+        .flat_map(|(c, _)| c.explained_by.iter().copied())
+        .collect();
+    // Explainers come before the checks they explain: one pass from the last check back finds
+    // the explainers of explainers.
+    for check in checks.iter().rev() {
+        if explainers.contains(check.name) {
+            explainers.extend(check.explained_by.iter().copied());
+        }
+    }
+    explainers
+}
+
+/// A check's outcome as the run reports it: a failure that a check in `explained_by` explains
+/// (it failed in this run) becomes a pointer to that check with its cause, and a failure is
+/// recorded in `failed` for the checks after it.
+fn explained(check: &Check, outcome: Outcome, failed: &mut BTreeMap<&'static str, (&'static str, String)>) -> Outcome {
+    let message = match &outcome {
+        Outcome::Failed(message) | Outcome::TimedOut(message) => message.clone(),
+        _ => return outcome,
+    };
+    let explainer = check.explained_by.iter().find_map(|name| failed.get(name).cloned());
+    match explainer {
+        Some((root, root_message)) => {
+            failed.insert(check.name, (root, root_message.clone()));
+            Outcome::Failed(crate::checks::see(root, &root_message))
+        }
+        None => {
+            failed.insert(check.name, (check.name, message));
+            outcome
+        }
+    }
 }
 
 /// The seed a check's inputs come from, in a run with `seed`.

@@ -155,6 +155,8 @@ pub fn json_lines(suite: &Suite) -> Value {
                 "points": r.check.points,
                 "score": if r.outcome.passed() { r.check.points } else { 0 },
                 "message": r.outcome.message(),
+                // The check whose failure explains this one's, when the message points to it.
+                "see": crate::checks::pointed_to(&r.outcome.message()),
                 "seed": suite.seed,
                 "check_seed": r.seed,
                 "hidden": r.check.hidden,

@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: the slow system tests, which the README's test command lists as ignored
-//! ("slow: cargo xtask ci runs it"), then the kit under KVM on emulated AMD-V (`svm-check`).
+//! ("slow: cargo xtask ci runs it"), the grader's wrong-cause sweep over every seeded mistake,
+//! then the kit under KVM on emulated AMD-V (`svm-check`).
 //! `.ci/run` calls it after the README's test command; a maintainer runs it before a release.
 //! Stops at the first step that fails, with that step's status.
 
@@ -10,6 +11,9 @@ use crate::kit;
 
 /// The test binary of xtask that holds the system tests (`xtask/tests/system/`).
 const SYSTEM_TESTS: &str = "system";
+
+/// The ignored test of each seeded-mistake binary that runs every mistake against every check.
+const WRONG_CAUSE_SWEEP: &str = "no_seeded_mistake_is_blamed_on_another_cause";
 
 /// `cargo xtask ci`.
 #[derive(Debug, clap::Args)]
@@ -33,6 +37,29 @@ pub fn run(args: Args) -> u8 {
         tests,
     )];
     if args.filters.is_empty() {
+        // Every seeded mistake against every check it reaches: no message names a wrong cause.
+        let mut sweep = Command::new(kit::cargo());
+        sweep.current_dir(&root).args([
+            "test",
+            "--package",
+            "grader",
+            "--features",
+            "solution",
+            "--test",
+            "seeded",
+            "--test",
+            "seeded_lab6",
+            "--test",
+            "seeded_lab7",
+            "--",
+            "--ignored",
+            "--exact",
+            WRONG_CAUSE_SWEEP,
+        ]);
+        steps.push((
+            "the wrong-cause sweep (cargo test -p grader --features solution --test 'seeded*' -- --ignored no_seeded_mistake_is_blamed_on_another_cause)",
+            sweep,
+        ));
         let mut svm_check = match std::env::current_exe() {
             Ok(xtask) => Command::new(xtask),
             Err(err) => {

@@ -34,24 +34,28 @@ pub const CHECKS: &[Check] = &[
         2,
         create_vm,
     ),
+    // setup_vcpu runs on the VM create_vm made; run, on its page.
     KVM.check(
         "lab0_setup_vcpu",
         "setup_vcpu: CS = 0, RIP = 0x1000, AL = BL = 2",
         2,
         setup_vcpu,
-    ),
+    )
+    .explained_by(&["lab0_create_vm"]),
     KVM.check(
         "lab0_memory_slot",
         "create_vm registers its page at 0x1000, writable, as that memory",
         1,
         memory_slot,
-    ),
+    )
+    .explained_by(&["lab0_create_vm"]),
     KVM.check(
         "lab0_run",
         "run prints the LWN code's digit and a guest made for this run, counting their exits",
         2,
         run,
-    ),
+    )
+    .explained_by(&["lab0_create_vm", "lab0_memory_slot"]),
     // Lab 0's other checks first: a failure of theirs blocks this one.
     Check {
         needs: &[0],
@@ -147,8 +151,11 @@ fn slot_problem(run: &GuestRun, probes: &[u64]) -> Option<String> {
     let nothing_ran = run.rip == Some(CODE_ADDR) && run.outs.is_empty();
     match &run.stop {
         VcpuStop::Hlt => None,
-        VcpuStop::MmioRead(addr) if !probes.contains(addr) || nothing_ran => Some(format!(
+        VcpuStop::MmioRead(addr) if *addr & !(PAGE_SIZE - 1) == CODE_ADDR && !probes.contains(addr) => Some(format!(
             "the vCPU found no memory at guest physical {addr:#x} to fetch the code from: register the page as slot 0 at guest_phys_addr 0x1000"
+        )),
+        VcpuStop::MmioRead(addr) if !probes.contains(addr) || nothing_ran => Some(format!(
+            "the vCPU the grader started at CS:IP = 0:0x1000 read guest physical {addr:#x}, where no memory is registered, before the code's first OUT: memory registered where the code is not (the page must be slot 0 at guest_phys_addr 0x1000), or code at 0x1000 that is not the LWN code"
         )),
         VcpuStop::MmioRead(addr) => Some(format!(
             "the vCPU found no memory at guest physical {addr:#x}: the slot must cover the whole page at 0x1000 (memory_size 0x1000)"
@@ -157,7 +164,7 @@ fn slot_problem(run: &GuestRun, probes: &[u64]) -> Option<String> {
             "the guest could read but not write guest physical {addr:#x}: the slot is registered read-only (flags must be 0, not KVM_MEM_READONLY)"
         )),
         VcpuStop::Other(exit) if nothing_ran => Some(format!(
-            "the vCPU could not fetch the code at guest physical {CODE_ADDR:#x} (it ended with {exit}): no memory is registered there; register the page as slot 0 at guest_phys_addr 0x1000"
+            "the vCPU the grader started at CS:IP = 0:0x1000 ended with {exit} at 0x1000 before the code's first OUT: KVM could not run what is at guest physical 0x1000; either no memory is registered there (the page must be slot 0 at guest_phys_addr 0x1000), or the page registered there is not the one that holds the code"
         )),
         VcpuStop::Other(exit) => Some(format!(
             "the vCPU did not run the code written at 0x1000 of the memory create_vm returned (it ended with {exit}): register that memory's host address as the slot's userspace_addr"
@@ -166,7 +173,7 @@ fn slot_problem(run: &GuestRun, probes: &[u64]) -> Option<String> {
             "the vCPU made more than {MAX_EXITS} exits without reaching the code's HLT: it does not run the code in the memory create_vm returned; register that memory's host address as the slot's userspace_addr"
         )),
         VcpuStop::RunFailed(err) => Some(format!(
-            "KVM_RUN of a probe failed: {err}: is the page registered with KVM?"
+            "KVM_RUN of the grader's vCPU in this VM failed: {err} (a slot KVM cannot use, or a fault of the host)"
         )),
         VcpuStop::Setup(err) => Some(format!(
             "the grader could not set up a vCPU of the VM create_vm returned: {err}"

@@ -9,7 +9,7 @@ use grader_protocol::lab1::{
 use kit_common::{GUEST_MEMORY_SIZE, MAX_IMAGE_SIZE};
 use kvm_bindings::{kvm_regs, kvm_segment};
 
-use super::{Group, expect_field, fail};
+use super::{Group, expect_field, fail, fail_one_of};
 use crate::rng::Rng;
 use crate::{Check, Ctx, Part, Stop, describe};
 
@@ -28,7 +28,8 @@ const PURE: Group = Group {
     runs_guest: false,
 };
 
-/// The checks of lab 1.
+/// The checks of lab 1. The vCPU's checks run code in the memory vm_init registered: a failure
+/// of vm_init's own check explains theirs.
 pub const CHECKS: &[Check] = &[
     KVM.check(
         "lab1_vm_init_memory",
@@ -41,19 +42,22 @@ pub const CHECKS: &[Check] = &[
         "the vCPU sees that memory, all 2 MiB of it",
         3,
         memory_seen_by_vcpu,
-    ),
+    )
+    .explained_by(&["lab1_vm_init_memory"]),
     KVM.check(
         "lab1_vcpu_init",
         "vcpu_init records the kvm_run size",
         2,
         vcpu_init_run_size,
-    ),
+    )
+    .explained_by(&["lab1_vm_init_memory"]),
     KVM.check(
         "lab1_kvm_run_mapping",
         "kvm_run_mapping: address and size",
         1,
         kvm_run_mapping,
-    ),
+    )
+    .explained_by(&["lab1_vm_init_memory", "lab1_vcpu_init"]),
     KVM.check(
         "lab1_guest_memory_host_address",
         "guest_memory_host_address",
@@ -235,7 +239,10 @@ fn vcpu_run(ctx: &mut Ctx, request: &VcpuRun) -> Result<VcpuRunReply, Stop> {
 }
 
 /// What the stop of a run of the memory probe says about how vm_init registered the memory.
-fn memory_stop(run: &GuestRun) -> Result<(), String> {
+/// `ran_by` are the functions that made what ran: vm_init alone (the probe's vCPU), or vm_init
+/// and vcpu_init (the lab's vCPU), the likelier first; a stop that is not a missing or read-only
+/// page can come from either.
+fn memory_stop(run: &GuestRun, ran_by: &[&str]) -> Result<(), String> {
     let what = match &run.stop {
         VcpuStop::Hlt => return Ok(()),
         VcpuStop::MmioRead(addr) => format!(
@@ -251,17 +258,24 @@ fn memory_stop(run: &GuestRun) -> Result<(), String> {
             "code made for this run at guest physical 0 made more than {MAX_EXITS} exits without reaching its HLT: the vCPU does not run the code written into the memory vm_init returned (its host address must be the slot's userspace_addr)"
         ),
         VcpuStop::RunFailed(err) => {
-            format!("KVM_RUN of code made for this run failed: {err}: is the memory registered with KVM?")
+            format!(
+                "KVM_RUN of code made for this run failed: {err} (the memory not registered with KVM, or a vCPU that is not of this VM)"
+            )
         }
         VcpuStop::Setup(err) => format!("the grader could not set up a vCPU of the VM vm_init returned: {err}"),
     };
-    Err(fail(LAB, "vm_init", what))
+    let page_fault = matches!(run.stop, VcpuStop::MmioRead(_) | VcpuStop::MmioWrite(_));
+    Err(if page_fault {
+        fail(LAB, "vm_init", what)
+    } else {
+        fail_one_of(LAB, ran_by, what)
+    })
 }
 
 /// Runs the memory probe on a vCPU and judges what the guest stored, seen through the memory
 /// the lab returned.
-fn judge_memory_probe(probe: &MemoryProbe, reply: &VcpuRunReply) -> Result<(), Stop> {
-    memory_stop(&reply.run)?;
+fn judge_memory_probe(probe: &MemoryProbe, reply: &VcpuRunReply, ran_by: &[&str]) -> Result<(), Stop> {
+    memory_stop(&reply.run, ran_by)?;
     for (&(addr, value), found) in probe.slots.iter().zip(&reply.reads) {
         let expected = value ^ probe.key;
         let found = found
@@ -318,13 +332,13 @@ fn vm_init_memory(ctx: &mut Ctx) -> Result<(), Stop> {
             .into());
         }
     }
-    judge_memory_probe(&probe, &reply)
+    judge_memory_probe(&probe, &reply, &["vm_init"])
 }
 
 fn memory_seen_by_vcpu(ctx: &mut Ctx) -> Result<(), Stop> {
     let probe = MemoryProbe::random(&mut ctx.rng(), 6);
     let reply = vcpu_run(ctx, &probe.request(VcpuOf::Lab))?;
-    judge_memory_probe(&probe, &reply)
+    judge_memory_probe(&probe, &reply, &["vm_init", "vcpu_init"])
 }
 
 /// Judges the OUTs of a run of `probe` on the lab's vCPU.

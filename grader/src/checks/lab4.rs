@@ -14,7 +14,7 @@ use grader_protocol::lab4::{
 };
 use kit_common::{CONSOLE_PORT, Mode, Status};
 
-use super::{GUEST_TIMEOUT, Group, expect_field, fail};
+use super::{GUEST_TIMEOUT, Group, expect_field, fail, fail_one_of};
 use crate::guestgen::{self, Guest};
 use crate::rng::Rng;
 use crate::{Check, Ctx, Part, Stop, describe};
@@ -42,6 +42,21 @@ const HANDLE: &str = "handle_exit";
 /// How long run_until_halt may take to return a failed KVM_RUN before it counts as retrying.
 const RETURN_WAIT: Duration = Duration::from_secs(2);
 const RUN: &str = "run_until_halt";
+/// What a guest run printed comes from handle_exit, on the exits run_until_halt hands it: a
+/// difference has either as its cause (the loop's first: the checks of handle_exit alone run
+/// before, and a failure of theirs is pointed to instead).
+const LOOP_OR_HANDLER: &str = "run_until_halt/handle_exit";
+/// The same, for bytes an OUT of several bytes brings (handle_exit's part first).
+const HANDLER_OR_LOOP: &str = "handle_exit/run_until_halt";
+/// The checks of handle_exit and of the result functions alone: a failure of theirs explains
+/// a guest run's.
+const EXIT_HANDLING: &[&str] = &[
+    "lab4_console_output",
+    "lab4_hlt_ends_the_loop",
+    "lab4_unexpected_exits",
+    "lab4_result_slot",
+    "lab4_check_results",
+];
 /// The value kvm-hello-world's checks want in RAX and at 0x400 (the assignment's 42).
 const EXPECTED: u64 = 42;
 /// The modes a lab-4 guest runs in on every host (paged32 needs VMX or SVM: `HostNeed::Paged32`).
@@ -79,43 +94,57 @@ pub const CHECKS: &[Check] = &[
         1,
         check_results,
     ),
-    GUEST.check(
-        "lab4_hello_long_mode",
-        "a long-mode guest made for the run: its text, exits and results",
-        3,
-        hello_long_mode,
-    ),
-    GUEST.check(
-        "lab4_hello_real_mode",
-        "a real-mode guest made for the run: its text, exits and results",
-        2,
-        hello_real_mode,
-    ),
-    GUEST.check(
-        "lab4_string_io",
-        "rep outsb, 4- and 2-byte OUTs print all their bytes",
-        2,
-        string_io,
-    ),
-    GUEST.check("lab4_stops_at_hlt", "the loop stops at the first HLT", 2, stops_at_hlt),
-    GUEST.check(
-        "lab4_unexpected_exit_ends_the_run",
-        "an OUT to another port ends the run",
-        1,
-        unexpected_exit_ends_the_run,
-    ),
-    GUEST.check(
-        "lab4_wrong_results_are_caught",
-        "wrong RAX, wrong memory, wrong width",
-        2,
-        wrong_results_are_caught,
-    ),
-    GUEST.check(
-        "lab4_trace_every_exit",
-        "run_until_halt calls its trace callback once per exit",
-        1,
-        trace_every_exit,
-    ),
+    GUEST
+        .check(
+            "lab4_hello_long_mode",
+            "a long-mode guest made for the run: its text, exits and results",
+            3,
+            hello_long_mode,
+        )
+        .explained_by(EXIT_HANDLING),
+    GUEST
+        .check(
+            "lab4_hello_real_mode",
+            "a real-mode guest made for the run: its text, exits and results",
+            2,
+            hello_real_mode,
+        )
+        .explained_by(EXIT_HANDLING),
+    GUEST
+        .check(
+            "lab4_string_io",
+            "rep outsb, 4- and 2-byte OUTs print all their bytes",
+            2,
+            string_io,
+        )
+        .explained_by(EXIT_HANDLING),
+    GUEST
+        .check("lab4_stops_at_hlt", "the loop stops at the first HLT", 2, stops_at_hlt)
+        .explained_by(EXIT_HANDLING),
+    GUEST
+        .check(
+            "lab4_unexpected_exit_ends_the_run",
+            "an OUT to another port ends the run",
+            1,
+            unexpected_exit_ends_the_run,
+        )
+        .explained_by(EXIT_HANDLING),
+    GUEST
+        .check(
+            "lab4_wrong_results_are_caught",
+            "wrong RAX, wrong memory, wrong width",
+            2,
+            wrong_results_are_caught,
+        )
+        .explained_by(EXIT_HANDLING),
+    GUEST
+        .check(
+            "lab4_trace_every_exit",
+            "run_until_halt calls its trace callback once per exit",
+            1,
+            trace_every_exit,
+        )
+        .explained_by(EXIT_HANDLING),
     KVM_ONLY.check(
         "lab4_kvm_run_errors",
         "run_until_halt returns a failed KVM_RUN (EINTR) as an error",
@@ -320,16 +349,27 @@ fn unexpected_exits(ctx: &mut Ctx) -> Result<(), Stop> {
         }
     }
     if handled.console != text {
-        return Err(fail(
-            LAB,
-            HANDLE,
+        // Only the refused OUT's bytes on the console show that another port was printed.
+        let other_port_printed = !refused.is_empty()
+            && handled
+                .console
+                .windows(refused.len())
+                .any(|window| window == refused.as_slice())
+            && !text.windows(refused.len()).any(|window| window == refused.as_slice());
+        let what = if other_port_printed {
             format!(
-                "the console got {}, expected only the {} written to port 0xe9: only port 0xE9 is the console (port {port:#x} is not)",
+                "the console got {}, which holds the {} written to port {port:#x}; expected only the {} written to port 0xe9: only port 0xE9 is the console",
                 show(&handled.console),
+                show(&refused),
                 show(&text)
-            ),
-        )
-        .into());
+            )
+        } else {
+            format!(
+                "after an OUT to 0xe9, one to port {port:#x}, an IN, an MMIO read and a triple fault, the console {}",
+                super::output_difference(&handled.console, &text)
+            )
+        };
+        return Err(fail(LAB, HANDLE, what).into());
     }
     let c = handled.counts;
     let found = (c.io_out, c.io_in, c.mmio, c.shutdown);
@@ -484,11 +524,13 @@ fn expect_exits(run: &GuestRun, guest: &Guest, what: &str) -> Result<(), Stop> {
     let c = run.counts;
     let out = guest.exits.saturating_sub(1);
     if (c.total(), c.io_out, c.hlt) != (guest.exits, out, 1) {
-        return Err(fail(
+        // The counts are filled in by handle_exit, on the exits run_until_halt gives it: the
+        // numbers cannot tell which of the two miscounted.
+        return Err(fail_one_of(
             LAB,
-            RUN,
+            &[RUN, HANDLE],
             format!(
-                "{what} made {} exits (io_out {}, hlt {}), expected {} (io_out {out}, hlt 1): one KVM_RUN per exit, each counted once under its reason",
+                "{what} made {} exits (io_out {}, hlt {}), expected {} (io_out {out}, hlt 1): run_until_halt makes one KVM_RUN per exit and hands each exit to handle_exit once; handle_exit counts it once under its reason",
                 c.total(),
                 c.io_out,
                 c.hlt,
@@ -507,7 +549,7 @@ fn expect_run(ctx: &mut Ctx, mode: Mode, guest: &Guest, what: &str) -> Result<Gu
     if let Some(stop) = run_failure(&run, what) {
         return Err(stop);
     }
-    expect_output(&run, guest, RUN, what, "")?;
+    expect_output(&run, guest, LOOP_OR_HANDLER, what, "")?;
     expect_exits(&run, guest, what)?;
     Ok(run)
 }
@@ -526,7 +568,7 @@ fn judge_wrong_result(run: &GuestRun, mode: Mode, guest: &Guest, what: &str) -> 
     {
         return Err(stop);
     }
-    expect_output(run, guest, RUN, what, "")?;
+    expect_output(run, guest, LOOP_OR_HANDLER, what, "")?;
     expect_exits(run, guest, what)?;
     let mask = guestgen::word_mask(mode);
     let rax = run.rax.map(|rax| rax & mask);
@@ -641,7 +683,7 @@ fn string_io(ctx: &mut Ctx) -> Result<(), Stop> {
         if let Some(stop) = run_failure(&run, what) {
             return Err(stop);
         }
-        expect_output(&run, guest, HANDLE, what, tail)?;
+        expect_output(&run, guest, HANDLER_OR_LOOP, what, tail)?;
         // A rep outsb makes as many exits as the host's KVM chooses; a plain OUT makes one.
         if *exact_exits {
             expect_exits(&run, guest, what)?;
@@ -724,7 +766,7 @@ fn odd_port_ends_the_run(ctx: &mut Ctx, guest: &Guest, port: u16) -> Result<(), 
     if run.status == Status::WrongResult.code() {
         return Err(fail(
             LAB,
-            HANDLE,
+            LOOP_OR_HANDLER,
             format!(
                 "the run of {what} ended as if the guest had halted there (then: {}): an exit other than OUT to 0xE9 and HLT was swallowed; it must end the run with ExitLoopError::Unexpected",
                 run.message
@@ -746,10 +788,10 @@ fn odd_port_ends_the_run(ctx: &mut Ctx, guest: &Guest, port: u16) -> Result<(), 
         return Err(run_failure(&run, &what).unwrap_or_else(|| fail(LAB, RUN, &run.message).into()));
     }
     // What the guest printed before the refused OUT confirms the count.
-    expect_output(&run, guest, RUN, &format!("{what}, before it,"), "")?;
+    expect_output(&run, guest, LOOP_OR_HANDLER, &format!("{what}, before it,"), "")?;
     expect_field(
         LAB,
-        HANDLE,
+        LOOP_OR_HANDLER,
         "counts.io_out",
         run.counts.io_out,
         guest.exits,
@@ -805,14 +847,19 @@ fn wrong_results_are_caught(ctx: &mut Ctx) -> Result<(), Stop> {
                 run_failure(&run, &format!("the guest {name}")).unwrap_or_else(|| fail(LAB, RUN, &run.message).into())
             );
         }
-        let got = if run.status == Status::Ok.code() {
-            "a run that passed".to_owned()
+        // A run that passed: the checks let a wrong value through, or the slot read gave 42.
+        // Another wrong value: the one read (the slot, or RAX after a run that did not reach
+        // the guest's HLT) is not the guest's.
+        let (got, causes) = if run.status == Status::Ok.code() {
+            ("a run that passed".to_owned(), ["check_results", "read_result_slot"])
+        } else if needle.starts_with("RAX") {
+            (format!("{:?}", run.message), [RUN, "check_results"])
         } else {
-            format!("{:?}", run.message)
+            (format!("{:?}", run.message), ["read_result_slot", RUN])
         };
-        return Err(fail(
+        return Err(fail_one_of(
             LAB,
-            "check_results",
+            &causes,
             format!(
                 "the guest {name} should fail with \"{}\", got {got}: read the slot at the mode's width and compare both values with 42",
                 needle.trim_end_matches(" (")
@@ -835,15 +882,17 @@ fn trace_every_exit(ctx: &mut Ctx) -> Result<(), Stop> {
     if let Some(stop) = run_failure(&run, what) {
         return Err(stop);
     }
-    expect_output(&run, &guest, RUN, what, "")?;
+    expect_output(&run, &guest, LOOP_OR_HANDLER, what, "")?;
+    // The output confirms the guest's exits (one OUT per byte, then its HLT); the counts are
+    // handle_exit's, graded by the other checks, not evidence about the trace.
     let traced = run.traced.clone().unwrap_or_default();
-    let exits = run.counts.total();
-    if traced.len() as u64 != exits || exits != guest.exits {
+    if traced.len() as u64 != guest.exits {
         return Err(fail(
             LAB,
             RUN,
             format!(
-                "a guest with {} exits ran {exits} exits but the trace callback saw {}: call trace(&exit) once for every exit, before handling it (--trace and --explain show exits through it)",
+                "a guest made for this run printed all its {} bytes, one OUT each, then halted: {} exits, but the trace callback saw {}: call trace(&exit) once for every exit, before handling it (--trace and --explain show exits through it)",
+                text.len(),
                 guest.exits,
                 traced.len()
             ),

@@ -862,7 +862,8 @@ fn departure(guest: &HypercallGuest, output: &[u8], base: u64) -> Option<(usize,
 }
 
 /// Judges what a run of `guest` printed, the host base being `base`: `Ok` when it is the
-/// guest's whole output, else the message, which names the first call whose output differs
+/// guest's whole output, else the message (its cause handle_hypercall, which prints, or the
+/// loop that hands it the exits: the output cannot tell which), which names the first call whose output differs
 /// and, for the calls `explain` knows, why. `ended` is the run's failure, if it failed.
 pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &str) -> Result<(), String> {
     let Some((index, found)) = departure(guest, output, base) else {
@@ -876,7 +877,7 @@ pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &st
     let Some(part) = guest.parts.get(index) else {
         return Err(fail(
             LAB,
-            "handle_hypercall",
+            "handle_hypercall/run_hypercalls",
             format!(
                 "{MADE} printed {:?} after all of its output{ended}: print each hypercall's output once",
                 show(&found, 60)
@@ -887,7 +888,7 @@ pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &st
     let why = explain(guest, index, &found, base);
     Err(fail(
         LAB,
-        "handle_hypercall",
+        "handle_hypercall/run_hypercalls",
         format!(
             "{MADE} printed {:?} for its call {} of {}, {}, expected {:?}{why}{ended} (its output up to there was right)",
             show(&found, 80),

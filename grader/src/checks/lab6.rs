@@ -20,7 +20,7 @@ use grader_protocol::lab6::{
     SliceQuestion, SliceSeen,
 };
 
-use super::{Group, fail};
+use super::{Group, fail, fail_one_of};
 use crate::facts::schedule::PROGRESS_ADDR;
 use crate::rng::Rng;
 use crate::{Check, Ctx, Part, Stop};
@@ -421,9 +421,16 @@ fn run_pair(ctx: &mut Ctx, run: &Run) -> Result<Ran, Stop> {
             let length = slice.length.map_or("with no length".to_owned(), |length| {
                 format!("with a length of {}", ms(length))
             });
-            return Err(fail(
+            // The slice that never ended is run_slice's (its timer), or the length the loop
+            // gave it: the run cannot tell which.
+            let causes = if given_up.running == "run_slice" {
+                vec!["run_slice"]
+            } else {
+                vec!["run_slice", given_up.running.as_str()]
+            };
+            return Err(fail_one_of(
                 LAB,
-                &given_up.running,
+                &causes,
                 format!(
                     "{timeout}: does it loop forever? (its slice {} of VM {}, {length}, never ended: {} of CPU time in it; a slice with a length ends at the timer's EINTR, one without at the guest's first console exit)",
                     seen.slices.total.saturating_sub(1),
@@ -928,9 +935,10 @@ fn round_robin_quantum(ctx: &mut Ctx) -> Result<(), Stop> {
             .into());
         }
         if slice.length != Some(quantum) {
-            return Err(fail(
+            // The length run_schedule gave is next_slice's choice, or not passed on.
+            return Err(fail_one_of(
                 LAB,
-                "run_schedule",
+                &["run_schedule", "next_slice"],
                 format!(
                     "round-robin slice {i} (VM {name}) was run with a length of {:?}, expected the quantum {quantum:?}: pass next_slice's choice to run_slice",
                     slice.length

@@ -7,7 +7,7 @@
 use grader_protocol::lab7::{DirtyLog, GuestParams, Move, MoveSeen, RoundTrip, VcpuSeen};
 use kit_common::Status;
 
-use super::{Group, fail, output_difference, stub_reached};
+use super::{Group, fail, fail_one_of, output_difference, stub_reached};
 use crate::{Check, Ctx, Part, Stop};
 
 const LAB: u8 = 7;
@@ -18,7 +18,11 @@ const GUEST: Group = Group {
     runs_guest: true,
 };
 
-/// The checks of lab 7.
+/// The lab function that reads the dirty log.
+const TAKE: &str = "take_dirty_pages";
+
+/// The checks of lab 7 (a move needs a snapshot that round-trips and a working dirty log: their
+/// checks' failures explain a move's).
 pub const CHECKS: &[Check] = &[
     GUEST.check(
         "lab7_snapshot_round_trip",
@@ -32,18 +36,22 @@ pub const CHECKS: &[Check] = &[
         3,
         dirty_log,
     ),
-    GUEST.check(
-        "lab7_move_fast_writer",
-        "a moved guest prints the lines and checksum of an unmoved one (a fast writer)",
-        4,
-        move_fast_writer,
-    ),
-    GUEST.check(
-        "lab7_rounds_converge",
-        "pre-copy rounds shrink a slow writer's dirty set; stop-and-copy sends few pages",
-        2,
-        rounds_converge,
-    ),
+    GUEST
+        .check(
+            "lab7_move_fast_writer",
+            "a moved guest prints the lines and checksum of an unmoved one (a fast writer)",
+            4,
+            move_fast_writer,
+        )
+        .explained_by(&["lab7_snapshot_round_trip", "lab7_dirty_log"]),
+    GUEST
+        .check(
+            "lab7_rounds_converge",
+            "pre-copy rounds shrink a slow writer's dirty set; stop-and-copy sends few pages",
+            2,
+            rounds_converge,
+        )
+        .explained_by(&["lab7_snapshot_round_trip", "lab7_dirty_log"]),
 ];
 
 // The migration guest's arithmetic (guest/migrate/pager.rs), which the judge repeats.
@@ -207,7 +215,6 @@ fn dirty_log(ctx: &mut Ctx) -> Result<(), Stop> {
         params,
         slice_ms: rng.range(5, 30),
     })?;
-    const TAKE: &str = "take_dirty_pages";
     if let Ok(pages) = &seen.without_flag {
         return Err(fail(
             LAB,
@@ -221,8 +228,11 @@ fn dirty_log(ctx: &mut Ctx) -> Result<(), Stop> {
         .into());
     }
     seen.enabled.map_err(|err| fail(LAB, "enable_dirty_log", err))?;
-    seen.first.map_err(|err| fail(LAB, TAKE, err))?;
-    let dirty = seen.second.map_err(|err| fail(LAB, TAKE, err))?;
+    seen.first
+        .map_err(|err| fail_one_of(LAB, &dirty_log_failed(&err, &[TAKE]), err))?;
+    let dirty = seen
+        .second
+        .map_err(|err| fail_one_of(LAB, &dirty_log_failed(&err, &[TAKE]), err))?;
     if dirty.windows(2).any(|w| w[0] >= w[1]) || dirty.iter().any(|&p| p >= GUEST_PAGES) {
         return Err(fail(
             LAB,
@@ -245,11 +255,27 @@ fn dirty_log(ctx: &mut Ctx) -> Result<(), Stop> {
         .into());
     }
     if seen.changed.is_empty() {
-        return Err(Stop::Failed(
-            "the guest wrote nothing during its slice: run_slice did not run it".to_owned(),
-        ));
+        return Err(fail(
+            LAB,
+            "run_slice",
+            "the guest wrote nothing during its slice: it did not run the guest",
+        )
+        .into());
     }
     Ok(())
+}
+
+/// The causes of a failure whose text is `error`, `otherwise` the ones given: KVM_GET_DIRTY_LOG
+/// fails with ENOENT on a slot without KVM_MEM_LOG_DIRTY_PAGES, which enable_dirty_log turns
+/// on (or a take_dirty_pages that asks for another slot).
+fn dirty_log_failed<'a>(error: &str, otherwise: &[&'a str]) -> Vec<&'a str> {
+    if error.contains("KVM_GET_DIRTY_LOG") && error.contains("No such file or directory") {
+        let mut causes = vec!["enable_dirty_log", TAKE];
+        causes.extend(otherwise.iter().filter(|f| **f != TAKE));
+        causes
+    } else {
+        otherwise.to_vec()
+    }
 }
 
 /// A move's run as the judge needs it: status 0 and the guest finished on the destination.
@@ -258,9 +284,10 @@ fn moved_run(seen: &MoveSeen) -> Result<(), Stop> {
         return Err(stub_reached(seen.failure.as_deref().unwrap_or_default()));
     }
     if seen.status != Status::Ok.code() {
-        return Err(fail(
+        let failure = seen.failure.as_deref().unwrap_or_default();
+        return Err(fail_one_of(
             LAB,
-            "migrate",
+            &dirty_log_failed(failure, &["migrate"]),
             format!(
                 "the move ended with status {}: {}",
                 seen.status,

@@ -43,6 +43,7 @@ impl Group {
             title,
             points,
             needs: self.needs,
+            explained_by: &[],
             runs_guest: self.runs_guest,
             host: if self.runs_guest {
                 HostNeed::Kvm
@@ -79,6 +80,56 @@ pub fn chapter(lab: u8) -> &'static str {
 /// `labN function: what (book: chapter)`.
 pub fn fail(lab: u8, function: &str, what: impl Display) -> String {
     format!("lab{lab} {function}: {what} (book: {})", chapter(lab))
+}
+
+/// `labN f1/f2/…: what (book: chapter)`: a failure that has several causes the check cannot
+/// tell apart, the most likely first. `what` says what was seen and how each would cause it.
+pub fn fail_one_of(lab: u8, functions: &[&str], what: impl Display) -> String {
+    fail(lab, &functions.join("/"), what)
+}
+
+/// The lab functions a message names as its cause, as `(lab, function)`, the most likely first:
+/// `lab4 handle_exit: …` names one, `lab3 special_registers/general_registers: …` two (a later
+/// one may name its own lab: `lab4 run_until_halt/lab1 vm_init`). Empty when the message names
+/// none (a pointer to another check, a panic's own words, a fault of the kit).
+pub fn causes_named(message: &str) -> Vec<(u8, String)> {
+    let Some((place, _)) = message.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut causes = Vec::new();
+    let mut lab = None;
+    for part in place.split('/') {
+        let (part_lab, function) = match part.strip_prefix("lab").and_then(|rest| rest.split_once(' ')) {
+            Some((number, function)) => match number.parse::<u8>() {
+                Ok(number) => (Some(number), function),
+                Err(_) => return Vec::new(),
+            },
+            None => (lab, part),
+        };
+        let Some(part_lab) = part_lab else {
+            return Vec::new();
+        };
+        if function.is_empty() || !function.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Vec::new();
+        }
+        lab = Some(part_lab);
+        causes.push((part_lab, function.to_owned()));
+    }
+    causes
+}
+
+/// What a check's message becomes when `check`, which explains its failure, failed in the same
+/// run with `message`: a pointer with that check's one-line cause (its chapter left out).
+pub fn see(check: &str, message: &str) -> String {
+    let cause = message.split(" (book: ").next().unwrap_or(message);
+    format!("see {check} ({cause})")
+}
+
+/// The check a message from `see` points to.
+pub fn pointed_to(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("see ")?;
+    let (check, _) = rest.split_once(" (")?;
+    Some(check)
 }
 
 /// Fails with `field = found, expected expected: why` unless the two are equal.

@@ -2,6 +2,8 @@
 //! lab functions a test chose (a seeded mistake), so a test needs no second build of the labs.
 #![allow(dead_code)]
 
+pub mod causes;
+
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
