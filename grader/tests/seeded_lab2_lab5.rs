@@ -194,7 +194,7 @@ fn hypercalls_that_keep_the_pat_bit_in_a_guest_run() {
     fails_on_every_seed(
         "lab5_gva_to_hva_live",
         |labs| labs.run_hypercalls = run_keeping_pat,
-        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        "lab5 handle_hypercall/run_hypercalls: a hypercall guest made for this run printed ",
         &["was kept in the guest physical address"],
     );
 }
@@ -304,7 +304,7 @@ fn print_str_that_reads_the_next_physical_page() {
     fails_on_every_seed(
         "lab5_print_str_in_one_exit",
         |labs| labs.run_hypercalls = run_reading_contiguously,
-        "lab5 handle_hypercall: a hypercall guest made for this run printed ",
+        "lab5 handle_hypercall/run_hypercalls: a hypercall guest made for this run printed ",
         &["across a page boundary", "not adjacent"],
     );
 }

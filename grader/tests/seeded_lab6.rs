@@ -306,7 +306,7 @@ fn guest_time_of_an_interrupted_run_not_counted() {
     );
     // Every slice is judged where the timer slices are run: one of the two timer runs has a
     // quiet guest, whose slices are the interrupted KVM_RUN alone.
-    let (message, _) = failure_of("lab6_both_progress", |labs| labs.run_slice = seeded);
+    let (message, _) = failure_of("lab6_both_progress", seed_guest_time_of_an_interrupted_run_not_counted);
     assert_names(
         &message,
         "lab6 run_slice: ",
