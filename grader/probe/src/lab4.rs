@@ -57,6 +57,7 @@ fn handle_exits(probe: &Probe, exits: &[Exit]) -> Handled {
             Exit::MmioRead { addr, len } => VcpuExit::MmioRead(*addr, &mut buffer[..(*len).min(8)]),
             Exit::Hlt => VcpuExit::Hlt,
             Exit::Shutdown => VcpuExit::Shutdown,
+            Exit::Other => VcpuExit::IrqWindowOpen,
         };
         let result = (probe.labs.handle_exit)(exit, &mut console, &mut counts);
         results.push(result.map(flow).map_err(loop_error));

@@ -33,6 +33,9 @@ pub enum Exit {
     Hlt,
     /// `VcpuExit::Shutdown`.
     Shutdown,
+    /// An exit of no reason the lab names (`VcpuExit::IrqWindowOpen`: KVM's interrupt window,
+    /// which a VMM that asks for it gets on every host).
+    Other,
 }
 
 /// Hand `exits`, in this order, to `handle_exit` with one console and one set of counts.

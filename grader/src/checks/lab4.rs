@@ -20,6 +20,9 @@ use crate::rng::Rng;
 use crate::{Check, Ctx, Part, Stop, describe};
 
 const LAB: u8 = 4;
+/// The exit the probe hands `handle_exit` for "any other reason", as `UnexpectedExit::from_exit`
+/// names it (kvm-ioctls' variant, `VcpuExit::IrqWindowOpen`).
+const OTHER_EXIT_NAME: &str = "IrqWindowOpen";
 /// Checks of exit handling alone: no KVM.
 const PURE: Group = Group {
     part: Part::Lab(LAB),
@@ -314,6 +317,11 @@ fn unexpected_exits(ctx: &mut Ctx) -> Result<(), Stop> {
             Some(UnexpectedExit::Shutdown),
             "a triple fault".to_owned(),
         ),
+        (
+            Exit::Other,
+            Some(UnexpectedExit::Other(OTHER_EXIT_NAME.to_owned())),
+            format!("an exit of another reason ({OTHER_EXIT_NAME})"),
+        ),
     ];
     rng.shuffle(&mut cases);
     let handled = ctx.call(&HandleExits {
@@ -365,20 +373,20 @@ fn unexpected_exits(ctx: &mut Ctx) -> Result<(), Stop> {
             )
         } else {
             format!(
-                "after an OUT to 0xe9, one to port {port:#x}, an IN, an MMIO read and a triple fault, the console {}",
+                "after an OUT to 0xe9, one to port {port:#x}, an IN, an MMIO read, a triple fault and an {OTHER_EXIT_NAME} exit, the console {}",
                 super::output_difference(&handled.console, &text)
             )
         };
         return Err(fail(LAB, HANDLE, what).into());
     }
     let c = handled.counts;
-    let found = (c.io_out, c.io_in, c.mmio, c.shutdown);
-    if found != (2, 1, 1, 1) {
+    let found = (c.io_out, c.io_in, c.mmio, c.shutdown, c.other);
+    if found != (2, 1, 1, 1, 1) {
         return Err(fail(
             LAB,
             HANDLE,
             format!(
-                "after two OUTs (one refused), an IN, an MMIO read and a triple fault the counts are (io_out, io_in, mmio, shutdown) = {found:?}, expected (2, 1, 1, 1): count every exit by reason, also the ones you refuse"
+                "after two OUTs (one refused), an IN, an MMIO read, a triple fault and an {OTHER_EXIT_NAME} exit the counts are (io_out, io_in, mmio, shutdown, other) = {found:?}, expected (2, 1, 1, 1, 1): count every exit by reason, also the ones you refuse, and any reason without a field in other"
             ),
         )
         .into());
