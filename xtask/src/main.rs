@@ -15,6 +15,8 @@ mod progress;
 #[cfg(feature = "instructor")]
 mod shape;
 #[cfg(feature = "instructor")]
+mod stability;
+#[cfg(feature = "instructor")]
 mod student_kit;
 #[cfg(feature = "instructor")]
 mod submissions;
@@ -54,6 +56,10 @@ enum Command {
     /// cargo grade --watch, a class, the Gradescope autograder), then svm-check.
     #[cfg(feature = "instructor")]
     Ci(ci::Args),
+    /// Runs every check N times (default 50) on the reference build, optionally beside a build
+    /// of the workspace, and counts the passes (--record writes grader/stability.md).
+    #[cfg(feature = "instructor")]
+    Stability(stability::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +75,7 @@ fn main() -> ExitCode {
         Command::Gradescope(args) => ExitCode::from(gradescope::run(args)),
         #[cfg(feature = "instructor")]
         Command::Ci(args) => ExitCode::from(ci::run(args)),
+        #[cfg(feature = "instructor")]
+        Command::Stability(args) => ExitCode::from(stability::run(args)),
     }
 }
