@@ -309,7 +309,11 @@ fn run_all(prepared: &grade::Prepared, args: &Args, mode: &Mode, work: &Path) ->
             }
             _ => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no line on stderr");
+                let last = stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no line on stderr");
                 let broken = format!("grader exited with {}: {last}", out.status);
                 tallies.broken_runs.push(broken.clone());
                 broken
@@ -628,7 +632,10 @@ fn forward_interrupts() -> Result<(), String> {
         // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
         let old = unsafe { libc::signal(signal, on_interrupt as *const () as libc::sighandler_t) };
         if old == libc::SIG_ERR {
-            return Err(format!("cannot handle signal {signal}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot handle signal {signal}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(())
@@ -673,7 +680,10 @@ mod tests {
         assert_eq!(unstable, ["lab7_b"]);
         let table = table(&tallies, 3);
         assert!(table.contains("| lab1_a | 3/3 |"), "{table}");
-        assert!(table.contains("| lab7_b | 2/3 | 1 timed_out; seed 7: too slow |"), "{table}");
+        assert!(
+            table.contains("| lab7_b | 2/3 | 1 timed_out; seed 7: too slow |"),
+            "{table}"
+        );
         assert!(table.contains("| lab3_paged32 | not run on this host |"), "{table}");
     }
 
