@@ -165,7 +165,8 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
 
 /// Exit statuses of `cargo xtask` (the grader's own statuses pass through `cargo grade`; the
 /// instructors' commands add 2, bad usage or input, 5, a repository not fit to export, 6, files git
-/// does not track where the export reads, and 7, a repository that is not a git checkout).
+/// does not track where the export reads, 7, a repository that is not a git checkout, and 8, a
+/// check of the reference that did not pass every run of `stability`).
 pub mod status {
     /// Bad usage (as the grader's own).
     pub const USAGE: u8 = 2;

@@ -17,6 +17,8 @@ mod progress;
 #[cfg(feature = "instructor")]
 mod shape;
 #[cfg(feature = "instructor")]
+mod stability;
+#[cfg(feature = "instructor")]
 mod student_kit;
 #[cfg(feature = "instructor")]
 mod submissions;
@@ -61,6 +63,10 @@ enum Command {
     /// fails only if a mutant recorded as caught is missed now.
     #[cfg(feature = "instructor")]
     Mutants(mutants::Args),
+    /// Runs every check N times (default 50) on the reference build, optionally beside a build
+    /// of the workspace, and counts the passes (--record writes grader/stability.md).
+    #[cfg(feature = "instructor")]
+    Stability(stability::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,5 +84,6 @@ fn main() -> ExitCode {
         Command::Ci(args) => ExitCode::from(ci::run(args)),
         #[cfg(feature = "instructor")]
         Command::Mutants(args) => ExitCode::from(mutants::run(args)),
+        Command::Stability(args) => ExitCode::from(stability::run(args)),
     }
 }

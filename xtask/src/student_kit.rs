@@ -101,7 +101,7 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 20] = [
+const INSTRUCTOR_ONLY: [&str; 22] = [
     ".ci",
     // Mutation testing of the references: its settings and its record name the references' code.
     ".cargo/mutants.toml",
@@ -113,6 +113,9 @@ const INSTRUCTOR_ONLY: [&str; 20] = [
     // bytes, which it also holds, are written into the student book instead).
     "crates/kvm-hello/tests/lwn.rs",
     "grader/tests/grade.rs",
+    // The reference's pass counts (cargo xtask stability --record) and the command that writes them.
+    "grader/stability.md",
+    "xtask/src/stability.rs",
     // The hidden checks (the copy gets a stand-in that says how many and their points), the
     // hostile probe of the isolation tests, and the jail's own tests (bubblewrap and python3).
     "grader/src/checks/hidden.rs",

@@ -318,7 +318,7 @@ fn version_key(version: &str) -> Vec<u64> {
 }
 
 /// What kind of KVM this host has, for the table's heading.
-fn host_title() -> String {
+pub(crate) fn host_title() -> String {
     let loaded = |module: &str| Path::new("/sys/module").join(module).exists();
     let kind = if loaded("kvm_pvm") {
         "PVM"

@@ -206,6 +206,7 @@ fn migration_json(record: &crate::vmm::MigrateReport) -> Value {
         "downtime_us": record.migration.as_ref().map(|m| micros(m.downtime)),
         "finished_on": record.finished_on,
         "checksum": record.checksum.map(|c| format!("{c:#018x}")),
+        "steps_at_stop": record.steps_at_stop,
         "error": record.error,
     })
 }

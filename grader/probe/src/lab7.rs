@@ -210,5 +210,6 @@ fn move_guest(labs: &Labs, request: &Move) -> MoveSeen {
         downtime_us: migration.map(|m| u64::try_from(m.downtime.as_micros()).unwrap_or(u64::MAX)),
         finished_on: record.and_then(|r| r.finished_on.map(str::to_owned)),
         checksum: record.and_then(|r| r.checksum),
+        steps_at_stop: record.and_then(|r| r.steps_at_stop),
     }
 }

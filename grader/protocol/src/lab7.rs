@@ -154,6 +154,8 @@ pub struct MoveSeen {
     pub finished_on: Option<String>,
     /// The checksum the guest stored where it halted.
     pub checksum: Option<u64>,
+    /// The steps the guest had done (its progress in its memory) at the stop-and-copy.
+    pub steps_at_stop: Option<u64>,
 }
 
 impl Request for Move {

@@ -393,7 +393,10 @@ fn rounds_converge(ctx: &mut Ctx) -> Result<(), Stop> {
         )
         .into());
     }
-    if (seen.rounds.len() as u32) < max_rounds && stop_copy > seen.stop_pages {
+    // A guest that finished its steps during pre-copy ends the rounds whatever its dirty set (on a
+    // busy host each step's wait stretches, so how far it got is the guest's, not a time's, evidence).
+    let finished_in_pre_copy = seen.steps_at_stop.is_some_and(|steps| steps >= params.steps);
+    if (seen.rounds.len() as u32) < max_rounds && stop_copy > seen.stop_pages && !finished_in_pre_copy {
         return Err(fail(
             LAB,
             "migrate",

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kit_common::Status;
 use lab7_migration::{
-    GuestVm, Lab7Error, Link, LinkError, Migration, Plan, Record, SliceEnd, SliceTimer, read_checksum,
+    GuestVm, Lab7Error, Link, LinkError, Migration, Plan, Record, SliceEnd, SliceTimer, read_checksum, read_progress,
 };
 
 use super::diagnosis::{self, lab1_failure, refused};
@@ -27,8 +27,16 @@ use crate::labs::Labs;
 pub const LAB7: &str = "Lab 7, Moving a running VM";
 /// The file descriptor the destination finds its end of the stream on.
 pub const DESTINATION_FD: i32 = 3;
-/// The guest time the guest runs on the source before the move starts.
-pub const MIGRATE_AFTER: Duration = Duration::from_millis(300);
+/// The guest's steps done on the source before the move starts (half its steps when it has fewer
+/// than twice that): a point in the guest's run, not a time, so the move catches it mid-run
+/// however busy the host is (its steps are paced on the TSC, which runs on while the vCPU waits
+/// for a CPU: a fixed guest time could see the whole run on a loaded host).
+pub const MIGRATE_AT_STEP: u64 = 300;
+/// The guest time of each slice while the guest is brought to that step.
+const LEAD_SLICE: Duration = Duration::from_millis(5);
+/// The most guest time spent bringing it there (a few hundred ms on any host): past it, the move
+/// starts wherever the guest is.
+const LEAD_LIMIT: Duration = Duration::from_secs(10);
 /// The source stops pre-copying once the dirty set is this small (pages).
 pub const STOP_PAGES: usize = 16;
 /// The shortest slice the guest runs between two rounds.
@@ -68,6 +76,9 @@ pub struct MigrateReport {
     pub finished_on: Option<&'static str>,
     /// The guest's checksum, once it halted.
     pub checksum: Option<u64>,
+    /// The steps the guest had done (its progress in its memory) when `migrate` returned, i.e.
+    /// at the stop-and-copy: all of them when it finished during pre-copy, which ends the rounds.
+    pub steps_at_stop: Option<u64>,
     /// Why the move failed, if it did.
     pub error: Option<String>,
 }
@@ -235,7 +246,7 @@ pub fn set_self_prefix(prefix: Vec<String>) {
 }
 
 // ANCHOR: migrate_session
-/// The source: the guest runs `MIGRATE_AFTER`, then moves (or, with `--no-migration`, runs here
+/// The source: the guest runs to `migrate_at` its steps, then moves (or, with `--no-migration`, runs here
 /// to its end).
 pub(crate) fn migrate_session(
     labs: &Labs,
@@ -253,6 +264,7 @@ pub(crate) fn migrate_session(
         migration: None,
         finished_on: None,
         checksum: None,
+        steps_at_stop: None,
         error: None,
     };
     enter(watchdog, CREATE_VM, report)?;
@@ -273,11 +285,10 @@ pub(crate) fn migrate_session(
             }
         }));
     }
-    let mut timer = SliceTimer::new().map_err(|err| lab7_failure(err.into()))?;
-    (labs.migration_run_slice)(&mut guest, Some(MIGRATE_AFTER), &mut timer, console).map_err(lab7_failure)?;
-    drop(timer);
+    run_to_step(labs, &mut guest, migrate_at(options.params.steps), console)?;
     enter(watchdog, MIGRATE, report)?;
     let moved = (labs.migrate)(&labs.migration_parts(), &mut guest, &record.plan, &mut link, console);
+    record.steps_at_stop = read_progress(&guest.vm.memory).ok();
     report.counts = guest.exits;
     match moved {
         Ok(migration) => {
@@ -314,6 +325,23 @@ pub(crate) fn migrate_session(
     }
 }
 // ANCHOR_END: migrate_session
+
+/// The step at which a guest of `steps` steps moves.
+pub fn migrate_at(steps: u64) -> u64 {
+    MIGRATE_AT_STEP.min(steps / 2)
+}
+
+/// Runs the guest in short slices until it has done `step` steps (or halted, or `LEAD_LIMIT` of
+/// slices went by).
+fn run_to_step(labs: &Labs, guest: &mut GuestVm, step: u64, console: &mut dyn Write) -> Result<(), Failure> {
+    let mut timer = SliceTimer::new().map_err(|err| lab7_failure(err.into()))?;
+    let mut ran = Duration::ZERO;
+    while !guest.halted && ran < LEAD_LIMIT && read_progress(&guest.vm.memory).map_err(lab7_failure)? < step {
+        (labs.migration_run_slice)(guest, Some(LEAD_SLICE), &mut timer, console).map_err(lab7_failure)?;
+        ran += LEAD_SLICE;
+    }
+    Ok(())
+}
 
 /// The guest halted on the source: the report, and the failure of the move if there was one.
 fn finish_here(
