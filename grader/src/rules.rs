@@ -449,7 +449,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         check: "lab5_num_exits",
-        rule: r#"num_exits: an IN of 4 bytes from NUM_EXITS_PORT is counted first, then answered with the number of exits so far, this one included (a u32, little-endian, in the IN's data), and recorded with that number as its result."#,
+        rule: r#"num_exits: an IN of 4 bytes from NUM_EXITS_PORT is counted first, then answered with the number of exits so far, this one included (a u32, little-endian, in the IN's data), and recorded with that number as its result. An exit that is no hypercall (MMIO, a triple fault, any other reason) is counted under its reason (mmio, shutdown, the rest in other), then is Lab5Error::Unexpected."#,
         hints: [
             r#"The guest calls num_exits twice around one print_str and expects answers 2 apart."#,
             r#"Count the exit before you answer: the answer is counts.total() after counting; fill data with its little-endian bytes."#,

@@ -111,6 +111,17 @@ fn serve(probe: &Probe, request: Serve) -> Result<Served, String> {
             handle_hypercall(VcpuExit::IoIn(*port, &mut in_data), &mut host, &mut console)
         }
         Exit::Hlt => handle_hypercall(VcpuExit::Hlt, &mut host, &mut console),
+        Exit::Mmio { addr, len, write } => {
+            let mut data = [0u8; 8];
+            let data = &mut data[..(*len).min(8)];
+            if *write {
+                handle_hypercall(VcpuExit::MmioWrite(*addr, data), &mut host, &mut console)
+            } else {
+                handle_hypercall(VcpuExit::MmioRead(*addr, data), &mut host, &mut console)
+            }
+        }
+        Exit::Shutdown => handle_hypercall(VcpuExit::Shutdown, &mut host, &mut console),
+        Exit::Other => handle_hypercall(VcpuExit::IrqWindowOpen, &mut host, &mut console),
     };
     let flow = flow
         .map(|flow| match flow {

@@ -36,6 +36,19 @@ pub enum Exit {
     },
     /// `KVM_EXIT_HLT`.
     Hlt,
+    /// `KVM_EXIT_MMIO`: a read or a write of `len` bytes at `addr` (no hypercall).
+    Mmio {
+        /// The guest physical address.
+        addr: u64,
+        /// The access size.
+        len: usize,
+        /// A write (else a read).
+        write: bool,
+    },
+    /// `KVM_EXIT_SHUTDOWN`: a triple fault.
+    Shutdown,
+    /// An exit of no reason the labs name (`VcpuExit::IrqWindowOpen`).
+    Other,
 }
 
 /// `handle_hypercall` on one made-up exit, with a `Host` over `memory`, then the judge's ranges

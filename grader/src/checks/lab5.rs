@@ -59,7 +59,7 @@ pub const CHECKS: &[Check] = &[
     ),
     PURE.check(
         "lab5_num_exits",
-        "handle_hypercall: num_exits counts this exit too",
+        "handle_hypercall: num_exits counts this exit too; an exit that is no hypercall is counted, then refused",
         1,
         num_exits,
     ),
@@ -234,6 +234,73 @@ fn num_exits(ctx: &mut Ctx) -> Result<(), Stop> {
     rng.shuffle(&mut priors);
     for prior in priors {
         num_exits_after(ctx, &mut rng, prior)?;
+    }
+    unexpected_exits(ctx, &mut rng)
+}
+
+/// Exits that are no hypercall: each counted under its reason, then `Lab5Error::Unexpected`.
+fn unexpected_exits(ctx: &mut Ctx, rng: &mut Rng) -> Result<(), Stop> {
+    let addr = rng.range(0x20_0000, 0xf000_0000) & !3;
+    let mut exits = [
+        (
+            Exit::Mmio {
+                addr,
+                len: 4,
+                write: false,
+            },
+            format!("an MMIO read at {addr:#x}"),
+        ),
+        (
+            Exit::Mmio {
+                addr,
+                len: 4,
+                write: true,
+            },
+            format!("an MMIO write at {addr:#x}"),
+        ),
+        (Exit::Shutdown, "a triple fault (shutdown)".to_owned()),
+        (Exit::Other, "an exit of another reason (IrqWindowOpen)".to_owned()),
+    ];
+    rng.shuffle(&mut exits);
+    for (exit, what) in exits {
+        let before = Counts {
+            io_out: rng.range(0, 1_000),
+            io_in: rng.range(0, 1_000),
+            mmio: rng.range(0, 1_000),
+            shutdown: rng.range(0, 3),
+            other: rng.range(0, 1_000),
+            ..Counts::default()
+        };
+        let mut expected = before.clone();
+        match exit {
+            Exit::Mmio { .. } => expected.mmio += 1,
+            Exit::Shutdown => expected.shutdown += 1,
+            _ => expected.other += 1,
+        }
+        let served = ctx.call(&Serve {
+            memory: Memory {
+                words: walker::identity_map(),
+                bytes: Vec::new(),
+            },
+            cr3: PML4_ADDR,
+            host_base: host_base(rng),
+            counts: before.clone(),
+            exit,
+            reads: Vec::new(),
+        })?;
+        if let Ok(flow) = &served.flow {
+            let what = format!(
+                "{what} gave Ok({flow:?}), expected Err(Lab5Error::Unexpected(..)): an exit that is no hypercall ends the run with a diagnostic"
+            );
+            return Err(fail(LAB, "handle_hypercall", what).into());
+        }
+        if served.counts != expected {
+            let what = format!(
+                "after {what} the counts are {:?}, expected {:?} (from {:?}): count an exit that is no hypercall under its reason (mmio, shutdown, the rest in other) before you refuse it",
+                served.counts, expected, before
+            );
+            return Err(fail(LAB, "handle_hypercall", what).into());
+        }
     }
     Ok(())
 }

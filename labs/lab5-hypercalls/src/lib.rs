@@ -195,7 +195,9 @@ pub fn gva_to_hva(memory: &GuestMemoryMmap, cr3: u64, host_base: u64, gva: u64) 
 // ("print32bit", [value], None), and answers Flow::Continue.
 // Graded (lab5_num_exits): num_exits: an IN of 4 bytes from NUM_EXITS_PORT is counted first, then
 // answered with the number of exits so far, this one included (a u32, little-endian, in the IN's
-// data), and recorded with that number as its result.
+// data), and recorded with that number as its result. An exit that is no hypercall (MMIO, a triple
+// fault, any other reason) is counted under its reason (mmio, shutdown, the rest in other), then is
+// Lab5Error::Unexpected.
 // Graded (lab5_gva_to_hva_hypercall): gva_to_hva hypercall: the OUT's 4-byte value is the guest
 // virtual address of an 8-byte slot; the host reads the GVA from the slot, writes gva_to_hva of it
 // back into the slot (8 bytes, little-endian), or, when there is none, prints "Invalid GVA" and a
