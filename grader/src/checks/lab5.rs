@@ -271,7 +271,7 @@ fn unexpected_exits(ctx: &mut Ctx, rng: &mut Rng) -> Result<(), Stop> {
             other: rng.range(0, 1_000),
             ..Counts::default()
         };
-        let mut expected = before.clone();
+        let mut expected = before;
         match exit {
             Exit::Mmio { .. } => expected.mmio += 1,
             Exit::Shutdown => expected.shutdown += 1,
@@ -284,7 +284,7 @@ fn unexpected_exits(ctx: &mut Ctx, rng: &mut Rng) -> Result<(), Stop> {
             },
             cr3: PML4_ADDR,
             host_base: host_base(rng),
-            counts: before.clone(),
+            counts: before,
             exit,
             reads: Vec::new(),
         })?;
