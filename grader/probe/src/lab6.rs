@@ -347,6 +347,19 @@ fn cpu_time_of(clock: Option<libc::clockid_t>) -> Duration {
     )
 }
 
+/// How long the thread `tid` of this process has waited for a CPU while it could run (the
+/// scheduler's run delay, /proc's schedstat); zero where the kernel does not say. A thread
+/// starved by a loaded host is not a loop that sleeps: the wall-clock limit leaves this time out.
+fn run_delay_of(tid: libc::pid_t) -> Duration {
+    if tid == 0 {
+        return Duration::ZERO;
+    }
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1)?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
 /// A thread the probe gave up on keeps spinning until the process ends: it runs only when
 /// nothing else wants the CPU from now on (an in-process test goes on beside it).
 fn demote(tid: libc::pid_t) {
@@ -406,7 +419,10 @@ fn schedule(probe: &Probe, request: Schedule) -> Result<Result<ScheduleSeen, Lab
     };
     let started = Instant::now();
     let outcome = loop {
-        let (cpu, wall) = (cpu_time_of(clock), started.elapsed());
+        // The wall clock counts only while the lab's thread runs or sleeps, not while it waits
+        // for a CPU on a loaded host: a sleeping loop is stopped, a starved one is not failed.
+        let tid = lock(&shared).tid;
+        let (cpu, wall) = (cpu_time_of(clock), started.elapsed().saturating_sub(run_delay_of(tid)));
         if cpu >= cpu_limit || wall >= wall_limit {
             break None;
         }
