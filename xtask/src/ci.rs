@@ -51,6 +51,8 @@ pub fn run(args: Args) -> u8 {
             "seeded_lab6",
             "--test",
             "seeded_lab7",
+            "--test",
+            "seeded_lab2_lab5",
             "--",
             "--ignored",
             "--exact",
