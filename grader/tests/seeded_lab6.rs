@@ -56,6 +56,10 @@ const MISTAKES: &[Mistake] = &[
     Mistake::new("names_by_order_not_as_given", "lab6 create_guest_vm", seed_names_by_order_not_as_given),
     Mistake::new("exits_not_counted", "lab6 run_slice", seed_exits_not_counted),
     Mistake::new("one_vm_accounted_half_its_guest_time", "lab6 run_slice", seed_one_vm_accounted_half_its_guest_time),
+    Mistake::new("only_the_interrupted_run_counted", "lab6 run_slice", seed_only_the_interrupted_run_counted),
+    Mistake::new("half_written_line_dropped_at_a_switch", "lab6 run_slice", seed_half_written_line_dropped_at_a_switch),
+    Mistake::new("half_written_line_written_at_a_switch", "lab6 run_slice", seed_half_written_line_written_at_a_switch),
+    Mistake::new("a_line_written_twice", "lab6 run_slice", seed_a_line_written_twice),
 ];
 
 /// No failed check names a cause other than the seeded one, over every mistake above: each runs
@@ -314,8 +318,7 @@ fn guest_time_of_an_interrupted_run_not_counted() {
     );
 }
 
-#[test]
-fn only_the_interrupted_run_counted() {
+fn seed_only_the_interrupted_run_counted(labs: &mut Labs) {
     // The opposite mistake: guest time is added only at the timer's EINTR (the time of the slice
     // up to then, from the last exit), so the KVM_RUN calls that end in an exit are lost: a
     // cooperative slice gets none. Emulated around the reference: a slice keeps only the guest
@@ -354,7 +357,12 @@ fn only_the_interrupted_run_counted() {
             };
         ended
     }
-    let (message, _) = failure_of("lab6_both_progress", |labs| labs.run_slice = seeded);
+    labs.run_slice = seeded;
+}
+
+#[test]
+fn only_the_interrupted_run_counted() {
+    let (message, _) = failure_of("lab6_both_progress", seed_only_the_interrupted_run_counted);
     assert_names(
         &message,
         "lab6 run_slice: ",
@@ -501,8 +509,7 @@ fn one_vm_accounted_half_its_guest_time() {
     );
 }
 
-#[test]
-fn half_written_line_dropped_at_a_switch() {
+fn seed_half_written_line_dropped_at_a_switch(labs: &mut Labs) {
     // The VM's line buffer is cleared when its slice starts: the part of a line its guest
     // printed before the switch is lost, and the line comes out cut.
     fn seeded(
@@ -514,7 +521,15 @@ fn half_written_line_dropped_at_a_switch() {
         vm.line.clear();
         lab6_scheduling::run_slice(vm, length, timer, console)
     }
-    let (message, _) = failure_of("lab6_state_survives_switches", |labs| labs.run_slice = seeded);
+    labs.run_slice = seeded;
+}
+
+#[test]
+fn half_written_line_dropped_at_a_switch() {
+    let (message, _) = failure_of(
+        "lab6_state_survives_switches",
+        seed_half_written_line_dropped_at_a_switch,
+    );
     assert_names(
         &message,
         "lab6 run_slice: the console line ",
@@ -525,8 +540,7 @@ fn half_written_line_dropped_at_a_switch() {
     );
 }
 
-#[test]
-fn half_written_line_written_at_a_switch() {
+fn seed_half_written_line_written_at_a_switch(labs: &mut Labs) {
     // At the end of each slice the half-written line goes to the console: a line comes in two
     // pieces, each with its prefix.
     fn seeded(
@@ -545,7 +559,15 @@ fn half_written_line_written_at_a_switch() {
         }
         ended
     }
-    let (message, _) = failure_of("lab6_state_survives_switches", |labs| labs.run_slice = seeded);
+    labs.run_slice = seeded;
+}
+
+#[test]
+fn half_written_line_written_at_a_switch() {
+    let (message, _) = failure_of(
+        "lab6_state_survives_switches",
+        seed_half_written_line_written_at_a_switch,
+    );
     assert_names(
         &message,
         "lab6 run_slice: the console line ",
@@ -556,8 +578,7 @@ fn half_written_line_written_at_a_switch() {
     );
 }
 
-#[test]
-fn a_line_written_twice() {
+fn seed_a_line_written_twice(labs: &mut Labs) {
     // Each complete line is written, then written again at the end of its slice.
     fn seeded(
         vm: &mut GuestVm,
@@ -595,7 +616,12 @@ fn a_line_written_twice() {
         }
         ended
     }
-    let (message, _) = failure_of("lab6_state_survives_switches", |labs| labs.run_slice = seeded);
+    labs.run_slice = seeded;
+}
+
+#[test]
+fn a_line_written_twice() {
+    let (message, _) = failure_of("lab6_state_survives_switches", seed_a_line_written_twice);
     assert_names(
         &message,
         "lab6 run_slice: the console line \"[",
