@@ -530,13 +530,17 @@ fn half_written_line_dropped_at_a_switch() {
         "lab6_state_survives_switches",
         seed_half_written_line_dropped_at_a_switch,
     );
+    // Where the switch falls decides which symptom shows first: the half line in the other VM's
+    // slice, or (when it lands at a slice's end) a line out of place; both name the slice.
     assert_names(
         &message,
         "lab6 run_slice: the console line ",
-        &[
-            "where its guest's output makes",
-            "keep each VM's half-written line in its own buffer",
-        ],
+        &["where its guest's output makes"],
+    );
+    assert!(
+        message.contains("keep each VM's half-written line in its own buffer")
+            || message.contains("is a line lost at a switch?"),
+        "{message:?} names neither a half-written line nor a line lost at a switch"
     );
 }
 
@@ -568,13 +572,17 @@ fn half_written_line_written_at_a_switch() {
         "lab6_state_survives_switches",
         seed_half_written_line_written_at_a_switch,
     );
+    // Where the switch falls decides which symptom shows first: the half line in the other VM's
+    // slice, or (when it lands at a slice's end) a line out of place; both name the slice.
     assert_names(
         &message,
         "lab6 run_slice: the console line ",
-        &[
-            "where its guest's output makes",
-            "keep each VM's half-written line in its own buffer",
-        ],
+        &["where its guest's output makes"],
+    );
+    assert!(
+        message.contains("keep each VM's half-written line in its own buffer")
+            || message.contains("is a line lost at a switch?"),
+        "{message:?} names neither a half-written line nor a line lost at a switch"
     );
 }
 
