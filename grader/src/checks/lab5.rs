@@ -152,7 +152,14 @@ fn record(name: &str, args: Vec<u64>, result: Option<u64>) -> Record {
 /// `handle_hypercall` on one made-up exit with no memory to speak of (identity tables, a random
 /// host base), from `counts`: what it returned, and what it left.
 fn serve(ctx: &mut Ctx, rng: &mut Rng, counts: Counts, exit: Exit) -> Result<(Flow, Served), Stop> {
-    let served = ctx.call(&Serve {
+    let served = serve_any(ctx, rng, counts, exit)?;
+    let flow = served.flow.clone().map_err(|err| fail(LAB, "handle_hypercall", err))?;
+    Ok((flow, served))
+}
+
+/// The same, whatever `handle_hypercall` returned.
+fn serve_any(ctx: &mut Ctx, rng: &mut Rng, counts: Counts, exit: Exit) -> Result<Served, Stop> {
+    ctx.call(&Serve {
         memory: Memory {
             words: walker::identity_map(),
             bytes: Vec::new(),
@@ -162,9 +169,7 @@ fn serve(ctx: &mut Ctx, rng: &mut Rng, counts: Counts, exit: Exit) -> Result<(Fl
         counts,
         exit,
         reads: Vec::new(),
-    })?;
-    let flow = served.flow.clone().map_err(|err| fail(LAB, "handle_hypercall", err))?;
-    Ok((flow, served))
+    })
 }
 
 /// Why a printed number differs from `value` in decimal with a newline.
@@ -277,17 +282,7 @@ fn unexpected_exits(ctx: &mut Ctx, rng: &mut Rng) -> Result<(), Stop> {
             Exit::Shutdown => expected.shutdown += 1,
             _ => expected.other += 1,
         }
-        let served = ctx.call(&Serve {
-            memory: Memory {
-                words: walker::identity_map(),
-                bytes: Vec::new(),
-            },
-            cr3: PML4_ADDR,
-            host_base: host_base(rng),
-            counts: before,
-            exit,
-            reads: Vec::new(),
-        })?;
+        let served = serve_any(ctx, rng, before, exit)?;
         if let Ok(flow) = &served.flow {
             let what = format!(
                 "{what} gave Ok({flow:?}), expected Err(Lab5Error::Unexpected(..)): an exit that is no hypercall ends the run with a diagnostic"
