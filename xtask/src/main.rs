@@ -84,6 +84,7 @@ fn main() -> ExitCode {
         Command::Ci(args) => ExitCode::from(ci::run(args)),
         #[cfg(feature = "instructor")]
         Command::Mutants(args) => ExitCode::from(mutants::run(args)),
+        #[cfg(feature = "instructor")]
         Command::Stability(args) => ExitCode::from(stability::run(args)),
     }
 }
