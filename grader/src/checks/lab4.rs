@@ -273,7 +273,8 @@ fn unexpected_exits(ctx: &mut Ctx) -> Result<(), Stop> {
             break port;
         }
     };
-    let text = rng.text_between(1, 8);
+    // Two bytes at least: an OUT written only in part shows.
+    let text = rng.text_between(2, 8);
     let refused = rng.text_between(1, 4);
     let mmio = rng.range(0x20_0000, 0xf000_0000) & !3;
     let mut cases = vec![

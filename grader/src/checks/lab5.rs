@@ -923,18 +923,55 @@ fn departure(guest: &HypercallGuest, output: &[u8], base: u64) -> Option<(usize,
     (at != output.len()).then(|| (guest.parts.len(), output[at..].to_vec()))
 }
 
+/// An earlier reading of a departure at part `index`: a part before it that printed only the
+/// first bytes of its output, every later part being right to the end of the output. Its
+/// missing bytes happened to begin what follows (a string that lost its last byte `4` before
+/// `print32bit(4294967295)`), so `departure` saw them as printed. The part and what it printed.
+fn truncated_before(guest: &HypercallGuest, output: &[u8], base: u64, index: usize) -> Option<(usize, Vec<u8>)> {
+    let parts: Vec<Vec<u8>> = guest.parts.iter().map(|part| part.bytes(base)).collect();
+    let starts: Vec<usize> = parts
+        .iter()
+        .scan(0, |at, part| {
+            let start = *at;
+            *at += part.len();
+            Some(start)
+        })
+        .collect();
+    (0..index.min(parts.len())).rev().find_map(|j| {
+        let tail: Vec<u8> = parts[j + 1..].concat();
+        let printed = output.len().checked_sub(tail.len())?.checked_sub(starts[j])?;
+        (printed < parts[j].len() && output.ends_with(&tail)).then(|| (j, parts[j][..printed].to_vec()))
+    })
+}
+
 /// Judges what a run of `guest` printed, the host base being `base`: `Ok` when it is the
 /// guest's whole output, else the message (its cause handle_hypercall, which prints, or the
 /// loop that hands it the exits: the output cannot tell which), which names the first call whose output differs
 /// and, for the calls `explain` knows, why. `ended` is the run's failure, if it failed.
 pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &str) -> Result<(), String> {
-    let Some((index, found)) = departure(guest, output, base) else {
+    let Some((first_seen, seen)) = departure(guest, output, base) else {
         return Ok(());
     };
     let ended = if ended.is_empty() {
         String::new()
     } else {
         format!("; the run ended: {ended}")
+    };
+    // A part that stopped short, read first: the other reading is named after it.
+    let (index, found, other_reading) = match truncated_before(guest, output, base, first_seen) {
+        Some((index, found)) => {
+            let other = match guest.parts.get(first_seen) {
+                Some(part) => format!(
+                    " (read otherwise, its call {} printed {:?}, expected {:?}, the output alone cannot tell which; a string cut short is the likelier)",
+                    first_seen + 1,
+                    show(&seen, 80),
+                    show(&part.bytes(base), 80)
+                ),
+                None => String::new(),
+            };
+            (index, found, other)
+        }
+        None => (first_seen, seen, String::new()),
     };
     let Some(part) = guest.parts.get(index) else {
         return Err(fail(
@@ -952,7 +989,7 @@ pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &st
         LAB,
         "handle_hypercall/run_hypercalls",
         format!(
-            "{MADE} printed {:?} for its call {} of {}, {}, expected {:?}{why}{ended} (its output up to there was right)",
+            "{MADE} printed {:?} for its call {} of {}, {}, expected {:?}{why}{ended} (its output up to there was right){other_reading}",
             show(&found, 80),
             index + 1,
             guest.parts.len(),
