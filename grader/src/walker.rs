@@ -570,7 +570,24 @@ fn wrong_result(
     };
     let shift = last.level.shift();
     let offset = (1u64 << shift) - 1;
-    if shift > 12 && *got == (last.entry & ENTRY_ADDR_MASK) | (gva & 0xfff) {
+    let pat_kept =
+        shift > 12 && got ^ want == PTE_PAT_LARGE && got & PTE_PAT_LARGE != 0 && last.entry & PTE_PAT_LARGE != 0;
+    let offset_of_12_bits = shift > 12 && *got == (last.entry & ENTRY_ADDR_MASK) | (gva & 0xfff);
+    if pat_kept && offset_of_12_bits {
+        // The address's bits 12 up to the page's offset are 0: both mistakes give this address.
+        return format!(
+            "the walk gave {got:#x}, expected {want:#x}: two mistakes give this address, whose bits 12..{} are 0: {}[{}] maps a {} page, so the offset is the address's low {shift} bits, not 12; or the PAT bit (bit 12) of {}[{}] = {} was kept in the physical address (in a {} page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit {shift})",
+            shift - 1,
+            last.level,
+            last.index,
+            page_size(last.level),
+            last.level,
+            last.index,
+            describe::entry(last.entry),
+            page_size(last.level)
+        );
+    }
+    if offset_of_12_bits {
         return format!(
             "the walk gave {got:#x}, expected {want:#x}: {}[{}] maps a {} page, so the offset is the address's low {shift} bits, not 12",
             last.level,
@@ -578,7 +595,7 @@ fn wrong_result(
             page_size(last.level)
         );
     }
-    if shift > 12 && got ^ want == PTE_PAT_LARGE && got & PTE_PAT_LARGE != 0 && last.entry & PTE_PAT_LARGE != 0 {
+    if pat_kept {
         return format!(
             "the walk gave {got:#x}, expected {want:#x}: the PAT bit (bit 12) of {}[{}] = {} was kept in the physical address; in a {} page entry bit 12 is PAT, a caching attribute, and the page's address starts at bit {shift}: clear the bits below bit {shift} of the entry's address, then add the address's low {shift} bits",
             last.level,

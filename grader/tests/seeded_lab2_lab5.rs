@@ -48,6 +48,7 @@ fn fails_on_every_seed(check: &str, seed_mistake: impl Fn(&mut Labs), place: &st
 #[rustfmt::skip]
 const MISTAKES: &[Mistake] = &[
     Mistake::new("large_page_walk_that_keeps_the_pat_bit", "lab2 translate", |labs| labs.translate = walk_keeping_pat),
+    Mistake::new("large_page_walk_with_an_offset_of_12_bits", "lab2 translate", |labs| labs.translate = walk_with_an_offset_of_12_bits),
     Mistake::new("gva_to_hva_that_keeps_the_pat_bit", "lab5 gva_to_hva", |labs| labs.gva_to_hva = gva_to_hva_keeping_pat),
     Mistake::new("read_guest_string_that_keeps_the_pat_bit", "lab5 read_guest_string", |labs| labs.read_guest_string = read_string_keeping_pat),
     Mistake::new("hypercalls_that_keep_the_pat_bit_in_a_guest_run", "lab5 run_hypercalls", |labs| labs.run_hypercalls = run_keeping_pat),
@@ -94,6 +95,30 @@ fn large_page_walk_that_keeps_the_pat_bit_in_the_hidden_variant() {
         |labs| labs.translate = walk_keeping_pat,
         "lab2 translate: the walk of 0x",
         &["the PAT bit (bit 12) of", "was kept in the physical address"],
+    );
+}
+
+/// The reference walk, with a large page's offset taken as the address's low 12 bits, as for a
+/// 4 KiB page: the entry's bits 12 and up (PAT among them) make the physical address.
+fn walk_with_an_offset_of_12_bits(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
+    let mut walk = lab2_paging::translate(memory, cr3, gva);
+    if let (Ok(gpa), Some(last)) = (&mut walk.result, walk.steps.last())
+        && last.level != Level::Pt
+    {
+        *gpa = (last.entry & 0x000f_ffff_ffff_f000) | (gva & 0xfff);
+    }
+    walk
+}
+
+#[test]
+fn large_page_walk_with_an_offset_of_12_bits() {
+    // Where the address's bits 12 up to the page's offset are 0 and the entry has PAT, keeping
+    // PAT gives the same address: the message names both then, and "not 12" either way.
+    fails_on_every_seed(
+        "lab2_translate_other_pages",
+        |labs| labs.translate = walk_with_an_offset_of_12_bits,
+        "lab2 translate: the walk of 0x",
+        &["page, so the offset is the address's low", "bits, not 12"],
     );
 }
 

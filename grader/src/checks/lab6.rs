@@ -343,6 +343,13 @@ fn chatty(rng: &mut Rng) -> Worker {
     )
 }
 
+/// A chatty worker that also works in the middle of each line, as long as between two: a
+/// slice the timer ends often ends with a line half written.
+fn chatty_pausing_mid_line(rng: &mut Rng) -> Worker {
+    let (iterations, units_per_line) = (rng.range(16, 65) as u32, rng.range(1, 4) as u32);
+    worker::worker_pausing_mid_line(rng.next_u64(), iterations, units_per_line, iterations * units_per_line)
+}
+
 /// A worker that prints a few lines, then works on without an exit: its slices are one
 /// `KVM_RUN` each, the one the timer interrupts.
 fn quiet(rng: &mut Rng) -> Worker {
@@ -1139,7 +1146,12 @@ fn state_survives_switches(ctx: &mut Ctx) -> Result<(), Stop> {
     let mut rng = ctx.rng();
     let quantum = ms_between(&mut rng, 3, 6);
     let duration = ms_between(&mut rng, 200, 300);
-    let run = Run::new(&mut rng, PolicySpec::RoundRobin { quantum }, duration, chatty);
+    let run = Run::new(
+        &mut rng,
+        PolicySpec::RoundRobin { quantum },
+        duration,
+        chatty_pausing_mid_line,
+    );
     let ran = run_pair(ctx, &run)?;
     // The guest's memory: its progress only grows, and it starts once.
     let mut last: [Option<(usize, u64)>; 2] = [None, None];

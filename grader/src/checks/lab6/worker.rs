@@ -49,6 +49,21 @@ pub fn worker(state: u64, iterations: u32, units_per_line: u32, lines: u32) -> W
         units_per_line,
         lines,
         &[0x41, 0xbf, 0xff, 0xff, 0xff, 0xff],
+        0,
+    )
+}
+
+/// The worker, which also works `pause` xorshift steps in the middle of each line (after its
+/// name and the space): a slice the timer ends then often ends with a line half written. (On
+/// PVM the timer's signal ends a slice in the guest's work, seldom in its run of OUTs.)
+pub fn worker_pausing_mid_line(state: u64, iterations: u32, units_per_line: u32, pause: u32) -> Worker {
+    build(
+        state,
+        iterations,
+        units_per_line,
+        u32::MAX,
+        &[0x41, 0xbf, 0xff, 0xff, 0xff, 0xff],
+        pause,
     )
 }
 
@@ -80,11 +95,21 @@ pub fn stopping_worker(state: u64, iterations: u32, units_per_line: u32, lines: 
     };
     // jmp $
     block.extend_from_slice(&[0xeb, 0xfe]);
-    build(state, iterations, units_per_line, lines, &block)
+    build(state, iterations, units_per_line, lines, &block, 0)
 }
 
-/// The worker, with `after_lines` run once its first `lines` lines are printed.
-fn build(state: u64, iterations: u32, units_per_line: u32, lines: u32, after_lines: &[u8]) -> Worker {
+/// `xorshift`'s steps on r14, `ecx` times (at least once): the worker's work.
+const WORK_LOOP: [u8; 34] = [
+    0x4c, 0x89, 0xf0, 0x48, 0xc1, 0xe0, 0x0d, 0x49, 0x31, 0xc6, // mov rax, r14; shl rax, 13; xor r14, rax
+    0x4c, 0x89, 0xf0, 0x48, 0xc1, 0xe8, 0x07, 0x49, 0x31, 0xc6, // mov rax, r14; shr rax, 7; xor r14, rax
+    0x4c, 0x89, 0xf0, 0x48, 0xc1, 0xe0, 0x11, 0x49, 0x31, 0xc6, // mov rax, r14; shl rax, 17; xor r14, rax
+    0xff, 0xc9, // dec ecx
+    0x75, 0xde, // jnz back to its start (-34)
+];
+
+/// The worker, with `after_lines` run once its first `lines` lines are printed, and `pause`
+/// steps of work after the name and space of each line (none when 0).
+fn build(state: u64, iterations: u32, units_per_line: u32, lines: u32, after_lines: &[u8], pause: u32) -> Worker {
     let iterations = iterations.max(1);
     let units_per_line = units_per_line.max(1);
     let state = if state == 0 { 0x9e37_79b9_7f4a_7c15 } else { state };
@@ -114,13 +139,7 @@ fn build(state: u64, iterations: u32, units_per_line: u32, lines: u32, after_lin
     code.push(0xb9);
     code.extend_from_slice(&iterations.to_le_bytes());
     // work: r14 ^= r14 << 13; r14 ^= r14 >> 7; r14 ^= r14 << 17 (through rax); dec ecx; jnz work
-    code.extend_from_slice(&[
-        0x4c, 0x89, 0xf0, 0x48, 0xc1, 0xe0, 0x0d, 0x49, 0x31, 0xc6, // mov rax, r14; shl rax, 13; xor r14, rax
-        0x4c, 0x89, 0xf0, 0x48, 0xc1, 0xe8, 0x07, 0x49, 0x31, 0xc6, // mov rax, r14; shr rax, 7; xor r14, rax
-        0x4c, 0x89, 0xf0, 0x48, 0xc1, 0xe0, 0x11, 0x49, 0x31, 0xc6, // mov rax, r14; shl rax, 17; xor r14, rax
-        0xff, 0xc9, // dec ecx
-        0x75, 0xde, // jnz work (-34)
-    ]);
+    code.extend_from_slice(&WORK_LOOP);
     // inc r12; mov [PROGRESS_ADDR], r12
     code.extend_from_slice(&[0x49, 0xff, 0xc4, 0x4c, 0x89, 0x24, 0x25]);
     code.extend_from_slice(&abs32(PROGRESS_ADDR));
@@ -139,6 +158,12 @@ fn build(state: u64, iterations: u32, units_per_line: u32, lines: u32, after_lin
     code.extend_from_slice(&[0xee, 0xb0, b' ']);
     inc_printed(&mut code);
     code.push(0xee);
+    if pause > 0 {
+        // mov ecx, pause; work (rax and ecx are set again below)
+        code.push(0xb9);
+        code.extend_from_slice(&pause.to_le_bytes());
+        code.extend_from_slice(&WORK_LOOP);
+    }
     // mov rax, r13; mov edi, DIGITS_END; mov ecx, 10
     code.extend_from_slice(&[0x4c, 0x89, 0xe8, 0xbf]);
     code.extend_from_slice(&DIGITS_END.to_le_bytes());
