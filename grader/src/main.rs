@@ -51,9 +51,6 @@ struct Cli {
     /// list the checks
     #[arg(long)]
     list: bool,
-    /// print the number of hidden checks and their points (for cargo xtask student-kit)
-    #[arg(long, hide = true)]
-    hidden_summary: bool,
     /// with --list: one line per check, its name, a tab, and the rule it enforces
     #[arg(long, requires = "list")]
     rules: bool,
@@ -154,11 +151,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.hidden_summary {
-        let hidden: Vec<_> = all_checks().into_iter().filter(|c| c.hidden).collect();
-        println!("{} {}", hidden.len(), hidden.iter().map(|c| c.points).sum::<u32>());
-        return ExitCode::SUCCESS;
-    }
     if let Some(check) = &cli.hint {
         return print_hint(check, cli.more);
     }

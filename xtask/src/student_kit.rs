@@ -221,7 +221,7 @@ pub fn export(root: &Path, dir: &Path, with_answers: bool) -> Result<Exported, F
     }
     write(dir, Path::new("README.md"), student_readme().as_bytes())?;
     write(dir, Path::new(".github/workflows/grade.yml"), GRADE_WORKFLOW.as_bytes())?;
-    let (checks, points) = hidden_summary(root)?;
+    let (checks, points) = hidden_summary();
     write(
         dir,
         Path::new(HIDDEN_CHECKS),
@@ -765,7 +765,12 @@ fn reference_lines(root: &Path, stubs: &Stubs) -> Result<Vec<(String, String)>, 
 /// no Rust file of it shares a run of lines with a reference file, alike but for names, numbers
 /// and strings (`shape`): nothing in it, pasted into a lab file, solves a lab.
 fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
-    let reference = reference_lines(root, stubs)?;
+    let reference_lines = reference_lines(root, stubs)?;
+    // Each line of a reference's body and the first file that has it.
+    let mut reference: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (file, body) in &reference_lines {
+        reference.entry(body.as_str()).or_insert(file.as_str());
+    }
     let mut reference_shapes = Vec::new();
     for lab in LABS {
         let file = format!("labs/{}/src/solution.rs", lab.dir);
@@ -797,7 +802,7 @@ fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
                     number + 1
                 ));
             }
-            if let Some((file, _)) = reference.iter().find(|(_, body)| line.trim() == body) {
+            if let Some(file) = reference.get(line.trim()) {
                 return Err(format!(
                     "the student copy's {}:{} is a line of the reference in {file}: {}",
                     relative.display(),
@@ -813,39 +818,11 @@ fn check_export(root: &Path, dir: &Path, stubs: &Stubs) -> Result<(), String> {
 /// The file of the hidden checks: instructor-only; the copy gets `hidden_stand_in`.
 const HIDDEN_CHECKS: &str = "grader/src/checks/hidden.rs";
 
-/// How many hidden checks the instructors' grader has, and their points (`grader --hidden-summary`,
-/// from the judge, which builds without any lab).
-fn hidden_summary(root: &Path) -> Result<(usize, u32), Failure> {
-    let out = std::process::Command::new(kit::cargo())
-        .current_dir(root)
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "grader",
-            "--bin",
-            "grader",
-            "--",
-            "--hidden-summary",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|err| (kit::status::IO, format!("cannot run cargo: {err}")))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut numbers = text.split_whitespace().map(str::parse::<u32>);
-    match (out.status.success(), numbers.next(), numbers.next()) {
-        (true, Some(Ok(checks)), Some(Ok(points))) => Ok((checks as usize, points)),
-        _ => Err((
-            kit::status::KIT_BROKEN,
-            format!(
-                "cannot count the hidden checks (grader --hidden-summary): {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .next()
-                    .unwrap_or("no answer")
-            ),
-        )),
-    }
+/// How many hidden checks the instructors' grader has, and their points: the judge's library,
+/// which xtask links (no lab), counts them; no build of the grader is needed.
+fn hidden_summary() -> (usize, u32) {
+    let hidden: Vec<_> = grader::all_checks().into_iter().filter(|check| check.hidden).collect();
+    (hidden.len(), hidden.iter().map(|check| check.points).sum())
 }
 
 /// The student copy's `grader/src/checks/hidden.rs`: no check, only how many there are.
