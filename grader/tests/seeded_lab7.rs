@@ -52,6 +52,7 @@ fn no_seeded_mistake_is_blamed_on_another_cause() {
 }
 
 #[test]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn the_reference_passes_every_check_of_lab_7() {
     for check in CHECKS {
         let seed = common::seed();
@@ -118,6 +119,7 @@ fn seed_a_move_without_its_final_round_loses_pages(labs: &mut Labs) {
 }
 
 #[test]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn a_move_without_its_final_round_loses_pages() {
     let message = failure_of("lab7_move_fast_writer", seed_a_move_without_its_final_round_loses_pages);
     assert_names(
@@ -138,6 +140,7 @@ fn seed_a_dirty_log_never_turned_on_is_named(labs: &mut Labs) {
 }
 
 #[test]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn a_dirty_log_never_turned_on_is_named() {
     let message = failure_of("lab7_dirty_log", seed_a_dirty_log_never_turned_on_is_named);
     // ENOENT from KVM_GET_DIRTY_LOG: a slot without the log, most likely never turned on.
@@ -171,6 +174,7 @@ fn seed_a_restore_without_the_registers_is_named(labs: &mut Labs) {
 }
 
 #[test]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn a_restore_without_the_registers_is_named() {
     let message = failure_of(
         "lab7_snapshot_round_trip",

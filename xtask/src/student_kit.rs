@@ -101,7 +101,7 @@ const TAUGHT_LINES: [&str; 2] = ["sregs.cr4 = CR4_PAE;", "sregs.efer = EFER_LME 
 
 /// Files and folders that stay with the instructors (besides every `solution.rs` and every test
 /// that builds the reference).
-const INSTRUCTOR_ONLY: [&str; 22] = [
+const INSTRUCTOR_ONLY: [&str; 23] = [
     ".ci",
     // Mutation testing of the references: its settings and its record name the references' code.
     ".cargo/mutants.toml",
@@ -123,6 +123,8 @@ const INSTRUCTOR_ONLY: [&str; 22] = [
     "grader/tests/isolation.rs",
     "crates/kit-jail/tests",
     "tests/reference_blocks.rs",
+    // The rule that a test is ignored only as slow, for cargo xtask ci (instructors' only).
+    "tests/slow_tests.rs",
     "xtask/bench",
     "xtask/src/shape.rs",
     "xtask/src/student_kit.rs",

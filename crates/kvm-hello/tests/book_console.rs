@@ -140,6 +140,7 @@ fn run(example: &Example, dir: &Path) -> (i32, String) {
 }
 
 #[test]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn every_console_example_in_the_book_prints_what_the_book_shows() {
     require_kvm();
     let dir = scratch_folder();

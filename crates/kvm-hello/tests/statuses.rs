@@ -10,6 +10,7 @@ use predicates::prelude::*;
 
 /// Each corpus guest ends with the status, output and message its header promises, in time.
 #[test]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn every_corpus_guest_ends_as_its_header_says() {
     require_kvm();
     const TIMEOUT_SECS: f64 = 1.0;
@@ -220,6 +221,7 @@ fn an_instruction_kvm_cannot_emulate_is_an_internal_error_with_its_suberror() {
 
 /// Random bytes as guests: every run ends in time, with a status a guest can cause, in one line.
 #[test]
+#[ignore = "slow: cargo xtask ci runs it"]
 fn a_hundred_random_images_end_in_time_without_a_panic() {
     require_kvm();
     const IMAGES: u64 = 120;

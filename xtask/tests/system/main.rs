@@ -1,6 +1,6 @@
 //! The system tests of the course tools: each builds copies of the kit (minutes on 2 cores), so
 //! the README's test command lists them as ignored ("slow: cargo xtask ci runs it") and
-//! `cargo xtask ci` runs them (`cargo test -p xtask --test system -- --ignored`).
+//! `cargo xtask ci` runs them (`cargo test --workspace --features solution -- --ignored`).
 //!
 //! The tests that grade a student copy share one: exported and built by the first that needs it
 //! (in its own target directory, never shared with another copy of the workspace), then lent to
