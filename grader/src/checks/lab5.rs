@@ -962,7 +962,7 @@ pub fn judge_output(guest: &HypercallGuest, output: &[u8], base: u64, ended: &st
         Some((index, found)) => {
             let other = match guest.parts.get(first_seen) {
                 Some(part) => format!(
-                    " (read otherwise, its call {} printed {:?}, expected {:?}, the output alone cannot tell which; a string cut short is the likelier)",
+                    " (read otherwise, its call {} printed {:?}, expected {:?}: the output alone cannot tell which; an output cut short is the likelier)",
                     first_seen + 1,
                     show(&seen, 80),
                     show(&part.bytes(base), 80)
@@ -1262,4 +1262,52 @@ fn lab_hypercalls_program(ctx: &mut Ctx) -> Result<(), Stop> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guestgen::Printed;
+
+    fn part(kind: CallKind, what: &str, bytes: &[u8]) -> Printed {
+        Printed {
+            kind,
+            what: what.to_owned(),
+            expected: Expected::Bytes(bytes.to_vec()),
+            string_at: None,
+        }
+    }
+
+    fn guest(parts: Vec<Printed>) -> HypercallGuest {
+        HypercallGuest {
+            image: Vec::new(),
+            parts,
+            exits: 0,
+            io_in: 0,
+            io_out: 0,
+            alias: 1,
+            alias_entry: 0,
+        }
+    }
+
+    #[test]
+    fn a_string_that_lost_its_last_byte_before_a_number_that_begins_with_it_is_named_first() {
+        let guest = guest(vec![
+            part(CallKind::PrintStr, "print_str of a 4-byte string", b"ab84"),
+            part(CallKind::Print32, "print32bit(4294967295)", b"4294967295\n"),
+            part(CallKind::Print8, "print8bit('x')", b"x"),
+        ]);
+        // "ab8" then the number and the byte, right to the end.
+        let message = judge_output(&guest, b"ab84294967295\nx", 0, "").unwrap_err();
+        assert!(
+            message.contains("printed \"ab8\" for its call 1 of 3, print_str of a 4-byte string, expected \"ab84\""),
+            "{message}"
+        );
+        assert!(message.contains("(read otherwise, its call 2 printed"), "{message}");
+        // A number printed wrong with the rest right is the number's.
+        let message = judge_output(&guest, b"ab84294967296\nx", 0, "").unwrap_err();
+        assert!(message.contains("for its call 2 of 3, print32bit"), "{message}");
+        assert!(!message.contains("read otherwise"), "{message}");
+        assert_eq!(judge_output(&guest, b"ab844294967295\nx", 0, ""), Ok(()));
+    }
 }
