@@ -863,6 +863,11 @@ fn every_slice_guest_time(run: &Run, slices: &[Slice]) -> Result<(), Stop> {
 fn slice_guest_time_wrong(run: &Run, slices: &[Slice]) -> Option<String> {
     slices.iter().enumerate().find_map(|(i, slice)| {
         let name = run.name(slice.vm);
+        // A VM's first slice also holds its thread's one-time costs (the run page mapped for the
+        // timer, first touches of memory): under QEMU-emulated SVM such a slice of 8 exits showed
+        // 1.8 ms of guest time in 9.0 ms of CPU time with the reference. Its fraction is not
+        // judged; its later slices and the total over all slices are.
+        let first_of_its_vm = !slices[..i].iter().any(|earlier| earlier.vm == slice.vm);
         if slice.guest > slice.cpu + CLOCK_ROUNDING {
             return Some(format!(
                 "{} slice {i} (VM {name}) added {} of guest time to its account, more than the {} of CPU time the thread spent in the whole slice: guest time is the thread's CPU time inside KVM_RUN (thread_cpu_time before and after), not the wall clock",
@@ -873,6 +878,7 @@ fn slice_guest_time_wrong(run: &Run, slices: &[Slice]) -> Option<String> {
         }
         let exits = slice.grew(PRINTED);
         let why = match slice.ended {
+            EndSeen::Timer if first_of_its_vm => return None,
             EndSeen::Timer if exits == 0 => return silent_undercounted(run, i, slice),
             EndSeen::Timer if slice.guest.as_secs_f64() < TIMER_SLICE_GUEST * slice.cpu.as_secs_f64() => format!(
                 "the timer ended it after {exits} console exits of its guest, which did {} rounds of work",
