@@ -66,16 +66,27 @@ fn no_seeded_mistake_is_blamed_on_another_cause() {
     assert_no_wrong_cause(MISTAKES);
 }
 
-/// The reference walk, with a large page's address taken by `ENTRY_ADDR_MASK` alone: the
-/// entry's bit 12, PAT in a 1 GiB or 2 MiB page entry, stays in the physical address.
-fn walk_keeping_pat(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
+/// The reference walk, with the physical address of a large page made by `address` from the
+/// right one, the leaf entry and the GVA.
+fn walk_with_large_page_address(
+    memory: &GuestMemoryMmap,
+    cr3: u64,
+    gva: u64,
+    address: fn(u64, u64, u64) -> u64,
+) -> Walk {
     let mut walk = lab2_paging::translate(memory, cr3, gva);
     if let (Ok(gpa), Some(last)) = (&mut walk.result, walk.steps.last())
         && last.level != Level::Pt
     {
-        *gpa |= last.entry & 0x1000;
+        *gpa = address(*gpa, last.entry, gva);
     }
     walk
+}
+
+/// The reference walk, with a large page's address taken by `ENTRY_ADDR_MASK` alone: the
+/// entry's bit 12, PAT in a 1 GiB or 2 MiB page entry, stays in the physical address.
+fn walk_keeping_pat(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
+    walk_with_large_page_address(memory, cr3, gva, |gpa, entry, _| gpa | (entry & 0x1000))
 }
 
 #[test]
@@ -101,13 +112,9 @@ fn large_page_walk_that_keeps_the_pat_bit_in_the_hidden_variant() {
 /// The reference walk, with a large page's offset taken as the address's low 12 bits, as for a
 /// 4 KiB page: the entry's bits 12 and up (PAT among them) make the physical address.
 fn walk_with_an_offset_of_12_bits(memory: &GuestMemoryMmap, cr3: u64, gva: u64) -> Walk {
-    let mut walk = lab2_paging::translate(memory, cr3, gva);
-    if let (Ok(gpa), Some(last)) = (&mut walk.result, walk.steps.last())
-        && last.level != Level::Pt
-    {
-        *gpa = (last.entry & 0x000f_ffff_ffff_f000) | (gva & 0xfff);
-    }
-    walk
+    walk_with_large_page_address(memory, cr3, gva, |_, entry, gva| {
+        (entry & 0x000f_ffff_ffff_f000) | (gva & 0xfff)
+    })
 }
 
 #[test]

@@ -42,29 +42,17 @@ fn abs32(addr: u64) -> [u8; 4] {
 /// rounds (at least 1) for its first `lines` lines, then rounds without an exit; `state` is the
 /// generator's start.
 pub fn worker(state: u64, iterations: u32, units_per_line: u32, lines: u32) -> Worker {
-    // mov r15d, u32::MAX: silent from here (a line after 2^32 rounds, years away).
-    build(
-        state,
-        iterations,
-        units_per_line,
-        lines,
-        &[0x41, 0xbf, 0xff, 0xff, 0xff, 0xff],
-        0,
-    )
+    build(state, iterations, units_per_line, lines, &SILENT_FROM_HERE, 0)
 }
+
+/// `mov r15d, u32::MAX`: the worker's lines end here (the next after 2^32 rounds, years away).
+const SILENT_FROM_HERE: [u8; 6] = [0x41, 0xbf, 0xff, 0xff, 0xff, 0xff];
 
 /// The worker, which also works `pause` xorshift steps in the middle of each line (after its
 /// name and the space): a slice the timer ends then often ends with a line half written. (On
 /// PVM the timer's signal ends a slice in the guest's work, seldom in its run of OUTs.)
 pub fn worker_pausing_mid_line(state: u64, iterations: u32, units_per_line: u32, pause: u32) -> Worker {
-    build(
-        state,
-        iterations,
-        units_per_line,
-        u32::MAX,
-        &[0x41, 0xbf, 0xff, 0xff, 0xff, 0xff],
-        pause,
-    )
+    build(state, iterations, units_per_line, u32::MAX, &SILENT_FROM_HERE, pause)
 }
 
 /// How a worker that stops ends: an exit the worker of the lab never causes.
